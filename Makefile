@@ -1,0 +1,37 @@
+# ghostrouter: a userspace IP router with a built-in cluster dispatcher.
+# Run as root on Linux: `make demo`, `make test`.
+
+GO      ?= go
+BIN     := bin
+PKGS    := ./...
+export GOFLAGS ?= -buildvcs=false
+
+.PHONY: help build test unit e2e demo bench vet fmt check clean
+
+help: ## list the targets
+	@awk -F':.*## ' '/^[a-z][a-z-]*:.*## /{printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build bin/ghostrouter, bin/ghostnode and the test peer
+	$(GO) build -o $(BIN)/ghostrouter ./cmd/ghostrouter
+	@if [ -d cmd/ghostnode ] && ls cmd/ghostnode/*.go >/dev/null 2>&1; then $(GO) build -o $(BIN)/ghostnode ./cmd/ghostnode; fi
+	$(GO) build -o $(BIN)/peer ./test/cmd/peer
+
+vet: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+test: vet ## every test: unit, in-memory and end-to-end (root; under CI=true nothing may skip)
+	$(GO) test -count=1 -timeout 30m $(PKGS)
+
+unit: ## tests that need no root (the privileged ones skip outside CI)
+	$(GO) test -count=1 -short $(PKGS)
+
+demo: build ## the showcase: namespaces, servers, the appliance, traffic, a readable account
+	./test/demo.sh
+
+bench: build ## datapath benchmarks with allocations
+	$(GO) test -run '^$$' -bench . -benchmem ./dispatch/... ./router/...
+
+clean: ## remove build output
+	rm -rf $(BIN)

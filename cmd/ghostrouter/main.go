@@ -1,0 +1,189 @@
+// Command ghostrouter is the appliance: a userspace IP router on gVisor's
+// netstack over TAP devices, with the cluster dispatcher in its forwarding
+// path. See README.md for the subcommands.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/ghostrouter/ghostrouter/router"
+	"github.com/ghostrouter/ghostrouter/router/config"
+)
+
+const usage = `usage: ghostrouter COMMAND [flags]
+
+commands:
+  run    -c FILE                      run the appliance in the foreground
+  check  -c FILE                      validate a configuration file
+  lookup -c FILE [--cluster NAME] CLIENT...
+                                      which bucket and server each client maps to
+  help                                this text
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "run":
+		return cmdRun(args[1:], stderr)
+	case "check":
+		return cmdCheck(args[1:], stdout, stderr)
+	case "lookup":
+		return cmdLookup(args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "ghostrouter: unknown command %q\n%s", args[0], usage)
+		return 2
+	}
+}
+
+// configFlag registers -c/--config on fs.
+func configFlag(fs *flag.FlagSet) *string {
+	p := fs.String("c", "", "configuration `FILE`")
+	fs.StringVar(p, "config", "", "configuration `FILE` (same as -c)")
+	return p
+}
+
+// loadConfig loads path, printing every problem to stderr as FILE:LINE lines.
+func loadConfig(path string, stderr io.Writer) (*config.Config, bool) {
+	if path == "" {
+		fmt.Fprintln(stderr, "ghostrouter: -c FILE is required")
+		return nil, false
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		var ps config.Problems
+		if errors.As(err, &ps) {
+			for _, p := range ps {
+				fmt.Fprintln(stderr, p.Error())
+			}
+			fmt.Fprintf(stderr, "%s: %d problem(s)\n", path, len(ps))
+		} else {
+			fmt.Fprintf(stderr, "ghostrouter: %v\n", err)
+		}
+		return nil, false
+	}
+	return cfg, true
+}
+
+func cmdCheck(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := configFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, ok := loadConfig(*path, stderr)
+	if !ok {
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d interfaces, %d routes, %d neighbors, %d clusters)\n",
+		*path, len(cfg.Interfaces), len(cfg.Routes), len(cfg.Neighbors), len(cfg.Clusters))
+	return 0
+}
+
+func newLogger(level string, w io.Writer) *slog.Logger {
+	var l slog.Level
+	switch strings.ToLower(level) {
+	case "debug":
+		l = slog.LevelDebug
+	case "warn":
+		l = slog.LevelWarn
+	case "error":
+		l = slog.LevelError
+	default:
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+func cmdRun(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := configFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, ok := loadConfig(*path, stderr)
+	if !ok {
+		return 1
+	}
+	log := newLogger(cfg.Router.LogLevel, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	app, err := newAppliance(cfg, log)
+	if err != nil {
+		log.Error("start failed", "err", err)
+		return 1
+	}
+	log.Info("ghostrouter running", "config", *path, "interfaces", len(cfg.Interfaces), "clusters", len(cfg.Clusters))
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	code := 0
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down", "reason", "signal")
+			break loop
+		case <-hup:
+			app.reload(*path)
+		case err := <-app.r.Faults():
+			log.Error("link fault", "err", err)
+		}
+	}
+	if err := app.close(); err != nil {
+		log.Error("shutdown", "err", err)
+		code = 1
+	}
+	log.Info("stopped")
+	return code
+}
+
+// appliance is the running router plus what hangs off it.
+type appliance struct {
+	log *slog.Logger
+	cfg *config.Config
+	r   *router.Router
+}
+
+func newAppliance(cfg *config.Config, log *slog.Logger) (*appliance, error) {
+	r, err := router.New(cfg, router.Options{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	return &appliance{log: log, cfg: cfg, r: r}, nil
+}
+
+// reload re-reads the configuration file. A file with problems is reported
+// and the running configuration stays.
+func (a *appliance) reload(path string) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		a.log.Error("reload rejected; keeping the running configuration", "config", path, "err", err)
+		return
+	}
+	a.log.Warn("reload: configuration is valid but live changes are not applied yet; restart to apply", "config", path, "clusters", len(cfg.Clusters))
+}
+
+func (a *appliance) close() error {
+	return a.r.Close()
+}

@@ -1,0 +1,508 @@
+// Package router owns the appliance's netstack: one NIC per configured
+// interface over a TAP link endpoint, the addresses, the routing table,
+// permanent neighbors, forwarding, and the lifecycle of all of it.
+//
+// The datapath of every link is a chain of small stages run on each inbound
+// frame before netstack sees it:
+//
+//	TAP ──> tap.Endpoint ──> [stages: ARP guard, dispatcher, ...] ──> TTL guard ──> netstack
+//	         drops runts and    each may consume the frame            IPv4 TTL<=1 in
+//	         foreign unicast    (forward, drop+count)                  transit: ICMP time
+//	                                                                   exceeded, not forwarded
+//
+// netstack then does what a router does: ARP, ICMP echo for its own
+// addresses, longest-prefix routing, TTL decrement, ICMP unreachable errors.
+// tcpip.Error values are converted to Go errors here, once.
+package router
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	icmptransport "gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+
+	"github.com/ghostrouter/ghostrouter/icmp"
+	"github.com/ghostrouter/ghostrouter/router/config"
+	"github.com/ghostrouter/ghostrouter/router/tap"
+)
+
+// BroadcastMAC is the Ethernet broadcast address, the permanent link address
+// of a broadcast cluster's second ghost.
+var BroadcastMAC = [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
+// Link is one interface of the router: its config, its netstack NIC and its
+// link endpoint (and the TAP device behind it, when there is one).
+type Link struct {
+	Config config.Interface
+	NIC    tcpip.NICID
+	EP     *tap.Endpoint
+	Dev    *tap.Device // nil when the endpoint was supplied by the caller
+
+	v4 [4]byte // first IPv4 address: the source of ICMP errors sent from this link
+	// hasV4 reports whether v4 is set.
+	hasV4 bool
+}
+
+// Stats counts the router's own per-packet outcomes (netstack keeps its own).
+type Stats struct {
+	TTLExceeded      atomic.Uint64 // IPv4 packets in transit that arrived with TTL <= 1: time exceeded sent
+	ICMPRateLimited  atomic.Uint64 // ICMP errors not sent because of the rate limit
+	MalformedDropped atomic.Uint64 // IPv4 packets in transit with a bad header: dropped
+}
+
+// Options are the parts of a router that other packages supply.
+type Options struct {
+	Logger *slog.Logger
+	// Stages run, in order, on every inbound frame of every link before the
+	// TTL guard and netstack; the first that consumes a frame ends its walk.
+	Stages []tap.Hook
+	// Endpoints, when set, are used instead of opening TAP devices: one per
+	// configured interface, by name (in-memory tests).
+	Endpoints map[string]*tap.Endpoint
+	// ICMPRate and ICMPBurst limit the ICMP errors the datapath generates
+	// itself (defaults 1000/s and 50). netstack's own are limited separately.
+	ICMPRate  float64
+	ICMPBurst int
+}
+
+// Router is a running netstack router.
+type Router struct {
+	log    *slog.Logger
+	stack  *stack.Stack
+	links  []*Link
+	stages []tap.Hook
+	local  map[[4]byte]struct{} // the router's IPv4 addresses and directed broadcasts
+	lim    *icmp.Limiter
+	stats  Stats
+	faults chan error
+}
+
+// New builds the router described by cfg: it opens (or creates) the TAP
+// devices, unless opts.Endpoints supplies the links, and starts forwarding.
+// On error everything opened so far is closed again.
+func New(cfg *config.Config, opts Options) (_ *Router, err error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.ICMPRate == 0 {
+		opts.ICMPRate = 1000
+	}
+	if opts.ICMPBurst == 0 {
+		opts.ICMPBurst = 50
+	}
+	r := &Router{
+		log:    opts.Logger,
+		stages: opts.Stages,
+		local:  map[[4]byte]struct{}{},
+		lim:    icmp.NewLimiter(opts.ICMPRate, opts.ICMPBurst),
+		faults: make(chan error, 16),
+	}
+	r.stack = stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol, arp.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmptransport.NewProtocol4, icmptransport.NewProtocol6},
+	})
+	defer func() {
+		if err != nil {
+			r.Close()
+		}
+	}()
+	for _, p := range []tcpip.NetworkProtocolNumber{ipv4.ProtocolNumber, ipv6.ProtocolNumber} {
+		if e := r.stack.SetForwardingDefaultAndAllNICs(p, true); e != nil {
+			return nil, fmt.Errorf("router: enable forwarding: %s", e)
+		}
+	}
+	for i, ic := range cfg.Interfaces {
+		l := &Link{Config: ic, NIC: tcpip.NICID(i + 1)}
+		if err := r.openLink(l, opts.Endpoints); err != nil {
+			return nil, err
+		}
+		r.links = append(r.links, l)
+		if err := r.addNIC(l); err != nil {
+			return nil, err
+		}
+	}
+	if err := r.setRoutes(cfg); err != nil {
+		return nil, err
+	}
+	for _, n := range cfg.Neighbors {
+		if err := r.AddStaticNeighbor(n.Interface, n.Address, n.MAC); err != nil {
+			return nil, err
+		}
+	}
+	for _, cl := range cfg.Clusters {
+		if cl.Mode != "broadcast" {
+			continue
+		}
+		// The patent's FIG. 5: the second ghost's permanent ARP entry is the
+		// LAN broadcast MAC, and the route to the ghost goes through it.
+		if err := r.AddStaticNeighbor(cl.Interface, cl.BroadcastAddress, BroadcastMAC[:]); err != nil {
+			return nil, err
+		}
+	}
+	for _, l := range r.links {
+		l.EP.SetHook(&linkHook{r: r, l: l})
+	}
+	return r, nil
+}
+
+func (r *Router) openLink(l *Link, eps map[string]*tap.Endpoint) error {
+	ic := l.Config
+	if eps != nil {
+		ep, ok := eps[ic.Name]
+		if !ok {
+			return fmt.Errorf("router: no endpoint supplied for interface %s", ic.Name)
+		}
+		l.EP = ep
+		return nil
+	}
+	dev, err := tap.Open(tap.DeviceConfig{Name: ic.Name, MTU: ic.MTU, Bridge: ic.Bridge, Queues: ic.Queues})
+	if err != nil {
+		return fmt.Errorf("router: %w", err)
+	}
+	l.Dev = dev
+	ep, err := tap.NewEndpoint(tap.EndpointConfig{
+		Name:    ic.Name,
+		Files:   dev.Files(),
+		MAC:     ic.MAC,
+		MTU:     uint32(ic.MTU),
+		OnFault: r.fault,
+	})
+	if err != nil {
+		dev.Close()
+		l.Dev = nil
+		return fmt.Errorf("router: %w", err)
+	}
+	l.EP = ep
+	verb := "opened existing"
+	if dev.Created() {
+		verb = "created"
+	}
+	r.log.Info("tap device ready", "interface", ic.Name, "action", verb, "mac", ic.MAC.String(), "mtu", ic.MTU, "bridge", ic.Bridge, "queues", len(dev.Files()))
+	return nil
+}
+
+func (r *Router) addNIC(l *Link) error {
+	if e := r.stack.CreateNICWithOptions(l.NIC, l.EP, stack.NICOptions{Name: l.Config.Name}); e != nil {
+		return fmt.Errorf("router: create NIC %s: %s", l.Config.Name, e)
+	}
+	for _, p := range l.Config.Addresses {
+		pa := protocolAddress(p)
+		if e := r.stack.AddProtocolAddress(l.NIC, pa, stack.AddressProperties{}); e != nil {
+			return fmt.Errorf("router: interface %s: add address %s: %s", l.Config.Name, p, e)
+		}
+		if p.Addr().Is4() {
+			a := p.Addr().As4()
+			if !l.hasV4 {
+				l.v4, l.hasV4 = a, true
+			}
+			r.local[a] = struct{}{}
+			if p.Bits() < 31 {
+				r.local[broadcast4(p)] = struct{}{}
+			}
+		}
+	}
+	return nil
+}
+
+// setRoutes installs the connected routes of every interface and the
+// configured routes, longest prefix first (netstack scans the table in order).
+func (r *Router) setRoutes(cfg *config.Config) error {
+	type row struct {
+		route tcpip.Route
+		bits  int
+	}
+	var rows []row
+	for _, l := range r.links {
+		for _, p := range l.Config.Addresses {
+			rows = append(rows, row{route: tcpip.Route{Destination: subnet(p.Masked()), NIC: l.NIC}, bits: p.Bits()})
+		}
+	}
+	for _, cl := range cfg.Clusters {
+		if cl.Mode != "broadcast" {
+			continue
+		}
+		l, err := r.link(cl.Interface)
+		if err != nil {
+			return err
+		}
+		host := netip.PrefixFrom(cl.Address, cl.Address.BitLen())
+		rows = append(rows, row{route: tcpip.Route{Destination: subnet(host), Gateway: address(cl.BroadcastAddress), NIC: l.NIC}, bits: host.Bits()})
+	}
+	for _, rt := range cfg.Routes {
+		l, err := r.link(rt.Interface)
+		if err != nil {
+			return err
+		}
+		tr := tcpip.Route{Destination: subnet(rt.To), NIC: l.NIC}
+		if rt.Via.IsValid() {
+			tr.Gateway = address(rt.Via)
+		}
+		rows = append(rows, row{route: tr, bits: rt.To.Bits()})
+	}
+	sort.SliceStable(rows, func(i, j int) bool { return rows[i].bits > rows[j].bits })
+	table := make([]tcpip.Route, len(rows))
+	for i, rw := range rows {
+		table[i] = rw.route
+	}
+	r.stack.SetRouteTable(table)
+	return nil
+}
+
+// AddStaticNeighbor adds a permanent neighbor entry that nothing received
+// from the link can change.
+func (r *Router) AddStaticNeighbor(ifname string, addr netip.Addr, mac []byte) error {
+	l, err := r.link(ifname)
+	if err != nil {
+		return err
+	}
+	proto := ipv4.ProtocolNumber
+	if addr.Is6() {
+		proto = ipv6.ProtocolNumber
+	}
+	if e := r.stack.AddStaticNeighbor(l.NIC, proto, address(addr), tcpip.LinkAddress(mac)); e != nil {
+		return fmt.Errorf("router: interface %s: permanent neighbor %s: %s", ifname, addr, e)
+	}
+	return nil
+}
+
+func (r *Router) link(name string) (*Link, error) {
+	for _, l := range r.links {
+		if l.Config.Name == name {
+			return l, nil
+		}
+	}
+	return nil, fmt.Errorf("router: no interface %q", name)
+}
+
+// Link returns the named link.
+func (r *Router) Link(name string) (*Link, bool) {
+	l, err := r.link(name)
+	return l, err == nil
+}
+
+// Links returns the router's links in configuration order.
+func (r *Router) Links() []*Link { return r.links }
+
+// Stack is the router's netstack, for the packages that add to it.
+func (r *Router) Stack() *stack.Stack { return r.stack }
+
+// Stats returns the router's own counters.
+func (r *Router) Stats() *Stats { return &r.stats }
+
+// Faults delivers link faults (a receive loop that stopped). The caller
+// should log them and decide whether to shut down.
+func (r *Router) Faults() <-chan error { return r.faults }
+
+func (r *Router) fault(err error) {
+	select {
+	case r.faults <- err:
+	default:
+	}
+}
+
+// Close stops the router: the NICs are removed, the link endpoints closed and
+// the TAP devices it created disappear.
+func (r *Router) Close() error {
+	var errs []error
+	for _, l := range r.links {
+		if l.EP != nil {
+			l.EP.SetHook(nil)
+		}
+	}
+	if r.stack != nil {
+		r.stack.Close()
+		for _, l := range r.links {
+			if l.EP != nil {
+				l.EP.Close()
+			}
+		}
+		r.stack.Wait()
+	}
+	for _, l := range r.links {
+		if l.Dev != nil {
+			if err := l.Dev.Close(); err != nil {
+				errs = append(errs, err)
+			}
+			r.log.Info("tap device closed", "interface", l.Config.Name, "removed", l.Dev.Created())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// linkHook is the chain of stages on one link's inbound frames.
+type linkHook struct {
+	r *Router
+	l *Link
+}
+
+// Inbound implements tap.Hook.
+func (h *linkHook) Inbound(ep *tap.Endpoint, frame []byte) bool {
+	for _, s := range h.r.stages {
+		if s.Inbound(ep, frame) {
+			return true
+		}
+	}
+	return h.r.ttlGuard(h.l, frame)
+}
+
+// ttlGuard answers IPv4 packets in transit that arrived with TTL <= 1 with
+// ICMP time exceeded and drops them: RFC 1812 5.3.1 requires it, and netstack
+// would forward a TTL 1 packet with TTL 0. It passes everything else on.
+func (r *Router) ttlGuard(l *Link, frame []byte) bool {
+	if len(frame) < header.EthernetMinimumSize+header.IPv4MinimumSize ||
+		frame[12] != 0x08 || frame[13] != 0x00 {
+		return false
+	}
+	ip := frame[header.EthernetMinimumSize:]
+	if ip[8] > 1 || ip[0]>>4 != 4 {
+		return false
+	}
+	dst := [4]byte(ip[16:20])
+	if _, ok := r.local[dst]; ok || dst[0] >= 224 || frame[0]&1 != 0 {
+		return false // for the router itself, or multicast/broadcast: not in transit
+	}
+	if !header.IPv4(ip).IsValid(len(ip)) || !header.IPv4(ip).IsChecksumValid() {
+		r.stats.MalformedDropped.Add(1)
+		return true
+	}
+	r.sendICMPError(l, frame, icmp.TypeTimeExceeded, icmp.CodeTTLExceeded, [4]byte{})
+	r.stats.TTLExceeded.Add(1)
+	return true
+}
+
+// SendICMPError sends an ICMPv4 error about the packet in frame (as received
+// on the link of ep) back to the frame's sender, from that link's address,
+// within the rate limit.
+func (r *Router) SendICMPError(ep *tap.Endpoint, frame []byte, typ, code uint8, rest [4]byte) {
+	for _, l := range r.links {
+		if l.EP == ep {
+			r.sendICMPError(l, frame, typ, code, rest)
+			return
+		}
+	}
+}
+
+func (r *Router) sendICMPError(l *Link, frame []byte, typ, code uint8, rest [4]byte) {
+	if !l.hasV4 {
+		return
+	}
+	if !r.lim.Allow(time.Now()) {
+		r.stats.ICMPRateLimited.Add(1)
+		return
+	}
+	var buf [icmp.MaxErrorFrame]byte
+	if out := icmp.AppendError4(buf[:0], frame, l.EP.MACBytes(), l.v4, typ, code, rest); out != nil {
+		l.EP.WriteFrame(out)
+	}
+}
+
+func protocolAddress(p netip.Prefix) tcpip.ProtocolAddress {
+	proto := ipv4.ProtocolNumber
+	if p.Addr().Is6() {
+		proto = ipv6.ProtocolNumber
+	}
+	return tcpip.ProtocolAddress{
+		Protocol:          proto,
+		AddressWithPrefix: tcpip.AddressWithPrefix{Address: address(p.Addr()), PrefixLen: p.Bits()},
+	}
+}
+
+func address(a netip.Addr) tcpip.Address {
+	if a.Is4() {
+		return tcpip.AddrFrom4(a.As4())
+	}
+	return tcpip.AddrFrom16(a.As16())
+}
+
+func subnet(p netip.Prefix) tcpip.Subnet {
+	p = p.Masked()
+	return tcpip.AddressWithPrefix{Address: address(p.Addr()), PrefixLen: p.Bits()}.Subnet()
+}
+
+func broadcast4(p netip.Prefix) [4]byte {
+	a := p.Addr().As4()
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+	v |= (1 << (32 - p.Bits())) - 1
+	return [4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}
+}
+
+// LinkAddress returns the MAC netstack has resolved for addr on the named
+// interface. When it has none usable, it starts resolution (ARP or NDP) and
+// reports false; a stale entry is returned and re-verified in the background.
+func (r *Router) LinkAddress(ifname string, addr netip.Addr) ([6]byte, bool) {
+	l, err := r.link(ifname)
+	if err != nil {
+		return [6]byte{}, false
+	}
+	proto := ipv4.ProtocolNumber
+	if addr.Is6() {
+		proto = ipv6.ProtocolNumber
+	}
+	want := address(addr)
+	var mac [6]byte
+	found := false
+	entries, e := r.stack.Neighbors(l.NIC, proto)
+	if e == nil {
+		for _, n := range entries {
+			if n.Addr != want || len(n.LinkAddr) != 6 {
+				continue
+			}
+			switch n.State {
+			case stack.Reachable, stack.Stale, stack.Delay, stack.Probe, stack.Static:
+				copy(mac[:], n.LinkAddr)
+				found = true
+			}
+		}
+	}
+	// Ask again every time: this starts resolution of an unknown address and
+	// keeps a stale entry verified (the dispatcher's own sends bypass
+	// netstack, so netstack would never re-check it otherwise).
+	r.stack.GetLinkAddress(l.NIC, want, tcpip.Address{}, proto, nil)
+	return mac, found
+}
+
+// Neighbor is one row of the neighbor table.
+type Neighbor struct {
+	Interface string
+	Addr      netip.Addr
+	MAC       string
+	State     string
+	Permanent bool
+}
+
+// Neighbors lists the neighbor table of every interface.
+func (r *Router) Neighbors() []Neighbor {
+	var out []Neighbor
+	for _, l := range r.links {
+		for _, proto := range []tcpip.NetworkProtocolNumber{ipv4.ProtocolNumber, ipv6.ProtocolNumber} {
+			entries, e := r.stack.Neighbors(l.NIC, proto)
+			if e != nil {
+				continue
+			}
+			for _, n := range entries {
+				a, _ := netip.AddrFromSlice(n.Addr.AsSlice())
+				out = append(out, Neighbor{
+					Interface: l.Config.Name,
+					Addr:      a,
+					MAC:       n.LinkAddr.String(),
+					State:     n.State.String(),
+					Permanent: n.State == stack.Static,
+				})
+			}
+		}
+	}
+	return out
+}
