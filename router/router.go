@@ -83,7 +83,7 @@ type Router struct {
 	log    *slog.Logger
 	stack  *stack.Stack
 	links  []*Link
-	stages []tap.Hook
+	stages atomic.Pointer[[]tap.Hook]
 	local  map[[4]byte]struct{} // the router's IPv4 addresses and directed broadcasts
 	lim    *icmp.Limiter
 	stats  Stats
@@ -105,11 +105,11 @@ func New(cfg *config.Config, opts Options) (_ *Router, err error) {
 	}
 	r := &Router{
 		log:    opts.Logger,
-		stages: opts.Stages,
 		local:  map[[4]byte]struct{}{},
 		lim:    icmp.NewLimiter(opts.ICMPRate, opts.ICMPBurst),
 		faults: make(chan error, 16),
 	}
+	r.SetStages(opts.Stages...)
 	r.stack = stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol, arp.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmptransport.NewProtocol4, icmptransport.NewProtocol6},
@@ -293,6 +293,22 @@ func (r *Router) Link(name string) (*Link, bool) {
 	return l, err == nil
 }
 
+// SetStages replaces the stages every inbound frame passes before the TTL
+// guard and netstack (see Options.Stages).
+func (r *Router) SetStages(stages ...tap.Hook) {
+	s := append([]tap.Hook(nil), stages...)
+	r.stages.Store(&s)
+}
+
+// Endpoint returns the link endpoint of the named interface.
+func (r *Router) Endpoint(name string) (*tap.Endpoint, bool) {
+	l, err := r.link(name)
+	if err != nil {
+		return nil, false
+	}
+	return l.EP, true
+}
+
 // Links returns the router's links in configuration order.
 func (r *Router) Links() []*Link { return r.links }
 
@@ -350,7 +366,7 @@ type linkHook struct {
 
 // Inbound implements tap.Hook.
 func (h *linkHook) Inbound(ep *tap.Endpoint, frame []byte) bool {
-	for _, s := range h.r.stages {
+	for _, s := range *h.r.stages.Load() {
 		if s.Inbound(ep, frame) {
 			return true
 		}

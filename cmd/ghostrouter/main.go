@@ -10,11 +10,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 
+	"github.com/ghostrouter/ghostrouter/arp"
+	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/dispatch/tune"
 	"github.com/ghostrouter/ghostrouter/router"
 	"github.com/ghostrouter/ghostrouter/router/config"
 )
@@ -26,6 +30,12 @@ commands:
   check  -c FILE                      validate a configuration file
   lookup -c FILE [--cluster NAME] CLIENT...
                                       which bucket and server each client maps to
+  status [--socket PATH] [--json]     the running appliance: clusters, servers,
+                                      counters, neighbor table
+  reload [--socket PATH]              re-read the running appliance's file (as SIGHUP)
+  tune   -c FILE [--cluster NAME] LOG...
+                                      choose seed/buckets/hash from access logs
+                                      (ghostrouter tune -h for the details)
   help                                this text
 `
 
@@ -45,6 +55,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCheck(args[1:], stdout, stderr)
 	case "lookup":
 		return cmdLookup(args[1:], stdout, stderr)
+	case "status":
+		return cmdStatus(args[1:], stdout, stderr)
+	case "reload":
+		return cmdReload(args[1:], stdout, stderr)
+	case "tune":
+		return tune.Main(args[1:], os.Stdin, stdout, stderr, isTerminal(os.Stderr))
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -133,7 +149,25 @@ func cmdRun(args []string, stderr io.Writer) int {
 		log.Error("start failed", "err", err)
 		return 1
 	}
-	log.Info("ghostrouter running", "config", *path, "interfaces", len(cfg.Interfaces), "clusters", len(cfg.Clusters))
+	ctl, err := listenControl(cfg.Router.ControlSocket)
+	if err != nil {
+		log.Error("start failed", "err", err)
+		app.close()
+		return 1
+	}
+	defer os.Remove(cfg.Router.ControlSocket)
+	defer ctl.Close()
+	reloads := make(chan chan string)
+	go app.serveControl(ctl, *path, func() string {
+		reply := make(chan string, 1)
+		select {
+		case reloads <- reply:
+			return <-reply
+		case <-ctx.Done():
+			return "rejected: shutting down"
+		}
+	})
+	log.Info("ghostrouter running", "config", *path, "interfaces", len(cfg.Interfaces), "clusters", len(cfg.Clusters), "control_socket", cfg.Router.ControlSocket)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -146,6 +180,8 @@ loop:
 			break loop
 		case <-hup:
 			app.reload(*path)
+		case reply := <-reloads:
+			reply <- app.reload(*path)
 		case err := <-app.r.Faults():
 			log.Error("link fault", "err", err)
 		}
@@ -160,9 +196,11 @@ loop:
 
 // appliance is the running router plus what hangs off it.
 type appliance struct {
-	log *slog.Logger
-	cfg *config.Config
-	r   *router.Router
+	log   *slog.Logger
+	cfg   *config.Config
+	r     *router.Router
+	m     *dispatch.Manager
+	guard *arp.Guard
 }
 
 func newAppliance(cfg *config.Config, log *slog.Logger) (*appliance, error) {
@@ -170,20 +208,49 @@ func newAppliance(cfg *config.Config, log *slog.Logger) (*appliance, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &appliance{log: log, cfg: cfg, r: r}, nil
+	m, err := dispatch.NewManager(cfg, r.Endpoint, r, r, log)
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	guard := arp.NewGuard(protectedAddresses(cfg))
+	r.SetStages(guard, m.Forwarder())
+	m.Start()
+	return &appliance{log: log, cfg: cfg, r: r, m: m, guard: guard}, nil
+}
+
+// protectedAddresses are the addresses no LAN host may claim by ARP: every
+// ghost, and every broadcast cluster's second ghost.
+func protectedAddresses(cfg *config.Config) []netip.Addr {
+	var out []netip.Addr
+	for _, cl := range cfg.Clusters {
+		out = append(out, cl.Address)
+		if cl.BroadcastAddress.IsValid() {
+			out = append(out, cl.BroadcastAddress)
+		}
+	}
+	return out
 }
 
 // reload re-reads the configuration file. A file with problems is reported
 // and the running configuration stays.
-func (a *appliance) reload(path string) {
+func (a *appliance) reload(path string) string {
 	cfg, err := config.Load(path)
 	if err != nil {
 		a.log.Error("reload rejected; keeping the running configuration", "config", path, "err", err)
-		return
+		return "rejected: " + err.Error()
 	}
 	a.log.Warn("reload: configuration is valid but live changes are not applied yet; restart to apply", "config", path, "clusters", len(cfg.Clusters))
+	return "valid; live changes are not applied yet: restart to apply"
 }
 
 func (a *appliance) close() error {
+	a.m.Close()
 	return a.r.Close()
+}
+
+// isTerminal reports whether f is a character device (a terminal).
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }

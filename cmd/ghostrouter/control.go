@@ -1,0 +1,235 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/router"
+)
+
+// The control socket speaks one request per connection: the client writes a
+// command word and a newline ("status" or "reload"), the appliance answers
+// with one JSON document and closes.
+
+// Status is what `ghostrouter status` shows.
+type Status struct {
+	Config    string                   `json:"config"`
+	Clusters  []dispatch.ClusterStatus `json:"clusters"`
+	Neighbors []router.Neighbor        `json:"neighbors"`
+	Links     []LinkStatus             `json:"links"`
+	Counters  map[string]uint64        `json:"counters"`
+	Message   string                   `json:"message,omitempty"`
+}
+
+// LinkStatus is one interface's counters.
+type LinkStatus struct {
+	Name     string            `json:"name"`
+	MAC      string            `json:"mac"`
+	Counters map[string]uint64 `json:"counters"`
+}
+
+func (a *appliance) status(path string) Status {
+	st := Status{
+		Config:    path,
+		Clusters:  a.m.Status(),
+		Neighbors: a.r.Neighbors(),
+		Counters: map[string]uint64{
+			"ttl_exceeded":       a.r.Stats().TTLExceeded.Load(),
+			"icmp_rate_limited":  a.r.Stats().ICMPRateLimited.Load(),
+			"malformed_dropped":  a.r.Stats().MalformedDropped.Load(),
+			"arp_claims_dropped": a.guard.Stats().Total(),
+			"arp_claim_requests": a.guard.Stats().Requests.Load(),
+			"arp_claim_replies":  a.guard.Stats().Replies.Load(),
+			"arp_claim_gratuit":  a.guard.Stats().Gratuitous.Load(),
+		},
+	}
+	for _, l := range a.r.Links() {
+		s := l.EP.Stats()
+		st.Links = append(st.Links, LinkStatus{
+			Name: l.Config.Name,
+			MAC:  l.Config.MAC.String(),
+			Counters: map[string]uint64{
+				"rx_frames": s.RxFrames.Load(), "rx_bytes": s.RxBytes.Load(),
+				"rx_runt": s.RxRunt.Load(), "rx_foreign": s.RxForeign.Load(), "rx_errors": s.RxErrors.Load(),
+				"tx_frames": s.TxFrames.Load(), "tx_bytes": s.TxBytes.Load(),
+				"tx_errors": s.TxErrors.Load(), "tx_too_big": s.TxTooBig.Load(),
+			},
+		})
+	}
+	return st
+}
+
+// serveControl listens on path until l is closed. A stale socket file left by
+// a dead appliance is replaced; a live one is an error.
+func listenControl(path string) (net.Listener, error) {
+	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("control socket %s: another appliance is listening", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	os.Chmod(path, 0o600)
+	return l, nil
+}
+
+// serveControl answers requests on l; reload requests are handed to reload,
+// which returns the message to send back.
+func (a *appliance) serveControl(l net.Listener, path string, reload func() string) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			line, err := bufio.NewReader(io.LimitReader(c, 256)).ReadString('\n')
+			if err != nil {
+				return
+			}
+			var resp Status
+			switch strings.TrimSpace(line) {
+			case "status":
+				resp = a.status(path)
+			case "reload":
+				resp = Status{Message: reload()}
+			default:
+				resp = Status{Message: fmt.Sprintf("unknown request %q", strings.TrimSpace(line))}
+			}
+			json.NewEncoder(c).Encode(resp)
+		}()
+	}
+}
+
+// request sends one command to the appliance at sock.
+func request(sock, cmd string) (*Status, error) {
+	c, err := net.DialTimeout("unix", sock, 2*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s (is the appliance running?): %w", sock, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := fmt.Fprintln(c, cmd); err != nil {
+		return nil, fmt.Errorf("send %s: %w", cmd, err)
+	}
+	var st Status
+	if err := json.NewDecoder(c).Decode(&st); err != nil {
+		return nil, fmt.Errorf("read %s answer: %w", cmd, err)
+	}
+	return &st, nil
+}
+
+func socketFlag(fs *flag.FlagSet) *string {
+	return fs.String("socket", "/run/ghostrouter.sock", "control socket `PATH` of the running appliance")
+}
+
+func cmdStatus(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sock := socketFlag(fs)
+	asJSON := fs.Bool("json", false, "print the raw JSON document")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	st, err := request(*sock, "status")
+	if err != nil {
+		fmt.Fprintf(stderr, "ghostrouter status: %v\n", err)
+		return 1
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(st)
+		return 0
+	}
+	printStatus(stdout, st)
+	return 0
+}
+
+func cmdReload(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("reload", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sock := socketFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	st, err := request(*sock, "reload")
+	if err != nil {
+		fmt.Fprintf(stderr, "ghostrouter reload: %v\n", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, st.Message)
+	if strings.HasPrefix(st.Message, "rejected") {
+		return 1
+	}
+	return 0
+}
+
+func printStatus(w io.Writer, st *Status) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "config %s\n", st.Config)
+	for _, c := range st.Clusters {
+		fmt.Fprintf(tw, "\ncluster %s: %s mode, ghost %s on %s, hash %s seed %#x, %d buckets, table version %d\n",
+			c.Name, c.Mode, c.Ghost, c.Interface, c.Hash, c.Seed, c.Buckets, c.Version)
+		if c.BroadcastAddress != "" {
+			fmt.Fprintf(tw, "  second ghost %s -> ff:ff:ff:ff:ff:ff (permanent)\n", c.BroadcastAddress)
+		}
+		fmt.Fprintln(tw, "  SERVER\tADDRESS\tMAC\tWEIGHT\tSTATE\tBUCKETS\tPACKETS\tBYTES")
+		for _, s := range c.Servers {
+			state := "up"
+			if !s.Up {
+				state = "down"
+			}
+			mac := s.MAC
+			if mac == "" {
+				mac = "(unresolved)"
+			}
+			fmt.Fprintf(tw, "  %d\t%s\t%s\t%d\t%s\t%d\t%d\t%d\n", s.ID, s.Address, mac, s.Weight, state, s.Buckets, s.Packets, s.Bytes)
+		}
+		printCounters(tw, "  counters:", c.Counters)
+	}
+	fmt.Fprintln(tw, "\nneighbors")
+	fmt.Fprintln(tw, "  INTERFACE\tADDRESS\tMAC\tSTATE")
+	for _, n := range st.Neighbors {
+		state := n.State
+		if n.Permanent {
+			state = "PERMANENT"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", n.Interface, n.Addr, n.MAC, state)
+	}
+	fmt.Fprintln(tw, "\nlinks")
+	for _, l := range st.Links {
+		printCounters(tw, "  "+l.Name+" "+l.MAC+":", l.Counters)
+	}
+	printCounters(tw, "\nrouter:", st.Counters)
+	tw.Flush()
+}
+
+func printCounters(w io.Writer, title string, m map[string]uint64) {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%d", k, m[k])
+	}
+	fmt.Fprintf(w, "%s %s\n", title, strings.Join(parts, " "))
+}

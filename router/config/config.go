@@ -1,0 +1,247 @@
+package config
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"time"
+)
+
+// Values of [Cluster.Mode], [Cluster.Hash] and [Health.Check].
+const (
+	ModeRouting   = "routing"   // the appliance rewrites the destination MAC to the chosen server's
+	ModeBroadcast = "broadcast" // the appliance broadcasts; each server's filter keeps its own buckets
+
+	HashJhash  = "jhash"  // contract 1: Linux lookup3 jhash, as nftables computes it
+	HashModulo = "modulo" // the patent's k = CA mod N with its failure rule; routing mode only
+
+	CheckNone = "none"
+	CheckTCP  = "tcp"
+	CheckHTTP = "http"
+	CheckICMP = "icmp"
+)
+
+// Defaults filled in by [Parse] for keys that are absent, and the limits it
+// enforces.
+const (
+	DefaultLogLevel       = "info"
+	DefaultControlSocket  = "/run/ghostrouter.sock"
+	DefaultMetricsAddress = "127.0.0.1:9469"
+
+	DefaultMTU    = 1500
+	MinMTU        = 68    // RFC 791: every IPv4 module must forward 68 octets without fragmenting
+	MinMTUIPv6    = 1280  // RFC 8200 section 5: links carrying IPv6 have an MTU of at least 1280
+	MaxMTU        = 65535 // the largest IPv4 total length
+	DefaultQueues = 1
+	MaxQueues     = 16
+
+	DefaultHash    = HashJhash
+	DefaultBuckets = 4096
+	MaxBuckets     = 65536
+	MaxServerID    = 65535
+	DefaultWeight  = 1
+	MaxWeight      = 65535
+
+	DefaultCheck        = CheckNone
+	DefaultHTTPPath     = "/"
+	DefaultExpectStatus = 200
+	DefaultInterval     = time.Second
+	DefaultTimeout      = 500 * time.Millisecond
+	DefaultRise         = 2
+	DefaultFall         = 3
+
+	// maxSocketPath is the room in sockaddr_un.sun_path, less the NUL.
+	maxSocketPath = 107
+)
+
+// Config is one parsed and validated configuration file.
+type Config struct {
+	File       string // the path it was read from, as given to Load or Parse
+	Router     Router
+	Interfaces []Interface
+	Routes     []Route
+	Neighbors  []Neighbor
+	Clusters   []Cluster
+}
+
+// Router is the [router] table: settings of the appliance as a whole.
+type Router struct {
+	LogLevel       string // debug | info | warn | error
+	ControlSocket  string // unix socket the CLI talks to
+	MetricsAddress string // host:port for Prometheus text; "" (written explicitly) turns metrics off
+	SendRedirects  bool   // RFC 1812 redirects for ordinary traffic; never for cluster traffic
+}
+
+// Interface is one [[interface]]: a TAP device and the netstack NIC over it.
+type Interface struct {
+	Name string
+	// Addresses are the interface's addresses with their subnets, host bits
+	// kept: 198.51.100.1/24 is the address 198.51.100.1 on 198.51.100.0/24.
+	// Use Addr() for the address and Masked() for the connected subnet.
+	Addresses []netip.Prefix
+	// MAC is as written, or DerivedMAC(Name) when not written. Always 6
+	// bytes, unicast, not zero.
+	MAC    net.HardwareAddr
+	MTU    int
+	Bridge string // an existing Linux bridge to attach the TAP to; "" for none
+	Queues int    // TAP queues
+	Line   int    // line of the [[interface]] header
+}
+
+// Route is one [[route]]. Connected subnets are not listed here: they come
+// from the interfaces' addresses.
+type Route struct {
+	To        netip.Prefix // canonical (masked)
+	Via       netip.Addr   // next hop; the zero Addr for an on-link route
+	Interface string       // always set: written, or the interface whose subnet holds Via
+	Line      int
+}
+
+// OnLink reports whether r has no next hop: To is reached directly on r.Interface.
+func (r *Route) OnLink() bool { return !r.Via.IsValid() }
+
+// Neighbor is one [[neighbor]]: a permanent neighbor (ARP/NDP) entry.
+type Neighbor struct {
+	Address   netip.Addr
+	MAC       net.HardwareAddr // 6 bytes; may be broadcast or multicast
+	Interface string
+	Line      int
+}
+
+// Cluster is one [[cluster]]: a ghost address served by a set of servers.
+type Cluster struct {
+	Name             string
+	Address          netip.Addr // the ghost (cluster) address
+	Interface        string     // the servers' LAN
+	Mode             string     // ModeRouting or ModeBroadcast
+	BroadcastAddress netip.Addr // the second ghost; valid iff Mode is ModeBroadcast
+	Hash             string     // HashJhash or HashModulo
+	Seed             uint32
+	Buckets          int
+	Servers          []Server // in file order
+	Health           Health
+	Line             int
+}
+
+// Server is one [[cluster.server]].
+type Server struct {
+	ID      int        // unique in its cluster, 0..MaxServerID; the bucket table names servers by ID
+	Address netip.Addr // the server's primary address, on the cluster's interface
+	Weight  int        // 0..MaxWeight; 0 owns no buckets
+	Drain   bool
+	Line    int
+}
+
+// Health is [cluster.health]. When the table is absent Check is CheckNone.
+// Port is set only for tcp and http; Path and ExpectStatus only for http.
+type Health struct {
+	Check        string
+	Port         int
+	Path         string
+	ExpectStatus int
+	Interval     time.Duration
+	Timeout      time.Duration // > 0 and <= Interval
+	Rise, Fall   int           // consecutive successes to come up, failures to go down
+	Line         int           // line of the [cluster.health] header; 0 when absent
+}
+
+// Interface returns the interface called name.
+func (c *Config) Interface(name string) (*Interface, bool) {
+	for i := range c.Interfaces {
+		if c.Interfaces[i].Name == name {
+			return &c.Interfaces[i], true
+		}
+	}
+	return nil, false
+}
+
+// Cluster returns the cluster called name.
+func (c *Config) Cluster(name string) (*Cluster, bool) {
+	for i := range c.Clusters {
+		if c.Clusters[i].Name == name {
+			return &c.Clusters[i], true
+		}
+	}
+	return nil, false
+}
+
+// Connected returns the interface whose connected subnets contain a.
+func (c *Config) Connected(a netip.Addr) (*Interface, bool) {
+	for i := range c.Interfaces {
+		if c.Interfaces[i].Contains(a) {
+			return &c.Interfaces[i], true
+		}
+	}
+	return nil, false
+}
+
+// Contains reports whether a is on one of the interface's connected subnets.
+func (i *Interface) Contains(a netip.Addr) bool {
+	for _, p := range i.Addresses {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// HasAddress reports whether a is one of the interface's own addresses.
+func (i *Interface) HasAddress(a netip.Addr) bool {
+	for _, p := range i.Addresses {
+		if p.Addr() == a {
+			return true
+		}
+	}
+	return false
+}
+
+// Server returns the server with the given id.
+func (c *Cluster) Server(id int) (*Server, bool) {
+	for i := range c.Servers {
+		if c.Servers[i].ID == id {
+			return &c.Servers[i], true
+		}
+	}
+	return nil, false
+}
+
+// DerivedMAC is the MAC an interface gets when its mac key is absent: 0x02
+// (locally administered, unicast) followed by the first five bytes of
+// SHA-256(name). It depends on nothing but the name, so it is stable across
+// restarts and identical on a backup appliance.
+func DerivedMAC(name string) net.HardwareAddr {
+	sum := sha256.Sum256([]byte(name))
+	mac := make(net.HardwareAddr, 6)
+	mac[0] = 0x02
+	copy(mac[1:], sum[:5])
+	return mac
+}
+
+// Load reads the file at path and parses it with [Parse]. A file that cannot
+// be read is an ordinary error; a file that can be read but is wrong yields
+// [Problems].
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes data, the contents of the named file, fills in defaults and
+// validates the result. file is used only in problem reports and Config.File.
+//
+// On success it returns a complete Config. Otherwise it returns a nil Config
+// and [Problems], sorted by line, holding every problem found: a TOML syntax
+// error stops decoding (one problem), anything else is collected in one pass.
+func Parse(file string, data []byte) (*Config, error) {
+	d := newDecoder(file, data)
+	cfg := d.decode()
+	if len(d.problems) > 0 {
+		d.problems.sort()
+		return nil, d.problems
+	}
+	return cfg, nil
+}

@@ -1,0 +1,81 @@
+package config
+
+import (
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"testing"
+)
+
+// TestExamples parses and validates every example configuration in configs/,
+// and checks that the ones named in DESIGN.md show what they say they show.
+func TestExamples(t *testing.T) {
+	files, err := filepath.Glob("../../configs/*.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) == 0 {
+		t.Fatal("no example configurations in ../../configs")
+	}
+	ghosts := netip.MustParsePrefix("203.0.113.0/24")
+	checks := map[string]func(*testing.T, *Config){
+		"routing.toml": func(t *testing.T, cfg *Config) {
+			c := onlyCluster(t, cfg)
+			if len(cfg.Interfaces) != 2 || c.Mode != ModeRouting || len(c.Servers) != 4 ||
+				c.Health.Check != CheckTCP || c.Health.Port != 80 {
+				t.Errorf("want two interfaces and a routing cluster of 4 servers with a tcp:80 check; got %+v", cfg)
+			}
+		},
+		"broadcast.toml": func(t *testing.T, cfg *Config) {
+			c := onlyCluster(t, cfg)
+			if c.Mode != ModeBroadcast || c.BroadcastAddress != netip.MustParseAddr("10.0.0.250") {
+				t.Errorf("want a broadcast cluster with broadcast_address 10.0.0.250; got %+v", c)
+			}
+		},
+		"one-armed.toml": func(t *testing.T, cfg *Config) {
+			c := onlyCluster(t, cfg)
+			if len(cfg.Interfaces) != 1 || !cfg.Router.SendRedirects || c.Interface != cfg.Interfaces[0].Name {
+				t.Errorf("want one interface, send_redirects and the cluster on that interface; got %+v", cfg)
+			}
+		},
+		"minimal-router.toml": func(t *testing.T, cfg *Config) {
+			if len(cfg.Clusters) != 0 || len(cfg.Routes) == 0 {
+				t.Errorf("want routes and no cluster; got %+v", cfg)
+			}
+		},
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			cfg, err := Load(f)
+			if err != nil {
+				t.Fatalf("Load(%q):\n%v", f, err)
+			}
+			for _, r := range cfg.Routes {
+				if r.Interface == "" {
+					t.Errorf("route to %s (line %d) has no interface after Load", r.To, r.Line)
+				}
+			}
+			for _, c := range cfg.Clusters {
+				if !ghosts.Contains(c.Address) {
+					t.Errorf("cluster %q: ghost %s is not from %s, the documentation range for ghosts", c.Name, c.Address, ghosts)
+				}
+			}
+			if check, ok := checks[filepath.Base(f)]; ok {
+				check(t, cfg)
+			}
+		})
+	}
+	for name := range checks {
+		if !slices.Contains(files, filepath.Join("../../configs", name)) {
+			t.Errorf("example %s is missing from configs/", name)
+		}
+	}
+}
+
+func onlyCluster(t *testing.T, cfg *Config) *Cluster {
+	t.Helper()
+	if len(cfg.Clusters) != 1 {
+		t.Fatalf("want exactly one cluster, got %d", len(cfg.Clusters))
+	}
+	return &cfg.Clusters[0]
+}

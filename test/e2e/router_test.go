@@ -1,0 +1,312 @@
+package e2e
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ghostrouter/ghostrouter/test/harness"
+)
+
+const plainRoutes = `
+[[route]]
+to = "192.0.2.0/25"
+via = "198.51.100.254"
+`
+
+// TestRouterForwardsPingTCPUDP: a client reaches a server through the
+// appliance with ping, HTTP over TCP and UDP; the server-side capture shows
+// each packet with its TTL decremented by exactly one and its addresses
+// unchanged.
+func TestRouterForwardsPingTCPUDP(t *testing.T) {
+	tp := newTopo(t, topoOptions{servers: 2})
+	tp.startServers()
+	tp.start(tp.baseConfig())
+	srv := tp.servers[0]
+	capUp := tp.rtr.Capture("u-c", "ip")
+	capSrv := srv.ns.Capture("e0", "ip")
+
+	out := tp.cli.MustRun("ping", "-c", "3", "-i", "0.2", "-W", "2", "-t", "64", srv.addr.String())
+	if !strings.Contains(out, " 0% packet loss") {
+		t.Fatalf("ping through the appliance:\n%s", out)
+	}
+	res := peerResults(tp.cli.MustRun(tp.peer, "http", "-url", "http://"+srv.addr.String()+"/", "-src", clientAddr))
+	if got := res[clientAddr]; got != "s0 "+clientAddr {
+		t.Fatalf("HTTP answer %q, want %q", got, "s0 "+clientAddr)
+	}
+	res = peerResults(tp.cli.MustRun(tp.peer, "udp", "-dst", srv.addr.String()+":9000", "-src", clientAddr))
+	if got := res[clientAddr]; got != "s0 "+clientAddr {
+		t.Fatalf("UDP answer %q, want %q", got, "s0 "+clientAddr)
+	}
+	pkts := harness.StopAll(capUp, capSrv)
+	sent, arrived := ipv4Only(pkts[0]), ipv4Only(pkts[1])
+
+	// Match every client->server packet seen on the client's side with the
+	// same packet (same IP ID and protocol) on the server's side.
+	type key struct {
+		id    uint16
+		proto uint8
+		sport uint16
+	}
+	want := map[key]harness.Packet{}
+	for _, p := range sent {
+		if p.Src.String() == clientAddr && p.Dst == srv.addr {
+			want[key{p.IPID, p.Proto, p.SrcPort}] = p
+		}
+	}
+	protos := map[uint8]int{}
+	for _, p := range arrived {
+		if p.Dst != srv.addr || p.Src.String() != clientAddr {
+			continue
+		}
+		s, ok := want[key{p.IPID, p.Proto, p.SrcPort}]
+		if !ok {
+			continue
+		}
+		if p.TTL != s.TTL-1 {
+			t.Errorf("TTL %d on the server side, %d on the client side: want exactly one less\n  %v", p.TTL, s.TTL, p)
+		}
+		protos[p.Proto]++
+	}
+	for _, pr := range []uint8{harness.ProtoICMP, harness.ProtoTCP, harness.ProtoUDP} {
+		if protos[pr] == 0 {
+			t.Errorf("no protocol %d packet from the client matched on the server's side", pr)
+		}
+	}
+}
+
+// ttlOneProbe pings srv from the client with TTL 1 and returns what came back
+// to the client and whether anything reached the server.
+func ttlOneProbe(t *testing.T, tp *topo) (icmpType, icmpCode uint8, from netip.Addr, crossed int) {
+	srv := tp.servers[0]
+	capCli := tp.cli.Capture("c0", "icmp")
+	capSrv := srv.ns.Capture("e0", "icmp")
+	tp.cli.Run("ping", "-c", "1", "-t", "1", "-W", "2", srv.addr.String())
+	harness.WaitFor(t, 5*time.Second, "an ICMP error back at the client", func() bool {
+		for _, p := range capCli.Packets() {
+			if p.ICMPType == 11 || p.ICMPType == 3 {
+				return true
+			}
+		}
+		return false
+	})
+	pkts := harness.StopAll(capCli, capSrv)
+	for _, p := range pkts[0] {
+		if p.Dst.String() == clientAddr && (p.ICMPType == 11 || p.ICMPType == 3) {
+			icmpType, icmpCode, from = p.ICMPType, p.ICMPCode, p.Src
+		}
+	}
+	for _, p := range pkts[1] {
+		if p.IsICMPEcho(true) {
+			crossed++
+		}
+	}
+	return
+}
+
+// TestTTLOneLikeLinux: a packet sent with TTL 1 draws ICMP time exceeded from
+// the router and never reaches the far side, for the appliance exactly as
+// for a Linux router namespace.
+func TestTTLOneLikeLinux(t *testing.T) {
+	type result struct {
+		typ, code uint8
+		from      netip.Addr
+		crossed   int
+	}
+	run := func(linux bool) result {
+		tp := newTopo(t, topoOptions{servers: 1, linux: linux})
+		if !linux {
+			tp.start(tp.baseConfig())
+		}
+		// Let the router learn the server's MAC first, as a normal ping would.
+		tp.cli.MustRun("ping", "-c", "1", "-W", "2", tp.servers[0].addr.String())
+		var r result
+		r.typ, r.code, r.from, r.crossed = ttlOneProbe(t, tp)
+		return r
+	}
+	linux := run(true)
+	app := run(false)
+	if linux.typ != 11 || linux.code != 0 || linux.from.String() != upAddr || linux.crossed != 0 {
+		t.Fatalf("reference Linux router: ICMP %d/%d from %s, %d crossed; the reference itself is off", linux.typ, linux.code, linux.from, linux.crossed)
+	}
+	if app != linux {
+		t.Fatalf("appliance: ICMP %d/%d from %s, %d crossed; Linux: ICMP %d/%d from %s, %d crossed",
+			app.typ, app.code, app.from, app.crossed, linux.typ, linux.code, linux.from, linux.crossed)
+	}
+}
+
+// TestNoRouteUnreachable: a destination with no route draws ICMP destination
+// unreachable from the appliance, as from a Linux router.
+func TestNoRouteUnreachable(t *testing.T) {
+	for _, linux := range []bool{true, false} {
+		tp := newTopo(t, topoOptions{servers: 1, linux: linux})
+		if !linux {
+			tp.start(tp.baseConfig())
+		}
+		capCli := tp.cli.Capture("c0", "icmp")
+		out, _ := tp.cli.Run("ping", "-c", "1", "-W", "2", "192.0.2.99")
+		harness.WaitFor(t, 5*time.Second, "destination unreachable at the client", func() bool {
+			for _, p := range capCli.Packets() {
+				if p.ICMPType == 3 && p.Src.String() == upAddr {
+					return true
+				}
+			}
+			return false
+		})
+		capCli.Stop()
+		if !strings.Contains(out, "Unreachable") {
+			t.Errorf("linux=%v: ping did not report unreachable:\n%s", linux, out)
+		}
+	}
+}
+
+// TestForeignMACAndLinkDown: frames for a foreign unicast MAC (a bridge
+// flooding them) do not stop the router, and a TAP set down under traffic
+// does not crash it.
+func TestForeignMACAndLinkDown(t *testing.T) {
+	tp := newTopo(t, topoOptions{servers: 1})
+	tp.start(tp.baseConfig())
+	srv := tp.servers[0].addr.String()
+	tp.cli.MustRun("ping", "-c", "1", "-W", "2", srv)
+
+	// The client sends to a MAC nobody has: br-up floods those frames to up0.
+	tp.cli.MustRun("ip", "neigh", "replace", upAddr, "lladdr", "02:de:ad:be:ef:01", "dev", "c0", "nud", "permanent")
+	tp.cli.Run("ping", "-c", "5", "-i", "0.1", "-W", "1", srv)
+	tp.cli.MustRun("ip", "neigh", "del", upAddr, "dev", "c0")
+	out := tp.cli.MustRun("ping", "-c", "3", "-i", "0.2", "-W", "2", srv)
+	if !strings.Contains(out, " 0% packet loss") {
+		t.Fatalf("traffic did not continue after foreign-MAC frames:\n%s", out)
+	}
+	if !strings.Contains(tp.status(), "rx_foreign=5") {
+		t.Errorf("status does not count 5 foreign frames:\n%s", tp.status())
+	}
+
+	// lan0 down under traffic: writes fail with EIO; the router must live.
+	ping := tp.cli.Start("ping-flow", "ping", "-c", "40", "-i", "0.05", "-W", "1", srv)
+	tp.rtr.MustRun("ip", "link", "set", "lan0", "down")
+	harness.WaitFor(t, 10*time.Second, "write errors counted on lan0", func() bool {
+		return !strings.Contains(linkLine(tp.status(), "lan0"), "tx_errors=0 ")
+	})
+	tp.rtr.MustRun("ip", "link", "set", "lan0", "up")
+	ping.Wait(10 * time.Second)
+	if tp.app.Exited() {
+		t.Fatalf("the appliance died with its link down:\n%s", tp.app.Log())
+	}
+	out = tp.cli.MustRun("ping", "-c", "3", "-i", "0.2", "-W", "2", srv)
+	if !strings.Contains(out, " 0% packet loss") {
+		t.Fatalf("traffic did not resume after lan0 came back up:\n%s", out)
+	}
+}
+
+func linkLine(status, name string) string {
+	for _, l := range strings.Split(status, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), name+" ") {
+			return l + " "
+		}
+	}
+	return ""
+}
+
+// TestBadConfigStartsNothing: a configuration with errors opens no device and
+// names each bad key with FILE:LINE; check rejects it and accepts every
+// example in configs/.
+func TestBadConfigStartsNothing(t *testing.T) {
+	tp := newTopo(t, topoOptions{servers: 1})
+	bad := tp.baseConfig() + `
+[[route]]
+to = "0.0.0.0/0"
+via = "192.0.2.1"
+
+[[cluster]]
+name = "web"
+address = "203.0.113.10"
+interface = "lan9"
+mode = "routing"
+colour = "blue"
+  [[cluster.server]]
+  id = 0
+  address = "10.0.0.11"
+`
+	path := tp.writeConfig(bad)
+	out, err := tp.rtr.Run(tp.bin, "run", "-c", path)
+	if err == nil {
+		t.Fatalf("run accepted a bad configuration:\n%s", out)
+	}
+	lines := strings.Split(bad, "\n")
+	lineOf := func(prefix string) int {
+		for i, l := range lines {
+			if strings.HasPrefix(strings.TrimSpace(l), prefix) {
+				return i + 1
+			}
+		}
+		t.Fatalf("no line %q in the test config", prefix)
+		return 0
+	}
+	for _, want := range []struct{ prefix, key string }{
+		{`via = "192.0.2.1"`, "via"},
+		{`interface = "lan9"`, "interface"},
+		{`colour = "blue"`, "colour"},
+	} {
+		loc := fmt.Sprintf("%s:%d:", path, lineOf(want.prefix))
+		found := false
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, loc) && strings.Contains(l, want.key) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no %q line naming %q in:\n%s", loc, want.key, out)
+		}
+	}
+	links := tp.rtr.MustRun("ip", "-o", "link", "show")
+	if strings.Contains(links, "up0") || strings.Contains(links, "lan0") {
+		t.Fatalf("a bad configuration created devices:\n%s", links)
+	}
+	if out, err := tp.rtr.Run(tp.bin, "check", "-c", path); err == nil {
+		t.Fatalf("check exited 0 for a bad configuration:\n%s", out)
+	}
+	root, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	examples, _ := filepath.Glob(filepath.Join(root, "configs", "*.toml"))
+	if len(examples) == 0 {
+		t.Fatal("no example configurations found")
+	}
+	for _, f := range examples {
+		if out, err := exec.Command(tp.bin, "check", "-c", f).CombinedOutput(); err != nil {
+			t.Errorf("check %s: %v\n%s", f, err, out)
+		}
+	}
+}
+
+// TestSIGTERMLeavesNoTAP: SIGTERM removes the TAP devices the appliance
+// created and leaves one it only opened as it was.
+func TestSIGTERMLeavesNoTAP(t *testing.T) {
+	tp := newTopo(t, topoOptions{servers: 1})
+	// lan0 exists beforehand as a persistent TAP: it must survive.
+	tp.rtr.MustRun("ip", "tuntap", "add", "dev", "lan0", "mode", "tap")
+	tp.start(tp.baseConfig())
+	tp.cli.MustRun("ping", "-c", "1", "-W", "2", tp.servers[0].addr.String())
+	if err := tp.app.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := tp.app.Wait(10 * time.Second); err != nil {
+		t.Fatalf("the appliance did not exit cleanly on SIGTERM: %v\n%s", err, tp.app.Log())
+	}
+	if _, err := tp.rtr.Run("ip", "link", "show", "up0"); err == nil {
+		t.Fatal("up0, created by the appliance, still exists after SIGTERM")
+	}
+	if _, err := tp.rtr.Run("ip", "link", "show", "lan0"); err != nil {
+		t.Fatal("lan0, which existed before, was removed")
+	}
+	if _, err := os.Stat(tp.sock); err == nil {
+		t.Error("the control socket file was left behind")
+	}
+}
