@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"net/netip"
 	"slices"
 )
@@ -132,9 +133,11 @@ func (t *Table) Counts() map[int]int {
 	return m
 }
 
-// cappedDepth is how many levels of a bucket's preference list are assigned
-// with capacity caps (the base owner is level 0). Deeper levels follow plain
-// rendezvous order. See the package documentation.
+// cappedDepth is the deepest level of a bucket's preference list that is
+// assigned with capacity caps (the base owner is level 0), so up to
+// cappedDepth servers down spread their buckets evenly up to rounding. Deeper
+// levels follow plain rendezvous order, which keeps a build with most servers
+// down fast. See the package documentation.
 const cappedDepth = 2
 
 // Salts that keep the hash streams used for different purposes apart.
@@ -158,7 +161,6 @@ type builder struct {
 	// DA scratch, reused across groups.
 	heaps   [][]entry // by server index
 	last    []pref    // by position in the group: last proposal
-	choice  []int32   // by position in the group: matched server index
 	appScr  []appItem // apportionment scratch
 	capsScr []int     // by server index
 }
@@ -223,52 +225,18 @@ func (b *builder) build(owner []int32) {
 	for i := range all {
 		all[i] = uint32(i)
 	}
-	// Level 0: the base table over the whole membership, healthy or not.
-	base := b.assign(all, b.members, mix64(saltGroup))
-	var dead []uint32 // buckets whose base owner is down, grouped by owner
-	var groups []int
-	for _, m := range b.members {
-		if !b.live[m] {
-			groups = append(groups, len(dead))
-			for i, o := range base {
-				if o == m {
-					dead = append(dead, uint32(i))
-				}
-			}
-		} else {
-			for i, o := range base {
-				if o == m {
-					owner[i] = m
-				}
-			}
-		}
-	}
-	if len(dead) == 0 {
-		return
-	}
-	// Levels 1..: each down server's buckets are handed on along their
-	// preference lists.
-	excl := make([]bool, len(b.servers))
-	gi := 0
-	for _, m := range b.members {
-		if b.live[m] {
-			continue
-		}
-		start := groups[gi]
-		end := len(dead)
-		if gi+1 < len(groups) {
-			end = groups[gi+1]
-		}
-		gi++
-		excl[m] = true
-		b.fallback(owner, dead[start:end], excl, 1, mix64(mix64(saltGroup)^b.hkey[m]))
-		excl[m] = false
-	}
+	b.place(owner, all, make([]bool, len(b.servers)), 0, mix64(saltGroup))
 }
 
-// fallback places buckets whose preference list so far (the servers marked in
-// excl, all down) is the same, at the given depth of that list.
-func (b *builder) fallback(owner []int32, bkts []uint32, excl []bool, depth int, gkey uint64) {
+// place gives each bucket in bkts the first live server of its preference
+// list. All of bkts share the list's first depth entries, the servers marked
+// in excl (all down); gkey identifies that prefix. Level depth of the lists
+// is the capacity-capped matching of bkts to the servers not in excl (at
+// depth 0: the base table over the whole membership); buckets matched to a
+// live server stay there, the others recurse one level down with that server
+// added to the prefix. The lists, and so the result, depend on the
+// membership only; health only decides how far down each bucket looks.
+func (b *builder) place(owner []int32, bkts []uint32, excl []bool, depth int, gkey uint64) {
 	// Live servers are never excluded, so at least one live candidate
 	// remains. With exactly one, every bucket ends on it whatever the rest of
 	// its list says.
@@ -325,7 +293,7 @@ func (b *builder) fallback(owner []int32, bkts []uint32, excl []bool, depth int,
 			continue
 		}
 		excl[c] = true
-		b.fallback(owner, sub, excl, depth+1, mix64(gkey^b.hkey[c]))
+		b.place(owner, sub, excl, depth+1, mix64(gkey^b.hkey[c]))
 		excl[c] = false
 	}
 }
@@ -453,19 +421,35 @@ func (b *builder) apportion(n int, cands []int32, gkey uint64) []int {
 
 // score is the rendezvous score of bucket bk for server index s: a 64-bit
 // hash of (server ID, bucket) or, when the members' weights differ, the
-// weighted rendezvous score w / -ln(u) with u the hash mapped into (0, 1)
+// weighted rendezvous score w / -log2(u) with u the hash mapped into (0, 1)
 // (positive float64 bits order like the floats).
 func (b *builder) score(bk uint32, s int32) uint64 {
 	h := mix64(b.hkey[s] + uint64(bk)*0x9e3779b97f4a7c15)
 	if b.weighted {
-		return b.weightedScore(h, s)
+		return math.Float64bits(float64(b.servers[s].Weight) / negLog2(h))
 	}
 	return h
 }
 
-func (b *builder) weightedScore(h uint64, s int32) uint64 {
-	u := (float64(h>>11) + 0.5) * (1.0 / (1 << 53))
-	return math.Float64bits(float64(b.servers[s].Weight) / -math.Log(u))
+// negLog2 is -log2(u) for u = (h>>10 | 1) / 2^54 in (0, 1), to about 1e-5,
+// at least 2^-40. It needs no math.Log (4 million calls per big table), and
+// every floating-point step is an exactly rounded IEEE operation with no
+// fused multiply-add, so every architecture computes the same bits.
+func negLog2(h uint64) float64 {
+	y := h>>10 | 1 // 54 bits, odd: u = y / 2^54
+	lz := bits.LeadingZeros64(y)
+	m := y << lz // 1.f in 1.63 fixed point
+	f := float64(m<<1>>11) / (1 << 53)
+	// log2(1+f) = 2/ln2 * (t + t^3/3 + t^5/5 + t^7/7 + ...), t = f/(2+f) < 1/3.
+	t := f / (2 + f)
+	t2 := float64(t * t)
+	p := 1.0 / 7
+	p = 1.0/5 + float64(t2*p)
+	p = 1.0/3 + float64(t2*p)
+	p = 1 + float64(t2*p)
+	l := float64(float64(t*p) * (2 / math.Ln2))
+	r := float64(lz-10) + 1 - l // -log2(u) = 54 - (63 - lz) - log2(1+f)
+	return max(r, 1.0/(1<<40))
 }
 
 // mix64 is the splitmix64 finalizer: a bijective 64-bit mixer.

@@ -1,8 +1,10 @@
 package dispatch
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"math"
 	"math/rand/v2"
 	"net/netip"
@@ -197,6 +199,34 @@ func TestTableGolden(t *testing.T) {
 				t.Errorf("round %d: servers %v: Select(%s) = idx %d bucket %d ok %v; want bucket %d on server %d",
 					round, w, c.client, idx, b, ok, c.bucket, c.id)
 			}
+		}
+	}
+}
+
+// Golden fingerprints (FNV-64a over the owner IDs as little-endian int64s) of
+// bigger tables, pinning the weighted scores and the fallback levels too.
+func TestTableGoldenFingerprints(t *testing.T) {
+	weighted := withDown(cluster(6), 13, 22)
+	for i, w := range []int{1, 2, 3, 4, 1, 2} {
+		weighted[i].Weight = w
+	}
+	tests := []struct {
+		name    string
+		servers []Server
+		buckets int
+		want    uint64
+	}{
+		{"16 equal", cluster(16), 4096, 0x937c18d273e68845},
+		{"6 weighted, 2 down", weighted, 4096, 0x6d86f6199c53d795},
+		{"64 equal, 5 down", withDown(cluster(64), 10, 13, 16, 19, 22), 65536, 0x5b1208989bb168f9},
+	}
+	for _, tc := range tests {
+		h := fnv.New64a()
+		for _, o := range ownerIDs(mustTable(t, tc.servers, tc.buckets)) {
+			h.Write(binary.LittleEndian.AppendUint64(nil, uint64(int64(o))))
+		}
+		if got := h.Sum64(); got != tc.want {
+			t.Errorf("%s, %d buckets: table fingerprint %#x, want %#x", tc.name, tc.buckets, got, tc.want)
 		}
 	}
 }
@@ -475,6 +505,33 @@ func TestTableAdd(t *testing.T) {
 			results = append(results, r)
 		}
 	}
+	// Weighted: the newcomer's weight share plus the same slack.
+	for _, buckets := range []int{4096, 65536} {
+		for _, n := range []int{4, 8, 16} {
+			servers := cluster(n)
+			total := 0
+			for i := range servers {
+				servers[i].Weight = 1 + i%4
+				total += servers[i].Weight
+			}
+			before := mustTable(t, servers, buckets)
+			for _, id := range []int{1, 10 + 3*(n/2) + 1, 10 + 3*n + 100} {
+				for _, w := range []int{1, 3} {
+					after := mustTable(t, append(slices.Clone(servers), Server{ID: id, Weight: w, Up: true}), buckets)
+					ideal := float64(buckets*w) / float64(total+w)
+					limit := ideal + max(0.01*float64(buckets), 1.25*math.Sqrt(float64(buckets)))
+					if m := moved(before, after); float64(m) > limit {
+						t.Errorf("weights %d..4, N=%d, %d buckets: adding server %d of weight %d moved %d buckets, want at most %.0f (ideal %.0f)",
+							1, n, buckets, id, w, m, limit, ideal)
+					} else if n == 8 && id == 1 {
+						t.Logf("%5d buckets, weighted N=%d: adding weight %d moved %d, ideal %.0f (+%.2f%%)",
+							buckets, n, w, m, ideal, 100*(float64(m)-ideal)/float64(buckets))
+					}
+				}
+			}
+		}
+	}
+
 	for _, r := range results {
 		if r.n%8 == 0 || r.n <= 4 || r.buckets > 4096 {
 			t.Logf("%5d buckets, N=%2d -> %2d: moved at most 1/(N+1) + %.2f%%", r.buckets, r.n, r.n+1, 100*r.worst)
@@ -620,6 +677,22 @@ func FuzzSelect(f *testing.F) {
 	})
 }
 
+// negLog2, the weighted rendezvous score's logarithm, against math.Log2.
+func TestNegLog2(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 18))
+	hs := []uint64{0, 1, 1 << 10, 1 << 63, math.MaxUint64, math.MaxUint64 - 1<<20, 0x8000000000000400}
+	for range 100000 {
+		hs = append(hs, rng.Uint64()>>rng.IntN(64))
+	}
+	for _, h := range hs {
+		u := float64(h>>10|1) / (1 << 54)
+		want, got := -math.Log2(u), negLog2(h)
+		if math.Abs(got-want) > 2e-5 || got <= 0 {
+			t.Fatalf("negLog2(%#x) = %g, want -log2(%g) = %g", h, got, u, want)
+		}
+	}
+}
+
 func BenchmarkSelect(b *testing.B) {
 	servers := cluster(16)
 	sels := []struct {
@@ -648,19 +721,30 @@ func BenchmarkSelect(b *testing.B) {
 func BenchmarkNewTable(b *testing.B) {
 	for _, bc := range []struct {
 		buckets, n, down int
+		weighted         bool
 	}{
-		{4096, 8, 0},
-		{4096, 64, 0},
-		{65536, 64, 0},
-		{65536, 64, 1},
-		{65536, 64, 32},
-		{65536, 64, 62},
+		{4096, 8, 0, false},
+		{4096, 64, 0, false},
+		{65536, 64, 0, false},
+		{65536, 64, 0, true},
+		{65536, 64, 1, false},
+		{65536, 64, 32, false},
+		{65536, 64, 62, false},
 	} {
-		b.Run(fmt.Sprintf("buckets=%d/servers=%d/down=%d", bc.buckets, bc.n, bc.down), func(b *testing.B) {
+		name := fmt.Sprintf("buckets=%d/servers=%d/down=%d", bc.buckets, bc.n, bc.down)
+		if bc.weighted {
+			name += "/weighted"
+		}
+		b.Run(name, func(b *testing.B) {
 			b.ReportAllocs()
 			s := cluster(bc.n)
 			for i := range bc.down {
 				s[i].Up = false
+			}
+			if bc.weighted {
+				for i := range s {
+					s[i].Weight = 1 + i%4
+				}
 			}
 			for b.Loop() {
 				if _, err := NewTable(s, bc.buckets); err != nil {

@@ -59,6 +59,7 @@ type Link struct {
 // Stats counts the router's own per-packet outcomes (netstack keeps its own).
 type Stats struct {
 	TTLExceeded      atomic.Uint64 // IPv4 packets in transit that arrived with TTL <= 1: time exceeded sent
+	RedirectsSent    atomic.Uint64 // ICMP host redirects sent for ordinary traffic (send_redirects = true)
 	ICMPRateLimited  atomic.Uint64 // ICMP errors not sent because of the rate limit
 	MalformedDropped atomic.Uint64 // IPv4 packets in transit with a bad header: dropped
 }
@@ -87,6 +88,10 @@ type Router struct {
 	local  map[[4]byte]struct{} // the router's IPv4 addresses and directed broadcasts
 	lim    *icmp.Limiter
 	stats  Stats
+	// fib mirrors netstack's IPv4 routing table, longest prefix first, for
+	// the redirect decision (only consulted when redirects are on).
+	fib           []fibEntry
+	sendRedirects bool
 	faults chan error
 }
 
@@ -108,6 +113,8 @@ func New(cfg *config.Config, opts Options) (_ *Router, err error) {
 		local:  map[[4]byte]struct{}{},
 		lim:    icmp.NewLimiter(opts.ICMPRate, opts.ICMPBurst),
 		faults: make(chan error, 16),
+
+		sendRedirects: cfg.Router.SendRedirects,
 	}
 	r.SetStages(opts.Stages...)
 	r.stack = stack.New(stack.Options{
@@ -256,6 +263,15 @@ func (r *Router) setRoutes(cfg *config.Config) error {
 	table := make([]tcpip.Route, len(rows))
 	for i, rw := range rows {
 		table[i] = rw.route
+		if rw.route.Destination.ID().Len() != 4 {
+			continue
+		}
+		fe := fibEntry{link: r.links[rw.route.NIC-1]}
+		fe.prefix = netip.PrefixFrom(netip.AddrFrom4(rw.route.Destination.ID().As4()), rw.route.Destination.Prefix())
+		if rw.route.Gateway.Len() == 4 {
+			fe.gw = netip.AddrFrom4(rw.route.Gateway.As4())
+		}
+		r.fib = append(r.fib, fe)
 	}
 	r.stack.SetRouteTable(table)
 	return nil
@@ -371,7 +387,61 @@ func (h *linkHook) Inbound(ep *tap.Endpoint, frame []byte) bool {
 			return true
 		}
 	}
-	return h.r.ttlGuard(h.l, frame)
+	if h.r.ttlGuard(h.l, frame) {
+		return true
+	}
+	if h.r.sendRedirects {
+		h.r.maybeRedirect(h.l, frame)
+	}
+	return false
+}
+
+// fibEntry is one IPv4 route as the redirect decision sees it.
+type fibEntry struct {
+	prefix netip.Prefix
+	gw     netip.Addr // invalid: on-link
+	link   *Link
+}
+
+// maybeRedirect sends an ICMP host redirect (RFC 1812 5.2.7.2) for an
+// ordinary IPv4 packet in transit that will leave by the link it came in on,
+// toward a next hop on the sender's own subnet: the sender could have sent it
+// there directly. The packet is still forwarded. Cluster traffic never gets
+// here: the dispatcher stage has consumed it.
+func (r *Router) maybeRedirect(l *Link, frame []byte) {
+	if len(frame) < header.EthernetMinimumSize+header.IPv4MinimumSize || frame[12] != 0x08 || frame[13] != 0x00 || frame[0]&1 != 0 {
+		return
+	}
+	ip := header.IPv4(frame[header.EthernetMinimumSize:])
+	if ip[0] != 0x45 { // options (e.g. source routing) never draw a redirect
+		return
+	}
+	dst := netip.AddrFrom4([4]byte(ip[16:20]))
+	if _, ok := r.local[dst.As4()]; ok || dst.IsMulticast() {
+		return
+	}
+	var route *fibEntry
+	for i := range r.fib {
+		if r.fib[i].prefix.Contains(dst) {
+			route = &r.fib[i]
+			break
+		}
+	}
+	if route == nil || route.link != l {
+		return
+	}
+	next := route.gw
+	if !next.IsValid() {
+		next = dst
+	}
+	src := netip.AddrFrom4([4]byte(ip[12:16]))
+	for _, p := range l.Config.Addresses {
+		if p.Addr().Is4() && p.Masked().Contains(src) && p.Masked().Contains(next) && src != next {
+			r.sendICMPError(l, frame, icmp.TypeRedirect, icmp.CodeRedirectHost, next.As4())
+			r.stats.RedirectsSent.Add(1)
+			return
+		}
+	}
 }
 
 // ttlGuard answers IPv4 packets in transit that arrived with TTL <= 1 with

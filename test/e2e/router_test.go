@@ -204,7 +204,11 @@ func TestForeignMACAndLinkDown(t *testing.T) {
 	}
 }
 
+// linkLine is the counters line of one link in `status`.
 func linkLine(status, name string) string {
+	if i := strings.Index(status, "\nlinks\n"); i >= 0 {
+		status = status[i:]
+	}
 	for _, l := range strings.Split(status, "\n") {
 		if strings.HasPrefix(strings.TrimSpace(l), name+" ") {
 			return l + " "

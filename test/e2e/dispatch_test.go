@@ -1,0 +1,177 @@
+package e2e
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/ghostrouter/ghostrouter/test/harness"
+)
+
+// clusterConfig is a [[cluster]] section for the topology's servers.
+func (tp *topo) clusterConfig(mode, hash string, extra string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `
+[[cluster]]
+name = "web"
+address = %q
+interface = "lan0"
+mode = %q
+hash = %q
+seed = 0x5eed
+buckets = 4096
+%s`, ghostAddr, mode, hash, extra)
+	for i, s := range tp.servers {
+		fmt.Fprintf(&b, `
+  [[cluster.server]]
+  id = %d
+  address = %q
+`, i, s.addr)
+	}
+	return b.String()
+}
+
+// serveGhost prepares each server to accept the ghost as a secondary address
+// without answering ARP for it (what ghostnode setup does in routing mode).
+func (tp *topo) serveGhost() {
+	for _, s := range tp.servers {
+		s.ns.AddrAdd("lo", ghostAddr+"/32")
+		for _, kv := range [][2]string{
+			{"net.ipv4.conf.all.arp_ignore", "1"},
+			{"net.ipv4.conf.all.arp_announce", "2"},
+			{"net.ipv4.conf.all.rp_filter", "0"},
+			{"net.ipv4.conf.e0.rp_filter", "0"},
+		} {
+			s.ns.Sysctl(kv[0], kv[1])
+		}
+	}
+}
+
+// lookup runs `ghostrouter lookup` for the clients and returns client ->
+// server id.
+func (tp *topo) lookup(clients []string) map[string]int {
+	tp.t.Helper()
+	args := append([]string{"lookup", "-c", tp.cfgPath, "--cluster", "web"}, clients...)
+	out := tp.rtr.MustRun(append([]string{tp.bin}, args...)...)
+	m := map[string]int{}
+	for _, line := range strings.Split(out, "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) != 4 {
+			continue
+		}
+		id, err := strconv.Atoi(f[2])
+		if err != nil {
+			tp.t.Fatalf("lookup line %q", line)
+		}
+		m[f[0]] = id
+	}
+	if len(m) != len(clients) {
+		tp.t.Fatalf("lookup answered %d of %d clients:\n%s", len(m), len(clients), out)
+	}
+	return m
+}
+
+// TestRoutingModeDispatch: 4 servers, 64 client addresses. Every client is
+// answered (HTTP and UDP) by exactly the server `lookup` names; on the LAN,
+// every packet to the ghost appears once, with the ghost as destination IP and
+// the predicted server's MAC; no server sees a ghost packet meant for
+// another; no ICMP redirect anywhere.
+func TestRoutingModeDispatch(t *testing.T) {
+	const nClients = 64
+	tp := newTopo(t, topoOptions{servers: 4, clientAddrs: nClients})
+	tp.serveGhost()
+	tp.startServers()
+	tp.start(tp.baseConfig() + tp.clusterConfig("routing", "jhash", ""))
+	clients := tp.clientSources(nClients)
+	want := tp.lookup(clients)
+	perServer := map[int]int{}
+	for _, id := range want {
+		perServer[id]++
+	}
+	if len(perServer) != 4 {
+		t.Fatalf("64 clients map to only %d servers: %v", len(perServer), perServer)
+	}
+
+	capLAN := tp.rtr.Capture("br-lan", "ip")
+	capUp := tp.rtr.Capture("u-c", "ip")
+	var capSrv []*harness.Capture
+	for _, s := range tp.servers {
+		capSrv = append(capSrv, s.ns.Capture("e0", "ip"))
+	}
+	httpRes := peerResults(tp.cli.MustRun(tp.peer, "http", "-url", "http://"+ghostAddr+"/", "-src", strings.Join(clients, ","), "-parallel", "8"))
+	udpRes := peerResults(tp.cli.MustRun(tp.peer, "udp", "-dst", ghostAddr+":9000", "-src", strings.Join(clients, ","), "-parallel", "8"))
+	for _, c := range clients {
+		exp := fmt.Sprintf("s%d %s", want[c], c)
+		if httpRes[c] != exp {
+			t.Errorf("HTTP from %s: got %q, want %q", c, httpRes[c], exp)
+		}
+		if udpRes[c] != exp {
+			t.Errorf("UDP from %s: got %q, want %q", c, udpRes[c], exp)
+		}
+	}
+	all := harness.StopAll(append([]*harness.Capture{capLAN, capUp}, capSrv...)...)
+	lan, up := all[0], all[1]
+	macOf := map[int]string{}
+	for i, s := range tp.servers {
+		macOf[i] = s.mac.String()
+	}
+	ghost := netip.MustParseAddr(ghostAddr)
+
+	// Each client->ghost packet seen upstream appears exactly once on the LAN.
+	type key struct {
+		src   netip.Addr
+		id    uint16
+		proto uint8
+	}
+	upCount := map[key]int{}
+	for _, p := range up {
+		if p.Dst == ghost {
+			upCount[key{p.Src, p.IPID, p.Proto}]++
+		}
+	}
+	lanCount := map[key]int{}
+	for _, p := range lan {
+		if p.ICMPType == 5 && p.Proto == harness.ProtoICMP {
+			t.Errorf("ICMP redirect on the LAN: %v", p)
+		}
+		if p.Dst != ghost {
+			continue
+		}
+		lanCount[key{p.Src, p.IPID, p.Proto}]++
+		id, ok := want[p.Src.String()]
+		if !ok {
+			t.Errorf("LAN packet to the ghost from an unknown client: %v", p)
+			continue
+		}
+		if p.DstMAC.String() != macOf[id] {
+			t.Errorf("packet from %s to the ghost sent to MAC %s, want server %d's %s", p.Src, p.DstMAC, id, macOf[id])
+		}
+	}
+	if len(upCount) < 2*nClients {
+		t.Fatalf("only %d distinct client->ghost packets upstream", len(upCount))
+	}
+	for k, n := range upCount {
+		if lanCount[k] != n {
+			t.Errorf("packet %v: %d upstream, %d on the LAN (want the same)", k, n, lanCount[k])
+		}
+	}
+	for _, p := range up {
+		if p.Proto == harness.ProtoICMP && p.ICMPType == 5 {
+			t.Errorf("ICMP redirect upstream: %v", p)
+		}
+	}
+	for i, pkts := range all[2:] {
+		for _, p := range pkts {
+			if p.Dst == ghost && want[p.Src.String()] != i {
+				t.Errorf("server %d captured a ghost packet meant for server %d: %v", i, want[p.Src.String()], p)
+			}
+		}
+	}
+	t.Logf("%d clients over 4 servers %v; %d client->ghost packets upstream, each once on the LAN to its server's MAC", nClients, perServer, len(upCount))
+	st := tp.status()
+	if !strings.Contains(st, "cluster web: routing mode") {
+		t.Errorf("status does not show the cluster:\n%s", st)
+	}
+}
