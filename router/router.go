@@ -92,7 +92,7 @@ type Router struct {
 	// the redirect decision (only consulted when redirects are on).
 	fib           []fibEntry
 	sendRedirects bool
-	faults chan error
+	faults        chan error
 }
 
 // New builds the router described by cfg: it opens (or creates) the TAP
