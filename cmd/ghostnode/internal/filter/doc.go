@@ -1,0 +1,55 @@
+// Package filter is the text of a broadcast-mode server's kernel filter (the
+// patent's FIG. 5, issue 4) and the reading of it back: it turns a cluster's
+// parameters and the buckets this server owns into an nftables script, and
+// parses what `nft -j list table` reports (owned buckets, counters, the shape
+// of the rules) so that ghostnode can compare, update and show it. It runs no
+// command itself; package node feeds its scripts to `nft -f -`.
+//
+// # Why the nft binary and a generated script
+//
+// ghostnode drives nftables by piping a generated ruleset into `nft -f -`
+// rather than through a netlink library (google/nftables, knftables):
+//
+//   - no cgo and no new dependency: nft is the tool DESIGN.md verified the
+//     filter with, and it is on every server that has nftables at all;
+//   - the ruleset is plain text: golden-tested here (testdata/), printed by
+//     `ghostnode ruleset` for an operator to read or load by hand, and what
+//     `nft list table` shows back;
+//   - one `nft -f` script is one kernel transaction: creating or replacing
+//     the table, and swapping the owned set (`flush set` + `add element`), are
+//     each atomic, so no packet ever sees a half-built filter or an empty set.
+//
+// # The table
+//
+// One table per cluster, family ip (ip6 for an IPv6 ghost), named
+// "ghost_<cluster>" so that several clusters coexist:
+//
+//	table ip ghost_web {
+//	  set owned { typeof meta length; flags interval; comment "..."; elements = { 0-3, 7, ... } }
+//	  chain pre {
+//	    type filter hook prerouting priority mangle; policy accept;
+//	    ip daddr GHOST ct state established,related counter meta pkttype set host accept comment "established"
+//	    ip daddr GHOST ct state new jhash ip saddr mod B seed S @owned counter meta pkttype set host accept comment "new"
+//	    ip daddr GHOST counter drop comment "dropped"
+//	  }
+//	}
+//
+// This is DESIGN.md's verified shape with two changes, both found on the
+// stock nftables 1.0.6:
+//
+//   - The set is declared `typeof meta length`, not `typeof jhash ip saddr
+//     mod B seed S`. nft 1.0.6 loads the latter but segfaults whenever it
+//     prints the set (`nft list ruleset`, `nft list table`, `nft list set`),
+//     which would break every operator's `nft list ruleset` on the server.
+//     `meta length` has exactly jhash's key type (a 32-bit host-order
+//     integer), so the lookup is the same; the set's comment names the hash.
+//   - The set has `flags interval`, so owned buckets are stored as ranges
+//     (0-3, 7, 9-12): a server owning half of 4096 buckets needs a few
+//     hundred elements, not 2048. nft converts both the elements and the
+//     jhash result to network byte order for the interval lookup
+//     (`byteorder reg 1 = hton(...)` in `nft --debug=netlink`), so ranges
+//     match numerically.
+//
+// Counters sit on all three rules and the rules carry comments, which is how
+// [ParseTable] finds them in the JSON listing.
+package filter

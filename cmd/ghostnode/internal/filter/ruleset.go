@@ -1,0 +1,186 @@
+package filter
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// MaxBuckets is the largest bucket count a filter accepts: the appliance's
+// configuration limit (router/config.MaxBuckets).
+const MaxBuckets = 65536
+
+// Names inside the table. Package node and ParseTable rely on them.
+const (
+	SetName   = "owned" // the set of owned buckets
+	ChainName = "pre"   // the prerouting chain
+
+	// Rule comments: how the rules are found again in `nft -j` output.
+	CommentEstablished = "established"
+	CommentNew         = "new"
+	CommentDropped     = "dropped"
+
+	// mangle is the numeric priority of `priority mangle`, as `nft -j` reports it.
+	manglePriority = -150
+	// perLine is how many set elements a line of the ruleset holds.
+	perLine = 12
+)
+
+// ErrSpec is wrapped by Spec.Check's errors.
+var ErrSpec = errors.New("bad filter spec")
+
+// Spec is what one server's filter for one cluster is made of.
+type Spec struct {
+	Cluster string     // the cluster's name; the table is "ghost_" + Cluster
+	Ghost   netip.Addr // the cluster (ghost) address, IPv4 or IPv6
+	Buckets int        // B of `jhash ... mod B`, 1..MaxBuckets
+	Seed    uint32     // S of `jhash ... seed S`
+	Server  int        // this server's id, for the set's comment; -1 when unknown
+	Owned   []uint32   // the buckets this server accepts: ascending, distinct, < Buckets
+}
+
+// Family is the nftables family of the table: "ip" for an IPv4 ghost, "ip6"
+// for an IPv6 one.
+func (s *Spec) Family() string { return FamilyOf(s.Ghost) }
+
+// Table is the table's name.
+func (s *Spec) Table() string { return TableName(s.Cluster) }
+
+// FamilyOf is the nftables family for a ghost address.
+func FamilyOf(ghost netip.Addr) string {
+	if ghost.Unmap().Is4() {
+		return "ip"
+	}
+	return "ip6"
+}
+
+// TableName is the table for a cluster.
+func TableName(cluster string) string { return "ghost_" + cluster }
+
+// ValidClusterName reports whether name is a cluster name as the
+// configuration defines one (1 to 63 letters, digits, '_', '.' or '-',
+// starting with a letter or digit); every such name makes a valid nft
+// identifier after the "ghost_" prefix.
+func ValidClusterName(name string) bool {
+	if name == "" || len(name) > 63 || !isAlnum(name[0]) {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; !isAlnum(c) && c != '_' && c != '.' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
+
+// Check reports the first thing wrong with s.
+func (s *Spec) Check() error {
+	switch {
+	case !ValidClusterName(s.Cluster):
+		return fmt.Errorf("%w: cluster name %q: want 1 to 63 letters, digits, '_', '.' or '-', starting with a letter or digit", ErrSpec, s.Cluster)
+	case !s.Ghost.IsValid() || s.Ghost.Is4In6() || s.Ghost.IsUnspecified() || s.Ghost.IsMulticast():
+		return fmt.Errorf("%w: ghost address %v: want a unicast IPv4 or IPv6 address", ErrSpec, s.Ghost)
+	case s.Buckets < 1 || s.Buckets > MaxBuckets:
+		return fmt.Errorf("%w: %d buckets: want 1..%d", ErrSpec, s.Buckets, MaxBuckets)
+	}
+	if err := CheckOwned(s.Owned, s.Buckets); err != nil {
+		return fmt.Errorf("%w: owned buckets: %v", ErrSpec, err)
+	}
+	return nil
+}
+
+// Hash is the hash expression as nft writes it: "jhash ip saddr mod B seed S".
+func (s *Spec) Hash() string {
+	return fmt.Sprintf("jhash %s saddr mod %d seed %#x", s.Family(), s.Buckets, s.Seed)
+}
+
+// SetComment is the owned set's comment; it names the hash the set's
+// elements are buckets of (the set's own type, `meta length`, does not).
+func (s *Spec) SetComment() string {
+	who := "this server"
+	if s.Server >= 0 {
+		who = fmt.Sprintf("server %d", s.Server)
+	}
+	return fmt.Sprintf("ghostnode: buckets of %s owned by %s", s.Hash(), who)
+}
+
+// Ruleset is the nft script that creates the table, or replaces it whole
+// if it exists, in one transaction (`table` creates it if missing, so the
+// `delete` always succeeds). s must pass Check.
+func (s *Spec) Ruleset() string {
+	fam, tbl, g := s.Family(), s.Table(), s.Ghost.String()
+	var b strings.Builder
+	fmt.Fprintf(&b, "# ghostnode: broadcast-mode filter of cluster %s on %s: %d of %d buckets.\n",
+		s.Cluster, s.who(), len(s.Owned), s.Buckets)
+	fmt.Fprintf(&b, "# Accepts a packet for the ghost %s when its connection is known here, or it\n", g)
+	fmt.Fprintf(&b, "# opens one and %s is an owned bucket; drops the rest.\n", s.Hash())
+	fmt.Fprintf(&b, "# Loading it creates or replaces the table in one transaction.\n")
+	fmt.Fprintf(&b, "table %s %s\n", fam, tbl)
+	fmt.Fprintf(&b, "delete table %s %s\n", fam, tbl)
+	fmt.Fprintf(&b, "table %s %s {\n", fam, tbl)
+	fmt.Fprintf(&b, "\tset %s {\n", SetName)
+	fmt.Fprintf(&b, "\t\ttypeof meta length\n")
+	fmt.Fprintf(&b, "\t\tflags interval\n")
+	fmt.Fprintf(&b, "\t\tcomment %q\n", s.SetComment())
+	if len(s.Owned) > 0 {
+		fmt.Fprintf(&b, "\t\telements = {%s\n\t\t}\n", elements(s.Owned, "\n\t\t\t"))
+	}
+	fmt.Fprintf(&b, "\t}\n\n")
+	fmt.Fprintf(&b, "\tchain %s {\n", ChainName)
+	fmt.Fprintf(&b, "\t\ttype filter hook prerouting priority mangle; policy accept;\n")
+	fmt.Fprintf(&b, "\t\t%s daddr %s ct state established,related counter meta pkttype set host accept comment %q\n",
+		fam, g, CommentEstablished)
+	fmt.Fprintf(&b, "\t\t%s daddr %s ct state new %s @%s counter meta pkttype set host accept comment %q\n",
+		fam, g, s.Hash(), SetName, CommentNew)
+	fmt.Fprintf(&b, "\t\t%s daddr %s counter drop comment %q\n", fam, g, CommentDropped)
+	fmt.Fprintf(&b, "\t}\n}\n")
+	return b.String()
+}
+
+func (s *Spec) who() string {
+	if s.Server >= 0 {
+		return fmt.Sprintf("server %d", s.Server)
+	}
+	return "this server"
+}
+
+// UpdateScript is the nft script that replaces the owned set's elements
+// with s.Owned in one transaction; the table must exist with s's shape.
+func (s *Spec) UpdateScript() string {
+	fam, tbl := s.Family(), s.Table()
+	var b strings.Builder
+	fmt.Fprintf(&b, "flush set %s %s %s\n", fam, tbl, SetName)
+	if len(s.Owned) > 0 {
+		fmt.Fprintf(&b, "add element %s %s %s {%s\n}\n", fam, tbl, SetName, elements(s.Owned, "\n\t"))
+	}
+	return b.String()
+}
+
+// DeleteScript is the nft script that deletes a table if it exists.
+func DeleteScript(family, table string) string {
+	return fmt.Sprintf("table %s %s\ndelete table %s %s\n", family, table, family, table)
+}
+
+// elements writes owned as nft set elements, ranges compressed, perLine to
+// a line, each line starting with sep.
+func elements(owned []uint32, sep string) string {
+	var b strings.Builder
+	for i, r := range Ranges(owned) {
+		switch {
+		case i%perLine == 0:
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(sep)
+		default:
+			b.WriteString(", ")
+		}
+		b.WriteString(r.String())
+	}
+	return b.String()
+}
