@@ -30,8 +30,9 @@ unit: ## tests that need no root (the privileged ones skip outside CI)
 demo: build ## the showcase: namespaces, servers, the appliance, traffic, a readable account
 	./test/demo.sh
 
-bench: build ## datapath benchmarks with allocations
-	$(GO) test -run '^$$' -bench . -benchmem ./dispatch/... ./router/...
+bench: build ## kernel vs ghostrouter side by side (root, a few minutes), then the datapath micro-benchmarks
+	GHOSTROUTER_BENCH=1 $(GO) test -count=1 -run '^TestBench$$' -v -timeout 30m ./test/bench/
+	$(GO) test -run '^$$' -bench . -benchmem ./dispatch/ ./router/...
 
 clean: ## remove build output
 	rm -rf $(BIN)

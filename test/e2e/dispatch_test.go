@@ -33,20 +33,26 @@ buckets = 4096
 	return b.String()
 }
 
-// serveGhost prepares each server to accept the ghost as a secondary address
-// without answering ARP for it (what ghostnode setup does in routing mode).
-func (tp *topo) serveGhost() {
-	for _, s := range tp.servers {
-		s.ns.AddrAdd("lo", ghostAddr+"/32")
-		for _, kv := range [][2]string{
-			{"net.ipv4.conf.all.arp_ignore", "1"},
-			{"net.ipv4.conf.all.arp_announce", "2"},
-			{"net.ipv4.conf.all.rp_filter", "0"},
-			{"net.ipv4.conf.e0.rp_filter", "0"},
-		} {
-			s.ns.Sysctl(kv[0], kv[1])
+// setupNodes runs `ghostnode setup` on every server for cluster "web" of the
+// appliance's configuration: the ghost as a secondary address, the ARP and
+// rp_filter sysctls, and in broadcast mode the server's filter.
+func (tp *topo) setupNodes() {
+	tp.t.Helper()
+	if tp.node == "" {
+		tp.node = tp.h.Build("cmd/ghostnode")
+	}
+	for i, s := range tp.servers {
+		out := s.ns.MustRun(tp.node, "setup", "-c", tp.cfgPath, "--cluster", "web", "--id", strconv.Itoa(i), "--state-dir", tp.h.ArtifactDir()+"/node-"+s.name)
+		if !strings.Contains(out, ghostAddr) {
+			tp.t.Fatalf("ghostnode setup on %s did not report adding the ghost:\n%s", s.name, out)
 		}
 	}
+}
+
+// nodeStatus runs `ghostnode status` on server i.
+func (tp *topo) nodeStatus(i int) string {
+	s := tp.servers[i]
+	return s.ns.MustRun(tp.node, "status", "--cluster", "web", "--state-dir", tp.h.ArtifactDir()+"/node-"+s.name)
 }
 
 // lookup runs `ghostrouter lookup` for the clients and returns client ->
@@ -81,9 +87,9 @@ func (tp *topo) lookup(clients []string) map[string]int {
 func TestRoutingModeDispatch(t *testing.T) {
 	const nClients = 64
 	tp := newTopo(t, topoOptions{servers: 4, clientAddrs: nClients})
-	tp.serveGhost()
 	tp.startServers()
 	tp.start(tp.baseConfig() + tp.clusterConfig("routing", "jhash", ""))
+	tp.setupNodes()
 	clients := tp.clientSources(nClients)
 	want := tp.lookup(clients)
 	perServer := map[int]int{}

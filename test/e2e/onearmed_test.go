@@ -51,7 +51,6 @@ func newOneArmed(t *testing.T, servers int, sendRedirects bool) *topo {
 	gw.AddrAdd("g-lan", "10.0.0.254/24")
 	gw.Sysctl("net.ipv4.ip_forward", "1")
 	gw.MustRun("ip", "route", "add", ghostAddr+"/32", "via", lanAddr)
-	tp.serveGhost()
 	tp.startServers()
 	cfg := fmt.Sprintf(`[router]
 control_socket = %q
@@ -69,6 +68,7 @@ via = "10.0.0.254"
 `, h.ArtifactDir()+"/ctl.sock", sendRedirects, lanAddr)
 	tp.sock = h.ArtifactDir() + "/ctl.sock"
 	tp.start(cfg + tp.clusterConfig("routing", "jhash", ""))
+	tp.setupNodes()
 	return tp
 }
 
@@ -168,9 +168,9 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 func TestARPGuard(t *testing.T) {
 	const nClients = 16
 	tp := newTopo(t, topoOptions{servers: 3, clientAddrs: nClients})
-	tp.serveGhost()
 	tp.startServers()
 	tp.start(tp.baseConfig() + tp.clusterConfig("routing", "jhash", ""))
+	tp.setupNodes()
 	clients := tp.clientSources(nClients)
 	want := tp.lookup(clients)
 	check := func(when string) {

@@ -60,8 +60,6 @@ type topoOptions struct {
 	linux   bool
 	// clientAddrs extra /32 addresses on the client, 198.51.100.100 and up.
 	clientAddrs int
-	// ghostOnServers adds the ghost address to every server's loopback.
-	ghostOnServers bool
 }
 
 func newTopo(t *testing.T, o topoOptions) *topo {
@@ -99,11 +97,6 @@ func newTopo(t *testing.T, o topoOptions) *topo {
 		tp.rtr.AddrAdd("br-up", upAddr+"/24")
 		tp.rtr.AddrAdd("br-lan", lanAddr+"/24")
 		tp.rtr.Sysctl("net.ipv4.ip_forward", "1")
-	}
-	if o.ghostOnServers {
-		for _, s := range tp.servers {
-			s.ns.AddrAdd("lo", ghostAddr+"/32")
-		}
 	}
 	return tp
 }
