@@ -52,6 +52,10 @@ const (
 	DefaultRise         = 2
 	DefaultFall         = 3
 
+	DefaultAnnouncePort     = 9470
+	DefaultAnnounceInterval = time.Second
+	MinAnnounceKey          = 16 // bytes
+
 	// maxSocketPath is the room in sockaddr_un.sun_path, less the NUL.
 	maxSocketPath = 107
 )
@@ -122,6 +126,11 @@ type Cluster struct {
 	Buckets          int
 	Servers          []Server // in file order
 	Health           Health
+	// AnnounceKey authenticates the table announcements the appliance sends
+	// to the servers' agents (broadcast mode); "" sends none.
+	AnnounceKey      string
+	AnnouncePort     int           // UDP port of the announcements
+	AnnounceInterval time.Duration // how often the current table is repeated
 	Line             int
 }
 

@@ -109,6 +109,8 @@ broadcast_address = "10.0.0.250"
 hash = "jhash"
 seed = 0x5eed
 buckets = 256
+announce_key = "0123456789abcdef-web"
+announce_port = 9999
 
   [[cluster.server]]
   id = 7
@@ -170,12 +172,15 @@ buckets = 256
 			Hash:             HashJhash,
 			Seed:             0x5eed,
 			Buckets:          256,
-			Servers:          []Server{{ID: 7, Address: netip.MustParseAddr("10.0.0.11"), Weight: 3, Drain: true, Line: 48}},
+			Servers:          []Server{{ID: 7, Address: netip.MustParseAddr("10.0.0.11"), Weight: 3, Drain: true, Line: 50}},
 			Health: Health{
 				Check: CheckHTTP, Port: 8080, Path: "/healthz", ExpectStatus: 204,
-				Interval: 2 * time.Second, Timeout: 1500 * time.Millisecond, Rise: 4, Fall: 5, Line: 54,
+				Interval: 2 * time.Second, Timeout: 1500 * time.Millisecond, Rise: 4, Fall: 5, Line: 56,
 			},
-			Line: 38,
+			AnnounceKey:      "0123456789abcdef-web",
+			AnnouncePort:     9999,
+			AnnounceInterval: time.Second,
+			Line:             38,
 		}},
 	}
 	if !reflect.DeepEqual(cfg, want) {
@@ -695,6 +700,25 @@ address = "203.0.113.3"
 interface = "lan0"
 mode = "routing"
 broadcast_address = "10.0.0.250" #! cluster "c": broadcast_address ~ only for mode = "broadcast"
+server = [{ id = 0, address = "10.0.0.11" }]
+`},
+		{"announcements", twoArms + `
+[[cluster]]
+name = "b"
+address = "203.0.113.2"
+interface = "lan0"
+mode = "broadcast"
+broadcast_address = "10.0.0.250"
+announce_key = "short" #! cluster "b": announce_key ~ at least 16
+announce_port = 70000 #! cluster "b": announce_port
+announce_interval = "soon" #! cluster "b": announce_interval ~ not a duration
+server = [{ id = 0, address = "10.0.0.11" }]
+[[cluster]]
+name = "r"
+address = "203.0.113.3"
+interface = "lan0"
+mode = "routing"
+announce_key = "0123456789abcdef" #! cluster "r": announce_key ~ only for mode = "broadcast"
 server = [{ id = 0, address = "10.0.0.11" }]
 `},
 		{"broadcast addresses", twoArms + `

@@ -304,7 +304,8 @@ func (d *decoder) cluster(t *table) Cluster {
 	} else if !t.has("name") {
 		t.missing("name", "")
 	}
-	t.known("name", "address", "interface", "mode", "broadcast_address", "hash", "seed", "buckets", "server", "health")
+	t.known("name", "address", "interface", "mode", "broadcast_address", "hash", "seed", "buckets", "server", "health",
+		"announce_key", "announce_port", "announce_interval")
 	if a, ok := t.unicast("address"); ok {
 		c.Address = a
 	} else if !t.has("address") {
@@ -340,6 +341,24 @@ func (d *decoder) cluster(t *table) Cluster {
 		}
 	}
 	c.Buckets = t.intRange("buckets", DefaultBuckets, 1, MaxBuckets)
+	if k, ok := t.str("announce_key"); ok {
+		c.AnnounceKey = k
+		if len(k) < MinAnnounceKey {
+			t.errorf("announce_key", "is %d bytes; a shared key needs at least %d", len(k), MinAnnounceKey)
+		}
+	}
+	c.AnnouncePort = t.intRange("announce_port", DefaultAnnouncePort, 1, 65535)
+	c.AnnounceInterval, _ = t.duration("announce_interval", DefaultAnnounceInterval)
+	if c.AnnounceInterval <= 0 {
+		c.AnnounceInterval = DefaultAnnounceInterval
+	}
+	if c.Mode == ModeRouting {
+		for _, k := range []string{"announce_key", "announce_port", "announce_interval"} {
+			if t.has(k) {
+				t.errorf(k, "only for mode = \"broadcast\": in routing mode the appliance alone chooses the server")
+			}
+		}
+	}
 
 	for _, st := range t.tables("server", "server") {
 		st.label = fmt.Sprintf("%s %s", t.label, st.label)
