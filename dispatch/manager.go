@@ -5,9 +5,12 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"reflect"
+	"sort"
 	"sync"
 	"time"
 
+	"github.com/ghostrouter/ghostrouter/dispatch/health"
 	"github.com/ghostrouter/ghostrouter/router/config"
 	"github.com/ghostrouter/ghostrouter/router/tap"
 )
@@ -18,16 +21,36 @@ type Resolver interface {
 	LinkAddress(ifname string, addr netip.Addr) ([6]byte, bool)
 }
 
-// Manager owns the clusters of a running appliance: it builds their tables,
-// keeps the servers' MACs resolved, publishes the snapshots the Forwarder
-// reads, and reports their state. Its methods are for the control path; the
-// packet path only reads the published snapshots.
+// Announcer tells a broadcast cluster's servers its current membership, from
+// which each computes the table (and so its own buckets) with NewTable. The
+// appliance implements it over UDP; version orders the announcements.
+type Announcer interface {
+	Announce(cl *config.Cluster, version uint64, servers []Server)
+}
+
+// Deps are what the manager uses from the rest of the appliance.
+type Deps struct {
+	// Endpoint returns the link endpoint of a configured interface.
+	Endpoint func(ifname string) (*tap.Endpoint, bool)
+	Resolver Resolver
+	Errors   ErrorSender
+	Prober   health.Prober // nil: no health checks
+	Announce Announcer     // nil: no announcements
+	Logger   *slog.Logger
+}
+
+// Manager owns the clusters of a running appliance: it builds their tables
+// from the configured membership and the servers' health, keeps the servers'
+// MACs resolved, publishes the snapshots the Forwarder reads, announces
+// broadcast clusters' membership, applies reloads, and reports state. Its
+// methods are for the control path; the packet path only reads the
+// published snapshots.
 type Manager struct {
+	d   Deps
 	log *slog.Logger
-	res Resolver
 	fwd *Forwarder
 
-	mu       sync.Mutex // guards clusters and their mutable fields
+	mu       sync.Mutex // guards clusters and everything in them
 	clusters []*managed
 
 	stop chan struct{}
@@ -43,52 +66,220 @@ type managed struct {
 	macs    [][6]byte
 	stats   map[int]*ServerStats // by server id, kept across table changes
 	version uint64
+	checker *health.Checker
+	down    map[int]bool
+	events  []string // the last transitions, newest last
 }
 
-// NewManager builds the clusters of cfg. endpoint returns the link endpoint of
-// a configured interface.
-func NewManager(cfg *config.Config, endpoint func(ifname string) (*tap.Endpoint, bool), res Resolver, errs ErrorSender, log *slog.Logger) (*Manager, error) {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+const maxEvents = 16
+
+// NewManager builds the clusters of cfg.
+func NewManager(cfg *config.Config, d Deps) (*Manager, error) {
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
 	}
-	m := &Manager{log: log, res: res, fwd: NewForwarder(errs), stop: make(chan struct{})}
-	var routing []*Cluster
+	m := &Manager{d: d, log: d.Logger, fwd: NewForwarder(d.Errors), stop: make(chan struct{})}
+	if err := m.Apply(cfg); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// Apply makes the manager serve cfg's clusters: new clusters start, removed
+// ones stop, and a changed one keeps what is still true of it (its servers'
+// health and MACs, its counters) while its table is rebuilt. It fails, and
+// changes nothing, if a table cannot be built.
+func (m *Manager) Apply(cfg *config.Config) error {
+	m.mu.Lock()
+	retired, err := m.applyLocked(cfg)
+	m.mu.Unlock()
+	// Stopped outside the lock: a checker may be waiting for it to report.
+	for _, c := range retired {
+		c.Stop()
+	}
+	return err
+}
+
+func (m *Manager) applyLocked(cfg *config.Config) (retired []*health.Checker, _ error) {
+	old := map[string]*managed{}
+	for _, mc := range m.clusters {
+		old[mc.cfg.Name] = mc
+	}
+	// Build every new table first, so that a bad one changes nothing.
+	next := make([]*managed, 0, len(cfg.Clusters))
 	for _, cl := range cfg.Clusters {
-		mc := &managed{cfg: cl, stats: map[int]*ServerStats{}}
-		if err := mc.rebuild(); err != nil {
+		mc := &managed{cfg: cl, stats: map[int]*ServerStats{}, down: map[int]bool{}}
+		prev := old[cl.Name]
+		if prev != nil && prev.cfg.Mode == cl.Mode && prev.cfg.Interface == cl.Interface && prev.cfg.Address == cl.Address {
+			mc.stats, mc.version, mc.events = prev.stats, prev.version, prev.events
+			mc.c = prev.c
+			for id := range prev.down {
+				if _, ok := cl.Server(id); ok {
+					mc.down[id] = true
+				}
+			}
+		}
+		if err := mc.rebuild(prev); err != nil {
 			return nil, err
 		}
-		if cl.Mode == "routing" {
-			lan, ok := endpoint(cl.Interface)
+		if cl.Mode == config.ModeRouting && mc.c == nil {
+			lan, ok := m.d.Endpoint(cl.Interface)
 			if !ok {
 				return nil, fmt.Errorf("dispatch: cluster %s: no interface %q", cl.Name, cl.Interface)
 			}
 			mc.c = NewCluster(cl.Name, cl.Address, lan)
-			mc.publish()
+		}
+		next = append(next, mc)
+	}
+	// Commit: health checkers, snapshots, forwarder, announcements.
+	var routing []*Cluster
+	keep := map[string]bool{}
+	for _, mc := range next {
+		prev := old[mc.cfg.Name]
+		if prev != nil && prev.checker != nil && reflect.DeepEqual(prev.cfg.Health, mc.cfg.Health) && sameTargets(prev.cfg, mc.cfg) {
+			mc.checker = prev.checker
+			keep[mc.cfg.Name] = true
+		} else {
+			var states map[int]health.State
+			if prev != nil && prev.checker != nil {
+				states = prev.checker.States()
+			}
+			mc.checker = m.newChecker(mc, states)
+		}
+		mc.publish()
+		if mc.c != nil {
 			routing = append(routing, mc.c)
 		}
-		m.clusters = append(m.clusters, mc)
-		log.Info("cluster ready", "cluster", cl.Name, "mode", cl.Mode, "ghost", cl.Address, "servers", len(cl.Servers), "hash", cl.Hash, "buckets", cl.Buckets)
+		m.announce(mc)
+		verb := "cluster ready"
+		if prev != nil {
+			verb = "cluster updated"
+		}
+		m.log.Info(verb, "cluster", mc.cfg.Name, "mode", mc.cfg.Mode, "ghost", mc.cfg.Address, "servers", len(mc.cfg.Servers),
+			"hash", mc.cfg.Hash, "buckets", mc.cfg.Buckets, "health", health.Describe(mc.cfg.Health), "version", mc.version)
 	}
+	for _, mc := range m.clusters {
+		if !keep[mc.cfg.Name] && mc.checker != nil {
+			retired = append(retired, mc.checker)
+		}
+	}
+	for name := range old {
+		if _, ok := cfg.Cluster(name); !ok {
+			m.log.Info("cluster removed", "cluster", name)
+		}
+	}
+	m.clusters = next
 	m.fwd.SetClusters(routing)
-	return m, nil
+	return retired, nil
 }
 
-// rebuild recomputes the selector from the configuration (every server up
-// for now; health checking marks servers down).
-func (mc *managed) rebuild() error {
-	sel, servers, err := SelectorFor(&mc.cfg, nil)
+func sameTargets(a, b config.Cluster) bool {
+	if len(a.Servers) != len(b.Servers) {
+		return false
+	}
+	for i := range a.Servers {
+		if a.Servers[i].ID != b.Servers[i].ID || a.Servers[i].Address != b.Servers[i].Address {
+			return false
+		}
+	}
+	return true
+}
+
+// newChecker starts health checks for mc's servers.
+func (m *Manager) newChecker(mc *managed, states map[int]health.State) *health.Checker {
+	if m.d.Prober == nil {
+		return nil
+	}
+	targets := make([]health.Target, len(mc.cfg.Servers))
+	for i, s := range mc.cfg.Servers {
+		targets[i] = health.Target{ID: s.ID, Addr: s.Address}
+	}
+	name := mc.cfg.Name
+	return health.NewChecker(mc.cfg.Health, targets, m.d.Prober, states, func(ev health.Event) {
+		m.healthChanged(name, ev)
+	})
+}
+
+// healthChanged applies a server's transition: only its buckets move.
+func (m *Manager) healthChanged(cluster string, ev health.Event) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var mc *managed
+	for _, c := range m.clusters {
+		if c.cfg.Name == cluster {
+			mc = c
+		}
+	}
+	if mc == nil {
+		return
+	}
+	if _, ok := mc.cfg.Server(ev.ServerID); !ok {
+		return
+	}
+	before := ownerCounts(mc)
+	if ev.Up {
+		delete(mc.down, ev.ServerID)
+	} else {
+		mc.down[ev.ServerID] = true
+	}
+	prev := *mc
+	if err := mc.rebuild(&prev); err != nil {
+		m.log.Error("table rebuild failed; keeping the old table", "cluster", cluster, "err", err)
+		*mc = prev
+		return
+	}
+	mc.publish()
+	m.announce(mc)
+	after := ownerCounts(mc)
+	moved := 0
+	for id, n := range before {
+		if d := n - after[id]; d > 0 {
+			moved += d
+		}
+	}
+	state := "up"
+	if !ev.Up {
+		state = "down"
+	}
+	text := fmt.Sprintf("%s server %d %s: %s; %d of %d buckets moved", ev.At.Format(time.RFC3339Nano), ev.ServerID, state, ev.Reason, moved, mc.cfg.Buckets)
+	if !ev.Up {
+		text += fmt.Sprintf("; detected %s after its last good check", ev.Detect.Round(time.Millisecond))
+	}
+	mc.events = append(mc.events, text)
+	if len(mc.events) > maxEvents {
+		mc.events = mc.events[len(mc.events)-maxEvents:]
+	}
+	m.log.Warn("server "+state, "cluster", cluster, "server", ev.ServerID, "address", ev.Addr, "reason", ev.Reason,
+		"detect", ev.Detect.Round(time.Millisecond), "buckets_moved", moved, "table_version", mc.version)
+}
+
+// ownerCounts counts buckets per server id.
+func ownerCounts(mc *managed) map[int]int {
+	out := map[int]int{}
+	for i, n := range bucketCounts(mc.sel, len(mc.servers)) {
+		out[mc.servers[i].ID] = n
+	}
+	return out
+}
+
+// rebuild recomputes the selector from the configuration and the down set,
+// carrying MACs over from prev (which may be nil or mc itself).
+func (mc *managed) rebuild(prev *managed) error {
+	sel, servers, err := SelectorFor(&mc.cfg, mc.down)
 	if err != nil {
 		return fmt.Errorf("dispatch: cluster %s: %w", mc.cfg.Name, err)
 	}
-	old := map[netip.Addr][6]byte{}
-	for i, s := range mc.servers {
-		old[s.Addr] = mc.macs[i]
+	macs := map[netip.Addr][6]byte{}
+	if prev != nil {
+		for i, s := range prev.servers {
+			macs[s.Addr] = prev.macs[i]
+		}
 	}
 	mc.sel, mc.servers = sel, servers
 	mc.macs = make([][6]byte, len(servers))
 	for i, s := range servers {
-		mc.macs[i] = old[s.Addr]
+		mc.macs[i] = macs[s.Addr]
 		if mc.stats[s.ID] == nil {
 			mc.stats[s.ID] = &ServerStats{}
 		}
@@ -115,16 +306,24 @@ func (mc *managed) publish() {
 	mc.c.Publish(v)
 }
 
+func (m *Manager) announce(mc *managed) {
+	if m.d.Announce == nil || mc.cfg.Mode != config.ModeBroadcast || mc.cfg.AnnounceKey == "" {
+		return
+	}
+	m.d.Announce.Announce(&mc.cfg, mc.version, mc.servers)
+}
+
 // Forwarder is the datapath stage to install in the router.
 func (m *Manager) Forwarder() *Forwarder { return m.fwd }
 
-// Start starts resolving the servers' MACs; Close stops it.
+// Start starts resolving the servers' MACs and repeating announcements;
+// Close stops it.
 func (m *Manager) Start() {
 	m.wg.Add(1)
-	go m.resolveLoop()
+	go m.loop()
 }
 
-// Close stops the manager's goroutines.
+// Close stops the manager's goroutines, health checks included.
 func (m *Manager) Close() {
 	select {
 	case <-m.stop:
@@ -132,17 +331,44 @@ func (m *Manager) Close() {
 		close(m.stop)
 	}
 	m.wg.Wait()
+	m.mu.Lock()
+	var checkers []*health.Checker
+	for _, mc := range m.clusters {
+		if mc.checker != nil {
+			checkers = append(checkers, mc.checker)
+			mc.checker = nil
+		}
+	}
+	m.mu.Unlock()
+	for _, c := range checkers {
+		c.Stop()
+	}
 }
 
-// resolveLoop keeps every routing cluster's server MACs current: quickly
-// while any is unknown, once a second after that.
-func (m *Manager) resolveLoop() {
+// loop keeps every routing cluster's server MACs current (quickly while any
+// is unknown, once a second after that) and repeats each broadcast cluster's
+// announcement at its interval, so a lost or late one heals itself.
+func (m *Manager) loop() {
 	defer m.wg.Done()
+	lastAnnounce := map[string]time.Time{}
 	for {
 		all := m.resolveOnce()
+		now := time.Now()
+		m.mu.Lock()
 		wait := time.Second
+		for _, mc := range m.clusters {
+			if mc.cfg.Mode != config.ModeBroadcast || mc.cfg.AnnounceKey == "" {
+				continue
+			}
+			if now.Sub(lastAnnounce[mc.cfg.Name]) >= mc.cfg.AnnounceInterval {
+				m.announce(mc)
+				lastAnnounce[mc.cfg.Name] = now
+			}
+			wait = min(wait, mc.cfg.AnnounceInterval)
+		}
+		m.mu.Unlock()
 		if !all {
-			wait = 100 * time.Millisecond
+			wait = min(wait, 100*time.Millisecond)
 		}
 		select {
 		case <-m.stop:
@@ -164,7 +390,7 @@ func (m *Manager) resolveOnce() bool {
 		}
 		changed := false
 		for i, s := range mc.servers {
-			mac, ok := m.res.LinkAddress(mc.cfg.Interface, s.Addr)
+			mac, ok := m.d.Resolver.LinkAddress(mc.cfg.Interface, s.Addr)
 			if !ok {
 				all = false
 				continue
@@ -184,14 +410,18 @@ func (m *Manager) resolveOnce() bool {
 
 // ServerStatus is one server's state as `ghostrouter status` shows it.
 type ServerStatus struct {
-	ID      int    `json:"id"`
-	Address string `json:"address"`
-	MAC     string `json:"mac"`
-	Weight  int    `json:"weight"`
-	Up      bool   `json:"up"`
-	Buckets int    `json:"buckets"`
-	Packets uint64 `json:"packets"`
-	Bytes   uint64 `json:"bytes"`
+	ID          int    `json:"id"`
+	Address     string `json:"address"`
+	MAC         string `json:"mac"`
+	Weight      int    `json:"weight"`
+	Drain       bool   `json:"drain,omitempty"`
+	Up          bool   `json:"up"`
+	Since       string `json:"since,omitempty"`
+	LastError   string `json:"last_error,omitempty"`
+	Transitions int    `json:"transitions"`
+	Buckets     int    `json:"buckets"`
+	Packets     uint64 `json:"packets"`
+	Bytes       uint64 `json:"bytes"`
 }
 
 // ClusterStatus is one cluster's state as `ghostrouter status` shows it.
@@ -204,9 +434,11 @@ type ClusterStatus struct {
 	Hash             string            `json:"hash"`
 	Seed             uint32            `json:"seed"`
 	Buckets          int               `json:"buckets"`
+	Health           string            `json:"health"`
 	Version          uint64            `json:"version"`
 	Servers          []ServerStatus    `json:"servers"`
 	Counters         map[string]uint64 `json:"counters"`
+	Events           []string          `json:"events,omitempty"`
 }
 
 // Status reports every cluster.
@@ -218,14 +450,29 @@ func (m *Manager) Status() []ClusterStatus {
 		cs := ClusterStatus{
 			Name: mc.cfg.Name, Mode: mc.cfg.Mode, Ghost: mc.cfg.Address.String(), Interface: mc.cfg.Interface,
 			Hash: mc.cfg.Hash, Seed: mc.cfg.Seed, Buckets: mc.cfg.Buckets, Version: mc.version,
-			Counters: map[string]uint64{},
+			Health: health.Describe(mc.cfg.Health), Counters: map[string]uint64{},
+			Events: append([]string(nil), mc.events...),
 		}
 		if mc.cfg.BroadcastAddress.IsValid() {
 			cs.BroadcastAddress = mc.cfg.BroadcastAddress.String()
 		}
+		var states map[int]health.State
+		if mc.checker != nil {
+			states = mc.checker.States()
+		}
 		counts := bucketCounts(mc.sel, len(mc.servers))
 		for i, s := range mc.servers {
 			ss := ServerStatus{ID: s.ID, Address: s.Addr.String(), Weight: s.Weight, Up: s.Up, Buckets: counts[i]}
+			if cs, ok := mc.cfg.Server(s.ID); ok {
+				ss.Weight, ss.Drain = cs.Weight, cs.Drain
+			}
+			if st, ok := states[s.ID]; ok {
+				ss.Since = st.Since.Format(time.RFC3339)
+				ss.Transitions = st.Transitions
+				if !st.Up {
+					ss.LastError = st.LastError
+				}
+			}
 			if mc.macs[i] != ([6]byte{}) {
 				ss.MAC = net.HardwareAddr(mc.macs[i][:]).String()
 			}
@@ -234,6 +481,7 @@ func (m *Manager) Status() []ClusterStatus {
 			}
 			cs.Servers = append(cs.Servers, ss)
 		}
+		sort.Slice(cs.Servers, func(i, j int) bool { return cs.Servers[i].ID < cs.Servers[j].ID })
 		if mc.c != nil {
 			st := mc.c.Stats()
 			cs.Counters["packets"] = st.Packets.Load()

@@ -90,8 +90,9 @@ type Router struct {
 	stats  Stats
 	// fib mirrors netstack's IPv4 routing table, longest prefix first, for
 	// the redirect decision (only consulted when redirects are on).
-	fib           []fibEntry
-	sendRedirects bool
+	fib           atomic.Pointer[[]fibEntry]
+	sendRedirects atomic.Bool
+	statics       []static // permanent neighbors installed from the config
 	faults        chan error
 }
 
@@ -114,9 +115,9 @@ func New(cfg *config.Config, opts Options) (_ *Router, err error) {
 		lim:    icmp.NewLimiter(opts.ICMPRate, opts.ICMPBurst),
 		faults: make(chan error, 16),
 
-		sendRedirects: cfg.Router.SendRedirects,
 	}
 	r.SetStages(opts.Stages...)
+	r.sendRedirects.Store(cfg.Router.SendRedirects)
 	r.stack = stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol, arp.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmptransport.NewProtocol4, icmptransport.NewProtocol6},
@@ -144,20 +145,8 @@ func New(cfg *config.Config, opts Options) (_ *Router, err error) {
 	if err := r.setRoutes(cfg); err != nil {
 		return nil, err
 	}
-	for _, n := range cfg.Neighbors {
-		if err := r.AddStaticNeighbor(n.Interface, n.Address, n.MAC); err != nil {
-			return nil, err
-		}
-	}
-	for _, cl := range cfg.Clusters {
-		if cl.Mode != "broadcast" {
-			continue
-		}
-		// The patent's FIG. 5: the second ghost's permanent ARP entry is the
-		// LAN broadcast MAC, and the route to the ghost goes through it.
-		if err := r.AddStaticNeighbor(cl.Interface, cl.BroadcastAddress, BroadcastMAC[:]); err != nil {
-			return nil, err
-		}
+	if err := r.setStatics(wantStatics(cfg)); err != nil {
+		return nil, err
 	}
 	for _, l := range r.links {
 		l.EP.SetHook(&linkHook{r: r, l: l})
@@ -260,6 +249,7 @@ func (r *Router) setRoutes(cfg *config.Config) error {
 		rows = append(rows, row{route: tr, bits: rt.To.Bits()})
 	}
 	sort.SliceStable(rows, func(i, j int) bool { return rows[i].bits > rows[j].bits })
+	var fib []fibEntry
 	table := make([]tcpip.Route, len(rows))
 	for i, rw := range rows {
 		table[i] = rw.route
@@ -271,8 +261,9 @@ func (r *Router) setRoutes(cfg *config.Config) error {
 		if rw.route.Gateway.Len() == 4 {
 			fe.gw = netip.AddrFrom4(rw.route.Gateway.As4())
 		}
-		r.fib = append(r.fib, fe)
+		fib = append(fib, fe)
 	}
+	r.fib.Store(&fib)
 	r.stack.SetRouteTable(table)
 	return nil
 }
@@ -390,7 +381,7 @@ func (h *linkHook) Inbound(ep *tap.Endpoint, frame []byte) bool {
 	if h.r.ttlGuard(h.l, frame) {
 		return true
 	}
-	if h.r.sendRedirects {
+	if h.r.sendRedirects.Load() {
 		h.r.maybeRedirect(h.l, frame)
 	}
 	return false
@@ -421,9 +412,10 @@ func (r *Router) maybeRedirect(l *Link, frame []byte) {
 		return
 	}
 	var route *fibEntry
-	for i := range r.fib {
-		if r.fib[i].prefix.Contains(dst) {
-			route = &r.fib[i]
+	fib := *r.fib.Load()
+	for i := range fib {
+		if fib[i].prefix.Contains(dst) {
+			route = &fib[i]
 			break
 		}
 	}

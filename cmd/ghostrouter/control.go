@@ -185,24 +185,33 @@ func printStatus(w io.Writer, st *Status) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "config %s\n", st.Config)
 	for _, c := range st.Clusters {
-		fmt.Fprintf(tw, "\ncluster %s: %s mode, ghost %s on %s, hash %s seed %#x, %d buckets, table version %d\n",
-			c.Name, c.Mode, c.Ghost, c.Interface, c.Hash, c.Seed, c.Buckets, c.Version)
+		fmt.Fprintf(tw, "\ncluster %s: %s mode, ghost %s on %s, hash %s seed %#x, %d buckets, table version %d, health %s\n",
+			c.Name, c.Mode, c.Ghost, c.Interface, c.Hash, c.Seed, c.Buckets, c.Version, c.Health)
 		if c.BroadcastAddress != "" {
 			fmt.Fprintf(tw, "  second ghost %s -> ff:ff:ff:ff:ff:ff (permanent)\n", c.BroadcastAddress)
 		}
-		fmt.Fprintln(tw, "  SERVER\tADDRESS\tMAC\tWEIGHT\tSTATE\tBUCKETS\tPACKETS\tBYTES")
+		fmt.Fprintln(tw, "  SERVER\tADDRESS\tMAC\tWEIGHT\tSTATE\tBUCKETS\tPACKETS\tBYTES\tCHANGES")
 		for _, s := range c.Servers {
 			state := "up"
 			if !s.Up {
 				state = "down"
 			}
+			if s.Drain {
+				state += ",drain"
+			}
 			mac := s.MAC
 			if mac == "" {
 				mac = "(unresolved)"
 			}
-			fmt.Fprintf(tw, "  %d\t%s\t%s\t%d\t%s\t%d\t%d\t%d\n", s.ID, s.Address, mac, s.Weight, state, s.Buckets, s.Packets, s.Bytes)
+			fmt.Fprintf(tw, "  %d\t%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\n", s.ID, s.Address, mac, s.Weight, state, s.Buckets, s.Packets, s.Bytes, s.Transitions)
+			if s.LastError != "" {
+				fmt.Fprintf(tw, "    last error: %s\n", s.LastError)
+			}
 		}
 		printCounters(tw, "  counters:", c.Counters)
+		for _, e := range c.Events {
+			fmt.Fprintf(tw, "  event: %s\n", e)
+		}
 	}
 	fmt.Fprintln(tw, "\nneighbors")
 	fmt.Fprintln(tw, "  INTERFACE\tADDRESS\tMAC\tSTATE")

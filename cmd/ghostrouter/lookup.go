@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/ghostrouter/ghostrouter/dispatch"
@@ -18,6 +20,7 @@ func cmdLookup(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	path := configFlag(fs)
 	name := fs.String("cluster", "", "cluster `NAME` (needed when the file has more than one)")
+	downList := fs.String("down", "", "comma-separated server `IDS` to count as failed (what-if)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -34,7 +37,16 @@ func cmdLookup(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ghostrouter lookup: %v\n", err)
 		return 2
 	}
-	sel, servers, err := dispatch.SelectorFor(cl, nil)
+	down := map[int]bool{}
+	for _, f := range strings.FieldsFunc(*downList, func(r rune) bool { return r == ',' || r == ' ' }) {
+		id, err := strconv.Atoi(f)
+		if _, ok := cl.Server(id); err != nil || !ok {
+			fmt.Fprintf(stderr, "ghostrouter lookup: --down: %q is not a server id of cluster %s\n", f, cl.Name)
+			return 2
+		}
+		down[id] = true
+	}
+	sel, servers, err := dispatch.SelectorFor(cl, down)
 	if err != nil {
 		fmt.Fprintf(stderr, "ghostrouter lookup: cluster %s: %v\n", cl.Name, err)
 		return 1

@@ -28,8 +28,9 @@ const usage = `usage: ghostrouter COMMAND [flags]
 commands:
   run    -c FILE                      run the appliance in the foreground
   check  -c FILE                      validate a configuration file
-  lookup -c FILE [--cluster NAME] CLIENT...
+  lookup -c FILE [--cluster NAME] [--down IDS] CLIENT...
                                       which bucket and server each client maps to
+                                      (--down: as if those servers had failed)
   status [--socket PATH] [--json]     the running appliance: clusters, servers,
                                       counters, neighbor table
   reload [--socket PATH]              re-read the running appliance's file (as SIGHUP)
@@ -208,7 +209,13 @@ func newAppliance(cfg *config.Config, log *slog.Logger) (*appliance, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := dispatch.NewManager(cfg, r.Endpoint, r, r, log)
+	m, err := dispatch.NewManager(cfg, dispatch.Deps{
+		Endpoint: r.Endpoint,
+		Resolver: r,
+		Errors:   r,
+		Prober:   r,
+		Logger:   log,
+	})
 	if err != nil {
 		r.Close()
 		return nil, err
@@ -234,14 +241,34 @@ func protectedAddresses(cfg *config.Config) []netip.Addr {
 
 // reload re-reads the configuration file. A file with problems is reported
 // and the running configuration stays.
+//
+// Clusters (added, removed, servers, weights, drain, health settings),
+// routes, permanent neighbors and send_redirects change live; interfaces need
+// a restart, and a file that changes them is rejected whole.
 func (a *appliance) reload(path string) string {
-	cfg, err := config.Load(path)
-	if err != nil {
+	reject := func(err error) string {
 		a.log.Error("reload rejected; keeping the running configuration", "config", path, "err", err)
 		return "rejected: " + err.Error()
 	}
-	a.log.Warn("reload: configuration is valid but live changes are not applied yet; restart to apply", "config", path, "clusters", len(cfg.Clusters))
-	return "valid; live changes are not applied yet: restart to apply"
+	cfg, err := config.Load(path)
+	if err != nil {
+		return reject(err)
+	}
+	if err := a.r.CheckReconfigure(cfg); err != nil {
+		return reject(err)
+	}
+	if err := a.m.Apply(cfg); err != nil {
+		return reject(err)
+	}
+	if err := a.r.Reconfigure(cfg); err != nil {
+		// Interfaces were checked above; what is left can only fail on a
+		// netstack refusal, which the log reports.
+		a.log.Error("reload: router reconfiguration incomplete", "err", err)
+	}
+	a.guard.Protect(protectedAddresses(cfg))
+	a.cfg = cfg
+	a.log.Info("reloaded", "config", path, "clusters", len(cfg.Clusters), "routes", len(cfg.Routes))
+	return fmt.Sprintf("reloaded %s: %d clusters, %d routes", path, len(cfg.Clusters), len(cfg.Routes))
 }
 
 func (a *appliance) close() error {

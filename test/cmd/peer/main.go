@@ -60,6 +60,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = client(args[1:], "http", stdout, stderr)
 	case "udp":
 		err = client(args[1:], "udp", stdout, stderr)
+	case "load":
+		err = load(args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		usage(stdout)
 		return 0
@@ -91,6 +93,7 @@ func usage(w io.Writer) {
   peer serve -name NAME [-http ADDR:PORT] [-udp ADDR:PORT] [-lifetime 10m]
   peer http -url URL (-src A,B,C | -src-range FIRST-LAST) [-count 1] [-timeout 2s] [-parallel 8]
   peer udp  -dst ADDR:PORT (-src A,B,C | -src-range FIRST-LAST) [-count 1] [-timeout 1s] [-parallel 8]
+  peer load -url URL (-src A,B,C | -src-range FIRST-LAST) -duration 10s [-interval 100ms] [-timeout 1s] [-reuse]
 `)
 }
 
@@ -482,4 +485,96 @@ func udpOnce(dst netip.AddrPort, src netip.Addr, timeout time.Duration) string {
 
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// ---- load ----
+
+// maxLoad bounds a load run.
+const maxLoad = 5 * time.Minute
+
+// load runs, from every source at once, one GET per -interval until
+// -duration has passed, and prints a line per request as it completes:
+// "UNIXMILLI SRC OK BODY" or "UNIXMILLI SRC FAIL reason". With -reuse each
+// source keeps one TCP connection open for the whole run; if it ever has to
+// dial again, that request's line says "FAIL redial" (the connection broke).
+func load(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("url", "", "URL to GET (required)")
+	src := fs.String("src", "", "comma-separated source addresses to bind")
+	srcRange := fs.String("src-range", "", "source address range FIRST-LAST, inclusive")
+	duration := fs.Duration("duration", 10*time.Second, "how long to run")
+	interval := fs.Duration("interval", 100*time.Millisecond, "time between requests of one source")
+	timeout := fs.Duration("timeout", time.Second, "per-request timeout")
+	reuse := fs.Bool("reuse", false, "one long-lived connection per source")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	srcs, err := parseSources(*src, *srcRange)
+	switch {
+	case err != nil:
+		return usageError{fmt.Errorf("load: %w", err)}
+	case *url == "":
+		return usageError{errors.New("load: -url is required")}
+	case *duration <= 0 || *duration > maxLoad:
+		return usageError{fmt.Errorf("load: -duration %v: want (0, %v]", *duration, maxLoad)}
+	case *interval < 10*time.Millisecond:
+		return usageError{fmt.Errorf("load: -interval %v: want at least 10ms", *interval)}
+	case *timeout <= 0 || *timeout > maxTimeout:
+		return usageError{fmt.Errorf("load: -timeout %v: want (0, %v]", *timeout, maxTimeout)}
+	}
+	out := &lockedWriter{w: stdout}
+	end := time.Now().Add(*duration)
+	done := make(chan struct{})
+	for _, s := range srcs {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			loadOne(*url, s, end, *interval, *timeout, *reuse, out)
+		}()
+	}
+	for range srcs {
+		<-done
+	}
+	return nil
+}
+
+func loadOne(url string, src netip.Addr, end time.Time, interval, timeout time.Duration, reuse bool, out io.Writer) {
+	dials := 0
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: src.AsSlice()}, Timeout: timeout}
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials++
+			return d.DialContext(ctx, network, addr)
+		},
+		DisableKeepAlives:   !reuse,
+		MaxIdleConnsPerHost: 1,
+		Proxy:               nil,
+	}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: timeout}
+	for next := time.Now(); next.Before(end); next = next.Add(interval) {
+		time.Sleep(time.Until(next))
+		t0 := time.Now()
+		before := dials
+		res := "OK "
+		resp, err := c.Get(url)
+		if err != nil {
+			res = "FAIL " + oneLine(err.Error())
+		} else {
+			body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+			resp.Body.Close()
+			switch {
+			case err != nil:
+				res = "FAIL reading body: " + oneLine(err.Error())
+			case resp.StatusCode != http.StatusOK:
+				res = fmt.Sprintf("FAIL status %d", resp.StatusCode)
+			default:
+				res += oneLine(string(body))
+			}
+		}
+		if reuse && before > 0 && dials > before {
+			res = "FAIL redial (the long-lived connection broke); then " + res
+		}
+		fmt.Fprintf(out, "%d %s %s\n", t0.UnixMilli(), src, res)
+	}
 }
