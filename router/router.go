@@ -114,7 +114,6 @@ func New(cfg *config.Config, opts Options) (_ *Router, err error) {
 		local:  map[[4]byte]struct{}{},
 		lim:    icmp.NewLimiter(opts.ICMPRate, opts.ICMPBurst),
 		faults: make(chan error, 16),
-
 	}
 	r.SetStages(opts.Stages...)
 	r.sendRedirects.Store(cfg.Router.SendRedirects)
