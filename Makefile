@@ -6,7 +6,7 @@ BIN     := bin
 PKGS    := ./...
 export GOFLAGS ?= -buildvcs=false
 
-.PHONY: help build test unit e2e demo bench vet fmt check clean
+.PHONY: help deps build test unit demo bench vet clean
 
 help: ## list the targets
 	@awk -F':.*## ' '/^[a-z][a-z-]*:.*## /{printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -21,16 +21,19 @@ vet: ## gofmt and go vet
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-test: vet ## every test: unit, in-memory and end-to-end (root; under CI=true nothing may skip)
+deps: ## install the Debian packages the demo and the tests use, if any is missing (root)
+	@./.ci/deps.sh
+
+test: deps vet ## every test: unit, in-memory and end-to-end (root; under CI=true nothing may skip)
 	$(GO) test -count=1 -timeout 30m $(PKGS)
 
 unit: ## tests that need no root (the privileged ones skip outside CI)
 	$(GO) test -count=1 -short $(PKGS)
 
-demo: build ## the showcase: namespaces, servers, the appliance, traffic, a readable account
+demo: deps build ## the showcase: namespaces, servers, the appliance, traffic, a readable account
 	./test/demo.sh
 
-bench: build ## kernel vs ghostrouter side by side (root, a few minutes), then the datapath micro-benchmarks
+bench: deps build ## kernel vs ghostrouter side by side (root, a few minutes), then the datapath micro-benchmarks
 	GHOSTROUTER_BENCH=1 $(GO) test -count=1 -run '^TestBench$$' -v -timeout 30m ./test/bench/
 	$(GO) test -run '^$$' -bench . -benchmem ./dispatch/ ./router/...
 
