@@ -153,19 +153,8 @@ func (f *Forwarder) dispatch4(c *Cluster, in *tap.Endpoint, frame []byte) {
 		}
 		return
 	}
-	v := c.view.Load()
-	if v == nil {
-		c.stats.NoServer.Add(1)
-		return
-	}
-	idx, _, ok := v.Selector.Select(netip.AddrFrom4([4]byte(ip[12:16])))
+	v, idx, mac, ok := c.pick(netip.AddrFrom4([4]byte(ip[12:16])))
 	if !ok {
-		c.stats.NoServer.Add(1)
-		return
-	}
-	mac := v.MACs[idx]
-	if mac == ([6]byte{}) {
-		c.stats.NoMAC.Add(1)
 		return
 	}
 	// TTL - 1 with the checksum updated incrementally (RFC 1141), bit for
@@ -191,23 +180,32 @@ func (f *Forwarder) dispatch6(c *Cluster, in *tap.Endpoint, frame []byte) {
 		c.stats.TTLExceeded.Add(1)
 		return // ICMPv6 time exceeded is left to a later change; the packet is dropped and counted
 	}
-	v := c.view.Load()
-	if v == nil {
-		c.stats.NoServer.Add(1)
-		return
-	}
-	idx, _, ok := v.Selector.Select(netip.AddrFrom16([16]byte(ip[8:24])))
+	v, idx, mac, ok := c.pick(netip.AddrFrom16([16]byte(ip[8:24])))
 	if !ok {
-		c.stats.NoServer.Add(1)
-		return
-	}
-	mac := v.MACs[idx]
-	if mac == ([6]byte{}) {
-		c.stats.NoMAC.Add(1)
 		return
 	}
 	ip[7]--
 	f.send(c, v, idx, mac, frame[:ethLen+tot], tot)
+}
+
+// pick chooses the server for client in the current snapshot; when there
+// is none to send to, it counts why and reports false.
+func (c *Cluster) pick(client netip.Addr) (v *View, idx int, mac [6]byte, ok bool) {
+	v = c.view.Load()
+	if v == nil {
+		c.stats.NoServer.Add(1)
+		return nil, 0, mac, false
+	}
+	idx, _, ok = v.Selector.Select(client)
+	if !ok {
+		c.stats.NoServer.Add(1)
+		return nil, 0, mac, false
+	}
+	if mac = v.MACs[idx]; mac == ([6]byte{}) {
+		c.stats.NoMAC.Add(1)
+		return nil, 0, mac, false
+	}
+	return v, idx, mac, true
 }
 
 // send rewrites the Ethernet header in place and writes the frame to the LAN.

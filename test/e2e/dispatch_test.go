@@ -66,6 +66,23 @@ func (tp *topo) nodeStatus(i int) string {
 	return s.ns.MustRun(tp.node, "status", "--cluster", "web", "--state-dir", tp.h.ArtifactDir()+"/node-"+s.name)
 }
 
+// askAll asks the ghost once over HTTP and once over UDP from every client
+// and checks that each is answered by the server want names.
+func (tp *topo) askAll(clients []string, want map[string]int) {
+	tp.t.Helper()
+	httpRes := peerResults(tp.cli.MustRun(tp.peer, "http", "-url", "http://"+ghostAddr+"/", "-src", strings.Join(clients, ","), "-parallel", "8"))
+	udpRes := peerResults(tp.cli.MustRun(tp.peer, "udp", "-dst", ghostAddr+":9000", "-src", strings.Join(clients, ","), "-parallel", "8"))
+	for _, c := range clients {
+		exp := fmt.Sprintf("s%d %s", want[c], c)
+		if httpRes[c] != exp {
+			tp.t.Errorf("HTTP from %s: got %q, want %q", c, httpRes[c], exp)
+		}
+		if udpRes[c] != exp {
+			tp.t.Errorf("UDP from %s: got %q, want %q", c, udpRes[c], exp)
+		}
+	}
+}
+
 // lookup runs `ghostrouter lookup` for the clients and returns client ->
 // server id.
 func (tp *topo) lookup(clients []string) map[string]int {
@@ -117,17 +134,7 @@ func TestRoutingModeDispatch(t *testing.T) {
 	for _, s := range tp.servers {
 		capSrv = append(capSrv, s.ns.Capture("e0", "ip"))
 	}
-	httpRes := peerResults(tp.cli.MustRun(tp.peer, "http", "-url", "http://"+ghostAddr+"/", "-src", strings.Join(clients, ","), "-parallel", "8"))
-	udpRes := peerResults(tp.cli.MustRun(tp.peer, "udp", "-dst", ghostAddr+":9000", "-src", strings.Join(clients, ","), "-parallel", "8"))
-	for _, c := range clients {
-		exp := fmt.Sprintf("s%d %s", want[c], c)
-		if httpRes[c] != exp {
-			t.Errorf("HTTP from %s: got %q, want %q", c, httpRes[c], exp)
-		}
-		if udpRes[c] != exp {
-			t.Errorf("UDP from %s: got %q, want %q", c, udpRes[c], exp)
-		}
-	}
+	tp.askAll(clients, want)
 	all := harness.StopAll(append([]*harness.Capture{capLAN, capUp}, capSrv...)...)
 	lan, up := all[0], all[1]
 	macOf := map[int]string{}
