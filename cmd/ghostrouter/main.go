@@ -168,6 +168,13 @@ func cmdRun(args []string, stderr io.Writer) int {
 			return "rejected: shutting down"
 		}
 	})
+	if cfg.Router.MetricsAddress != "" {
+		if err := app.serveMetrics(ctx, cfg.Router.MetricsAddress, *path); err != nil {
+			log.Error("start failed", "err", err)
+			app.close()
+			return 1
+		}
+	}
 	log.Info("ghostrouter running", "config", *path, "interfaces", len(cfg.Interfaces), "clusters", len(cfg.Clusters), "control_socket", cfg.Router.ControlSocket)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

@@ -116,7 +116,8 @@ func TestRoutingModeDispatch(t *testing.T) {
 	const nClients = 64
 	tp := newTopo(t, topoOptions{servers: 4, clientAddrs: nClients})
 	tp.startServers()
-	tp.start(tp.baseConfig() + tp.clusterConfig("routing", "jhash", ""))
+	withMetrics := strings.Replace(tp.baseConfig(), `metrics_address = ""`, `metrics_address = "127.0.0.1:9469"`, 1)
+	tp.start(withMetrics + tp.clusterConfig("routing", "jhash", ""))
 	tp.setupNodes()
 	clients := tp.clientSources(nClients)
 	want := tp.lookup(clients)
@@ -150,9 +151,11 @@ func TestRoutingModeDispatch(t *testing.T) {
 		proto uint8
 	}
 	upCount := map[key]int{}
+	upTotal := 0
 	for _, p := range up {
 		if p.Dst == ghost {
 			upCount[key{p.Src, p.IPID, p.Proto}]++
+			upTotal++
 		}
 	}
 	lanCount := map[key]int{}
@@ -194,6 +197,10 @@ func TestRoutingModeDispatch(t *testing.T) {
 		}
 	}
 	t.Logf("%d clients over 4 servers %v; %d client->ghost packets upstream, each once on the LAN to its server's MAC", nClients, perServer, len(upCount))
+	metrics := tp.rtr.MustRun("curl", "-sf", "http://127.0.0.1:9469/metrics")
+	if !strings.Contains(metrics, fmt.Sprintf(`ghostrouter_cluster_packets_total{cluster="web"} %d`, upTotal)) {
+		t.Errorf("metrics do not count the %d dispatched packets:\n%s", upTotal, metrics)
+	}
 	st := tp.status()
 	if !strings.Contains(st, "cluster web: routing mode") {
 		t.Errorf("status does not show the cluster:\n%s", st)
