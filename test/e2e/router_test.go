@@ -314,3 +314,43 @@ func TestSIGTERMLeavesNoTAP(t *testing.T) {
 		t.Error("the control socket file was left behind")
 	}
 }
+
+// TestIPv6Forwarding: with IPv6 addresses configured, the appliance routes
+// IPv6 too (NDP, hop limit decremented by one, addresses unchanged), and a
+// hop limit of 1 draws ICMPv6 time exceeded.
+func TestIPv6Forwarding(t *testing.T) {
+	tp := newTopo(t, topoOptions{servers: 1})
+	srv := tp.servers[0]
+	for _, ns := range []*harness.NS{tp.cli, srv.ns} {
+		ns.Sysctl("net.ipv6.conf.all.disable_ipv6", "0")
+	}
+	tp.cli.AddrAdd("c0", "2001:db8:1::10/64")
+	tp.cli.MustRun("ip", "-6", "route", "add", "default", "via", "2001:db8:1::1")
+	srv.ns.AddrAdd("e0", "2001:db8:2::11/64")
+	srv.ns.MustRun("ip", "-6", "route", "add", "default", "via", "2001:db8:2::1")
+	cfg := strings.Replace(tp.baseConfig(), `addresses = ["`+upAddr+`/24"]`, `addresses = ["`+upAddr+`/24", "2001:db8:1::1/64"]`, 1)
+	cfg = strings.Replace(cfg, `addresses = ["`+lanAddr+`/24"]`, `addresses = ["`+lanAddr+`/24", "2001:db8:2::1/64"]`, 1)
+	tp.start(cfg)
+	capSrv := srv.ns.Capture("e0", "icmp6 and ip6[40] == 128")
+	out := tp.cli.MustRun("ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", "-t", "64", "2001:db8:2::11")
+	if !strings.Contains(out, " 0% packet loss") {
+		t.Fatalf("ping6 through the appliance:\n%s", out)
+	}
+	pkts := capSrv.Stop()
+	n := 0
+	for _, p := range pkts {
+		if p.Src.String() == "2001:db8:1::10" && p.Dst.String() == "2001:db8:2::11" {
+			n++
+			if p.TTL != 63 {
+				t.Errorf("hop limit %d at the server, want 63: %v", p.TTL, p)
+			}
+		}
+	}
+	if n != 3 {
+		t.Fatalf("%d echo requests reached the server, want 3", n)
+	}
+	out, _ = tp.cli.Run("ping", "-6", "-c", "1", "-t", "1", "-W", "2", "2001:db8:2::11")
+	if !strings.Contains(out, "Time exceeded") {
+		t.Fatalf("hop limit 1 did not draw time exceeded:\n%s", out)
+	}
+}
