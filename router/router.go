@@ -583,3 +583,29 @@ func (r *Router) Neighbors() []Neighbor {
 	}
 	return out
 }
+
+// AnnounceAddresses sends a gratuitous ARP request (sender = target = the
+// address) for every IPv4 address of every link, so that hosts and switches
+// that knew another MAC for it (a replaced or backup appliance) update at
+// once rather than when their cache entry expires.
+func (r *Router) AnnounceAddresses() {
+	for _, l := range r.links {
+		ep, e := r.stack.GetNetworkEndpoint(l.NIC, arp.ProtocolNumber)
+		if e != nil {
+			continue
+		}
+		res, ok := ep.(stack.LinkAddressResolver)
+		if !ok {
+			continue
+		}
+		for _, p := range l.Config.Addresses {
+			if !p.Addr().Is4() {
+				continue
+			}
+			a := address(p.Addr())
+			if e := res.LinkAddressRequest(a, a, ""); e != nil {
+				r.log.Warn("gratuitous ARP", "interface", l.Config.Name, "address", p.Addr(), "err", e.String())
+			}
+		}
+	}
+}

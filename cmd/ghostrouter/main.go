@@ -230,6 +230,7 @@ func newAppliance(cfg *config.Config, log *slog.Logger) (*appliance, error) {
 	guard := arp.NewGuard(protectedAddresses(cfg))
 	r.SetStages(guard, m.Forwarder())
 	m.Start()
+	r.AnnounceAddresses()
 	return &appliance{log: log, cfg: cfg, r: r, m: m, guard: guard}, nil
 }
 

@@ -27,7 +27,17 @@ via = "198.51.100.254"
 func TestRouterForwardsPingTCPUDP(t *testing.T) {
 	tp := newTopo(t, topoOptions{servers: 2})
 	tp.startServers()
+	garp := tp.rtr.Capture("l-s0", "arp")
 	tp.start(tp.baseConfig())
+	harness.WaitFor(t, 5*time.Second, "a gratuitous ARP for the appliance's LAN address", func() bool {
+		for _, p := range garp.Packets() {
+			if p.ARPSenderIP.String() == lanAddr && p.ARPTargetIP.String() == lanAddr {
+				return true
+			}
+		}
+		return false
+	})
+	garp.Stop()
 	srv := tp.servers[0]
 	capUp := tp.rtr.Capture("u-c", "ip")
 	capSrv := srv.ns.Capture("e0", "ip")
