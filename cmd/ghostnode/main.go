@@ -2,9 +2,12 @@
 // each server, it adds the cluster's ghost address, sets the ARP and
 // reverse-path sysctls, and in broadcast mode installs and updates the
 // nftables filter that accepts only this server's buckets; it undoes all of
-// that exactly. The work is in package node (host changes and their undo
-// records) and package filter (the nftables ruleset); this file is the
-// command line. README.md describes the commands and the state file.
+// that exactly. `ghostnode run` keeps that filter in step with the
+// appliance's table announcements (package dispatch/announce). The work is
+// in package node (host changes and their undo records), package filter
+// (the nftables ruleset) and package runloop (the announcement loop); this
+// file and run.go are the command line. README.md describes the commands,
+// the state file and the run's report.
 package main
 
 import (
@@ -20,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/ghostrouter/ghostrouter/cmd/ghostnode/internal/filter"
 	"github.com/ghostrouter/ghostrouter/cmd/ghostnode/internal/node"
@@ -32,6 +36,8 @@ commands:
   setup     make this server serve a cluster (idempotent)
   update    replace the owned buckets of a broadcast cluster's filter, atomically
   teardown  undo exactly what setup did
+  run       setup, then keep a broadcast cluster's filter in step with the
+            appliance's table announcements until SIGTERM or SIGINT
   status    owned buckets and filter counters of the set-up clusters
   ruleset   print the broadcast filter setup would load, without loading it
   help      this text
@@ -54,6 +60,15 @@ update    [cluster flags] | --cluster NAME --owned LIST   [--state-dir DIR]
 teardown  --cluster NAME [--state-dir DIR]
 status    [--cluster NAME] [--json] [--state-dir DIR]
 ruleset   [cluster flags]
+run       -c FILE --cluster NAME --id N [--key-file FILE] [--listen ADDR:PORT]
+          | --cluster NAME --ghost ADDR --id N --key-file FILE [--buckets B --seed S] [--listen ADDR:PORT]
+          | --cluster NAME --ghost ADDR --mode routing
+          [--dev lo] [--lan IFACE] [--address ADDR] [--state-dir DIR]
+          [--teardown-on-exit] [--log-level debug|info|warn|error]
+              --key-file: the cluster's announce_key (default: from FILE)
+              --listen:   where announcements arrive (default 0.0.0.0:announce_port, 9470)
+              broadcast mode without -c and without --buckets/--seed sets the
+              filter up from the first announcement
 
 Every change is printed as it is made. Undo records are kept in
 STATE_DIR/CLUSTER.json (default ` + node.DefaultStateDir + `).
@@ -86,7 +101,7 @@ func runEnv(ctx context.Context, e env, args []string) int {
 	}
 	cmd, args := args[0], args[1:]
 	switch cmd {
-	case "setup", "update", "teardown", "status", "ruleset":
+	case "setup", "update", "teardown", "status", "ruleset", "run":
 	case "help", "-h", "--help":
 		fmt.Fprint(e.stdout, usage)
 		return 0
@@ -138,6 +153,8 @@ type flags struct {
 	ghost, mode, owned, buckets  string
 	seed, dev, lan, address, dir string
 	json                         bool
+	keyFile, listen, logLevel    string // run
+	teardownOnExit               bool   // run
 	set                          map[string]bool
 }
 
@@ -148,7 +165,7 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (*flags, error) {
 	fs.Usage = func() { fmt.Fprintf(stderr, "usage of ghostnode %s (see ghostnode help):\n", cmd); fs.PrintDefaults() }
 	fs.StringVar(&f.cluster, "cluster", "", "cluster `NAME`")
 	fs.StringVar(&f.dir, "state-dir", node.DefaultStateDir, "directory of the undo records")
-	cluster := cmd == "setup" || cmd == "update" || cmd == "ruleset"
+	cluster := cmd == "setup" || cmd == "update" || cmd == "ruleset" || cmd == "run"
 	if cluster {
 		fs.StringVar(&f.config, "c", "", "the appliance's configuration `FILE`")
 		fs.StringVar(&f.config, "config", "", "same as -c")
@@ -160,7 +177,13 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (*flags, error) {
 		fs.StringVar(&f.seed, "seed", "", "hash seed `S`, decimal or 0x hex (without -c)")
 		fs.StringVar(&f.owned, "owned", "", "owned buckets, e.g. 1,2,5-9 (without -c)")
 	}
-	if cmd == "setup" {
+	if cmd == "run" {
+		fs.StringVar(&f.keyFile, "key-file", "", "`FILE` holding the cluster's announce_key (default: from -c FILE)")
+		fs.StringVar(&f.listen, "listen", "", "UDP `ADDR:PORT` to read announcements on (default 0.0.0.0:announce_port)")
+		fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+		fs.BoolVar(&f.teardownOnExit, "teardown-on-exit", false, "undo the setup when stopped by SIGTERM or SIGINT")
+	}
+	if cmd == "setup" || cmd == "run" {
 		fs.StringVar(&f.dev, "dev", node.DefaultDev, "interface for the ghost address")
 		fs.StringVar(&f.lan, "lan", "", "the LAN interface facing the appliance")
 		fs.StringVar(&f.address, "address", "", "this server's primary `ADDR`ess (finds --lan)")
@@ -255,7 +278,13 @@ func runCommand(ctx context.Context, e env, cmd string, f *flags) error {
 		if err := needRoot(); err != nil {
 			return err
 		}
+		if n.RunActive(f.cluster) {
+			// Its next announcement would set the cluster up again.
+			return fmt.Errorf("cluster %s: %w: stop it first (run --teardown-on-exit tears down as it stops)", f.cluster, node.ErrRunning)
+		}
 		return n.Teardown(ctx, f.cluster)
+	case "run":
+		return runRun(ctx, e, f)
 	case "status":
 		reports, err := n.Status(ctx, f.cluster)
 		if err != nil {
@@ -437,5 +466,56 @@ func printReport(w io.Writer, r node.Report) {
 		}{{"accepted new        ", c.New}, {"accepted established", c.Established}, {"dropped             ", c.Dropped}} {
 			fmt.Fprintf(w, "  %s %d packets, %d bytes\n", x.name, x.c.Packets, x.c.Bytes)
 		}
+	}
+	printRun(w, r, time.Now())
+}
+
+// printRun prints what `ghostnode run` reported about the cluster.
+func printRun(w io.Writer, r node.Report, now time.Time) {
+	if r.RunNote != "" {
+		fmt.Fprintf(w, "  PROBLEM  %s\n", r.RunNote)
+	}
+	rs := r.Run
+	if rs == nil {
+		if r.RunActive {
+			fmt.Fprintf(w, "  run      active, no report yet\n")
+		}
+		return
+	}
+	ts := func(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+	switch {
+	case r.RunActive:
+		fmt.Fprintf(w, "  run      pid %d, running since %s", rs.PID, ts(rs.Started))
+	case !rs.Stopped.IsZero():
+		fmt.Fprintf(w, "  run      pid %d, stopped at %s", rs.PID, ts(rs.Stopped))
+	default:
+		fmt.Fprintf(w, "  run      pid %d, gone (last report %s)", rs.PID, ts(rs.Updated))
+	}
+	if rs.Listen != "" {
+		fmt.Fprintf(w, ", server %d, announcements on %s", rs.Server, rs.Listen)
+	}
+	fmt.Fprintln(w)
+	if rs.Mode != node.ModeBroadcast {
+		return
+	}
+	if a := rs.Applied; a != nil {
+		fmt.Fprintf(w, "  table    epoch %d seq %d, applied %s from %s: owns %d of %d buckets (%d members, %d live)\n",
+			a.Epoch, a.Seq, ts(a.At), a.From, a.Owned, a.Buckets, a.Members, a.Live)
+	} else {
+		fmt.Fprintf(w, "  table    none announced yet\n")
+	}
+	if !rs.Heard.IsZero() {
+		quiet := ""
+		if rs.Quiet {
+			quiet = "; QUIET: the last table stays"
+		}
+		fmt.Fprintf(w, "  heard    %s ago (the appliance repeats every %v%s)\n",
+			now.Sub(rs.Heard).Round(100*time.Millisecond), time.Duration(rs.IntervalMS)*time.Millisecond, quiet)
+	}
+	c := rs.Counters
+	fmt.Fprintf(w, "  announcements received %d: applied %d, repeats %d, stale %d, bad MAC %d, malformed %d, other cluster %d, unsupported %d, apply errors %d\n",
+		c.Received, c.Applied, c.Repeats, c.Stale, c.BadMAC, c.Malformed, c.OtherCluster, c.Unsupported, c.ApplyErrors)
+	if rs.LastError != "" {
+		fmt.Fprintf(w, "  PROBLEM  last table not applied: %s\n", rs.LastError)
 	}
 }

@@ -54,6 +54,8 @@ func (a *appliance) status(path string) Status {
 			"arp_claim_gratuit":  a.guard.Stats().Gratuitous.Load(),
 		},
 	}
+	sent, failed := a.ann.Stats()
+	st.Counters["announcements_sent"], st.Counters["announcements_failed"] = sent, failed
 	for _, l := range a.r.Links() {
 		s := l.EP.Stats()
 		st.Links = append(st.Links, LinkStatus{

@@ -15,9 +15,11 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/ghostrouter/ghostrouter/arp"
 	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/dispatch/announce"
 	"github.com/ghostrouter/ghostrouter/dispatch/tune"
 	"github.com/ghostrouter/ghostrouter/router"
 	"github.com/ghostrouter/ghostrouter/router/config"
@@ -204,11 +206,13 @@ loop:
 
 // appliance is the running router plus what hangs off it.
 type appliance struct {
-	log   *slog.Logger
-	cfg   *config.Config
-	r     *router.Router
-	m     *dispatch.Manager
-	guard *arp.Guard
+	log    *slog.Logger
+	cfg    *config.Config
+	r      *router.Router
+	m      *dispatch.Manager
+	guard  *arp.Guard
+	ann    *announce.Announcer
+	sender *announceSender
 }
 
 func newAppliance(cfg *config.Config, log *slog.Logger) (*appliance, error) {
@@ -216,22 +220,31 @@ func newAppliance(cfg *config.Config, log *slog.Logger) (*appliance, error) {
 	if err != nil {
 		return nil, err
 	}
+	sender := newAnnounceSender(r)
+	ann := announce.NewAnnouncer(uint64(time.Now().UnixNano()), sender.send, log)
 	m, err := dispatch.NewManager(cfg, dispatch.Deps{
 		Endpoint: r.Endpoint,
 		Resolver: r,
 		Errors:   r,
 		Prober:   r,
+		Announce: ann,
 		Logger:   log,
 	})
 	if err != nil {
+		sender.close()
 		r.Close()
 		return nil, err
+	}
+	for _, cl := range cfg.Clusters {
+		if cl.Mode == config.ModeBroadcast && cl.AnnounceKey == "" {
+			log.Warn("broadcast cluster without announce_key: servers' filters will not follow failures or reloads", "cluster", cl.Name)
+		}
 	}
 	guard := arp.NewGuard(protectedAddresses(cfg))
 	r.SetStages(guard, m.Forwarder())
 	m.Start()
 	r.AnnounceAddresses()
-	return &appliance{log: log, cfg: cfg, r: r, m: m, guard: guard}, nil
+	return &appliance{log: log, cfg: cfg, r: r, m: m, guard: guard, ann: ann, sender: sender}, nil
 }
 
 // protectedAddresses are the addresses no LAN host may claim by ARP: every
@@ -281,6 +294,7 @@ func (a *appliance) reload(path string) string {
 
 func (a *appliance) close() error {
 	a.m.Close()
+	a.sender.close()
 	return a.r.Close()
 }
 

@@ -13,7 +13,10 @@ import (
 	"github.com/ghostrouter/ghostrouter/test/harness"
 )
 
-const secondGhost = "10.0.0.250"
+const (
+	secondGhost = "10.0.0.250"
+	announceKey = "e2e-shared-key-0123456789"
+)
 
 // broadcastTopo is the standard topology with a broadcast-mode cluster: the
 // appliance routes the ghost via the second ghost 10.0.0.250, whose permanent
@@ -21,9 +24,14 @@ const secondGhost = "10.0.0.250"
 func broadcastTopo(t *testing.T, servers, clients int) *topo {
 	tp := newTopo(t, topoOptions{servers: servers, clientAddrs: clients})
 	tp.startServers()
-	tp.start(tp.baseConfig() + tp.clusterConfig("broadcast", "jhash", fmt.Sprintf("broadcast_address = %q\n", secondGhost)))
+	tp.start(tp.baseConfig() + tp.clusterConfig("broadcast", "jhash", broadcastExtra("")))
 	tp.setupNodes()
 	return tp
+}
+
+// broadcastExtra is the broadcast-mode part of the cluster section.
+func broadcastExtra(more string) string {
+	return fmt.Sprintf("broadcast_address = %q\nannounce_key = %q\nannounce_interval = \"300ms\"\n%s", secondGhost, announceKey, more)
 }
 
 var filterCounter = regexp.MustCompile(`(?m)^\s*(accepted new|accepted established|dropped)\s+(\d+) packets`)
@@ -145,6 +153,18 @@ func TestBroadcastPermanentEntryAndGuard(t *testing.T) {
 	tp := broadcastTopo(t, 2, nClients)
 	clients := tp.clientSources(nClients)
 	want := tp.lookup(clients)
+	// The appliance announces the table to the LAN's broadcast address.
+	capAnn := tp.servers[0].ns.Capture("e0", "udp port 9470")
+	harness.WaitFor(t, 5*time.Second, "two table announcements at a server", func() bool {
+		n := 0
+		for _, p := range capAnn.Packets() {
+			if p.Src.String() == lanAddr && p.Dst.String() == "10.0.0.255" && p.DstMAC.String() == "ff:ff:ff:ff:ff:ff" {
+				n++
+			}
+		}
+		return n >= 2
+	})
+	capAnn.Stop()
 	row := regexp.MustCompile(`lan0\s+` + regexp.QuoteMeta(secondGhost) + `\s+ff:ff:ff:ff:ff:ff\s+PERMANENT`)
 	if st := tp.status(); !row.MatchString(neighborRows(st)) {
 		t.Fatalf("no permanent ff:ff:ff:ff:ff:ff entry for %s in:\n%s", secondGhost, st)

@@ -202,7 +202,6 @@ func answerHandler(name string, out io.Writer) http.Handler {
 		}
 		fmt.Fprintf(out, "%s http %s\n", name, client)
 		w.Header().Set("Content-Type", "text/plain")
-		w.Header().Set("Connection", "close")
 		fmt.Fprintf(w, "%s %s\n", name, client)
 	})
 }

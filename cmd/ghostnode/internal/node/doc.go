@@ -6,6 +6,7 @@
 //	          ── broadcast mode: nftables filter (package filter) ── nf_conntrack_tcp_loose = 0
 //	Update:   owned set swapped in one nft transaction (flush set + add element)
 //	Teardown: filter deleted ── sysctls restored ── ghost removed
+//	Apply:    for `ghostnode run`: Update when the hash is unchanged, else Setup
 //
 // In routing mode (the patent's FIG. 4) the appliance sends each packet to
 // the chosen server's MAC with the IP header untouched, so the server needs
@@ -26,7 +27,8 @@
 // so the last one restores it. A failed setup rolls back what it changed and
 // leaves the state file as it was. Commands that change the host hold an
 // exclusive lock on the state directory, so the CLI and a long-running
-// `ghostnode run` (issue 5) never interleave.
+// `ghostnode run` (issue 5) never interleave. A run also holds its
+// cluster's run lock for its lifetime and reports in RunDir (RunStatus).
 //
 // # The host
 //

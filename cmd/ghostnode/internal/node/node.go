@@ -641,6 +641,9 @@ func (n *Node) Teardown(ctx context.Context, cluster string) error {
 	if err := s.write(cluster, nil); err != nil {
 		return err
 	}
+	if err := writeFile(n.runPath(cluster), nil); err != nil {
+		return err
+	}
 	n.printf("cluster %s: torn down", cluster)
 	return nil
 }
@@ -691,6 +694,11 @@ type Report struct {
 	Counters   *filter.Counters `json:"counters,omitempty"`
 	FilterOK   bool             `json:"filter_ok"`             // the table has the shape setup made
 	FilterNote string           `json:"filter_note,omitempty"` // why it has not, or why it could not be read
+	// Run is what `ghostnode run` last reported for the cluster (nil when
+	// none has run); RunNote says why it could not be read.
+	Run       *RunStatus `json:"run,omitempty"`
+	RunActive bool       `json:"run_active"` // a ghostnode run serves the cluster now
+	RunNote   string     `json:"run_note,omitempty"`
 }
 
 // Status reports every set-up cluster, or only the one named.
@@ -718,6 +726,12 @@ func (n *Node) Status(ctx context.Context, cluster string) ([]Report, error) {
 		if st.Table != nil {
 			n.readFilter(ctx, &r)
 		}
+		if rs, err := n.ReadRunStatus(st.Cluster); err != nil {
+			r.RunNote = err.Error()
+		} else {
+			r.Run = rs
+		}
+		r.RunActive = n.RunActive(st.Cluster)
 		out = append(out, r)
 	}
 	return out, nil

@@ -176,17 +176,28 @@ func (s store) save(st *State) error {
 
 // write puts data in place as the cluster's state file; nil data removes it.
 func (s store) write(cluster string, data []byte) error {
+	if err := writeFile(s.path(cluster), data); err != nil {
+		return fmt.Errorf("writing state %s: %w", s.path(cluster), err)
+	}
+	return nil
+}
+
+// writeFile replaces the file at path with data atomically (temporary file
+// in the same directory, fsync, rename), creating the directory; nil data
+// removes the file.
+func writeFile(path string, data []byte) error {
 	if data == nil {
-		err := os.Remove(s.path(cluster))
+		err := os.Remove(path)
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
 		return err
 	}
-	if err := os.MkdirAll(s.dir, 0o755); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(s.dir, "."+cluster+".json.*")
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
 	if err != nil {
 		return err
 	}
@@ -198,11 +209,11 @@ func (s store) write(cluster string, data []byte) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp.Name(), s.path(cluster))
+		err = os.Rename(tmp.Name(), path)
 	}
 	if err != nil {
 		os.Remove(tmp.Name())
-		return fmt.Errorf("writing state %s: %w", s.path(cluster), err)
+		return err
 	}
 	return nil
 }

@@ -1,0 +1,205 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ghostrouter/ghostrouter/cmd/ghostnode/internal/node"
+	"github.com/ghostrouter/ghostrouter/dispatch/announce"
+	"github.com/ghostrouter/ghostrouter/router/config"
+	"github.com/ghostrouter/ghostrouter/test/harness"
+)
+
+const e2eKey = "0123456789abcdef-web-e2e"
+
+// announcer sends announcements from the lan namespace, the appliance's
+// side of the veth (10.0.0.1), the way the appliance does: UDP broadcast to
+// port 9470.
+type announcer struct {
+	t     *testing.T
+	ns    *harness.NS
+	epoch uint64
+	tx    uint64
+}
+
+// message is an announcement of the test cluster (as broadcastConfig
+// describes it) at seq, with the servers in down failed.
+func (a *announcer) message(seq uint64, down ...int) *announce.Message {
+	a.tx++
+	m := &announce.Message{Cluster: "web", Epoch: a.epoch, Seq: seq, Tx: a.tx, Interval: time.Second, Hash: "jhash",
+		Seed: 0x5eed, Buckets: 4096, Ghost: netip.MustParseAddr(e2eGhost)}
+	for id := range 3 {
+		m.Members = append(m.Members, announce.Member{ID: id, Addr: netip.AddrFrom4([4]byte{10, 0, 0, byte(11 + id)}), Weight: 1, Up: !slices.Contains(down, id)})
+	}
+	return m
+}
+
+func (a *announcer) marshal(m *announce.Message, key string) []byte {
+	a.t.Helper()
+	b, err := m.Marshal([]byte(key))
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	return b
+}
+
+// send broadcasts b to dst (10.0.0.255:9470 or 255.255.255.255:9470) from
+// 10.0.0.1.
+func (a *announcer) send(b []byte, dst string) {
+	a.t.Helper()
+	err := a.ns.Do(func() error {
+		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("10.0.0.1:0")))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.WriteToUDPAddrPort(b, netip.MustParseAddrPort(dst)) // Go sockets may broadcast by default
+		return err
+	})
+	if err != nil {
+		a.t.Fatalf("sending an announcement to %s from %s: %v", dst, a.ns.Name, err)
+	}
+}
+
+// ownedIn is server 1's buckets in the table of m.
+func ownedIn(t *testing.T, m *announce.Message) []uint32 {
+	t.Helper()
+	tb, err := m.Table()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tb.Owned(1)
+}
+
+// TestPrivilegedRun: `ghostnode run` in broadcast mode, in the server's
+// namespace (topology: newTopo), listening on 0.0.0.0:9470.
+//
+//  1. It sets the cluster up from the configuration (all servers up).
+//  2. An authentic, newer announcement broadcast from the appliance's side
+//     (server 0 failed) replaces the nft set with exactly server 1's buckets
+//     of that membership's table, and is logged once.
+//  3. A forged announcement (bad MAC) that would hand server 1 every bucket,
+//     and an exact replay of the first, change nothing and are counted;
+//     a repeat sent to 255.255.255.255 is counted as a repeat.
+//  4. SIGTERM stops it cleanly, leaving the filter; `ghostnode status`
+//     shows the counters. `teardown` is refused while a run is active.
+//  5. A second run with --teardown-on-exit keeps the last table, restores the
+//     replay floor (the first announcement, replayed again, is still stale)
+//     and, on SIGTERM, leaves the host as it was before the first setup.
+func TestPrivilegedRun(t *testing.T) {
+	tp := newTopo(t)
+	cfgPath := filepath.Join(t.TempDir(), "ghost.toml")
+	cfgText := strings.ReplaceAll(broadcastConfig, "MODE", "broadcast")
+	cfgText = strings.Replace(cfgText, "buckets = 4096\n", "buckets = 4096\nannounce_key = \""+e2eKey+"\"\n", 1)
+	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatalf("test config: %v", err)
+	}
+	if _, err := node.FromConfig(cfg, "web", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	before := tp.snapshot(t)
+	runArgs := []string{tp.bin, "run", "-c", cfgPath, "--cluster", "web", "--id", "1", "--state-dir", tp.stateDir, "--log-level", "debug"}
+
+	// 1. Setup from the configuration, owning nothing until the appliance
+	// has spoken: the file may be ahead of the appliance.
+	run := tp.srv.Start("ghostnode-run", runArgs...)
+	run.WaitForLog("listening for announcements on 0.0.0.0:9470", 30*time.Second)
+	if r := tp.status(t, "web"); len(r.Owned) != 0 || !r.RunActive || r.Run == nil || r.Run.Listen != "0.0.0.0:9470" {
+		t.Fatalf("after run started: owned %d buckets (want none before the first announcement), run active %v, run %+v", len(r.Owned), r.RunActive, r.Run)
+	}
+
+	// 2. An authentic, newer announcement: server 0 failed.
+	a := &announcer{t: t, ns: tp.lan, epoch: uint64(time.Now().UnixNano())}
+	first := a.message(1, 0)
+	firstBytes := a.marshal(first, e2eKey)
+	want := ownedIn(t, first)
+	a.send(firstBytes, "10.0.0.255:9470")
+	harness.WaitFor(t, 10*time.Second, "the announced table in the nft set", func() bool {
+		r := tp.status(t, "web")
+		return r.Run != nil && r.Run.Applied != nil && slices.Equal(r.Owned, want)
+	})
+	wantLine := fmt.Sprintf("cluster web: table epoch %d seq 1 applied: owns %d buckets (was %d)", a.epoch, len(want), 0)
+	run.WaitForLog(wantLine, 5*time.Second)
+
+	// 3. A forged one, a replay, and a repeat to the limited broadcast address.
+	forged := a.message(2, 0, 2) // would give server 1 every bucket
+	a.send(a.marshal(forged, "0123456789abcdef-not-the-key"), "10.0.0.255:9470")
+	a.send(firstBytes, "10.0.0.255:9470")
+	a.send(a.marshal(a.message(1, 0), e2eKey), "255.255.255.255:9470")
+	var r node.Report
+	harness.WaitFor(t, 10*time.Second, "4 announcements counted", func() bool {
+		r = tp.status(t, "web")
+		return r.Run != nil && r.Run.Counters.Received >= 4
+	})
+	wantCounters := announce.Counters{Received: 4, Newer: 1, Applied: 1, Repeats: 1, Stale: 1, BadMAC: 1}
+	if r.Run.Counters != wantCounters || !slices.Equal(r.Owned, want) {
+		t.Errorf("after a forged announcement, a replay and a repeat: counters %+v (want %+v), owned %d buckets (want the first announcement's %d)",
+			r.Run.Counters, wantCounters, len(r.Owned), len(want))
+	}
+	if a := r.Run.Applied; a.Seq != 1 || a.Owned != len(want) || a.Live != 2 || !strings.HasPrefix(a.From, "10.0.0.1:") {
+		t.Errorf("applied %+v", a)
+	}
+	text := tp.mustGhostnode(t, "status", "--cluster", "web")
+	t.Logf("ghostnode status:\n%s", text)
+	for _, s := range []string{"announcements received 4: applied 1, repeats 1, stale 1, bad MAC 1,", fmt.Sprintf("table    epoch %d seq 1", a.epoch)} {
+		if !strings.Contains(text, s) {
+			t.Errorf("status does not show %q:\n%s", s, text)
+		}
+	}
+	if out, err := tp.ghostnode(nil, "teardown", "--cluster", "web"); err == nil || !strings.Contains(out, "ghostnode run is already serving it") {
+		t.Errorf("teardown during run: %v\n%s", err, out)
+	}
+
+	// 4. SIGTERM: a clean exit; the filter stays.
+	if err := run.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := run.Wait(10 * time.Second); err != nil {
+		t.Fatalf("ghostnode run after SIGTERM: %v\n%s", err, run.Log())
+	}
+	if r := tp.status(t, "web"); r.RunActive || r.Run == nil || r.Run.Stopped.IsZero() || !slices.Equal(r.Owned, want) {
+		t.Errorf("after SIGTERM: run active %v, run %+v, owned %d buckets (want %d kept)", r.RunActive, r.Run, len(r.Owned), len(want))
+	}
+	if log := run.Log(); strings.Count(log, "applied: owns") != 1 {
+		t.Errorf("applied changes logged %d times, want once:\n%s", strings.Count(log, "applied: owns"), log)
+	}
+
+	// 5. Again with --teardown-on-exit: the last table and the floor stay.
+	run2 := tp.srv.Start("ghostnode-run-2", append(runArgs, "--teardown-on-exit")...)
+	run2.WaitForLog("listening for announcements on 0.0.0.0:9470", 30*time.Second)
+	if r := tp.status(t, "web"); !slices.Equal(r.Owned, want) {
+		t.Errorf("a restarted run changed the set: %d buckets, want the last table's %d", len(r.Owned), len(want))
+	}
+	a.send(firstBytes, "10.0.0.255:9470")
+	harness.WaitFor(t, 10*time.Second, "the replay counted by the second run", func() bool {
+		r := tp.status(t, "web")
+		return r.Run != nil && r.Run.Counters.Received >= 1
+	})
+	if r := tp.status(t, "web"); r.Run.Counters.Stale != 1 || r.Run.Counters.Applied != 0 || !slices.Equal(r.Owned, want) {
+		t.Errorf("replay to a restarted run: counters %+v, owned %d buckets", r.Run.Counters, len(r.Owned))
+	}
+	if err := run2.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := run2.Wait(30 * time.Second); err != nil {
+		t.Fatalf("ghostnode run --teardown-on-exit after SIGTERM: %v\n%s", err, run2.Log())
+	}
+	if after := tp.snapshot(t); after != before {
+		t.Errorf("run --teardown-on-exit left the host different from before:\n%s", diffLines(before, after))
+	}
+	if b := tp.stateFile(t, "web"); b != nil {
+		t.Errorf("state file left after teardown:\n%s", b)
+	}
+}

@@ -1,0 +1,55 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"sync"
+
+	"github.com/ghostrouter/ghostrouter/dispatch/announce"
+	"github.com/ghostrouter/ghostrouter/router"
+	"github.com/ghostrouter/ghostrouter/router/config"
+)
+
+// announceSender sends broadcast clusters' table announcements from the
+// appliance's own address on the cluster's LAN to that LAN's subnet
+// broadcast address, one UDP socket per interface.
+type announceSender struct {
+	r     *router.Router
+	mu    sync.Mutex // guards socks
+	socks map[string]*router.UDPSender
+}
+
+func newAnnounceSender(r *router.Router) *announceSender {
+	return &announceSender{r: r, socks: map[string]*router.UDPSender{}}
+}
+
+// send implements announce.Sender.
+func (s *announceSender) send(cl *config.Cluster, datagram []byte) error {
+	p, err := s.r.InterfaceAddress(cl.Interface, netip.IPv4Unspecified())
+	if err != nil {
+		return err
+	}
+	dst, ok := announce.SubnetBroadcast(p)
+	if !ok {
+		return fmt.Errorf("interface %s (%s) has no subnet broadcast address", cl.Interface, p)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sock := s.socks[cl.Interface]
+	if sock == nil {
+		if sock, err = s.r.NewUDPSender(cl.Interface, p.Addr()); err != nil {
+			return err
+		}
+		s.socks[cl.Interface] = sock
+	}
+	return sock.Send(datagram, netip.AddrPortFrom(dst, uint16(cl.AnnouncePort)))
+}
+
+func (s *announceSender) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for name, sock := range s.socks {
+		sock.Close()
+		delete(s.socks, name)
+	}
+}

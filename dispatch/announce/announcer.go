@@ -1,0 +1,106 @@
+package announce
+
+import (
+	"log/slog"
+	"net/netip"
+	"sync/atomic"
+
+	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/router/config"
+)
+
+// Sender delivers one announcement datagram of cluster cl to the cluster's
+// LAN: over UDP, to the LAN's subnet broadcast address (SubnetBroadcast of
+// the appliance's address on cl.Interface) and port cl.AnnouncePort. It is
+// called with the dispatch manager's lock held and must not block for
+// long; the datagram is not retained by the Announcer after the call.
+type Sender func(cl *config.Cluster, datagram []byte) error
+
+// Announcer is the appliance's side: it turns a broadcast cluster's
+// membership into authenticated datagrams and hands them to a Sender. It
+// implements dispatch.Announcer; the manager calls Announce on every table
+// change and again every announce_interval. Safe for concurrent use.
+type Announcer struct {
+	epoch uint64
+	send  Sender
+	log   *slog.Logger
+
+	tx      atomic.Uint64 // the last Tx used, for all clusters
+	sent    atomic.Uint64
+	failed  atomic.Uint64
+	failing atomic.Bool // the last send failed: log only the first failure of a run
+}
+
+var _ dispatch.Announcer = (*Announcer)(nil)
+
+// NewAnnouncer returns an announcer for an appliance that started at epoch
+// (unix nanoseconds: every restart must use a larger epoch than the last,
+// or servers ignore its tables until its Seq passes the old one). A nil
+// log discards.
+func NewAnnouncer(epoch uint64, send Sender, log *slog.Logger) *Announcer {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Announcer{epoch: epoch, send: send, log: log}
+}
+
+// Epoch is the announcer's epoch.
+func (a *Announcer) Epoch() uint64 { return a.epoch }
+
+// Message is the announcement of cl's membership servers at table version
+// version, with the next Tx.
+func (a *Announcer) Message(cl *config.Cluster, version uint64, servers []dispatch.Server) *Message {
+	return &Message{
+		Cluster:  cl.Name,
+		Epoch:    a.epoch,
+		Seq:      version,
+		Tx:       a.tx.Add(1),
+		Interval: cl.AnnounceInterval,
+		Hash:     cl.Hash,
+		Seed:     cl.Seed,
+		Buckets:  cl.Buckets,
+		Ghost:    cl.Address,
+		Members:  MembersFrom(servers),
+	}
+}
+
+// Announce sends one announcement of cl (implementing dispatch.Announcer).
+// Failures are counted; the first of a run of failures is logged, and so
+// is the recovery.
+func (a *Announcer) Announce(cl *config.Cluster, version uint64, servers []dispatch.Server) {
+	m := a.Message(cl, version, servers)
+	if m.Hash == "" {
+		m.Hash = config.HashJhash
+	}
+	b, err := m.Marshal([]byte(cl.AnnounceKey))
+	if err == nil {
+		err = a.send(cl, b)
+	}
+	if err != nil {
+		a.failed.Add(1)
+		if !a.failing.Swap(true) {
+			a.log.Warn("announcement not sent", "cluster", cl.Name, "seq", version, "err", err)
+		}
+		return
+	}
+	a.sent.Add(1)
+	if a.failing.Swap(false) {
+		a.log.Info("announcements sent again", "cluster", cl.Name, "seq", version)
+	}
+}
+
+// Stats are the datagrams sent and those that failed (to encode or send).
+func (a *Announcer) Stats() (sent, failed uint64) { return a.sent.Load(), a.failed.Load() }
+
+// SubnetBroadcast is the directed broadcast address of an IPv4 subnet
+// (10.0.0.255 for 10.0.0.1/24); ok is false for IPv6 and for /31 and /32,
+// which have none.
+func SubnetBroadcast(p netip.Prefix) (netip.Addr, bool) {
+	if !p.Addr().Is4() || p.Bits() < 0 || p.Bits() > 30 {
+		return netip.Addr{}, false
+	}
+	a := p.Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3]) | host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), true
+}

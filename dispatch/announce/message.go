@@ -1,0 +1,426 @@
+package announce
+
+import (
+	"cmp"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/router/config"
+)
+
+// Constants of the wire format (see the package documentation).
+const (
+	// DefaultPort is the UDP port announcements are sent to unless a
+	// cluster's announce_port says otherwise.
+	DefaultPort = config.DefaultAnnouncePort
+	// Magic opens every announcement.
+	Magic = "GHRT"
+	// FormatVersion is the format this package writes and reads.
+	FormatVersion = 1
+	// MACSize is the length of the trailing HMAC-SHA256.
+	MACSize = sha256.Size
+	// MinKey is the shortest key Marshal and Unmarshal accept, in bytes:
+	// the configuration's limit on announce_key.
+	MinKey = config.MinAnnounceKey
+	// MaxName is the longest cluster name, in bytes.
+	MaxName = 63
+	// MaxMembers is the most servers one announcement carries: 2048 IPv6
+	// members still fit in one UDP datagram.
+	MaxMembers = 2048
+	// MaxDatagram is the largest UDP payload over IPv4; no announcement is
+	// longer.
+	MaxDatagram = 65507
+
+	fixedLen  = 45 // magic .. name length, see the layout
+	memberLen = 10 // a member without its address
+	flagUp    = 0x01
+)
+
+// Hash kinds on the wire.
+const (
+	wireJhash  = 1
+	wireModulo = 2
+)
+
+// Errors of Marshal, Unmarshal, Peek and Open. Unmarshal's and Open's are
+// wrapped with what was wrong, so test with errors.Is.
+var (
+	// ErrMalformed: not an announcement of this format (bad magic, wrong
+	// length, a field out of range), or truncated.
+	ErrMalformed = errors.New("announce: malformed announcement")
+	// ErrVersion: an announcement of another format version.
+	ErrVersion = errors.New("announce: unsupported format version")
+	// ErrBadMAC: the HMAC does not match: forged, corrupted, or made with
+	// another key.
+	ErrBadMAC = errors.New("announce: bad MAC (forged, corrupted, or another key)")
+	// ErrCluster: an authentic-looking announcement of another cluster
+	// (Open only; its MAC is not checked, the key is another cluster's).
+	ErrCluster = errors.New("announce: announcement of another cluster")
+	// ErrKey: a key shorter than MinKey.
+	ErrKey = errors.New("announce: key too short")
+	// ErrInvalid: Marshal was given a message it cannot encode.
+	ErrInvalid = errors.New("announce: invalid message")
+)
+
+// Member is one server of the cluster as the table sees it
+// (dispatch.Server): a drained server has Weight 0, a failed one !Up.
+type Member struct {
+	ID     int
+	Addr   netip.Addr // the server's primary address
+	Weight int
+	Up     bool
+}
+
+// Message is one announcement: a cluster's membership and the parameters
+// of its table, at a version. The table itself is not sent: every receiver
+// computes it with dispatch.NewTable(m.Servers(), m.Buckets), as the
+// appliance does (DESIGN.md contract 2: the table depends only on the
+// membership).
+type Message struct {
+	Cluster string
+	// Epoch is the sending appliance's start time (unix nanoseconds); Seq
+	// its table version, incremented on every table change. (Epoch, Seq)
+	// orders tables: see Newer.
+	Epoch, Seq uint64
+	// Tx numbers every datagram the appliance sends in its epoch, repeats
+	// included, so that (Epoch, Tx) tells a fresh datagram from a replayed
+	// one even when the table has not changed.
+	Tx uint64
+	// Interval is how often the appliance repeats the announcement (sent in
+	// whole milliseconds; 0 when unknown).
+	Interval time.Duration
+	Hash     string // config.HashJhash or config.HashModulo
+	Seed     uint32
+	Buckets  int
+	Ghost    netip.Addr // the cluster address
+	// Members, in any order for Marshal; Unmarshal returns them by
+	// ascending ID.
+	Members []Member
+}
+
+// Newer reports whether m's table is newer than than's: (Epoch, Seq)
+// compared lexicographically, so any table of a later epoch (an appliance
+// restarted) is newer whatever its Seq. Every message is newer than nil.
+func (m *Message) Newer(than *Message) bool {
+	if than == nil {
+		return true
+	}
+	if m.Epoch != than.Epoch {
+		return m.Epoch > than.Epoch
+	}
+	return m.Seq > than.Seq
+}
+
+// Servers is the membership as dispatch.NewTable takes it.
+func (m *Message) Servers() []dispatch.Server {
+	out := make([]dispatch.Server, len(m.Members))
+	for i, s := range m.Members {
+		out[i] = dispatch.Server{ID: s.ID, Addr: s.Addr, Weight: s.Weight, Up: s.Up}
+	}
+	return out
+}
+
+// Table computes the message's bucket table, exactly as the appliance
+// does.
+func (m *Message) Table() (*dispatch.Table, error) {
+	return dispatch.NewTable(m.Servers(), m.Buckets)
+}
+
+// MembersFrom converts the table's view of servers into Members.
+func MembersFrom(servers []dispatch.Server) []Member {
+	out := make([]Member, len(servers))
+	for i, s := range servers {
+		out[i] = Member{ID: s.ID, Addr: s.Addr, Weight: s.Weight, Up: s.Up}
+	}
+	return out
+}
+
+// ValidClusterName reports whether name can be sent: 1 to MaxName letters,
+// digits, '_', '.' or '-', starting with a letter or digit (the
+// configuration's rule for cluster names).
+func ValidClusterName(name string) bool {
+	if name == "" || len(name) > MaxName || !isAlnum(name[0]) {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; !isAlnum(c) && c != '_' && c != '.' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
+
+func addrLen(a netip.Addr) int {
+	if a.Is4() {
+		return 4
+	}
+	return 16
+}
+
+func appendAddr(b []byte, a netip.Addr) []byte {
+	b = append(b, byte(addrLen(a)))
+	if a.Is4() {
+		v := a.As4()
+		return append(b, v[:]...)
+	}
+	v := a.As16()
+	return append(b, v[:]...)
+}
+
+func okAddr(a netip.Addr) bool { return a.IsValid() && a.Zone() == "" }
+
+// Marshal encodes m and appends the HMAC-SHA256 of everything before it
+// under key. Members are written by ascending ID; m is not modified. It
+// fails, wrapping ErrInvalid, for a message Unmarshal would reject, and
+// with ErrKey for a key shorter than MinKey.
+func (m *Message) Marshal(key []byte) ([]byte, error) {
+	if len(key) < MinKey {
+		return nil, fmt.Errorf("%w: %d bytes, want at least %d", ErrKey, len(key), MinKey)
+	}
+	bad := func(format string, args ...any) ([]byte, error) {
+		return nil, fmt.Errorf("%w: cluster %q: %s", ErrInvalid, m.Cluster, fmt.Sprintf(format, args...))
+	}
+	var hash byte
+	switch m.Hash {
+	case config.HashJhash:
+		hash = wireJhash
+	case config.HashModulo:
+		hash = wireModulo
+	default:
+		return bad("hash %q: want %q or %q", m.Hash, config.HashJhash, config.HashModulo)
+	}
+	switch {
+	case !ValidClusterName(m.Cluster):
+		return bad("cluster name: want 1 to %d letters, digits, '_', '.' or '-', starting with a letter or digit", MaxName)
+	case m.Buckets < 1 || m.Buckets > dispatch.MaxBuckets:
+		return bad("%d buckets: want 1..%d", m.Buckets, dispatch.MaxBuckets)
+	case m.Interval < 0 || m.Interval/time.Millisecond > math.MaxUint32:
+		return bad("interval %v: want 0 to %d ms", m.Interval, uint32(math.MaxUint32))
+	case !okAddr(m.Ghost):
+		return bad("ghost address %v: want an IPv4 or IPv6 address without zone", m.Ghost)
+	case len(m.Members) > MaxMembers:
+		return bad("%d members: want at most %d", len(m.Members), MaxMembers)
+	}
+	members := slices.Clone(m.Members)
+	slices.SortFunc(members, func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
+	size := fixedLen + len(m.Cluster) + 1 + addrLen(m.Ghost) + MACSize
+	for i, s := range members {
+		switch {
+		case s.ID < 0 || s.ID > math.MaxUint32:
+			return bad("server id %d: want 0..%d", s.ID, uint32(math.MaxUint32))
+		case i > 0 && members[i-1].ID == s.ID:
+			return bad("server id %d appears twice", s.ID)
+		case s.Weight < 0 || s.Weight > dispatch.MaxWeight:
+			return bad("server %d: weight %d: want 0..%d", s.ID, s.Weight, dispatch.MaxWeight)
+		case !okAddr(s.Addr):
+			return bad("server %d: address %v: want an IPv4 or IPv6 address without zone", s.ID, s.Addr)
+		}
+		size += memberLen + addrLen(s.Addr)
+	}
+	if size > MaxDatagram {
+		return bad("%d bytes: more than a UDP datagram holds (%d)", size, MaxDatagram)
+	}
+
+	b := make([]byte, 0, size)
+	b = append(b, Magic...)
+	b = append(b, FormatVersion, hash)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(members)))
+	b = binary.BigEndian.AppendUint64(b, m.Epoch)
+	b = binary.BigEndian.AppendUint64(b, m.Seq)
+	b = binary.BigEndian.AppendUint64(b, m.Tx)
+	b = binary.BigEndian.AppendUint32(b, m.Seed)
+	b = binary.BigEndian.AppendUint32(b, uint32(m.Buckets))
+	b = binary.BigEndian.AppendUint32(b, uint32(m.Interval/time.Millisecond))
+	b = append(b, byte(len(m.Cluster)))
+	b = append(b, m.Cluster...)
+	b = appendAddr(b, m.Ghost)
+	for _, s := range members {
+		b = binary.BigEndian.AppendUint32(b, uint32(s.ID))
+		b = binary.BigEndian.AppendUint32(b, uint32(s.Weight))
+		var flags byte
+		if s.Up {
+			flags |= flagUp
+		}
+		b = append(b, flags)
+		b = appendAddr(b, s.Addr)
+	}
+	return appendMAC(b, key), nil
+}
+
+func appendMAC(b, key []byte) []byte {
+	h := hmac.New(sha256.New, key)
+	h.Write(b)
+	return h.Sum(b)
+}
+
+func malformed(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, args...))
+}
+
+// header checks what precedes the MAC check: the length, the magic, the
+// version and the cluster name, which it returns.
+func header(b []byte) (string, error) {
+	if len(b) < fixedLen {
+		return "", malformed("%d bytes, shorter than the %d-byte header", len(b), fixedLen)
+	}
+	if string(b[:4]) != Magic {
+		return "", malformed("magic %q, want %q", b[:4], Magic)
+	}
+	if b[4] != FormatVersion {
+		return "", fmt.Errorf("%w: %d (this agent reads %d)", ErrVersion, b[4], FormatVersion)
+	}
+	n := int(b[fixedLen-1])
+	if len(b) < fixedLen+n {
+		return "", malformed("truncated cluster name")
+	}
+	name := string(b[fixedLen : fixedLen+n])
+	if !ValidClusterName(name) {
+		return "", malformed("cluster name %q", name)
+	}
+	return name, nil
+}
+
+// Peek returns the cluster an announcement is about without authenticating
+// it, so that a receiver can pick the key (or ignore another cluster's
+// announcement). Its errors are Unmarshal's, ErrBadMAC excepted.
+func Peek(b []byte) (cluster string, err error) { return header(b) }
+
+// Unmarshal authenticates and decodes one announcement. It checks, in this
+// order: the header (ErrMalformed, ErrVersion), the HMAC under key
+// (ErrBadMAC), then every field (ErrMalformed): nothing unauthenticated is
+// decoded past the cluster name. The encoding is canonical: for every b
+// it accepts, Marshal of the result with the same key returns b. It never
+// panics, whatever b holds.
+func Unmarshal(b, key []byte) (*Message, error) {
+	if len(key) < MinKey {
+		return nil, fmt.Errorf("%w: %d bytes, want at least %d", ErrKey, len(key), MinKey)
+	}
+	name, err := header(b)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) < fixedLen+len(name)+MACSize {
+		return nil, malformed("%d bytes: truncated", len(b))
+	}
+	body, sum := b[:len(b)-MACSize], b[len(b)-MACSize:]
+	h := hmac.New(sha256.New, key)
+	h.Write(body)
+	if !hmac.Equal(h.Sum(nil), sum) {
+		return nil, ErrBadMAC
+	}
+
+	m := &Message{
+		Cluster:  name,
+		Epoch:    binary.BigEndian.Uint64(b[8:]),
+		Seq:      binary.BigEndian.Uint64(b[16:]),
+		Tx:       binary.BigEndian.Uint64(b[24:]),
+		Seed:     binary.BigEndian.Uint32(b[32:]),
+		Buckets:  int(binary.BigEndian.Uint32(b[36:])),
+		Interval: time.Duration(binary.BigEndian.Uint32(b[40:])) * time.Millisecond,
+	}
+	switch b[5] {
+	case wireJhash:
+		m.Hash = config.HashJhash
+	case wireModulo:
+		m.Hash = config.HashModulo
+	default:
+		return nil, malformed("hash kind %d", b[5])
+	}
+	if m.Buckets < 1 || m.Buckets > dispatch.MaxBuckets {
+		return nil, malformed("%d buckets: want 1..%d", m.Buckets, dispatch.MaxBuckets)
+	}
+	count := int(binary.BigEndian.Uint16(b[6:]))
+	if count > MaxMembers {
+		return nil, malformed("%d members: at most %d", count, MaxMembers)
+	}
+	r := reader{b: body[fixedLen+len(name):]}
+	if m.Ghost, err = r.addr(); err != nil {
+		return nil, malformed("ghost address: %v", err)
+	}
+	m.Members = make([]Member, 0, count)
+	for i := range count {
+		if r.len() < memberLen {
+			return nil, malformed("member %d of %d: truncated", i+1, count)
+		}
+		s := Member{ID: int(r.u32()), Weight: int(r.u32())}
+		flags := r.byte()
+		if flags&^flagUp != 0 {
+			return nil, malformed("member %d: reserved flags %#x", s.ID, flags)
+		}
+		s.Up = flags&flagUp != 0
+		if s.Weight > dispatch.MaxWeight {
+			return nil, malformed("member %d: weight %d: at most %d", s.ID, s.Weight, dispatch.MaxWeight)
+		}
+		if i > 0 && m.Members[i-1].ID >= s.ID {
+			return nil, malformed("member %d after %d: ids must ascend", s.ID, m.Members[i-1].ID)
+		}
+		if s.Addr, err = r.addr(); err != nil {
+			return nil, malformed("member %d: address: %v", s.ID, err)
+		}
+		m.Members = append(m.Members, s)
+	}
+	if r.len() != 0 {
+		return nil, malformed("%d bytes after the last member", r.len())
+	}
+	return m, nil
+}
+
+// Open is Peek, then Unmarshal: ErrCluster when the announcement is about
+// another cluster than cluster (its MAC is not checked: the key is
+// another's), else Unmarshal's result.
+func Open(b []byte, cluster string, key []byte) (*Message, error) {
+	name, err := header(b)
+	if err != nil {
+		return nil, err
+	}
+	if name != cluster {
+		return nil, fmt.Errorf("%w: %q, not %q", ErrCluster, name, cluster)
+	}
+	return Unmarshal(b, key)
+}
+
+// reader reads fields off an authenticated body. Its callers check the
+// remaining length first, except addr, which checks its own.
+type reader struct{ b []byte }
+
+func (r *reader) len() int { return len(r.b) }
+
+func (r *reader) byte() byte {
+	v := r.b[0]
+	r.b = r.b[1:]
+	return v
+}
+
+func (r *reader) u32() uint32 {
+	v := binary.BigEndian.Uint32(r.b)
+	r.b = r.b[4:]
+	return v
+}
+
+func (r *reader) addr() (netip.Addr, error) {
+	if len(r.b) < 1 {
+		return netip.Addr{}, errors.New("truncated")
+	}
+	n := int(r.b[0])
+	if n != 4 && n != 16 {
+		return netip.Addr{}, fmt.Errorf("length %d, want 4 or 16", n)
+	}
+	if len(r.b) < 1+n {
+		return netip.Addr{}, errors.New("truncated")
+	}
+	a, _ := netip.AddrFromSlice(r.b[1 : 1+n])
+	r.b = r.b[1+n:]
+	return a, nil
+}

@@ -1,0 +1,207 @@
+package announce
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/ghostrouter/ghostrouter/router/config"
+)
+
+// Verdict is what a Receiver decided about one datagram.
+type Verdict uint8
+
+// Verdicts. Apply is the only one that asks the caller to change anything.
+const (
+	// Apply: an authentic announcement of a newer table. Install
+	// Result.Owned, then call Applied (or Failed).
+	Apply Verdict = iota + 1
+	// Repeat: a fresh, authentic repetition of the table last applied (the
+	// appliance repeats it every interval). Nothing to do.
+	Repeat
+	// IgnoreStale: authentic, but not fresh: a replayed or late datagram
+	// ((Epoch, Tx) not after the last one heard), or an older table than
+	// the one applied.
+	IgnoreStale
+	// IgnoreBadMAC: forged, corrupted, or made with another key.
+	IgnoreBadMAC
+	// IgnoreMalformed: not an announcement this agent can read (including
+	// another format version).
+	IgnoreMalformed
+	// IgnoreOtherCluster: an announcement about another cluster.
+	IgnoreOtherCluster
+	// IgnoreUnsupported: authentic and fresh, but for a hash the server's
+	// kernel filter cannot compute (modulo).
+	IgnoreUnsupported
+)
+
+var verdictNames = [...]string{
+	Apply:              "apply",
+	Repeat:             "repeat",
+	IgnoreStale:        "stale",
+	IgnoreBadMAC:       "bad_mac",
+	IgnoreMalformed:    "malformed",
+	IgnoreOtherCluster: "other_cluster",
+	IgnoreUnsupported:  "unsupported",
+}
+
+// String is the verdict's name as counters and logs spell it.
+func (v Verdict) String() string {
+	if int(v) < len(verdictNames) && verdictNames[v] != "" {
+		return verdictNames[v]
+	}
+	return fmt.Sprintf("verdict(%d)", uint8(v))
+}
+
+// Counters count a Receiver's datagrams by outcome. Received is the sum of
+// the verdicts; Applied and ApplyErrors split the Apply verdicts (Newer)
+// that the caller reported back.
+type Counters struct {
+	Received     uint64 `json:"received"`
+	Newer        uint64 `json:"newer"`
+	Applied      uint64 `json:"applied"`
+	ApplyErrors  uint64 `json:"apply_errors"`
+	Repeats      uint64 `json:"repeats"`
+	Stale        uint64 `json:"stale"`
+	BadMAC       uint64 `json:"bad_mac"`
+	Malformed    uint64 `json:"malformed"`
+	OtherCluster uint64 `json:"other_cluster"`
+	Unsupported  uint64 `json:"unsupported"`
+}
+
+// Result is the outcome of Receiver.Handle.
+type Result struct {
+	Verdict Verdict
+	// Msg is the decoded announcement for the authentic verdicts (Apply,
+	// Repeat, IgnoreStale, IgnoreUnsupported); nil otherwise.
+	Msg *Message
+	// Owned (Apply only) is this server's buckets in Msg's table,
+	// ascending; empty, not nil, when it owns none.
+	Owned []uint32
+	// Err says why a datagram was ignored.
+	Err error
+}
+
+// Receiver is a server agent's side of one cluster's announcements: it
+// authenticates each datagram, decides whether it carries a newer table,
+// computes this server's buckets in it with dispatch.NewTable (the
+// appliance's own code), and remembers the last table applied, which stays
+// in force however long the appliance is quiet. It does no I/O. A Receiver
+// is not safe for concurrent use.
+//
+// Freshness and order: a datagram is fresh when its (Epoch, Tx) is after
+// the last authentic one heard, so an exact replay, or a late copy, is
+// IgnoreStale even when it carries the current table. A fresh datagram
+// whose (Epoch, Seq) is newer than the applied table's is Apply; the same
+// (Epoch, Seq) is a Repeat.
+type Receiver struct {
+	cluster string
+	key     []byte
+	id      int
+
+	heard              bool   // an authentic, fresh datagram was heard (or SetFloor)
+	heardEpoch, heardT uint64 // its (Epoch, Tx)
+	applied            *Message
+	owned              []uint32
+	stats              Counters
+}
+
+// NewReceiver returns the receiver of server id for cluster, whose
+// announcements are authenticated with key (at least MinKey bytes).
+func NewReceiver(cluster string, key []byte, id int) (*Receiver, error) {
+	if !ValidClusterName(cluster) {
+		return nil, fmt.Errorf("announce: receiver: cluster name %q", cluster)
+	}
+	if len(key) < MinKey {
+		return nil, fmt.Errorf("%w: %d bytes, want at least %d", ErrKey, len(key), MinKey)
+	}
+	if id < 0 {
+		return nil, fmt.Errorf("announce: receiver: server id %d", id)
+	}
+	return &Receiver{cluster: cluster, key: append([]byte(nil), key...), id: id}, nil
+}
+
+// Handle decides about one datagram and counts it. b is not retained.
+func (r *Receiver) Handle(b []byte) Result {
+	r.stats.Received++
+	m, err := Open(b, r.cluster, r.key)
+	switch {
+	case errors.Is(err, ErrCluster):
+		r.stats.OtherCluster++
+		return Result{Verdict: IgnoreOtherCluster, Err: err}
+	case errors.Is(err, ErrBadMAC):
+		r.stats.BadMAC++
+		return Result{Verdict: IgnoreBadMAC, Err: err}
+	case err != nil:
+		r.stats.Malformed++
+		return Result{Verdict: IgnoreMalformed, Err: err}
+	}
+	if r.heard && (m.Epoch < r.heardEpoch || m.Epoch == r.heardEpoch && m.Tx <= r.heardT) {
+		r.stats.Stale++
+		return Result{Verdict: IgnoreStale, Msg: m, Err: fmt.Errorf(
+			"announce: replayed or late: epoch %d tx %d, already heard epoch %d tx %d", m.Epoch, m.Tx, r.heardEpoch, r.heardT)}
+	}
+	r.heard, r.heardEpoch, r.heardT = true, m.Epoch, m.Tx
+	if m.Hash != config.HashJhash {
+		r.stats.Unsupported++
+		return Result{Verdict: IgnoreUnsupported, Msg: m, Err: fmt.Errorf(
+			"announce: hash %q: a server's filter computes only %q", m.Hash, config.HashJhash)}
+	}
+	if a := r.applied; a != nil && !m.Newer(a) {
+		if m.Epoch == a.Epoch && m.Seq == a.Seq {
+			r.stats.Repeats++
+			return Result{Verdict: Repeat, Msg: m}
+		}
+		r.stats.Stale++
+		return Result{Verdict: IgnoreStale, Msg: m, Err: fmt.Errorf(
+			"announce: table epoch %d seq %d is older than the applied epoch %d seq %d", m.Epoch, m.Seq, a.Epoch, a.Seq)}
+	}
+	t, err := m.Table()
+	if err != nil { // Unmarshal's checks make this unreachable
+		r.stats.Malformed++
+		return Result{Verdict: IgnoreMalformed, Msg: m, Err: fmt.Errorf("%w: %v", ErrMalformed, err)}
+	}
+	owned := t.Owned(r.id)
+	if owned == nil {
+		owned = []uint32{}
+	}
+	r.stats.Newer++
+	return Result{Verdict: Apply, Msg: m, Owned: owned}
+}
+
+// Applied records that res (an Apply) is installed: its table is the one
+// in force from now on.
+func (r *Receiver) Applied(res Result) {
+	if res.Verdict != Apply {
+		return
+	}
+	r.applied, r.owned = res.Msg, res.Owned
+	r.stats.Applied++
+}
+
+// Failed records that installing res (an Apply) failed. The applied table
+// stays as it was, so the next repetition of res's table is Apply again.
+func (r *Receiver) Failed(res Result) {
+	if res.Verdict == Apply {
+		r.stats.ApplyErrors++
+	}
+}
+
+// Current is the table applied last and this server's buckets in it; nil
+// before the first.
+func (r *Receiver) Current() (*Message, []uint32) { return r.applied, r.owned }
+
+// Floor is the (Epoch, Tx) of the last authentic, fresh datagram; ok is
+// false before the first.
+func (r *Receiver) Floor() (epoch, tx uint64, ok bool) {
+	return r.heardEpoch, r.heardT, r.heard
+}
+
+// SetFloor makes every datagram up to (epoch, tx) stale, as if it had been
+// heard: an agent that restarts sets the floor it had, so that replaying
+// an old announcement to it gains nothing.
+func (r *Receiver) SetFloor(epoch, tx uint64) {
+	r.heard, r.heardEpoch, r.heardT = true, epoch, tx
+}
+
+// Stats returns the counters.
+func (r *Receiver) Stats() Counters { return r.stats }
