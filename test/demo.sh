@@ -62,6 +62,13 @@ for i in $(seq 20 27); do
 done
 inns "$CLI" ip route add default via 198.51.100.1
 SRV=()
+PEER=()
+start_peer() { # $1 = server index: the HTTP (80) and UDP (9000) service
+  ip netns exec "${SRV[$1]}" "$BIN/peer" serve -name "s$1" -http :80 -udp :9000 -lifetime 10m >>"$WORK/peer-s$1.log" 2>&1 &
+  PEER[$1]=$!
+  PIDS+=($!)
+  for _ in $(seq 50); do grep -q ready "$WORK/peer-s$1.log" 2>/dev/null && break; sleep 0.1; done
+}
 for i in 0 1 2; do
   S=$(mkns "srv$i"); SRV+=("$S")
   ip link add "l-s$i" netns "$RTR" type veth peer name e0 netns "$S"
@@ -69,8 +76,7 @@ for i in 0 1 2; do
   inns "$S" ip link set e0 up
   inns "$S" ip addr add "10.0.0.1$((i + 1))/24" dev e0
   inns "$S" ip route add default via 10.0.0.1
-  ip netns exec "$S" "$BIN/peer" serve -name "s$i" -http :80 -udp :9000 -lifetime 10m >"$WORK/peer-s$i.log" 2>&1 &
-  PIDS+=($!)
+  start_peer "$i"
 done
 note "client 198.51.100.10 (+ 8 client addresses 198.51.100.20-27), servers s0 s1 s2 on 10.0.0.0/24"
 
@@ -96,12 +102,13 @@ name = "web"
 address = "$GHOST"
 interface = "lan0"
 mode = "$1"
-$( [ "$1" = broadcast ] && echo "broadcast_address = \"$BCAST\"" )
+$( [ "$1" = broadcast ] && printf 'broadcast_address = "%s"\nannounce_key = "demo-shared-secret-0123456789"\nannounce_interval = "500ms"\n' "$BCAST" )
 hash = "jhash"
 seed = 0x5eed
 buckets = 4096
 EOF
   for i in 0 1 2; do printf '\n  [[cluster.server]]\n  id = %d\n  address = "10.0.0.1%d"\n' "$i" $((i + 1)); done
+  printf '\n  [cluster.health]\n  check = "tcp"\n  port = 80\n  interval = "250ms"\n  timeout = "200ms"\n  rise = 2\n  fall = 3\n'
 }
 
 start_appliance() { # $1 = mode
@@ -123,7 +130,12 @@ stop_appliance() {
 
 setup_servers() { # $1 = mode
   for i in 0 1 2; do
-    if [ -x "$BIN/ghostnode" ]; then
+    if [ "$1" = broadcast ]; then
+      # ghostnode run: sets the server up, then follows the appliance's table announcements
+      ip netns exec "${SRV[$i]}" "$BIN/ghostnode" run -c "$WORK/ghostrouter.toml" --cluster web --id "$i" --state-dir "$WORK/node$i" >"$WORK/ghostnode-s$i.log" 2>&1 &
+      NODE[$i]=$!
+      PIDS+=($!)
+    elif [ -x "$BIN/ghostnode" ]; then
       inns "${SRV[$i]}" "$BIN/ghostnode" setup -c "$WORK/ghostrouter.toml" --cluster web --id "$i" --state-dir "$WORK/node$i" >"$WORK/ghostnode-s$i.log" 2>&1 \
         || { cat "$WORK/ghostnode-s$i.log"; exit 1; }
     else
@@ -133,8 +145,16 @@ setup_servers() { # $1 = mode
   done
 }
 
+NODE=()
+wait_node_tables() {
+  for i in 0 1 2; do
+    for _ in $(seq 100); do grep -q "applied" "$WORK/ghostnode-s$i.log" 2>/dev/null && break; sleep 0.1; done
+  done
+}
+
 teardown_servers() {
   for i in 0 1 2; do
+    if [ -n "${NODE[$i]:-}" ]; then kill -TERM "${NODE[$i]}" 2>/dev/null; wait "${NODE[$i]}" 2>/dev/null || true; NODE[$i]=""; fi
     if [ -x "$BIN/ghostnode" ]; then
       inns "${SRV[$i]}" "$BIN/ghostnode" teardown --cluster web --state-dir "$WORK/node$i" >>"$WORK/ghostnode-s$i.log" 2>&1 || true
     else
@@ -146,7 +166,7 @@ teardown_servers() {
 # dispatch_round MODE: each client asks the ghost over HTTP and UDP; compare
 # with what `ghostrouter lookup` predicts; show the LAN capture.
 dispatch_round() {
-  local mode=$1
+  local mode=$1 predicted=${2:-}
   ip netns exec "$RTR" tcpdump -i br-lan -n -e -U --immediate-mode -s 128 -w "$WORK/lan-$mode.pcap" "ip dst $GHOST" >"$WORK/tcpdump-$mode.log" 2>&1 &
   local TD=$!
   PIDS+=("$TD")
@@ -155,7 +175,11 @@ dispatch_round() {
   src=$(IFS=,; echo "${CLIENTS[*]}")
   inns "$CLI" "$BIN/peer" http -url "http://$GHOST/" -src "$src" >"$WORK/http-$mode.txt"
   inns "$CLI" "$BIN/peer" udp -dst "$GHOST:9000" -src "$src" >"$WORK/udp-$mode.txt"
-  "$BIN/ghostrouter" lookup -c "$WORK/ghostrouter.toml" "${CLIENTS[@]}" >"$WORK/lookup-$mode.txt"
+  if [ -n "$predicted" ]; then
+    cp "$predicted" "$WORK/lookup-$mode.txt"
+  else
+    "$BIN/ghostrouter" lookup -c "$WORK/ghostrouter.toml" "${CLIENTS[@]}" >"$WORK/lookup-$mode.txt"
+  fi
   sleep 0.3; kill -TERM "$TD"; wait "$TD" 2>/dev/null || true
   printf '   %-15s %-8s %-10s %-10s %s\n' CLIENT BUCKET PREDICTED "HTTP FROM" "UDP FROM"
   local ok=0 total=0
@@ -191,13 +215,36 @@ note "server MACs: s0 $(inns "${SRV[0]}" cat /sys/class/net/e0/address)  s1 $(in
 dispatch_round routing
 say "ghostrouter status"
 inns "$RTR" "$BIN/ghostrouter" status --socket "$WORK/ctl.sock" | sed -n '/^cluster/,/counters/p' | sed 's/^/   /'
+
+say "3. Server s1 fails: only its clients move, evenly, to the others"
+kill -KILL "${PEER[1]}"; wait "${PEER[1]}" 2>/dev/null || true
+note "s1's service is stopped; the appliance's health checks (tcp/80 every 250ms, fall 3) notice:"
+for _ in $(seq 50); do
+  inns "$RTR" "$BIN/ghostrouter" status --socket "$WORK/ctl.sock" | grep -q "^  1 .* down" && break
+  sleep 0.1
+done
+inns "$RTR" "$BIN/ghostrouter" status --socket "$WORK/ctl.sock" | grep -E "event:" | tail -1 | sed 's/^ */   /'
+cp "$WORK/lookup-routing.txt" "$WORK/lookup-before.txt"
+"$BIN/ghostrouter" lookup -c "$WORK/ghostrouter.toml" --down 1 "${CLIENTS[@]}" >"$WORK/lookup-down.txt"
+dispatch_round failover "$WORK/lookup-down.txt"
+note "before -> after the failure:"
+paste "$WORK/lookup-before.txt" "$WORK/lookup-down.txt" | awk 'NR>1 {printf "     %-15s s%s -> s%s%s\n", $1, $3, $7, ($3 == $7 ? "" : "   (moved)")}'
+start_peer 1
+for _ in $(seq 50); do
+  inns "$RTR" "$BIN/ghostrouter" status --socket "$WORK/ctl.sock" | grep -q "^  1 .* up" && break
+  sleep 0.1
+done
+note "s1 is back: $(inns "$RTR" "$BIN/ghostrouter" status --socket "$WORK/ctl.sock" | grep -E "event:" | tail -1 | sed 's/^ *event: //' | cut -c1-110)"
 stop_appliance
 teardown_servers
 
 if [ -x "$BIN/ghostnode" ] && "$BIN/ghostnode" help 2>&1 | grep -q broadcast; then
-  say "3. Broadcast mode: ghost routed via second ghost $BCAST = ff:ff:ff:ff:ff:ff; each server's filter keeps its share"
+  say "4. Broadcast mode: ghost routed via second ghost $BCAST = ff:ff:ff:ff:ff:ff; each server's filter keeps its share"
   start_appliance broadcast
   setup_servers broadcast
+  wait_node_tables
+  note "each server's ghostnode run applied the appliance's announced table:"
+  for i in 0 1 2; do grep -m1 "applied" "$WORK/ghostnode-s$i.log" | sed 's/.*msg="//; s/".*//' | sed "s/^/     s$i: /"; done
   dispatch_round broadcast
   note "the appliance's permanent entry for the second ghost:"
   inns "$RTR" "$BIN/ghostrouter" status --socket "$WORK/ctl.sock" | grep -i "permanent" | sed 's/^/   /'
