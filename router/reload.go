@@ -105,3 +105,24 @@ func (r *Router) CheckReconfigure(cfg *config.Config) error {
 	}
 	return nil
 }
+
+// RouteRow is one row of the routing table as `status` shows it.
+type RouteRow struct {
+	To        string `json:"to"`
+	Via       string `json:"via,omitempty"`
+	Interface string `json:"interface"`
+}
+
+// Routes lists netstack's routing table, longest prefix first (the order it
+// is searched in).
+func (r *Router) Routes() []RouteRow {
+	var out []RouteRow
+	for _, rt := range r.stack.GetRouteTable() {
+		row := RouteRow{To: rt.Destination.String(), Interface: r.stack.FindNICNameFromID(rt.NIC)}
+		if rt.Gateway.BitLen() > 0 {
+			row.Via = rt.Gateway.String()
+		}
+		out = append(out, row)
+	}
+	return out
+}

@@ -27,6 +27,7 @@ type Status struct {
 	Config    string                   `json:"config"`
 	Clusters  []dispatch.ClusterStatus `json:"clusters"`
 	Neighbors []router.Neighbor        `json:"neighbors"`
+	Routes    []router.RouteRow        `json:"routes"`
 	Links     []LinkStatus             `json:"links"`
 	Counters  map[string]uint64        `json:"counters"`
 	Message   string                   `json:"message,omitempty"`
@@ -44,6 +45,7 @@ func (a *appliance) status(path string) Status {
 		Config:    path,
 		Clusters:  a.m.Status(),
 		Neighbors: a.r.Neighbors(),
+		Routes:    a.r.Routes(),
 		Counters: map[string]uint64{
 			"ttl_exceeded":       a.r.Stats().TTLExceeded.Load(),
 			"icmp_rate_limited":  a.r.Stats().ICMPRateLimited.Load(),
@@ -214,6 +216,15 @@ func printStatus(w io.Writer, st *Status) {
 		for _, e := range c.Events {
 			fmt.Fprintf(tw, "  event: %s\n", e)
 		}
+	}
+	fmt.Fprintln(tw, "\nroutes")
+	fmt.Fprintln(tw, "  TO\tVIA\tINTERFACE")
+	for _, r := range st.Routes {
+		via := r.Via
+		if via == "" {
+			via = "(connected)"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", r.To, via, r.Interface)
 	}
 	fmt.Fprintln(tw, "\nneighbors")
 	fmt.Fprintln(tw, "  INTERFACE\tADDRESS\tMAC\tSTATE")

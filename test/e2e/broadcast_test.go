@@ -166,6 +166,10 @@ func TestBroadcastPermanentEntryAndGuard(t *testing.T) {
 	})
 	capAnn.Stop()
 	row := regexp.MustCompile(`lan0\s+` + regexp.QuoteMeta(secondGhost) + `\s+ff:ff:ff:ff:ff:ff\s+PERMANENT`)
+	route := regexp.MustCompile(regexp.QuoteMeta(ghostAddr+"/32") + `\s+` + regexp.QuoteMeta(secondGhost) + `\s+lan0`)
+	if st := tp.status(); !route.MatchString(st) {
+		t.Fatalf("no route %s/32 via %s on lan0 in:\n%s", ghostAddr, secondGhost, st)
+	}
 	if st := tp.status(); !row.MatchString(neighborRows(st)) {
 		t.Fatalf("no permanent ff:ff:ff:ff:ff:ff entry for %s in:\n%s", secondGhost, st)
 	}
