@@ -143,25 +143,6 @@ func MembersFrom(servers []dispatch.Server) []Member {
 	return out
 }
 
-// ValidClusterName reports whether name can be sent: 1 to MaxName letters,
-// digits, '_', '.' or '-', starting with a letter or digit (the
-// configuration's rule for cluster names).
-func ValidClusterName(name string) bool {
-	if name == "" || len(name) > MaxName || !isAlnum(name[0]) {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		if c := name[i]; !isAlnum(c) && c != '_' && c != '.' && c != '-' {
-			return false
-		}
-	}
-	return true
-}
-
-func isAlnum(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
-}
-
 func addrLen(a netip.Addr) int {
 	if a.Is4() {
 		return 4
@@ -202,7 +183,7 @@ func (m *Message) Marshal(key []byte) ([]byte, error) {
 		return bad("hash %q: want %q or %q", m.Hash, config.HashJhash, config.HashModulo)
 	}
 	switch {
-	case !ValidClusterName(m.Cluster):
+	case !config.ValidClusterName(m.Cluster):
 		return bad("cluster name: want 1 to %d letters, digits, '_', '.' or '-', starting with a letter or digit", MaxName)
 	case m.Buckets < 1 || m.Buckets > dispatch.MaxBuckets:
 		return bad("%d buckets: want 1..%d", m.Buckets, dispatch.MaxBuckets)
@@ -286,7 +267,7 @@ func header(b []byte) (string, error) {
 		return "", malformed("truncated cluster name")
 	}
 	name := string(b[fixedLen : fixedLen+n])
-	if !ValidClusterName(name) {
+	if !config.ValidClusterName(name) {
 		return "", malformed("cluster name %q", name)
 	}
 	return name, nil

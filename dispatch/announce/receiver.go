@@ -108,7 +108,7 @@ type Receiver struct {
 // NewReceiver returns the receiver of server id for cluster, whose
 // announcements are authenticated with key (at least MinKey bytes).
 func NewReceiver(cluster string, key []byte, id int) (*Receiver, error) {
-	if !ValidClusterName(cluster) {
+	if !config.ValidClusterName(cluster) {
 		return nil, fmt.Errorf("announce: receiver: cluster name %q", cluster)
 	}
 	if len(key) < MinKey {

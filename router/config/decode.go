@@ -42,10 +42,10 @@ func newDecoder(file string, data []byte) *decoder {
 	return &decoder{file: file, data: data}
 }
 
-// validClusterName reports whether name can name a cluster: it appears in the
+// ValidClusterName reports whether name can name a cluster: it appears in the
 // CLI (--cluster NAME), metrics labels and logs, so it is 1 to 63 letters,
 // digits, '_', '.' or '-', starting with a letter or digit.
-func validClusterName(name string) bool {
+func ValidClusterName(name string) bool {
 	if name == "" || len(name) > 63 || !isAlnum(name[0]) {
 		return false
 	}
@@ -298,7 +298,7 @@ func (d *decoder) cluster(t *table) Cluster {
 	if name, ok := t.str("name"); ok {
 		c.Name = name
 		t.label = fmt.Sprintf("cluster %q", name)
-		if !validClusterName(name) {
+		if !ValidClusterName(name) {
 			t.errorf("name", "%q: a cluster name is 1 to 63 letters, digits, '_', '.' or '-', starting with a letter or digit", name)
 		}
 	} else if !t.has("name") {

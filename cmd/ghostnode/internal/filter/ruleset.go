@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/ghostrouter/ghostrouter/router/config"
 )
 
 // MaxBuckets is the largest bucket count a filter accepts: the appliance's
@@ -58,30 +60,10 @@ func FamilyOf(ghost netip.Addr) string {
 // TableName is the table for a cluster.
 func TableName(cluster string) string { return "ghost_" + cluster }
 
-// ValidClusterName reports whether name is a cluster name as the
-// configuration defines one (1 to 63 letters, digits, '_', '.' or '-',
-// starting with a letter or digit); every such name makes a valid nft
-// identifier after the "ghost_" prefix.
-func ValidClusterName(name string) bool {
-	if name == "" || len(name) > 63 || !isAlnum(name[0]) {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		if c := name[i]; !isAlnum(c) && c != '_' && c != '.' && c != '-' {
-			return false
-		}
-	}
-	return true
-}
-
-func isAlnum(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
-}
-
 // Check reports the first thing wrong with s.
 func (s *Spec) Check() error {
 	switch {
-	case !ValidClusterName(s.Cluster):
+	case !config.ValidClusterName(s.Cluster):
 		return fmt.Errorf("%w: cluster name %q: want 1 to 63 letters, digits, '_', '.' or '-', starting with a letter or digit", ErrSpec, s.Cluster)
 	case !s.Ghost.IsValid() || s.Ghost.Is4In6() || s.Ghost.IsUnspecified() || s.Ghost.IsMulticast():
 		return fmt.Errorf("%w: ghost address %v: want a unicast IPv4 or IPv6 address", ErrSpec, s.Ghost)

@@ -70,7 +70,7 @@ func (s *Spec) check() error {
 		return fmt.Errorf("%w: %s", ErrBadSpec, fmt.Sprintf(format, args...))
 	}
 	switch {
-	case !filter.ValidClusterName(s.Cluster):
+	case !config.ValidClusterName(s.Cluster):
 		return bad("cluster name %q: want 1 to 63 letters, digits, '_', '.' or '-', starting with a letter or digit", s.Cluster)
 	case !s.Ghost.IsValid() || s.Ghost.Is4In6() || s.Ghost.IsUnspecified() || s.Ghost.IsMulticast() || s.Ghost.IsLoopback():
 		return bad("ghost address %v: want a unicast IPv4 or IPv6 address", s.Ghost)
@@ -522,7 +522,7 @@ func (n *Node) Update(ctx context.Context, cluster string, owned []uint32) error
 // and the state file keeps what is left for another try. Tearing down a
 // cluster that is not set up changes nothing.
 func (n *Node) Teardown(ctx context.Context, cluster string) error {
-	if !filter.ValidClusterName(cluster) {
+	if !config.ValidClusterName(cluster) {
 		return fmt.Errorf("%w: cluster name %q", ErrBadSpec, cluster)
 	}
 	unlock, err := n.store().lock()
