@@ -134,7 +134,9 @@ func TestBroadcastFailoverAndReload(t *testing.T) {
 	isns := map[string]map[uint32]bool{}
 	for _, p := range pkts {
 		if p.Src.String() == ghostAddr && p.Proto == harness.ProtoTCP && p.TCPFlags&(harness.TCPFlagSYN|harness.TCPFlagACK) == harness.TCPFlagSYN|harness.TCPFlagACK {
-			c := fmt.Sprintf("%s:%d", p.Dst, p.DstPort)
+			// The client's SYN (its ISN, acknowledged) names the connection:
+			// ports are reused by later connections.
+			c := fmt.Sprintf("%s:%d syn %d", p.Dst, p.DstPort, p.TCPAck-1)
 			if isns[c] == nil {
 				isns[c] = map[uint32]bool{}
 			}
