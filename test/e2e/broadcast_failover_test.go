@@ -133,10 +133,7 @@ func TestBroadcastFailoverAndReload(t *testing.T) {
 	// it; a second server would choose its own).
 	isns := map[string]map[uint32]bool{}
 	for _, p := range pkts {
-		if p.Src.String() == ghostAddr && p.Proto == harness.ProtoTCP && p.TCPFlags&(harness.TCPFlagSYN|harness.TCPFlagACK) == harness.TCPFlagSYN|harness.TCPFlagACK {
-			// The client's SYN (its ISN, acknowledged) names the connection:
-			// ports are reused by later connections.
-			c := fmt.Sprintf("%s:%d syn %d", p.Dst, p.DstPort, p.TCPAck-1)
+		if c, ok := synackOf(p); ok {
 			if isns[c] == nil {
 				isns[c] = map[uint32]bool{}
 			}
