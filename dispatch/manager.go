@@ -53,6 +53,7 @@ type Manager struct {
 	mu       sync.Mutex // guards clusters and everything in them
 	clusters []*managed
 
+	kick chan struct{} // wakes the loop: a new server's MAC is wanted now
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
@@ -78,7 +79,7 @@ func NewManager(cfg *config.Config, d Deps) (*Manager, error) {
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
-	m := &Manager{d: d, log: d.Logger, fwd: NewForwarder(d.Errors), stop: make(chan struct{})}
+	m := &Manager{d: d, log: d.Logger, fwd: NewForwarder(d.Errors), kick: make(chan struct{}, 1), stop: make(chan struct{})}
 	if err := m.Apply(cfg); err != nil {
 		m.Close()
 		return nil, err
@@ -171,6 +172,10 @@ func (m *Manager) applyLocked(cfg *config.Config) (retired []*health.Checker, _ 
 	}
 	m.clusters = next
 	m.fwd.SetClusters(routing)
+	select { // resolve new servers' MACs now, not at the next tick
+	case m.kick <- struct{}{}:
+	default:
+	}
 	return retired, nil
 }
 
@@ -373,6 +378,7 @@ func (m *Manager) loop() {
 		select {
 		case <-m.stop:
 			return
+		case <-m.kick:
 		case <-time.After(wait):
 		}
 	}

@@ -94,6 +94,7 @@ type Router struct {
 	sendRedirects atomic.Bool
 	statics       []static // permanent neighbors installed from the config
 	faults        chan error
+	fast          *fastPath // the forwarding fast path, the last stage (fastpath.go)
 }
 
 // New builds the router described by cfg: it opens (or creates) the TAP
@@ -147,6 +148,7 @@ func New(cfg *config.Config, opts Options) (_ *Router, err error) {
 	if err := r.setStatics(wantStatics(cfg)); err != nil {
 		return nil, err
 	}
+	r.fast = newFastPath(r)
 	for _, l := range r.links {
 		l.EP.SetHook(&linkHook{r: r, l: l})
 	}
@@ -339,6 +341,7 @@ func (r *Router) fault(err error) {
 // the TAP devices it created disappear.
 func (r *Router) Close() error {
 	var errs []error
+	r.fast.close()
 	for _, l := range r.links {
 		if l.EP != nil {
 			l.EP.SetHook(nil)
@@ -378,6 +381,9 @@ func (h *linkHook) Inbound(ep *tap.Endpoint, frame []byte) bool {
 		}
 	}
 	if h.r.ttlGuard(h.l, frame) {
+		return true
+	}
+	if h.r.fast.forward(h.l, frame) {
 		return true
 	}
 	if h.r.sendRedirects.Load() {

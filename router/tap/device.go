@@ -1,15 +1,22 @@
 // Package tap owns the appliance's Ethernet links: opening or creating Linux
-// TAP devices (through github.com/songgao/water), configuring them (MTU, up,
-// bridge), and the netstack link endpoint that moves frames between a TAP file
-// descriptor and gVisor's stack.
+// TAP devices, configuring them (MTU, up, bridge, segmentation offload), and
+// the netstack link endpoint that moves frames between a TAP file descriptor
+// and gVisor's stack.
 //
-// The endpoint is our own rather than link/fdbased for two reasons recorded in
-// shared/NETSTACK.md: fdbased stops its receive loop for good on the first
-// frame addressed to a foreign unicast MAC, and panics the router on a write
-// error such as EIO from a TAP whose interface is down. Here a foreign frame is
-// counted and dropped, and every write error is counted and reported to
-// netstack as a full queue. The endpoint also offers the hook that the
-// dispatcher and the guards use to take frames before netstack sees them.
+// The endpoint is our own rather than link/fdbased for three reasons recorded
+// in shared/NETSTACK.md: fdbased stops its receive loop for good on the first
+// frame addressed to a foreign unicast MAC, panics the router on a write error
+// such as EIO from a TAP whose interface is down, and cannot carry the
+// virtio-net header that segmentation offload needs. Here a foreign frame is
+// counted and dropped, every write error is counted and reported to netstack
+// as a full queue, and TCP super-frames of up to 64 KiB cross the TAP whole
+// (offload.go). The endpoint also offers the hook that the dispatcher, the
+// guards and the router's fast path use to take frames before netstack sees
+// them.
+//
+// The devices are opened with TUNSETIFF directly (not github.com/songgao/water):
+// water cannot set IFF_VNET_HDR nor TUNSETOFFLOAD, and always issues
+// TUNSETPERSIST.
 package tap
 
 import (
@@ -18,13 +25,17 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"unsafe"
 
-	"github.com/songgao/water"
 	"golang.org/x/sys/unix"
 )
 
 // tunFlagPersist is IFF_PERSIST as shown in /sys/class/net/NAME/tun_flags.
 const tunFlagPersist = 0x800
+
+// offloads are what the kernel may hand a TAP with segmentation offload:
+// partial checksums and TCP super-frames over IPv4 and IPv6, with ECN.
+const offloads = unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6 | unix.TUN_F_TSO_ECN
 
 // DeviceConfig describes one TAP device.
 type DeviceConfig struct {
@@ -32,14 +43,19 @@ type DeviceConfig struct {
 	MTU    int
 	Bridge string // attach to this existing Linux bridge when non-empty
 	Queues int    // number of queues (fds); >1 opens a multi-queue TAP
+	// NoOffload opens the device without the virtio-net header: every frame
+	// is a plain one of at most the MTU. By default the header is on and the
+	// kernel exchanges TCP super-frames and partial checksums with the
+	// endpoint (TUNSETOFFLOAD TUN_F_CSUM|TSO4|TSO6|TSO_ECN).
+	NoOffload bool
 }
 
 // Device is an open TAP device. Its fds stay open until Close.
 type Device struct {
 	name    string
-	ifaces  []*water.Interface // kept reachable: their finalizers close the fds
 	files   []*os.File
 	created bool
+	offload bool
 }
 
 // Name is the Linux interface name.
@@ -54,11 +70,18 @@ func (d *Device) Files() []*os.File { return d.files }
 // removes it when its last fd closes, even if the process dies.
 func (d *Device) Created() bool { return d.created }
 
+// Offload reports whether the device's fds carry a virtio-net header and the
+// kernel exchanges super-frames with them.
+func (d *Device) Offload() bool { return d.offload }
+
 // Open opens the TAP device named in cfg, creating it if it does not exist,
 // then sets its MTU, brings it up and attaches it to cfg.Bridge.
 func Open(cfg DeviceConfig) (*Device, error) {
 	if cfg.Queues < 1 {
 		cfg.Queues = 1
+	}
+	if len(cfg.Name) == 0 || len(cfg.Name) >= unix.IFNAMSIZ {
+		return nil, fmt.Errorf("tap %q: name must be 1 to %d bytes", cfg.Name, unix.IFNAMSIZ-1)
 	}
 	existed, persistent, err := existingTap(cfg.Name)
 	if err != nil {
@@ -67,28 +90,13 @@ func Open(cfg DeviceConfig) (*Device, error) {
 	if existed && !persistent {
 		return nil, fmt.Errorf("tap %s: exists and is not a persistent TAP device", cfg.Name)
 	}
-	d := &Device{name: cfg.Name, created: !existed}
+	d := &Device{name: cfg.Name, created: !existed, offload: !cfg.NoOffload}
 	for q := 0; q < cfg.Queues; q++ {
-		ifc, err := water.New(water.Config{
-			DeviceType: water.TAP,
-			PlatformSpecificParams: water.PlatformSpecificParams{
-				Name: cfg.Name,
-				// A device we create is non-persistent so that it disappears with
-				// the process; one we only open keeps the persistence it had.
-				Persist:    existed,
-				MultiQueue: cfg.Queues > 1,
-			},
-		})
+		f, err := openQueue(cfg.Name, cfg.Queues > 1, d.offload)
 		if err != nil {
 			d.Close()
 			return nil, fmt.Errorf("tap %s: open queue %d: %w", cfg.Name, q, err)
 		}
-		f, ok := ifc.ReadWriteCloser.(*os.File)
-		if !ok {
-			d.Close()
-			return nil, fmt.Errorf("tap %s: water returned %T, want *os.File", cfg.Name, ifc.ReadWriteCloser)
-		}
-		d.ifaces = append(d.ifaces, ifc)
 		d.files = append(d.files, f)
 	}
 	if err := d.configure(cfg); err != nil {
@@ -96,6 +104,57 @@ func Open(cfg DeviceConfig) (*Device, error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// ifreqFlags is struct ifreq with the flags member of its union.
+type ifreqFlags struct {
+	name  [unix.IFNAMSIZ]byte
+	flags uint16
+	_     [22]byte
+}
+
+// openQueue opens one queue of the TAP called name: TUNSETIFF on a fresh fd
+// of /dev/net/tun creates the device (non-persistent: nothing here sets
+// TUNSETPERSIST) or attaches to the existing one, whose persistence is left
+// as it is. With offload, the fd carries a 10-byte virtio-net header.
+func openQueue(name string, multiQueue, offload bool) (*os.File, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	var ifr ifreqFlags
+	copy(ifr.name[:], name)
+	ifr.flags = unix.IFF_TAP | unix.IFF_NO_PI
+	if multiQueue {
+		ifr.flags |= unix.IFF_MULTI_QUEUE
+	}
+	if offload {
+		ifr.flags |= unix.IFF_VNET_HDR
+	}
+	if err := ioctlPtr(fd, unix.TUNSETIFF, unsafe.Pointer(&ifr)); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("TUNSETIFF: %w", err)
+	}
+	if offload {
+		if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, vnetHdrLen); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("TUNSETVNETHDRSZ: %w", err)
+		}
+		if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, offloads); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("TUNSETOFFLOAD: %w", err)
+		}
+	}
+	// Non-blocking before NewFile: the file is then registered with the
+	// runtime's poller.
+	return os.NewFile(uintptr(fd), "/dev/net/tun:"+name), nil
+}
+
+func ioctlPtr(fd int, req uint, arg unsafe.Pointer) error {
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(req), uintptr(arg)); e != 0 {
+		return e
+	}
+	return nil
 }
 
 func (d *Device) configure(cfg DeviceConfig) error {
@@ -136,13 +195,19 @@ func (d *Device) configure(cfg DeviceConfig) error {
 // still up.
 func (d *Device) Close() error {
 	var errs []error
+	if !d.created && d.offload && len(d.files) > 0 {
+		// Leave a persistent device as found: without the offloads, which
+		// would otherwise hand super-frames to its next user.
+		if rc, err := d.files[0].SyscallConn(); err == nil {
+			rc.Control(func(fd uintptr) { unix.IoctlSetInt(int(fd), unix.TUNSETOFFLOAD, 0) })
+		}
+	}
 	for _, f := range d.files {
 		if err := f.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
 			errs = append(errs, err)
 		}
 	}
 	d.files = nil
-	d.ifaces = nil
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("tap %s: close: %w", d.name, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -15,7 +16,8 @@ import (
 )
 
 // MaxFrame is the largest frame the endpoint reads or writes: a 64 KiB IP
-// packet plus its Ethernet header.
+// packet plus its Ethernet header. With segmentation offload on, TCP
+// super-frames up to this size cross the link whole.
 const MaxFrame = header.EthernetMinimumSize + 65535
 
 // Hook sees every inbound frame addressed to this endpoint (its own MAC,
@@ -24,6 +26,14 @@ const MaxFrame = header.EthernetMinimumSize + 65535
 // counted why); false hands the frame on to netstack. frame is only valid
 // during the call. Inbound is called from the endpoint's receive goroutines,
 // one per queue, so it must be safe for concurrent use; it must not block.
+//
+// On a link with segmentation offload, frame may be a TCP super-frame larger
+// than the MTU, and its transport checksum may be partial (see offload.go).
+// A hook that forwards it whole with WriteFrame, to an endpoint of the same
+// Group, during the call, keeps both intact (SegmentSize tells the segment
+// size); a hook may change the Ethernet header, the IPv4 TTL and header
+// checksum and the IPv6 hop limit, nothing the offload depends on. What goes
+// on to netstack is made plain first.
 type Hook interface {
 	Inbound(ep *Endpoint, frame []byte) bool
 }
@@ -31,39 +41,68 @@ type Hook interface {
 // Stats counts the endpoint's per-frame outcomes. All fields are updated
 // atomically and may be read at any time.
 type Stats struct {
-	RxFrames  atomic.Uint64 // frames read from the device
+	RxFrames  atomic.Uint64 // frames read from the device (a super-frame counts once)
 	RxBytes   atomic.Uint64
 	RxRunt    atomic.Uint64 // shorter than an Ethernet header: dropped
 	RxForeign atomic.Uint64 // unicast to another MAC (e.g. a bridge flooding): dropped
 	RxErrors  atomic.Uint64 // read errors
-	TxFrames  atomic.Uint64 // frames written
+	TxFrames  atomic.Uint64 // frames written (a super-frame counts once)
 	TxBytes   atomic.Uint64
 	TxErrors  atomic.Uint64 // write errors (e.g. EIO while the link is down): dropped
 	TxTooBig  atomic.Uint64 // larger than MaxFrame: dropped
+
+	RxSuperFrames atomic.Uint64 // TCP super-frames received (segmentation offload)
+	TxSuperFrames atomic.Uint64 // TCP super-frames written whole
+	Segmented     atomic.Uint64 // super-frames cut in software (for netstack, or for a link without offload)
+	BadOffload    atomic.Uint64 // frames whose virtio-net header could not be honoured: dropped
 }
 
 // Endpoint is a stack.LinkEndpoint over one or more frame-preserving file
 // descriptors: the queues of a TAP device, or a SOCK_SEQPACKET socket pair in
-// tests. Frames are Ethernet.
+// tests. Frames are Ethernet, each preceded by a virtio-net header when the
+// TAP was opened with one (IFF_VNET_HDR; see offload.go).
+//
+// Each queue has its own receive goroutine and buffer. A frame received on
+// queue i and forwarded by a hook leaves on queue i (modulo the egress
+// endpoint's queue count), so one flow stays on one pair of queues.
 type Endpoint struct {
-	name  string
-	files []*os.File
-	mac   tcpip.LinkAddress
-	macB  [6]byte
-	mtu   atomic.Uint32
+	name   string
+	files  []*os.File
+	queues []*rxQueue
+	vnet   int // virtio-net header length before every frame: 0, or 10 (12)
+	mac    tcpip.LinkAddress
+	macB   [6]byte
+	mtu    atomic.Uint32
 
 	hook       atomic.Pointer[hookRef]
 	dispatcher atomic.Pointer[dispatcherRef]
+	peers      atomic.Pointer[[]*Endpoint] // see Group; nil: this endpoint alone
 	onFault    func(error)
 	onClose    atomic.Pointer[func()]
 
-	bufs sync.Pool // *[]byte of MaxFrame bytes, for writes
+	bufs sync.Pool // *[]byte of vnet+MaxFrame bytes, for writes
 	wg   sync.WaitGroup
 
 	startOnce sync.Once
 	closed    atomic.Bool
 	stats     Stats
 }
+
+// rxQueue is one queue's receive side. buf, idx and ep never change; hdr is
+// written and read only by the queue's receive goroutine (and by the hooks it
+// calls, on that goroutine).
+type rxQueue struct {
+	ep  *Endpoint
+	idx int
+	f   *os.File
+	buf []byte  // [virtio-net header | frame]
+	hdr vnetHdr // of the frame in buf
+	seg []byte  // scratch for cutting super-frames; nil without offload
+	cut segmenter
+}
+
+// frameStart is where a received frame begins in q.buf.
+func (q *rxQueue) frameStart() *byte { return &q.buf[q.ep.vnet] }
 
 type hookRef struct{ h Hook }
 type dispatcherRef struct{ d stack.NetworkDispatcher }
@@ -76,6 +115,10 @@ type EndpointConfig struct {
 	Files []*os.File       // non-blocking, frame-preserving; at least one
 	MAC   net.HardwareAddr // the stack's own MAC on this link
 	MTU   uint32           // the link's IP MTU
+	// VnetHdr says the files carry a 10-byte virtio-net header before every
+	// frame, both ways (socket pairs in tests). A TAP file opened with
+	// IFF_VNET_HDR is recognised without it.
+	VnetHdr bool
 	// OnFault is called (once per receive loop) when a receive loop stops
 	// for any reason other than Close. It must not block.
 	OnFault func(error)
@@ -96,14 +139,125 @@ func NewEndpoint(cfg EndpointConfig) (*Endpoint, error) {
 		mac:     tcpip.LinkAddress(cfg.MAC),
 		onFault: cfg.OnFault,
 	}
+	for i, f := range cfg.Files {
+		n, err := tapVnetHdrLen(f)
+		if err != nil {
+			return nil, fmt.Errorf("link %s: queue %d: %w", cfg.Name, i, err)
+		}
+		if n == 0 && cfg.VnetHdr {
+			n = vnetHdrLen
+		}
+		if n != 0 && n < vnetHdrLen || i > 0 && n != e.vnet {
+			return nil, fmt.Errorf("link %s: queue %d: virtio-net header of %d bytes, want %d", cfg.Name, i, n, max(e.vnet, vnetHdrLen))
+		}
+		e.vnet = n
+	}
 	copy(e.macB[:], cfg.MAC)
 	e.mtu.Store(cfg.MTU)
+	for i, f := range cfg.Files {
+		q := &rxQueue{ep: e, idx: i, f: f, buf: make([]byte, e.vnet+MaxFrame)}
+		if e.vnet > 0 {
+			q.seg = make([]byte, MaxFrame)
+		}
+		e.queues = append(e.queues, q)
+	}
+	size := e.vnet + MaxFrame
 	e.bufs.New = func() any {
-		b := make([]byte, MaxFrame)
+		b := make([]byte, size)
 		return &b
 	}
 	return e, nil
 }
+
+// tapVnetHdrLen returns the virtio-net header length of a TAP file opened
+// with IFF_VNET_HDR, and 0 for any other file.
+func tapVnetHdrLen(f *os.File) (int, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0, nil // not a descriptor at all: no header
+	}
+	n := 0
+	var ioErr error
+	err = rc.Control(func(fd uintptr) {
+		ifr, err := unix.NewIfreq("")
+		if err != nil {
+			ioErr = err
+			return
+		}
+		if unix.IoctlIfreq(int(fd), unix.TUNGETIFF, ifr) != nil {
+			return // not a TUN/TAP descriptor
+		}
+		if ifr.Uint16()&unix.IFF_VNET_HDR == 0 {
+			return
+		}
+		n, ioErr = unix.IoctlGetInt(int(fd), unix.TUNGETVNETHDRSZ)
+	})
+	if err == nil {
+		err = ioErr
+	}
+	if err != nil {
+		return 0, fmt.Errorf("virtio-net header size: %w", err)
+	}
+	return n, nil
+}
+
+// Group lets frames cross between the endpoints eps with their offload
+// metadata: a frame a hook received on one of them, passed during the hook
+// call to WriteFrame of any of them, keeps its virtio-net header (a
+// super-frame stays one; a partial checksum stays partial) when the egress
+// link carries the header too, and is made plain in software when it does not.
+// Without Group an endpoint recognises only its own received frames. It may be
+// called at any time; later calls replace earlier ones for the endpoints named.
+func Group(eps ...*Endpoint) {
+	list := append([]*Endpoint(nil), eps...)
+	for _, e := range list {
+		e.peers.Store(&list)
+	}
+}
+
+// origin returns the receive queue, of e or of an endpoint grouped with it,
+// whose current frame begins where frame does, or nil.
+func (e *Endpoint) origin(frame []byte) *rxQueue {
+	if len(frame) == 0 {
+		return nil
+	}
+	p := &frame[0]
+	if ps := e.peers.Load(); ps != nil {
+		for _, pe := range *ps {
+			if q := pe.ownOrigin(p); q != nil {
+				return q
+			}
+		}
+		return nil
+	}
+	return e.ownOrigin(p)
+}
+
+func (e *Endpoint) ownOrigin(p *byte) *rxQueue {
+	for _, q := range e.queues {
+		if p == q.frameStart() {
+			return q
+		}
+	}
+	return nil
+}
+
+// SegmentSize reports, for a frame received on e and being handed to a hook,
+// the TCP segment size it is to be cut into when it is a super-frame, or 0
+// for a plain frame.
+func (e *Endpoint) SegmentSize(frame []byte) int {
+	if e.vnet == 0 || len(frame) == 0 {
+		return 0
+	}
+	q := e.ownOrigin(&frame[0])
+	if q == nil || !q.hdr.gso() {
+		return 0
+	}
+	return int(q.hdr.gsoSize)
+}
+
+// Offload reports whether the endpoint's files carry a virtio-net header.
+func (e *Endpoint) Offload() bool { return e.vnet > 0 }
 
 // Name is the link's name.
 func (e *Endpoint) Name() string { return e.name }
@@ -148,7 +302,7 @@ func (e *Endpoint) Capabilities() stack.LinkEndpointCapabilities {
 func (e *Endpoint) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
 
 // Attach implements stack.NetworkLinkEndpoint. The first attach starts one
-// receive goroutine per file.
+// receive goroutine per queue.
 func (e *Endpoint) Attach(d stack.NetworkDispatcher) {
 	if d == nil {
 		e.dispatcher.Store(nil)
@@ -156,9 +310,9 @@ func (e *Endpoint) Attach(d stack.NetworkDispatcher) {
 	}
 	e.dispatcher.Store(&dispatcherRef{d: d})
 	e.startOnce.Do(func() {
-		for _, f := range e.files {
+		for _, q := range e.queues {
 			e.wg.Add(1)
-			go e.receiveLoop(f)
+			go e.receiveLoop(q)
 		}
 	})
 }
@@ -215,19 +369,22 @@ func (e *Endpoint) SetOnCloseAction(f func()) { e.onClose.Store(&f) }
 
 // WritePackets implements stack.LinkWriter. A packet that cannot be written
 // is counted and dropped; the call never fails, so netstack's forwarding
-// never sees a link error it would treat as fatal.
+// never sees a link error it would treat as fatal. netstack's packets are
+// plain (complete checksums, at most the MTU): their virtio-net header, if
+// the link has one, is all zeros.
 func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	bp := e.bufs.Get().(*[]byte)
 	buf := *bp
+	clear(buf[:e.vnet])
 	n := 0
 	for _, pkt := range pkts.AsSlice() {
 		n++
-		if pkt.Size() > len(buf) {
+		if pkt.Size() > MaxFrame {
 			e.stats.TxTooBig.Add(1)
 			continue
 		}
 		views, off := pkt.AsViewList()
-		m := 0
+		m := e.vnet
 		for v := views.Front(); v != nil; v = v.Next() {
 			s := v.AsSlice()
 			if off >= len(s) {
@@ -237,31 +394,154 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 			m += copy(buf[m:], s[off:])
 			off = 0
 		}
-		e.WriteFrame(buf[:m])
+		e.writeRaw(0, buf[:m], m-e.vnet)
 	}
 	e.bufs.Put(bp)
 	return n, nil
 }
 
-// WriteFrame writes one complete Ethernet frame to the link (the first
-// queue). Errors are counted and returned; the frame is not retried.
+// WriteFrame writes one complete Ethernet frame to the link. A frame that a
+// hook received on this endpoint or one grouped with it (see Group) and
+// passes on during the hook call keeps its offload metadata and leaves on the
+// queue matching the one it came in on; any other frame is plain and leaves
+// on the first queue. Errors are counted and returned; the frame is not
+// retried. It allocates nothing.
 func (e *Endpoint) WriteFrame(frame []byte) error {
 	if len(frame) > MaxFrame {
 		e.stats.TxTooBig.Add(1)
-		return fmt.Errorf("link %s: frame of %d bytes: too big", e.name, len(frame))
+		return errTooBig
 	}
-	if _, err := e.files[0].Write(frame); err != nil {
+	src := e.origin(frame)
+	if src == nil || src.ep.vnet == 0 {
+		qi := 0
+		if src != nil {
+			qi = src.idx
+		}
+		if e.vnet == 0 {
+			return e.writeRaw(qi, frame, len(frame))
+		}
+		return e.writeCopy(qi, frame, nil)
+	}
+	if e.vnet == 0 {
+		return e.writePlain(src, frame)
+	}
+	// The header as received, made consistent with the frame as it leaves
+	// (a hook may have trimmed padding: hdr_len is at most the frame), and
+	// written back in front of it.
+	h := &src.hdr
+	if int(h.hdrLen) > len(frame) {
+		h.hdrLen = uint16(len(frame))
+	}
+	if h.gso() {
+		e.stats.TxSuperFrames.Add(1)
+	}
+	if src.ep.vnet != e.vnet {
+		return e.writeCopy(src.idx, frame, h)
+	}
+	h.encode(src.buf[:e.vnet])
+	return e.writeRaw(src.idx, src.buf[:e.vnet+len(frame)], len(frame))
+}
+
+var errTooBig = errors.New("tap: frame larger than MaxFrame")
+
+// writeCopy writes frame behind a virtio-net header (h, or all zeros).
+func (e *Endpoint) writeCopy(qi int, frame []byte, h *vnetHdr) error {
+	bp := e.bufs.Get().(*[]byte)
+	buf := *bp
+	if h != nil {
+		h.encode(buf[:e.vnet])
+	} else {
+		clear(buf[:e.vnet])
+	}
+	n := copy(buf[e.vnet:], frame)
+	err := e.writeRaw(qi, buf[:e.vnet+n], n)
+	e.bufs.Put(bp)
+	return err
+}
+
+// writePlain writes a received frame that needs its offload completed to a
+// link without the header: a super-frame is cut in software, a partial
+// checksum is completed in place.
+func (e *Endpoint) writePlain(src *rxQueue, frame []byte) error {
+	h := &src.hdr
+	if !h.gso() {
+		if h.flags&vnetNeedsCsum != 0 && !completeChecksum(frame, h) {
+			e.stats.BadOffload.Add(1)
+			return errBadOffload
+		}
+		return e.writeRaw(src.idx, frame, len(frame))
+	}
+	var s segmenter
+	if !s.reset(frame, h) {
+		e.stats.BadOffload.Add(1)
+		return errBadOffload
+	}
+	e.stats.Segmented.Add(1)
+	bp := e.bufs.Get().(*[]byte)
+	var err error
+	for seg := s.next(*bp); seg != nil; seg = s.next(*bp) {
+		if werr := e.writeRaw(src.idx, seg, len(seg)); werr != nil {
+			err = werr
+		}
+	}
+	e.bufs.Put(bp)
+	return err
+}
+
+var errBadOffload = errors.New("tap: virtio-net header does not fit the frame")
+
+// writeRaw writes b (header and frame) on queue qi (modulo the queues).
+func (e *Endpoint) writeRaw(qi int, b []byte, frameLen int) error {
+	f := e.files[0]
+	if qi > 0 && len(e.files) > 1 {
+		f = e.files[qi%len(e.files)]
+	}
+	if _, err := f.Write(b); err != nil {
 		e.stats.TxErrors.Add(1)
 		return err
 	}
 	e.stats.TxFrames.Add(1)
-	e.stats.TxBytes.Add(uint64(len(frame)))
+	e.stats.TxBytes.Add(uint64(frameLen))
 	return nil
 }
 
 // DeliverToStack hands a frame to netstack, copying it. Hooks call it for
-// frames they inspected but do not consume.
+// frames they inspected but do not consume. A frame received on e keeps its
+// offload metadata: a super-frame is cut and a partial checksum completed.
 func (e *Endpoint) DeliverToStack(frame []byte) {
+	var q *rxQueue
+	if len(frame) > 0 {
+		q = e.ownOrigin(&frame[0])
+	}
+	e.deliver(q, frame)
+}
+
+// deliver makes frame (received on q, or nil) plain and hands it to netstack.
+func (e *Endpoint) deliver(q *rxQueue, frame []byte) {
+	if q == nil || e.vnet == 0 || q.hdr.plain() {
+		e.deliverPlain(frame)
+		return
+	}
+	h := &q.hdr
+	if !h.gso() {
+		if !completeChecksum(frame, h) {
+			e.stats.BadOffload.Add(1)
+			return
+		}
+		e.deliverPlain(frame)
+		return
+	}
+	if !q.cut.reset(frame, h) {
+		e.stats.BadOffload.Add(1)
+		return
+	}
+	e.stats.Segmented.Add(1)
+	for seg := q.cut.next(q.seg); seg != nil; seg = q.cut.next(q.seg) {
+		e.deliverPlain(seg)
+	}
+}
+
+func (e *Endpoint) deliverPlain(frame []byte) {
 	dr := e.dispatcher.Load()
 	if dr == nil || len(frame) < header.EthernetMinimumSize {
 		return
@@ -274,11 +554,10 @@ func (e *Endpoint) DeliverToStack(frame []byte) {
 	dr.d.DeliverNetworkPacket(pkt.NetworkProtocolNumber, pkt)
 }
 
-func (e *Endpoint) receiveLoop(f *os.File) {
+func (e *Endpoint) receiveLoop(q *rxQueue) {
 	defer e.wg.Done()
-	buf := make([]byte, MaxFrame)
 	for {
-		n, err := f.Read(buf)
+		n, err := q.f.Read(q.buf)
 		if err != nil {
 			if e.closed.Load() || errors.Is(err, os.ErrClosed) {
 				return
@@ -289,13 +568,20 @@ func (e *Endpoint) receiveLoop(f *os.File) {
 			}
 			return
 		}
-		e.receive(buf[:n])
+		if e.vnet > 0 {
+			if n < e.vnet {
+				e.stats.RxRunt.Add(1)
+				continue
+			}
+			q.hdr.decode(q.buf)
+		}
+		e.receive(q, q.buf[e.vnet:n])
 	}
 }
 
 // receive classifies one frame: runts and foreign unicast are dropped, the
 // hook may take it, the rest goes to netstack.
-func (e *Endpoint) receive(frame []byte) {
+func (e *Endpoint) receive(q *rxQueue, frame []byte) {
 	e.stats.RxFrames.Add(1)
 	e.stats.RxBytes.Add(uint64(len(frame)))
 	if len(frame) < header.EthernetMinimumSize {
@@ -306,8 +592,11 @@ func (e *Endpoint) receive(frame []byte) {
 		e.stats.RxForeign.Add(1)
 		return
 	}
+	if q.hdr.gso() {
+		e.stats.RxSuperFrames.Add(1)
+	}
 	if hr := e.hook.Load(); hr != nil && hr.h.Inbound(e, frame) {
 		return
 	}
-	e.DeliverToStack(frame)
+	e.deliver(q, frame)
 }

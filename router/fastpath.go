@@ -1,0 +1,481 @@
+package router
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/ghostrouter/ghostrouter/router/tap"
+)
+
+// The forwarding fast path: the last stage before netstack, for ordinary
+// IPv4 transit traffic (above all the servers' replies, most of the bytes).
+//
+//	frame ──> plain IPv4 unicast in transit? ──no──> netstack
+//	            │ yes                                  ▲
+//	            ▼                                      │
+//	          next hop cached for the destination? ─no─┤ (miss noted: the
+//	            │ yes                                  │  refresher caches it)
+//	            ▼                                      │
+//	          fits the egress MTU, no redirect due? ─no┘
+//	            │ yes
+//	            ▼
+//	          TTL-1 (incremental checksum), Ethernet header rewritten,
+//	          written to the egress link (super-frames whole)
+//
+// The cache is an immutable snapshot behind an atomic pointer, keyed by
+// destination address, each entry naming the egress link and the next hop's
+// MAC as netstack's neighbor table has it. A refresher goroutine builds it
+// from the router's IPv4 routes (r.fib) and the neighbor table: for the
+// destinations that missed, and again every second for those cached (which
+// also keeps netstack verifying the next hops, which the fast path's own
+// traffic never confirms). A snapshot built from another route table than
+// the current one is not used: after a route change every packet takes the
+// slow path until the refresher has rebuilt the cache. A next hop's MAC
+// follows netstack's neighbor table within a refresh (about a second) of
+// the table changing, e.g. a permanent neighbor replaced by a reload.
+//
+// What the fast path leaves to netstack, unchanged: anything but IPv4 with a
+// 20-byte header and a valid checksum; TTL <= 1 (the TTL guard has answered
+// those already); destinations that are the router's own, multicast,
+// broadcast, loopback or "this network"; sources that are the router's own
+// addresses or broadcasts, multicast, loopback or "this network"; packets
+// larger than the egress MTU (netstack fragments them or sends
+// fragmentation needed); packets that would leave by the link they came in
+// on while send_redirects is on (a redirect may be due); destinations with
+// no cached next hop or an unresolved one.
+
+// FastPathStats counts the forwarding fast path's outcomes.
+type FastPathStats struct {
+	Forwarded   atomic.Uint64 // packets forwarded (a super-frame counts once)
+	Bytes       atomic.Uint64 // IP bytes forwarded
+	Missed      atomic.Uint64 // transit packets whose destination had no cached next hop: left to netstack
+	WriteErrors atomic.Uint64 // the egress link refused the frame: dropped
+}
+
+// Bounds of the next-hop cache.
+const (
+	fastMaxHops     = 8192                   // destinations cached at most; beyond, misses stay on the slow path
+	fastMissSlots   = 256                    // misses noted between two refreshes (lossy)
+	fastRefresh     = time.Second            // cached next hops re-resolved
+	fastRetry       = 100 * time.Millisecond // while a noted destination is unresolved
+	fastMinInterval = 20 * time.Millisecond  // between two refreshes, however many misses
+	fastPendingTTL  = 3 * time.Second        // an unresolvable destination is given up after this
+	fastIdle        = 30 * time.Second       // a destination unused for this long leaves the cache
+)
+
+// fastPath is the forwarding fast path of one router. Its packet side
+// (forward) is safe for concurrent use and allocates nothing; the refresher
+// goroutine is its only writer.
+type fastPath struct {
+	r     *Router
+	table atomic.Pointer[fastTable]
+	stats FastPathStats
+
+	misses  [fastMissSlots]atomic.Uint32 // destinations that missed (big endian); 0 is empty
+	missPos atomic.Uint32
+	kick    chan struct{} // capacity 1: wakes the refresher
+
+	stop chan struct{}
+	done chan struct{}
+
+	// The refresher's own state.
+	pending   map[[4]byte]time.Time // noted, not cached yet: since when
+	noRoute   map[[4]byte]time.Time // noted, with no route: since when
+	lastSweep time.Time
+}
+
+// fastTable is one snapshot of the next-hop cache.
+type fastTable struct {
+	fib  *[]fibEntry // the routes it was built from
+	hops map[[4]byte]*fastHop
+	// known are destinations the refresher is already working on (next hop
+	// unresolved) or has found no route for: a miss on them is not noted
+	// again, so traffic to them cannot keep the refresher busy.
+	known map[[4]byte]struct{}
+}
+
+// fastHop is where packets for one destination go.
+type fastHop struct {
+	out  *Link
+	eth  [12]byte // destination (next hop) MAC, source (egress link) MAC
+	nh   netip.Addr
+	used atomic.Bool // set by packets, cleared by the refresher's idle sweep
+}
+
+// newFastPath returns the router's fast path with an empty cache and starts
+// its refresher. It also groups the router's link endpoints, so that frames
+// the stages forward from one link to another keep their segmentation
+// offload (tap.Group).
+func newFastPath(r *Router) *fastPath {
+	f := &fastPath{
+		r:       r,
+		kick:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+		pending: map[[4]byte]time.Time{},
+		noRoute: map[[4]byte]time.Time{},
+	}
+	eps := make([]*tap.Endpoint, 0, len(r.links))
+	for _, l := range r.links {
+		eps = append(eps, l.EP)
+	}
+	tap.Group(eps...)
+	f.table.Store(&fastTable{fib: r.fib.Load(), hops: map[[4]byte]*fastHop{}, known: map[[4]byte]struct{}{}})
+	go f.run()
+	return f
+}
+
+// FastPathStats returns the forwarding fast path's counters.
+func (r *Router) FastPathStats() *FastPathStats {
+	if r.fast == nil {
+		return &FastPathStats{}
+	}
+	return &r.fast.stats
+}
+
+// close stops the refresher. It may be called on a nil fast path.
+func (f *fastPath) close() {
+	if f == nil {
+		return
+	}
+	select {
+	case <-f.stop:
+	default:
+		close(f.stop)
+	}
+	<-f.done
+}
+
+const (
+	ethLen  = 14
+	ipv4Min = 20
+)
+
+// forward forwards frame, received on in, when it is ordinary IPv4 transit
+// traffic with a cached next hop, and reports whether it did (or dropped it
+// on a write error). It allocates nothing.
+func (f *fastPath) forward(in *Link, frame []byte) bool {
+	if f == nil || len(frame) < ethLen+ipv4Min+8 || frame[12] != 0x08 || frame[13] != 0x00 || frame[0]&1 != 0 {
+		return false
+	}
+	ip := frame[ethLen:]
+	if ip[0] != 0x45 || ip[8] <= 1 { // IPv4 without options; TTL <= 1 is the TTL guard's
+		return false
+	}
+	tot := int(binary.BigEndian.Uint16(ip[2:4]))
+	if tot < ipv4Min || tot > len(ip) {
+		return false
+	}
+	dst := [4]byte(ip[16:20])
+	t := f.table.Load()
+	h := t.hops[dst]
+	if h == nil {
+		f.noteMiss(t, dst)
+		return false
+	}
+	if t.fib != f.r.fib.Load() {
+		// The routes changed since the snapshot: slow path until rebuilt.
+		f.wake()
+		return false
+	}
+	src := [4]byte(ip[12:16])
+	if !ordinarySource(src) || checksum20(ip) != 0xffff {
+		return false
+	}
+	if _, ok := f.r.local[src]; ok {
+		return false
+	}
+	out := h.out
+	mtu := int(out.EP.MTU())
+	if seg := in.EP.SegmentSize(frame); seg > 0 {
+		// A TCP super-frame: each of the segments it will be cut into must fit.
+		if ip[9] != 6 || len(ip) < ipv4Min+20 || ipv4Min+int(ip[ipv4Min+12]>>4)*4+seg > mtu {
+			return false
+		}
+	} else if tot > mtu {
+		return false
+	}
+	if out == in && f.r.sendRedirects.Load() {
+		return false
+	}
+	// TTL - 1 with the checksum updated incrementally (RFC 1141), as the
+	// dispatcher and Linux's ip_decrease_ttl do.
+	ip[8]--
+	sum := uint32(binary.BigEndian.Uint16(ip[10:12])) + 0x0100
+	if sum >= 0xffff {
+		sum++
+	}
+	binary.BigEndian.PutUint16(ip[10:12], uint16(sum))
+	copy(frame[0:12], h.eth[:])
+	if !h.used.Load() {
+		h.used.Store(true)
+	}
+	if err := out.EP.WriteFrame(frame[:ethLen+tot]); err != nil {
+		f.stats.WriteErrors.Add(1)
+		return true
+	}
+	f.stats.Forwarded.Add(1)
+	f.stats.Bytes.Add(uint64(tot))
+	return true
+}
+
+// noteMiss records a destination the refresher should cache, unless the
+// packet is not one the fast path could ever take.
+func (f *fastPath) noteMiss(t *fastTable, dst [4]byte) {
+	if !ordinaryDestination(dst) {
+		return
+	}
+	if _, ok := f.r.local[dst]; ok {
+		return
+	}
+	f.stats.Missed.Add(1)
+	if _, ok := t.known[dst]; ok {
+		return
+	}
+	i := f.missPos.Add(1) % fastMissSlots
+	f.misses[i].Store(binary.BigEndian.Uint32(dst[:]))
+	f.wake()
+}
+
+func (f *fastPath) wake() {
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
+}
+
+// ordinarySource reports whether a is a source address a router forwards
+// without a second look: not "this network" (0/8), loopback, multicast,
+// reserved or broadcast.
+func ordinarySource(a [4]byte) bool {
+	return a[0] != 0 && a[0] != 127 && a[0] < 224
+}
+
+// ordinaryDestination is the same test for destinations, which also must
+// not be link-local (RFC 3927: never forwarded).
+func ordinaryDestination(a [4]byte) bool {
+	return ordinarySource(a) && !(a[0] == 169 && a[1] == 254)
+}
+
+// checksum20 is the one's-complement sum of a 20-byte IPv4 header: 0xffff
+// when its checksum is valid.
+func checksum20(ip []byte) uint16 {
+	_ = ip[19]
+	var s uint32
+	for i := 0; i < 20; i += 2 {
+		s += uint32(ip[i])<<8 | uint32(ip[i+1])
+	}
+	s = (s & 0xffff) + (s >> 16)
+	s = (s & 0xffff) + (s >> 16)
+	return uint16(s)
+}
+
+// run is the refresher: it rebuilds the cache when woken by a miss or a
+// route change, and on a timer.
+func (f *fastPath) run() {
+	defer close(f.done)
+	timer := time.NewTimer(fastRefresh)
+	defer timer.Stop()
+	for {
+		select {
+		case <-f.stop:
+			return
+		case <-f.kick:
+		case <-timer.C:
+		}
+		start := time.Now()
+		wait := fastRefresh
+		if f.refresh(start) {
+			wait = fastRetry
+		}
+		// However often misses wake it, the refresher runs at most every
+		// fastMinInterval.
+		if d := fastMinInterval - time.Since(start); d > 0 {
+			select {
+			case <-f.stop:
+				return
+			case <-time.After(d):
+			}
+		}
+		timer.Reset(wait)
+	}
+}
+
+// refresh rebuilds the cache: every cached destination and every noted miss
+// is looked up again in the routes and the neighbor table, idle entries are
+// swept out. It reports whether some noted destination is still unresolved.
+func (f *fastPath) refresh(now time.Time) bool {
+	for i := range f.misses {
+		if v := f.misses[i].Swap(0); v != 0 {
+			var dst [4]byte
+			binary.BigEndian.PutUint32(dst[:], v)
+			_, p := f.pending[dst]
+			_, n := f.noRoute[dst]
+			if !p && !n && len(f.pending) < fastMaxHops {
+				f.pending[dst] = now
+			}
+		}
+	}
+	old := f.table.Load()
+	sweep := now.Sub(f.lastSweep) >= fastIdle
+	if sweep {
+		f.lastSweep = now
+	}
+	fibp := f.r.fib.Load()
+	fib := *fibp
+	for dst, since := range f.noRoute {
+		if fibp != old.fib || now.Sub(since) > fastPendingTTL {
+			delete(f.noRoute, dst) // the routes changed, or time to look again
+		}
+	}
+
+	// Every destination wanted, with its route.
+	type want struct {
+		l  *Link
+		nh netip.Addr
+	}
+	wants := map[[4]byte]want{}
+	route := func(dst [4]byte) (want, bool) {
+		a := netip.AddrFrom4(dst)
+		if _, ok := f.r.local[dst]; ok || !ordinaryDestination(dst) {
+			return want{}, false
+		}
+		for i := range fib {
+			if fib[i].prefix.Contains(a) {
+				nh := fib[i].gw
+				if !nh.IsValid() {
+					nh = a
+				}
+				return want{l: fib[i].link, nh: nh}, true
+			}
+		}
+		return want{}, false
+	}
+	for dst, h := range old.hops {
+		if sweep {
+			if !h.used.Swap(false) {
+				continue // idle for a whole sweep period
+			}
+		}
+		if w, ok := route(dst); ok {
+			wants[dst] = w
+		}
+	}
+	for dst, since := range f.pending {
+		if _, ok := wants[dst]; ok || now.Sub(since) > fastPendingTTL {
+			delete(f.pending, dst)
+			continue
+		}
+		if len(wants) >= fastMaxHops {
+			break
+		}
+		w, ok := route(dst)
+		if !ok {
+			// No route (netstack answers net unreachable), or one of the
+			// router's own addresses.
+			delete(f.pending, dst)
+			if len(f.noRoute) < fastMaxHops {
+				f.noRoute[dst] = now
+			}
+			continue
+		}
+		wants[dst] = w
+	}
+
+	// The next hops' MACs: one neighbor table read per link, one
+	// resolution request per next hop (starting ARP, or keeping a stale
+	// entry verified).
+	macs := map[want][6]byte{}
+	resolved := map[want]bool{}
+	neigh := map[*Link]map[netip.Addr][6]byte{}
+	for _, w := range wants {
+		if _, done := resolved[w]; done {
+			continue
+		}
+		nt, ok := neigh[w.l]
+		if !ok {
+			nt = f.neighbors(w.l)
+			neigh[w.l] = nt
+		}
+		mac, ok := nt[w.nh]
+		resolved[w] = ok
+		if ok {
+			macs[w] = mac
+		}
+		f.r.stack.GetLinkAddress(w.l.NIC, address(w.nh), tcpip.Address{}, ipv4.ProtocolNumber, nil)
+	}
+
+	hops := make(map[[4]byte]*fastHop, len(wants))
+	changed := fibp != old.fib
+	unresolved := false
+	for dst, w := range wants {
+		if !resolved[w] {
+			if _, ok := f.pending[dst]; ok {
+				unresolved = true
+			}
+			changed = changed || old.hops[dst] != nil
+			continue
+		}
+		var eth [12]byte
+		mac := macs[w]
+		src := w.l.EP.MACBytes()
+		copy(eth[0:6], mac[:])
+		copy(eth[6:12], src[:])
+		if h := old.hops[dst]; h != nil && h.out == w.l && h.eth == eth && h.nh == w.nh {
+			hops[dst] = h
+		} else {
+			hops[dst] = &fastHop{out: w.l, eth: eth, nh: w.nh}
+			changed = true
+		}
+		delete(f.pending, dst)
+	}
+	if len(hops) != len(old.hops) {
+		changed = true
+	}
+	known := make(map[[4]byte]struct{}, len(f.pending)+len(f.noRoute))
+	for dst := range f.pending {
+		known[dst] = struct{}{}
+	}
+	for dst := range f.noRoute {
+		known[dst] = struct{}{}
+	}
+	if len(known) != len(old.known) {
+		changed = true
+	} else {
+		for dst := range known {
+			if _, ok := old.known[dst]; !ok {
+				changed = true
+				break
+			}
+		}
+	}
+	if changed {
+		f.table.Store(&fastTable{fib: fibp, hops: hops, known: known})
+	}
+	return unresolved
+}
+
+// neighbors returns the usable IPv4 neighbor entries of link l.
+func (f *fastPath) neighbors(l *Link) map[netip.Addr][6]byte {
+	out := map[netip.Addr][6]byte{}
+	entries, e := f.r.stack.Neighbors(l.NIC, ipv4.ProtocolNumber)
+	if e != nil {
+		return out
+	}
+	for _, n := range entries {
+		if n.Addr.Len() != 4 || len(n.LinkAddr) != 6 {
+			continue
+		}
+		switch n.State {
+		case stack.Reachable, stack.Stale, stack.Delay, stack.Probe, stack.Static:
+			out[netip.AddrFrom4(n.Addr.As4())] = [6]byte([]byte(n.LinkAddr))
+		}
+	}
+	return out
+}
