@@ -56,6 +56,11 @@ func (a *appliance) status(path string) Status {
 			"arp_claim_gratuit":  a.guard.Stats().Gratuitous.Load(),
 		},
 	}
+	fp := a.r.FastPathStats()
+	st.Counters["fastpath_forwarded"] = fp.Forwarded.Load()
+	st.Counters["fastpath_bytes"] = fp.Bytes.Load()
+	st.Counters["fastpath_missed"] = fp.Missed.Load()
+	st.Counters["fastpath_write_errors"] = fp.WriteErrors.Load()
 	sent, failed := a.ann.Stats()
 	st.Counters["announcements_sent"], st.Counters["announcements_failed"] = sent, failed
 	for _, l := range a.r.Links() {
@@ -68,6 +73,8 @@ func (a *appliance) status(path string) Status {
 				"rx_runt": s.RxRunt.Load(), "rx_foreign": s.RxForeign.Load(), "rx_errors": s.RxErrors.Load(),
 				"tx_frames": s.TxFrames.Load(), "tx_bytes": s.TxBytes.Load(),
 				"tx_errors": s.TxErrors.Load(), "tx_too_big": s.TxTooBig.Load(),
+				"rx_super_frames": s.RxSuperFrames.Load(), "tx_super_frames": s.TxSuperFrames.Load(),
+				"segmented": s.Segmented.Load(), "bad_offload": s.BadOffload.Load(),
 			},
 		})
 	}
