@@ -5,10 +5,11 @@
 // The datapath of every link is a chain of small stages run on each inbound
 // frame before netstack sees it:
 //
-//	TAP ──> tap.Endpoint ──> [stages: ARP guard, dispatcher, ...] ──> TTL guard ──> netstack
-//	         drops runts and    each may consume the frame            IPv4 TTL<=1 in
-//	         foreign unicast    (forward, drop+count)                  transit: ICMP time
-//	                                                                   exceeded, not forwarded
+//	TAP ──> tap.Endpoint ──> [stages: ARP guard, dispatcher, ...] ──> TTL guard ──> fast path ──> [redirect] ──> netstack
+//	         drops runts and    each may consume the frame            IPv4 TTL<=1 in  plain IPv4    RFC 1812 host
+//	         foreign unicast    (forward, drop+count)                  transit: ICMP   transit from  redirect, when
+//	                                                                   time exceeded   a next-hop    send_redirects
+//	                                                                                   cache         is on
 //
 // netstack then does what a router does: ARP, ICMP echo for its own
 // addresses, longest-prefix routing, TTL decrement, ICMP unreachable errors.
