@@ -474,7 +474,7 @@ func TestTableAdd(t *testing.T) {
 		worst      float64 // largest moved fraction minus 1/(N+1)
 	}
 	var results []result
-	for _, buckets := range []int{4096, 65536} {
+	for _, buckets := range []int{4096, 16384, 65536} {
 		ns := []int{1, 2, 3, 4, 5, 8, 16, 31, 32, 63, 64}
 		if buckets == 4096 {
 			ns = nil
@@ -483,6 +483,13 @@ func TestTableAdd(t *testing.T) {
 			}
 		}
 		for _, n := range ns {
+			if buckets == 16384 {
+				// The configuration's default size: from here on the bound is
+				// exactly 1/(N+1) + 1% (1.25*sqrt(16384) = 160 < 164).
+				if b := addBound(buckets, n); b != float64(buckets)/float64(n+1)+0.01*float64(buckets) {
+					t.Fatalf("addBound(%d, %d) = %.1f, not 1/(N+1) + 1%%", buckets, n, b)
+				}
+			}
 			if testing.Short() && buckets > 4096 && n > 8 {
 				continue
 			}

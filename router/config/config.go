@@ -38,7 +38,7 @@ const (
 	MaxQueues     = 16
 
 	DefaultHash    = HashJhash
-	DefaultBuckets = 4096
+	DefaultBuckets = 16384 // from this size up, adding a server moves at most 1/(N+1) + 1% of buckets (dispatch/doc.go)
 	MaxBuckets     = 65536
 	MaxServerID    = 65535
 	DefaultWeight  = 1

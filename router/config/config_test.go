@@ -217,8 +217,8 @@ func TestDefaults(t *testing.T) {
 		}
 	}
 	c := cfg.Clusters[0]
-	if c.Hash != "jhash" || c.Seed != 0 || c.Buckets != 4096 || c.BroadcastAddress.IsValid() {
-		t.Errorf("cluster = %+v, want hash jhash, seed 0, 4096 buckets, no broadcast address", c)
+	if c.Hash != "jhash" || c.Seed != 0 || c.Buckets != DefaultBuckets || c.BroadcastAddress.IsValid() {
+		t.Errorf("cluster = %+v, want hash jhash, seed 0, %d buckets, no broadcast address", c, DefaultBuckets)
 	}
 	for _, s := range c.Servers {
 		if s.Weight != 1 || s.Drain {
