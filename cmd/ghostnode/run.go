@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -188,7 +187,7 @@ func runRun(ctx context.Context, e env, f *flags) error {
 	if !e.root {
 		return node.ErrNotRoot
 	}
-	log := newLogger(f.logLevel, e.stderr)
+	log := config.NewLogger(f.logLevel, e.stderr)
 	n := &node.Node{Host: e.host, StateDir: f.dir, Out: e.stdout}
 	base := node.RunStatus{Cluster: p.spec.Cluster, Mode: p.spec.Mode, Server: p.id, PID: os.Getpid(), Started: time.Now()}
 
@@ -369,17 +368,3 @@ func listenUDP(ctx context.Context, addr string) (*net.UDPConn, error) {
 	return pc.(*net.UDPConn), nil
 }
 
-// newLogger is the run's logger: text lines on w at level (debug, info,
-// warn or error).
-func newLogger(level string, w io.Writer) *slog.Logger {
-	var l slog.Level
-	switch level {
-	case "debug":
-		l = slog.LevelDebug
-	case "warn":
-		l = slog.LevelWarn
-	case "error":
-		l = slog.LevelError
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
-}

@@ -118,20 +118,6 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func newLogger(level string, w io.Writer) *slog.Logger {
-	var l slog.Level
-	switch strings.ToLower(level) {
-	case "debug":
-		l = slog.LevelDebug
-	case "warn":
-		l = slog.LevelWarn
-	case "error":
-		l = slog.LevelError
-	default:
-		l = slog.LevelInfo
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
-}
 
 func cmdRun(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
@@ -144,7 +130,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if !ok {
 		return 1
 	}
-	log := newLogger(cfg.Router.LogLevel, stderr)
+	log := config.NewLogger(strings.ToLower(cfg.Router.LogLevel), stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	app, err := newAppliance(cfg, log)

@@ -3,6 +3,8 @@ package config
 import (
 	"crypto/sha256"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -253,4 +255,20 @@ func Parse(file string, data []byte) (*Config, error) {
 		return nil, d.problems
 	}
 	return cfg, nil
+}
+
+// NewLogger returns a text logger on w at level, one of the log_level values
+// (debug, info, warn, error; anything else is info). The appliance and the
+// server agent log alike.
+func NewLogger(level string, w io.Writer) *slog.Logger {
+	var l slog.Level
+	switch level {
+	case "debug":
+		l = slog.LevelDebug
+	case "warn":
+		l = slog.LevelWarn
+	case "error":
+		l = slog.LevelError
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
 }
