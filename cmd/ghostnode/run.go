@@ -367,4 +367,3 @@ func listenUDP(ctx context.Context, addr string) (*net.UDPConn, error) {
 	}
 	return pc.(*net.UDPConn), nil
 }
-

@@ -118,7 +118,6 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-
 func cmdRun(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
