@@ -207,8 +207,8 @@ func (r *Router) addNIC(l *Link) error {
 				l.v4, l.hasV4 = a, true
 			}
 			r.local[a] = struct{}{}
-			if p.Bits() < 31 {
-				r.local[broadcast4(p)] = struct{}{}
+			if b, ok := config.SubnetBroadcast(p); ok {
+				r.local[b.As4()] = struct{}{}
 			}
 		}
 	}
@@ -514,13 +514,6 @@ func address(a netip.Addr) tcpip.Address {
 func subnet(p netip.Prefix) tcpip.Subnet {
 	p = p.Masked()
 	return tcpip.AddressWithPrefix{Address: address(p.Addr()), PrefixLen: p.Bits()}.Subnet()
-}
-
-func broadcast4(p netip.Prefix) [4]byte {
-	a := p.Addr().As4()
-	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
-	v |= (1 << (32 - p.Bits())) - 1
-	return [4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}
 }
 
 // LinkAddress returns the MAC netstack has resolved for addr on the named

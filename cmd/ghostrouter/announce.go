@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"sync"
 
-	"github.com/ghostrouter/ghostrouter/dispatch/announce"
 	"github.com/ghostrouter/ghostrouter/router"
 	"github.com/ghostrouter/ghostrouter/router/config"
 )
@@ -29,7 +28,7 @@ func (s *announceSender) send(cl *config.Cluster, datagram []byte) error {
 	if err != nil {
 		return err
 	}
-	dst, ok := announce.SubnetBroadcast(p)
+	dst, ok := config.SubnetBroadcast(p)
 	if !ok {
 		return fmt.Errorf("interface %s (%s) has no subnet broadcast address", cl.Interface, p)
 	}

@@ -2,7 +2,6 @@ package announce
 
 import (
 	"log/slog"
-	"net/netip"
 	"sync/atomic"
 
 	"github.com/ghostrouter/ghostrouter/dispatch"
@@ -10,7 +9,7 @@ import (
 )
 
 // Sender delivers one announcement datagram of cluster cl to the cluster's
-// LAN: over UDP, to the LAN's subnet broadcast address (SubnetBroadcast of
+// LAN: over UDP, to the LAN's subnet broadcast address (config.SubnetBroadcast of
 // the appliance's address on cl.Interface) and port cl.AnnouncePort. It is
 // called with the dispatch manager's lock held and must not block for
 // long; the datagram is not retained by the Announcer after the call.
@@ -91,16 +90,3 @@ func (a *Announcer) Announce(cl *config.Cluster, version uint64, servers []dispa
 
 // Stats are the datagrams sent and those that failed (to encode or send).
 func (a *Announcer) Stats() (sent, failed uint64) { return a.sent.Load(), a.failed.Load() }
-
-// SubnetBroadcast is the directed broadcast address of an IPv4 subnet
-// (10.0.0.255 for 10.0.0.1/24); ok is false for IPv6 and for /31 and /32,
-// which have none.
-func SubnetBroadcast(p netip.Prefix) (netip.Addr, bool) {
-	if !p.Addr().Is4() || p.Bits() < 0 || p.Bits() > 30 {
-		return netip.Addr{}, false
-	}
-	a := p.Addr().As4()
-	host := uint32(1)<<(32-p.Bits()) - 1
-	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3]) | host
-	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), true
-}

@@ -272,3 +272,16 @@ func NewLogger(level string, w io.Writer) *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
 }
+
+// SubnetBroadcast is the directed broadcast address of an IPv4 subnet
+// (10.0.0.255 for 10.0.0.1/24); ok is false for IPv6 and for /31 and /32,
+// which have none.
+func SubnetBroadcast(p netip.Prefix) (netip.Addr, bool) {
+	if !p.Addr().Is4() || p.Bits() < 0 || p.Bits() > 30 {
+		return netip.Addr{}, false
+	}
+	a := p.Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3]) | host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), true
+}

@@ -1035,3 +1035,21 @@ func TestLoad(t *testing.T) {
 		t.Errorf("Load(%q) error = %v; want a not-exist error that is not Problems", missing, err)
 	}
 }
+
+func TestSubnetBroadcast(t *testing.T) {
+	for p, want := range map[string]string{
+		"10.0.0.1/24":      "10.0.0.255",
+		"10.0.0.1/8":       "10.255.255.255",
+		"198.51.100.77/30": "198.51.100.79",
+		"203.0.113.4/20":   "203.0.127.255",
+		"0.0.0.0/0":        "255.255.255.255",
+		"10.0.0.1/31":      "",
+		"10.0.0.1/32":      "",
+		"2001:db8::1/64":   "",
+	} {
+		a, ok := SubnetBroadcast(netip.MustParsePrefix(p))
+		if got := a.String(); ok != (want != "") || ok && got != want {
+			t.Errorf("SubnetBroadcast(%s) = %s, %v; want %q", p, got, ok, want)
+		}
+	}
+}
