@@ -54,7 +54,7 @@ func (tp *topo) setupNodesN(n int) {
 	}
 	for i, s := range tp.servers[:n] {
 		out := s.ns.MustRun(tp.node, "setup", "-c", tp.cfgPath, "--cluster", "web", "--id", strconv.Itoa(i), "--state-dir", tp.h.ArtifactDir()+"/node-"+s.name)
-		if !strings.Contains(out, ghostAddr) && !strings.Contains(out, "already set up") {
+		if !strings.Contains(out, "cluster web: set up") && !strings.Contains(out, "already set up") {
 			tp.t.Fatalf("ghostnode setup on %s did not report adding the ghost:\n%s", s.name, out)
 		}
 	}

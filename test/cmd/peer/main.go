@@ -186,6 +186,9 @@ func listenAddr(proto, s string) (network, addr string, err error) {
 		return "", "", err
 	}
 	if host == "" {
+		if proto == "tcp" { // HTTP: IPv4 and IPv6 on one dual-stack socket
+			return "tcp", ":" + port, nil
+		}
 		return proto + "4", net.JoinHostPort("0.0.0.0", port), nil
 	}
 	if _, err := netip.ParseAddr(host); err != nil {

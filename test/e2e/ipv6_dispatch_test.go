@@ -1,0 +1,73 @@
+package e2e
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/ghostrouter/ghostrouter/test/harness"
+)
+
+// TestRoutingModeIPv6: an IPv6 ghost in routing mode. Each client address is
+// answered by the server lookup names; on the LAN each packet to the ghost
+// goes to that server's MAC with its hop limit decremented by one.
+func TestRoutingModeIPv6(t *testing.T) {
+	const ghost6 = "2001:db8:ffff::10"
+	tp := newTopo(t, topoOptions{servers: 3})
+	for _, ns := range append([]*harness.NS{tp.cli}, tp.servers[0].ns, tp.servers[1].ns, tp.servers[2].ns) {
+		ns.Sysctl("net.ipv6.conf.all.disable_ipv6", "0")
+	}
+	var clients []string
+	tp.cli.AddrAdd("c0", "2001:db8:1::10/64")
+	for i := 0; i < 16; i++ {
+		c := fmt.Sprintf("2001:db8:1::%x", 0x100+i)
+		tp.cli.AddrAdd("c0", c+"/128")
+		clients = append(clients, c)
+	}
+	tp.cli.MustRun("ip", "-6", "route", "add", "default", "via", "2001:db8:1::1")
+	for i, s := range tp.servers {
+		s.ns.AddrAdd("e0", fmt.Sprintf("2001:db8:2::%x/64", 0x11+i))
+		s.ns.MustRun("ip", "-6", "route", "add", "default", "via", "2001:db8:2::1")
+	}
+	tp.startServers()
+	cfg := strings.Replace(tp.baseConfig(), `addresses = ["`+upAddr+`/24"]`, `addresses = ["`+upAddr+`/24", "2001:db8:1::1/64"]`, 1)
+	cfg = strings.Replace(cfg, `addresses = ["`+lanAddr+`/24"]`, `addresses = ["`+lanAddr+`/24", "2001:db8:2::1/64"]`, 1)
+	cfg += fmt.Sprintf(`
+[[cluster]]
+name = "web"
+address = %q
+interface = "lan0"
+mode = "routing"
+seed = 0x5eed
+`, ghost6)
+	for i := range tp.servers {
+		cfg += fmt.Sprintf("\n  [[cluster.server]]\n  id = %d\n  address = \"2001:db8:2::%x\"\n", i, 0x11+i)
+	}
+	tp.start(cfg)
+	tp.setupNodes()
+	want := tp.lookup(clients)
+	capLAN := tp.rtr.Capture("br-lan", "ip6 dst "+ghost6)
+	res := peerResults(tp.cli.MustRun(tp.peer, "http", "-url", "http://["+ghost6+"]/", "-src", strings.Join(clients, ",")))
+	for _, c := range clients {
+		if exp := "s" + strconv.Itoa(want[c]) + " " + c; res[c] != exp {
+			t.Errorf("HTTP from %s: got %q, want %q", c, res[c], exp)
+		}
+	}
+	pkts := capLAN.Stop()
+	if len(pkts) < 3*len(clients) {
+		t.Fatalf("only %d packets to the ghost on the LAN", len(pkts))
+	}
+	g := netip.MustParseAddr(ghost6)
+	for _, p := range pkts {
+		id, ok := want[p.Src.String()]
+		if !ok || p.Dst != g {
+			t.Errorf("unexpected packet on the LAN: %v", p)
+			continue
+		}
+		if p.DstMAC.String() != tp.servers[id].mac.String() || p.TTL != 63 {
+			t.Errorf("packet from %s to MAC %s hop limit %d, want server %d's %s and 63", p.Src, p.DstMAC, p.TTL, id, tp.servers[id].mac)
+		}
+	}
+}
