@@ -12,6 +12,7 @@ import (
 // (the router implements it, with its rate limit).
 type ErrorSender interface {
 	SendICMPError(in *tap.Endpoint, frame []byte, typ, code uint8, rest [4]byte)
+	SendICMPv6Error(in *tap.Endpoint, frame []byte, typ, code uint8)
 }
 
 // Drop reasons, each a counter of ClusterStats.
@@ -178,7 +179,10 @@ func (f *Forwarder) dispatch6(c *Cluster, in *tap.Endpoint, frame []byte) {
 	}
 	if ip[7] <= 1 {
 		c.stats.TTLExceeded.Add(1)
-		return // ICMPv6 time exceeded is left to a later change; the packet is dropped and counted
+		if f.errs != nil {
+			f.errs.SendICMPv6Error(in, frame[:ethLen+tot], icmp6Time, 0)
+		}
+		return
 	}
 	v, idx, mac, ok := c.pick(netip.AddrFrom16([16]byte(ip[8:24])))
 	if !ok {

@@ -21,12 +21,17 @@ var (
 
 type recordedError struct {
 	typ, code uint8
-	n         int
+	n, n6     int
 }
 
 func (r *recordedError) SendICMPError(_ *tap.Endpoint, _ []byte, typ, code uint8, _ [4]byte) {
 	r.typ, r.code = typ, code
 	r.n++
+}
+
+func (r *recordedError) SendICMPv6Error(_ *tap.Endpoint, _ []byte, typ, code uint8) {
+	r.typ, r.code = typ, code
+	r.n6++
 }
 
 // lanPair returns a LAN endpoint over a SOCK_SEQPACKET pair and the test's end.

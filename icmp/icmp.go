@@ -138,3 +138,73 @@ func (l *Limiter) Allow(now time.Time) bool {
 	l.tokens--
 	return true
 }
+
+// ICMPv6 types the appliance sends (RFC 4443).
+const (
+	Type6TimeExceeded = 3
+	Code6HopLimit     = 0 // hop limit exceeded in transit
+)
+
+// maxQuote6 keeps an ICMPv6 error within the IPv6 minimum MTU, as RFC 4443
+// 2.4 (c) asks: "as much of invoking packet as possible without the ICMPv6
+// packet exceeding the minimum IPv6 MTU".
+const maxQuote6 = 1280 - header.IPv6MinimumSize - header.ICMPv6MinimumSize
+
+// MaxErrorFrame6 is the largest frame AppendError6 builds.
+const MaxErrorFrame6 = header.EthernetMinimumSize + 1280
+
+// AppendError6 builds into dst (which needs MaxErrorFrame6 bytes of
+// capacity) an Ethernet frame carrying an ICMPv6 error about the IPv6 packet
+// in frame, sent back to the frame's source MAC from srcMAC/srcIP. It returns
+// nil if the packet may not draw an error (RFC 4443 2.4 (e): not about an
+// ICMPv6 error, nor about a packet from an unspecified or multicast source).
+func AppendError6(dst, frame []byte, srcMAC [6]byte, srcIP [16]byte, typ, code uint8) []byte {
+	if len(frame) < header.EthernetMinimumSize+header.IPv6MinimumSize || frame[0]&1 != 0 {
+		return nil
+	}
+	ip := frame[header.EthernetMinimumSize:]
+	if ip[0]>>4 != 6 {
+		return nil
+	}
+	src := [16]byte(ip[8:24])
+	if src[0] == 0xff || src == ([16]byte{}) {
+		return nil
+	}
+	if ip[6] == uint8(header.ICMPv6ProtocolNumber) && len(ip) > header.IPv6MinimumSize && ip[header.IPv6MinimumSize] < 128 {
+		return nil // an ICMPv6 error (types below 128) never draws another
+	}
+	tot := header.IPv6MinimumSize + int(binary.BigEndian.Uint16(ip[4:6]))
+	if tot > len(ip) {
+		tot = len(ip)
+	}
+	quote := min(tot, maxQuote6)
+	mlen := header.ICMPv6MinimumSize + quote
+	n := header.EthernetMinimumSize + header.IPv6MinimumSize + mlen
+	if cap(dst) < n {
+		return nil
+	}
+	out := dst[:n]
+	copy(out[0:6], frame[6:12])
+	copy(out[6:12], srcMAC[:])
+	binary.BigEndian.PutUint16(out[12:14], uint16(header.IPv6ProtocolNumber))
+	oip := out[header.EthernetMinimumSize:]
+	oip[0], oip[1], oip[2], oip[3] = 0x60, 0, 0, 0
+	binary.BigEndian.PutUint16(oip[4:6], uint16(mlen))
+	oip[6] = uint8(header.ICMPv6ProtocolNumber)
+	oip[7] = 64
+	copy(oip[8:24], srcIP[:])
+	copy(oip[24:40], src[:])
+	ic := oip[header.IPv6MinimumSize:]
+	ic[0], ic[1], ic[2], ic[3] = typ, code, 0, 0
+	ic[4], ic[5], ic[6], ic[7] = 0, 0, 0, 0
+	copy(ic[8:], ip[:quote])
+	// The checksum covers a pseudo-header: source, destination, upper-layer
+	// length and next header (RFC 8200 8.1).
+	sum := checksum.Checksum(oip[8:40], 0)
+	sum = checksum.Combine(sum, uint16(mlen>>16))
+	sum = checksum.Combine(sum, uint16(mlen))
+	sum = checksum.Combine(sum, uint16(header.ICMPv6ProtocolNumber))
+	sum = checksum.Checksum(ic, sum)
+	binary.BigEndian.PutUint16(ic[2:4], ^sum)
+	return out
+}

@@ -55,6 +55,8 @@ type Link struct {
 	v4 [4]byte // first IPv4 address: the source of ICMP errors sent from this link
 	// hasV4 reports whether v4 is set.
 	hasV4 bool
+	v6    [16]byte // first IPv6 address: the source of ICMPv6 errors
+	hasV6 bool
 }
 
 // Stats counts the router's own per-packet outcomes (netstack keeps its own).
@@ -200,6 +202,9 @@ func (r *Router) addNIC(l *Link) error {
 		pa := protocolAddress(p)
 		if e := r.stack.AddProtocolAddress(l.NIC, pa, stack.AddressProperties{}); e != nil {
 			return fmt.Errorf("router: interface %s: add address %s: %s", l.Config.Name, p, e)
+		}
+		if p.Addr().Is6() && !l.hasV6 {
+			l.v6, l.hasV6 = p.Addr().As16(), true
 		}
 		if p.Addr().Is4() {
 			a := p.Addr().As4()
@@ -476,6 +481,25 @@ func (r *Router) SendICMPError(ep *tap.Endpoint, frame []byte, typ, code uint8, 
 			r.sendICMPError(l, frame, typ, code, rest)
 			return
 		}
+	}
+}
+
+// SendICMPv6Error is SendICMPError for IPv6 packets (from the link's first
+// IPv6 address).
+func (r *Router) SendICMPv6Error(ep *tap.Endpoint, frame []byte, typ, code uint8) {
+	for _, l := range r.links {
+		if l.EP != ep || !l.hasV6 {
+			continue
+		}
+		if !r.lim.Allow(time.Now()) {
+			r.stats.ICMPRateLimited.Add(1)
+			return
+		}
+		var buf [icmp.MaxErrorFrame6]byte
+		if out := icmp.AppendError6(buf[:0], frame, l.EP.MACBytes(), l.v6, typ, code); out != nil {
+			l.EP.WriteFrame(out)
+		}
+		return
 	}
 }
 

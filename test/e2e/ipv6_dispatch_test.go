@@ -55,6 +55,11 @@ seed = 0x5eed
 			t.Errorf("HTTP from %s: got %q, want %q", c, res[c], exp)
 		}
 	}
+	// Hop limit 1 to the ghost: time exceeded from the appliance, not forwarded.
+	out, _ := tp.cli.Run("ping", "-6", "-c", "1", "-t", "1", "-W", "2", "-I", clients[0], ghost6)
+	if !strings.Contains(out, "From 2001:db8:1::1") || !strings.Contains(out, "Time exceeded") {
+		t.Errorf("hop limit 1 to the ghost did not draw time exceeded from the appliance:\n%s", out)
+	}
 	pkts := capLAN.Stop()
 	if len(pkts) < 3*len(clients) {
 		t.Fatalf("only %d packets to the ghost on the LAN", len(pkts))
@@ -65,6 +70,9 @@ seed = 0x5eed
 		if !ok || p.Dst != g {
 			t.Errorf("unexpected packet on the LAN: %v", p)
 			continue
+		}
+		if p.TTL == 0 {
+			t.Errorf("a hop-limit-1 packet crossed the appliance: %v", p)
 		}
 		if p.DstMAC.String() != tp.servers[id].mac.String() || p.TTL != 63 {
 			t.Errorf("packet from %s to MAC %s hop limit %d, want server %d's %s and 63", p.Src, p.DstMAC, p.TTL, id, tp.servers[id].mac)
