@@ -5,6 +5,9 @@ import (
 	"net/netip"
 	"sync/atomic"
 
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+
+	"github.com/ghostrouter/ghostrouter/router/hdr"
 	"github.com/ghostrouter/ghostrouter/router/tap"
 )
 
@@ -143,7 +146,7 @@ func (f *Forwarder) dispatch4(c *Cluster, in *tap.Endpoint, frame []byte) {
 	ip := frame[ethLen:]
 	hl := int(ip[0]&0x0f) * 4
 	tot := int(binary.BigEndian.Uint16(ip[2:4]))
-	if ip[0]>>4 != 4 || hl < ipv4Min || tot < hl || tot > len(ip) || checksum16(ip[:hl]) != 0xffff {
+	if ip[0]>>4 != 4 || hl < ipv4Min || tot < hl || tot > len(ip) || checksum.Checksum(ip[:hl], 0) != 0xffff {
 		c.stats.Malformed.Add(1)
 		return
 	}
@@ -158,15 +161,7 @@ func (f *Forwarder) dispatch4(c *Cluster, in *tap.Endpoint, frame []byte) {
 	if !ok {
 		return
 	}
-	// TTL - 1 with the checksum updated incrementally (RFC 1141), bit for
-	// bit as Linux's ip_decrease_ttl does: the TTL is the high byte of the
-	// 16-bit word at offset 8.
-	ip[8]--
-	sum := uint32(binary.BigEndian.Uint16(ip[10:12])) + 0x0100
-	if sum >= 0xffff {
-		sum++
-	}
-	binary.BigEndian.PutUint16(ip[10:12], uint16(sum))
+	hdr.DecTTL(ip)
 	f.send(c, v, idx, mac, frame[:ethLen+tot], tot)
 }
 
@@ -226,21 +221,4 @@ func (f *Forwarder) send(c *Cluster, v *View, idx int, mac [6]byte, frame []byte
 		v.Stats[idx].Packets.Add(1)
 		v.Stats[idx].Bytes.Add(uint64(ipLen))
 	}
-}
-
-// checksum16 is the Internet checksum's one's-complement sum of b (not
-// inverted): 0xffff over a header with a valid checksum.
-func checksum16(b []byte) uint16 {
-	var s uint32
-	for len(b) >= 2 {
-		s += uint32(b[0])<<8 | uint32(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		s += uint32(b[0]) << 8
-	}
-	for s > 0xffff {
-		s = (s & 0xffff) + (s >> 16)
-	}
-	return uint16(s)
 }

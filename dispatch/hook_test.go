@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 
 	"github.com/ghostrouter/ghostrouter/router/tap"
 )
@@ -96,7 +97,7 @@ func udpFrame(src, dst netip.Addr, ttl uint8) []byte {
 	s, d := src.As4(), dst.As4()
 	copy(ip[12:16], s[:])
 	copy(ip[16:20], d[:])
-	binary.BigEndian.PutUint16(ip[10:], ^checksum16(ip[:20]))
+	binary.BigEndian.PutUint16(ip[10:], ^checksum.Checksum(ip[:20], 0))
 	binary.BigEndian.PutUint16(ip[20:], 40000)
 	binary.BigEndian.PutUint16(ip[22:], 9000)
 	binary.BigEndian.PutUint16(ip[24:], uint16(8+len(payload)))
@@ -139,7 +140,7 @@ func TestForwarderDispatchesUnchangedButTTL(t *testing.T) {
 		if out[14+8] != 63 {
 			t.Fatalf("client %s: TTL %d, want 63", client, out[14+8])
 		}
-		if checksum16(out[14:34]) != 0xffff {
+		if checksum.Checksum(out[14:34], 0) != 0xffff {
 			t.Fatalf("client %s: header checksum wrong after the TTL change", client)
 		}
 		// Everything else in the IP packet is as it came.
@@ -166,10 +167,10 @@ func TestForwarderTTLChecksumMatchesFullRecompute(t *testing.T) {
 			in := udpFrame(netip.MustParseAddr("198.51.100.77"), hookGhost, uint8(ttl))
 			binary.BigEndian.PutUint16(in[14+4:], uint16(id))
 			in[14+10], in[14+11] = 0, 0
-			binary.BigEndian.PutUint16(in[14+10:], ^checksum16(in[14:34]))
+			binary.BigEndian.PutUint16(in[14+10:], ^checksum.Checksum(in[14:34], 0))
 			f.Inbound(nil, in)
 			out := readFrame(t, peer)
-			if out == nil || checksum16(out[14:34]) != 0xffff {
+			if out == nil || checksum.Checksum(out[14:34], 0) != 0xffff {
 				t.Fatalf("ttl %d id %d: bad checksum after dispatch", ttl, id)
 			}
 		}

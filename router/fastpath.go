@@ -7,9 +7,11 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/ghostrouter/ghostrouter/router/hdr"
 	"github.com/ghostrouter/ghostrouter/router/tap"
 )
 
@@ -185,7 +187,7 @@ func (f *fastPath) forward(in *Link, frame []byte) bool {
 		return false
 	}
 	src := [4]byte(ip[12:16])
-	if !ordinarySource(src) || checksum20(ip) != 0xffff {
+	if !ordinarySource(src) || checksum.Checksum(ip[:ipv4Min], 0) != 0xffff {
 		return false
 	}
 	if _, ok := f.r.local[src]; ok {
@@ -204,14 +206,7 @@ func (f *fastPath) forward(in *Link, frame []byte) bool {
 	if out == in && f.r.sendRedirects.Load() {
 		return false
 	}
-	// TTL - 1 with the checksum updated incrementally (RFC 1141), as the
-	// dispatcher and Linux's ip_decrease_ttl do.
-	ip[8]--
-	sum := uint32(binary.BigEndian.Uint16(ip[10:12])) + 0x0100
-	if sum >= 0xffff {
-		sum++
-	}
-	binary.BigEndian.PutUint16(ip[10:12], uint16(sum))
+	hdr.DecTTL(ip) // as the dispatcher and Linux's ip_decrease_ttl do
 	copy(frame[0:12], h.eth[:])
 	if !h.used.Load() {
 		h.used.Store(true)
@@ -261,19 +256,6 @@ func ordinarySource(a [4]byte) bool {
 // not be link-local (RFC 3927: never forwarded).
 func ordinaryDestination(a [4]byte) bool {
 	return ordinarySource(a) && !(a[0] == 169 && a[1] == 254)
-}
-
-// checksum20 is the one's-complement sum of a 20-byte IPv4 header: 0xffff
-// when its checksum is valid.
-func checksum20(ip []byte) uint16 {
-	_ = ip[19]
-	var s uint32
-	for i := 0; i < 20; i += 2 {
-		s += uint32(ip[i])<<8 | uint32(ip[i+1])
-	}
-	s = (s & 0xffff) + (s >> 16)
-	s = (s & 0xffff) + (s >> 16)
-	return uint16(s)
 }
 
 // run is the refresher: it rebuilds the cache when woken by a miss or a
