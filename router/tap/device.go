@@ -187,7 +187,7 @@ func (d *Device) configure(cfg DeviceConfig) error {
 			return fmt.Errorf("tap %s: attach to bridge %s: %w", d.name, cfg.Bridge, err)
 		}
 	}
-	return setUp(s, d.name, true)
+	return bringUp(s, d.name)
 }
 
 // Close closes the device's fds. A device that Open created disappears with
@@ -214,18 +214,8 @@ func (d *Device) Close() error {
 	return nil
 }
 
-// SetLinkUp sets the kernel-side interface up or down (tests use it to
-// provoke write errors).
-func SetLinkUp(name string, up bool) error {
-	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(s)
-	return setUp(s, name, up)
-}
-
-func setUp(s int, name string, up bool) error {
+// bringUp sets the interface up.
+func bringUp(s int, name string) error {
 	ifr, err := unix.NewIfreq(name)
 	if err != nil {
 		return fmt.Errorf("tap %s: %w", name, err)
@@ -233,13 +223,7 @@ func setUp(s int, name string, up bool) error {
 	if err := unix.IoctlIfreq(s, unix.SIOCGIFFLAGS, ifr); err != nil {
 		return fmt.Errorf("tap %s: get flags: %w", name, err)
 	}
-	flags := ifr.Uint16()
-	if up {
-		flags |= unix.IFF_UP
-	} else {
-		flags &^= unix.IFF_UP
-	}
-	ifr.SetUint16(flags)
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
 	if err := unix.IoctlIfreq(s, unix.SIOCSIFFLAGS, ifr); err != nil {
 		return fmt.Errorf("tap %s: set flags: %w", name, err)
 	}
