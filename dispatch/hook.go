@@ -3,10 +3,12 @@ package dispatch
 import (
 	"encoding/binary"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 
+	"github.com/ghostrouter/ghostrouter/icmp"
 	"github.com/ghostrouter/ghostrouter/router/hdr"
 	"github.com/ghostrouter/ghostrouter/router/tap"
 )
@@ -15,7 +17,7 @@ import (
 // (the router implements it, with its rate limit).
 type ErrorSender interface {
 	SendICMPError(in *tap.Endpoint, frame []byte, typ, code uint8, rest [4]byte)
-	SendICMPv6Error(in *tap.Endpoint, frame []byte, typ, code uint8)
+	SendICMPv6Error(in *tap.Endpoint, frame []byte, typ, code uint8, rest [4]byte)
 }
 
 // Drop reasons, each a counter of ClusterStats.
@@ -27,6 +29,16 @@ type ClusterStats struct {
 	NoServer    atomic.Uint64 // no live server: dropped
 	NoMAC       atomic.Uint64 // the chosen server's MAC is not resolved yet: dropped
 	WriteErrors atomic.Uint64 // the LAN link refused the frame: dropped
+	// TooBig: larger than the LAN MTU with DF set (IPv4) or IPv6: ICMP
+	// fragmentation needed or packet too big sent with the LAN MTU, dropped.
+	TooBig atomic.Uint64
+	// Fragmented: IPv4 without DF larger than the LAN MTU, sent as fragments
+	// (one count per packet).
+	Fragmented atomic.Uint64
+	// Unfragmentable: larger than the LAN MTU, without DF, and either a TCP
+	// super-frame (segmentation offload) or too short an MTU to carry a
+	// fragment: dropped.
+	Unfragmentable atomic.Uint64
 }
 
 // ServerStats counts what one server was sent.
@@ -79,6 +91,7 @@ func (c *Cluster) Publish(v *View) { c.view.Store(v) }
 type Forwarder struct {
 	clusters atomic.Pointer[map[netip.Addr]*Cluster]
 	errs     ErrorSender
+	frags    sync.Pool // *[]byte of tap.MaxFrame bytes: fragments being built
 }
 
 var _ tap.Hook = (*Forwarder)(nil)
@@ -86,6 +99,10 @@ var _ tap.Hook = (*Forwarder)(nil)
 // NewForwarder returns a forwarder with no clusters.
 func NewForwarder(errs ErrorSender) *Forwarder {
 	f := &Forwarder{errs: errs}
+	f.frags.New = func() any {
+		b := make([]byte, tap.MaxFrame)
+		return &b
+	}
 	m := map[netip.Addr]*Cluster{}
 	f.clusters.Store(&m)
 	return f
@@ -104,11 +121,12 @@ func (f *Forwarder) SetClusters(cs []*Cluster) {
 func (f *Forwarder) Clusters() map[netip.Addr]*Cluster { return *f.clusters.Load() }
 
 const (
-	ethLen    = 14
-	ipv4Min   = 20
-	ipv6Len   = 40
-	icmpTimeX = 11
-	icmp6Time = 3
+	ethLen  = 14
+	ipv4Min = 20
+	ipv6Len = 40
+	tcpMin  = 20
+	flagDF  = 0x40 // in the IPv4 header's byte 6
+	flagMF  = 0x20
 )
 
 // Inbound implements tap.Hook. It allocates nothing.
@@ -153,7 +171,7 @@ func (f *Forwarder) dispatch4(c *Cluster, in *tap.Endpoint, frame []byte) {
 	if ip[8] <= 1 {
 		c.stats.TTLExceeded.Add(1)
 		if f.errs != nil {
-			f.errs.SendICMPError(in, frame[:ethLen+tot], icmpTimeX, 0, [4]byte{})
+			f.errs.SendICMPError(in, frame[:ethLen+tot], icmp.TypeTimeExceeded, icmp.CodeTTLExceeded, [4]byte{})
 		}
 		return
 	}
@@ -161,8 +179,136 @@ func (f *Forwarder) dispatch4(c *Cluster, in *tap.Endpoint, frame []byte) {
 	if !ok {
 		return
 	}
+	mtu, seg := c.LAN.MTU(), segmentSize(in, frame)
+	if exceeds(ip, hl, tot, ip[9], seg, mtu) {
+		switch {
+		case ip[6]&flagDF != 0:
+			c.stats.TooBig.Add(1)
+			if f.errs != nil {
+				f.errs.SendICMPError(in, frame[:ethLen+tot], icmp.TypeDestUnreachable, icmp.CodeFragNeeded, icmp.MTUWord(mtu))
+			}
+		case seg > 0 || int(mtu) < hl+8:
+			c.stats.Unfragmentable.Add(1)
+		default:
+			hdr.DecTTL(ip)
+			f.fragment(c, v, idx, mac, ip[:tot], hl, int(mtu))
+		}
+		return
+	}
 	hdr.DecTTL(ip)
 	f.send(c, v, idx, mac, frame[:ethLen+tot], tot)
+}
+
+// segmentSize is the TCP segment size of a super-frame received on in, or 0.
+func segmentSize(in *tap.Endpoint, frame []byte) int {
+	if in == nil {
+		return 0
+	}
+	return in.SegmentSize(frame)
+}
+
+// exceeds reports whether the IP packet ip (header length hl, total length
+// tot, next protocol proto) is too big for a link of this MTU: a plain packet
+// (seg 0) by its length; a TCP super-frame by the segments of seg bytes it
+// is to be cut into, each of which must fit (a super-frame whose TCP header
+// does not follow the IP header counts as too big).
+func exceeds(ip []byte, hl, tot int, proto uint8, seg int, mtu uint32) bool {
+	if seg == 0 {
+		return tot > int(mtu)
+	}
+	if proto != 6 || len(ip) < hl+tcpMin {
+		return true
+	}
+	return hl+int(ip[hl+12]>>4)*4+seg > int(mtu)
+}
+
+// fragment sends the IPv4 packet ip (header length hl, TTL already
+// decremented) to the server as fragments that fit mtu, as RFC 791 cuts
+// them: every fragment but the last carries a multiple of 8 data bytes, the
+// first keeps all options, later ones only those with the copied flag. A
+// packet that was itself a fragment keeps its offset and MF on the last
+// piece. All fragments go to the one server: the hash is on the source.
+func (f *Forwarder) fragment(c *Cluster, v *View, idx int, mac [6]byte, ip []byte, hl, mtu int) {
+	bp := f.frags.Get().(*[]byte)
+	defer f.frags.Put(bp)
+	buf := *bp
+	var later [40]byte // options copied into fragments after the first
+	nl := copiedOptions(later[:], ip[ipv4Min:hl])
+	fw := binary.BigEndian.Uint16(ip[6:8])
+	baseOff := int(fw & 0x1fff)
+	payload := ip[hl:]
+	for off := 0; off < len(payload); {
+		opts := ip[ipv4Min:hl]
+		if off > 0 {
+			opts = later[:nl]
+		}
+		h := ipv4Min + len(opts)
+		n := len(payload) - off
+		if h+n > mtu {
+			n = (mtu - h) &^ 7
+		}
+		last := off+n == len(payload)
+		out := buf[:ethLen+h+n]
+		copy(out[0:6], mac[:])
+		copy(out[6:12], c.lanMAC[:])
+		out[12], out[13] = 0x08, 0x00
+		fh := out[ethLen : ethLen+h]
+		copy(fh, ip[:ipv4Min])
+		copy(fh[ipv4Min:], opts)
+		fh[0] = 0x40 | byte(h/4)
+		binary.BigEndian.PutUint16(fh[2:4], uint16(h+n))
+		flags := fw & 0xe000 &^ (flagMF << 8)
+		if !last || fw&(flagMF<<8) != 0 {
+			flags |= flagMF << 8
+		}
+		binary.BigEndian.PutUint16(fh[6:8], flags|uint16(baseOff+off/8))
+		fh[10], fh[11] = 0, 0
+		binary.BigEndian.PutUint16(fh[10:12], ^checksum.Checksum(fh, 0))
+		copy(out[ethLen+h:], payload[off:off+n])
+		if err := c.LAN.WriteFrame(out); err != nil {
+			c.stats.WriteErrors.Add(1)
+			return
+		}
+		off += n
+	}
+	c.stats.Fragmented.Add(1)
+	c.stats.Packets.Add(1)
+	c.stats.Bytes.Add(uint64(len(ip)))
+	if idx < len(v.Stats) {
+		v.Stats[idx].Packets.Add(1)
+		v.Stats[idx].Bytes.Add(uint64(len(ip)))
+	}
+}
+
+// copiedOptions writes into dst the IPv4 options of opts that are copied
+// into every fragment (the copied flag, 0x80 of the type), padded with
+// end-of-options to a multiple of 4 bytes, and returns their length. A
+// malformed option list ends the copy there.
+func copiedOptions(dst, opts []byte) int {
+	n := 0
+	for i := 0; i < len(opts); {
+		t := opts[i]
+		if t == 0 { // end of options
+			break
+		}
+		if t == 1 { // no-operation
+			i++
+			continue
+		}
+		if i+1 >= len(opts) || opts[i+1] < 2 || i+int(opts[i+1]) > len(opts) {
+			break
+		}
+		l := int(opts[i+1])
+		if t&0x80 != 0 {
+			n += copy(dst[n:], opts[i:i+l])
+		}
+		i += l
+	}
+	for n%4 != 0 {
+		dst[n] = 0
+		n++
+	}
+	return n
 }
 
 func (f *Forwarder) dispatch6(c *Cluster, in *tap.Endpoint, frame []byte) {
@@ -175,12 +321,20 @@ func (f *Forwarder) dispatch6(c *Cluster, in *tap.Endpoint, frame []byte) {
 	if ip[7] <= 1 {
 		c.stats.TTLExceeded.Add(1)
 		if f.errs != nil {
-			f.errs.SendICMPv6Error(in, frame[:ethLen+tot], icmp6Time, 0)
+			f.errs.SendICMPv6Error(in, frame[:ethLen+tot], icmp.Type6TimeExceeded, icmp.Code6HopLimit, [4]byte{})
 		}
 		return
 	}
 	v, idx, mac, ok := c.pick(netip.AddrFrom16([16]byte(ip[8:24])))
 	if !ok {
+		return
+	}
+	if mtu := c.LAN.MTU(); exceeds(ip, ipv6Len, tot, ip[6], segmentSize(in, frame), mtu) {
+		// Routers never fragment IPv6 (RFC 8200 5).
+		c.stats.TooBig.Add(1)
+		if f.errs != nil {
+			f.errs.SendICMPv6Error(in, frame[:ethLen+tot], icmp.Type6PacketTooBig, 0, icmp.MTUWord(mtu))
+		}
 		return
 	}
 	ip[7]--

@@ -22,16 +22,20 @@ var (
 
 type recordedError struct {
 	typ, code uint8
+	rest      [4]byte
+	quoted    []byte // the frame the last error was about, copied
 	n, n6     int
 }
 
-func (r *recordedError) SendICMPError(_ *tap.Endpoint, _ []byte, typ, code uint8, _ [4]byte) {
-	r.typ, r.code = typ, code
+func (r *recordedError) SendICMPError(_ *tap.Endpoint, frame []byte, typ, code uint8, rest [4]byte) {
+	r.typ, r.code, r.rest = typ, code, rest
+	r.quoted = append(r.quoted[:0], frame...)
 	r.n++
 }
 
-func (r *recordedError) SendICMPv6Error(_ *tap.Endpoint, _ []byte, typ, code uint8) {
-	r.typ, r.code = typ, code
+func (r *recordedError) SendICMPv6Error(_ *tap.Endpoint, frame []byte, typ, code uint8, rest [4]byte) {
+	r.typ, r.code, r.rest = typ, code, rest
+	r.quoted = append(r.quoted[:0], frame...)
 	r.n6++
 }
 

@@ -497,6 +497,9 @@ func (m *Manager) Status() []ClusterStatus {
 			cs.Counters["drop_no_server"] = st.NoServer.Load()
 			cs.Counters["drop_no_mac"] = st.NoMAC.Load()
 			cs.Counters["drop_write_error"] = st.WriteErrors.Load()
+			cs.Counters["drop_too_big"] = st.TooBig.Load()
+			cs.Counters["drop_unfragmentable"] = st.Unfragmentable.Load()
+			cs.Counters["fragmented"] = st.Fragmented.Load()
 		}
 		out = append(out, cs)
 	}

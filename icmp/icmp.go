@@ -24,7 +24,20 @@ const (
 
 	CodeTTLExceeded  = 0 // time exceeded: TTL exceeded in transit
 	CodeRedirectHost = 1 // redirect datagrams for the host
+	CodeFragNeeded   = 4 // destination unreachable: fragmentation needed and DF set (RFC 1191)
 )
+
+// MTUWord is the second word of a fragmentation needed (RFC 1191: the
+// next-hop MTU in its low 16 bits) or packet too big (RFC 4443: the MTU)
+// message.
+func MTUWord(mtu uint32) [4]byte {
+	var w [4]byte
+	binary.BigEndian.PutUint32(w[:], mtu)
+	if mtu > 0xffff {
+		w = [4]byte{0, 0, 0xff, 0xff}
+	}
+	return w
+}
 
 // maxQuote bounds the ICMP error datagram as RFC 1812 4.3.2.3 asks: the
 // error "SHOULD contain as much of the original datagram as possible without
@@ -141,6 +154,7 @@ func (l *Limiter) Allow(now time.Time) bool {
 
 // ICMPv6 types the appliance sends (RFC 4443).
 const (
+	Type6PacketTooBig = 2 // RFC 4443 3.2; the MTU goes in the second word
 	Type6TimeExceeded = 3
 	Code6HopLimit     = 0 // hop limit exceeded in transit
 )
@@ -158,7 +172,9 @@ const MaxErrorFrame6 = header.EthernetMinimumSize + 1280
 // in frame, sent back to the frame's source MAC from srcMAC/srcIP. It returns
 // nil if the packet may not draw an error (RFC 4443 2.4 (e): not about an
 // ICMPv6 error, nor about a packet from an unspecified or multicast source).
-func AppendError6(dst, frame []byte, srcMAC [6]byte, srcIP [16]byte, typ, code uint8) []byte {
+// rest is the ICMPv6 header's second word (the MTU of a packet too big
+// message, RFC 4443 3.2; zero otherwise).
+func AppendError6(dst, frame []byte, srcMAC [6]byte, srcIP [16]byte, typ, code uint8, rest [4]byte) []byte {
 	if len(frame) < header.EthernetMinimumSize+header.IPv6MinimumSize || frame[0]&1 != 0 {
 		return nil
 	}
@@ -196,7 +212,7 @@ func AppendError6(dst, frame []byte, srcMAC [6]byte, srcIP [16]byte, typ, code u
 	copy(oip[24:40], src[:])
 	ic := oip[header.IPv6MinimumSize:]
 	ic[0], ic[1], ic[2], ic[3] = typ, code, 0, 0
-	ic[4], ic[5], ic[6], ic[7] = 0, 0, 0, 0
+	copy(ic[4:8], rest[:])
 	copy(ic[8:], ip[:quote])
 	// The checksum covers a pseudo-header: source, destination, upper-layer
 	// length and next header (RFC 8200 8.1).

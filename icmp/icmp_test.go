@@ -75,7 +75,7 @@ func TestAppendError6(t *testing.T) {
 	me := netip.MustParseAddr("2001:db8:1::1").As16()
 	in := frame6(src, dst, 1, 6, make([]byte, 2000))
 	var buf [MaxErrorFrame6]byte
-	out := AppendError6(buf[:0], in, [6]byte{2, 0, 0, 0, 0, 9}, me, Type6TimeExceeded, Code6HopLimit)
+	out := AppendError6(buf[:0], in, [6]byte{2, 0, 0, 0, 0, 9}, me, Type6TimeExceeded, Code6HopLimit, [4]byte{})
 	if out == nil {
 		t.Fatal("no error built")
 	}
@@ -93,11 +93,28 @@ func TestAppendError6(t *testing.T) {
 	if got != want || ic.Type() != 3 {
 		t.Fatalf("ICMPv6 type %d checksum %#x, want type 3 checksum %#x (gVisor's computation)", ic.Type(), got, want)
 	}
-	if AppendError6(buf[:0], frame6(src, dst, 1, 58, []byte{1, 0, 0, 0, 0, 0, 0, 0}), [6]byte{}, me, 3, 0) != nil {
+	if AppendError6(buf[:0], frame6(src, dst, 1, 58, []byte{1, 0, 0, 0, 0, 0, 0, 0}), [6]byte{}, me, 3, 0, [4]byte{}) != nil {
 		t.Error("an ICMPv6 error drew an error")
 	}
-	if AppendError6(buf[:0], frame6(netip.MustParseAddr("::"), dst, 1, 6, nil), [6]byte{}, me, 3, 0) != nil {
+	if AppendError6(buf[:0], frame6(netip.MustParseAddr("::"), dst, 1, 6, nil), [6]byte{}, me, 3, 0, [4]byte{}) != nil {
 		t.Error("a packet from the unspecified address drew an error")
+	}
+}
+
+func TestPacketTooBigCarriesMTU(t *testing.T) {
+	src, dst := netip.MustParseAddr("2001:db8:1::10"), netip.MustParseAddr("2001:db8:ffff::10")
+	me := netip.MustParseAddr("2001:db8:1::1").As16()
+	var buf [MaxErrorFrame6]byte
+	out := AppendError6(buf[:0], frame6(src, dst, 64, 6, make([]byte, 1460)), [6]byte{}, me, Type6PacketTooBig, 0, MTUWord(1400))
+	if out == nil {
+		t.Fatal("no error built")
+	}
+	ic := header.ICMPv6(header.IPv6(out[14:]).Payload())
+	if ic.Type() != header.ICMPv6PacketTooBig || ic.MTU() != 1400 {
+		t.Fatalf("type %d MTU %d, want packet too big (2) with MTU 1400", ic.Type(), ic.MTU())
+	}
+	if w := MTUWord(70000); w != [4]byte{0, 0, 0xff, 0xff} {
+		t.Errorf("MTUWord(70000) = %v, want the 16-bit field saturated", w)
 	}
 }
 

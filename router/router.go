@@ -486,7 +486,7 @@ func (r *Router) SendICMPError(ep *tap.Endpoint, frame []byte, typ, code uint8, 
 
 // SendICMPv6Error is SendICMPError for IPv6 packets (from the link's first
 // IPv6 address).
-func (r *Router) SendICMPv6Error(ep *tap.Endpoint, frame []byte, typ, code uint8) {
+func (r *Router) SendICMPv6Error(ep *tap.Endpoint, frame []byte, typ, code uint8, rest [4]byte) {
 	for _, l := range r.links {
 		if l.EP != ep || !l.hasV6 {
 			continue
@@ -496,7 +496,7 @@ func (r *Router) SendICMPv6Error(ep *tap.Endpoint, frame []byte, typ, code uint8
 			return
 		}
 		var buf [icmp.MaxErrorFrame6]byte
-		if out := icmp.AppendError6(buf[:0], frame, l.EP.MACBytes(), l.v6, typ, code); out != nil {
+		if out := icmp.AppendError6(buf[:0], frame, l.EP.MACBytes(), l.v6, typ, code, rest); out != nil {
 			l.EP.WriteFrame(out)
 		}
 		return
