@@ -9,11 +9,21 @@
 // are netstack static entries, which received ARP never changes; the guard
 // drops and counts the claims before netstack sees them all the same, so an
 // operator can see who is misconfigured.
+//
+// It also owns duplicate-address detection: every claim is recorded as a
+// conflict (address, role, the claiming MAC, the link, how often, when) for
+// `status` and logged, at most once a second per address; and Probe sends
+// RFC 5227 ARP probes, which a host holding the address answers, so a
+// conflict present at start shows at once.
 package arp
 
 import (
+	"log/slog"
+	"net"
 	"net/netip"
+	"sort"
 	"sync/atomic"
+	"time"
 
 	"github.com/ghostrouter/ghostrouter/router/tap"
 )
@@ -40,36 +50,182 @@ func (s *Stats) Total() uint64 {
 // Guard is a tap.Hook that drops every ARP packet claiming a protected
 // address. The protected set is an immutable snapshot swapped whole.
 type Guard struct {
-	set   atomic.Pointer[map[[4]byte]struct{}]
+	set   atomic.Pointer[map[[4]byte]*entry]
 	stats Stats
+	log   *slog.Logger // nil: conflicts are recorded, not logged
+}
+
+// Role says what a protected address is, for conflict reports.
+type Role struct {
+	Kind string // KindGhost, KindSecondGhost or KindInterface
+	Name string // the cluster's or the interface's name
+}
+
+// Kinds of protected address.
+const (
+	KindGhost       = "ghost"        // a cluster's ghost: servers hold it but must never answer ARP for it
+	KindSecondGhost = "second ghost" // a broadcast cluster's second ghost: must be a free LAN address
+	KindInterface   = "interface"    // one of the appliance's own addresses
+)
+
+func (r Role) String() string {
+	if r.Kind == KindInterface {
+		return "address of interface " + r.Name
+	}
+	return r.Kind + " of cluster " + r.Name
+}
+
+// hint is what an operator should do about a conflict on an address of
+// this role.
+func (r Role) hint() string {
+	switch r.Kind {
+	case KindGhost:
+		return "a server answers or announces ARP for the ghost: it needs arp_ignore=1 and arp_announce=2 (ghostnode setup sets them)"
+	case KindSecondGhost:
+		return "broadcast_address must be a free LAN address: another host uses it"
+	default:
+		return "another host on the link uses the appliance's address"
+	}
+}
+
+// entry is one protected address's conflict record. Updated atomically by
+// the receive goroutines; no allocation per claim.
+type entry struct {
+	role    Role
+	claims  atomic.Uint64
+	mac     atomic.Uint64 // the latest claimer, 6 bytes packed
+	link    atomic.Pointer[tap.Endpoint]
+	first   atomic.Int64 // unix nanoseconds of the first claim, 0 for none
+	last    atomic.Int64
+	logged  atomic.Int64  // when the last log line was written
+	loggedM atomic.Uint64 // the MAC it named
+}
+
+// Conflict is what `status` shows of one address claimed by a LAN host.
+type Conflict struct {
+	Address   netip.Addr `json:"address"`
+	Role      string     `json:"role"`
+	MAC       string     `json:"mac"`       // the latest claimer
+	Interface string     `json:"interface"` // where its claim arrived
+	Claims    uint64     `json:"claims"`
+	First     time.Time  `json:"first"`
+	Last      time.Time  `json:"last"`
+	Hint      string     `json:"hint"`
 }
 
 var _ tap.Hook = (*Guard)(nil)
 
 // NewGuard returns a guard protecting addrs (IPv6 entries are ignored: there
-// is no ARP for them).
-func NewGuard(addrs []netip.Addr) *Guard {
-	g := &Guard{}
+// is no ARP for them). Conflicts are logged to log when it is not nil.
+func NewGuard(addrs map[netip.Addr]Role, log *slog.Logger) *Guard {
+	g := &Guard{log: log}
 	g.Protect(addrs)
 	return g
 }
 
-// Protect replaces the protected set.
-func (g *Guard) Protect(addrs []netip.Addr) {
-	m := make(map[[4]byte]struct{}, len(addrs))
-	for _, a := range addrs {
-		if a.Is4() {
-			m[a.As4()] = struct{}{}
+// Protect replaces the protected set. Addresses kept with the same role
+// keep their conflict records.
+func (g *Guard) Protect(addrs map[netip.Addr]Role) {
+	old := g.set.Load()
+	m := make(map[[4]byte]*entry, len(addrs))
+	for a, r := range addrs {
+		if !a.Is4() {
+			continue
 		}
+		k := a.As4()
+		if old != nil {
+			if e := (*old)[k]; e != nil && e.role == r {
+				m[k] = e
+				continue
+			}
+		}
+		m[k] = &entry{role: r}
 	}
 	g.set.Store(&m)
+}
+
+// Conflicts lists the protected addresses some LAN host has claimed, by
+// address.
+func (g *Guard) Conflicts() []Conflict {
+	set := g.set.Load()
+	if set == nil {
+		return nil
+	}
+	var out []Conflict
+	for k, e := range *set {
+		n := e.claims.Load()
+		if n == 0 {
+			continue
+		}
+		c := Conflict{
+			Address: netip.AddrFrom4(k), Role: e.role.String(), MAC: unpackMAC(e.mac.Load()).String(),
+			Claims: n, First: time.Unix(0, e.first.Load()), Last: time.Unix(0, e.last.Load()), Hint: e.role.hint(),
+		}
+		if l := e.link.Load(); l != nil {
+			c.Interface = l.Name()
+		}
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Address.Less(out[j].Address) })
+	return out
+}
+
+func packMAC(b []byte) uint64 {
+	var v uint64
+	for _, x := range b[:6] {
+		v = v<<8 | uint64(x)
+	}
+	return v
+}
+
+func unpackMAC(v uint64) net.HardwareAddr {
+	m := make(net.HardwareAddr, 6)
+	for i := 5; i >= 0; i-- {
+		m[i] = byte(v)
+		v >>= 8
+	}
+	return m
+}
+
+// record notes one claim of e's address by the sender MAC in p (the ARP
+// payload) arriving on ep, and logs it unless this address was logged less
+// than a second ago (a minute, for the same MAC).
+func (g *Guard) record(e *entry, ep *tap.Endpoint, p []byte, kind string) {
+	now := time.Now().UnixNano()
+	mac := packMAC(p[8:14])
+	e.claims.Add(1)
+	e.mac.Store(mac)
+	if ep != nil {
+		e.link.Store(ep)
+	}
+	e.first.CompareAndSwap(0, now)
+	e.last.Store(now)
+	if g.log == nil {
+		return
+	}
+	prev := e.logged.Load()
+	wait := int64(time.Second)
+	if e.loggedM.Load() == mac {
+		wait = int64(time.Minute)
+	}
+	if prev != 0 && now-prev < wait || !e.logged.CompareAndSwap(prev, now) {
+		return
+	}
+	e.loggedM.Store(mac)
+	link := ""
+	if ep != nil {
+		link = ep.Name()
+	}
+	g.log.Warn("address conflict: a LAN host claims a protected address; its ARP is dropped",
+		"address", netip.AddrFrom4([4]byte(p[14:18])), "role", e.role.String(), "mac", unpackMAC(mac).String(),
+		"interface", link, "arp", kind, "claims", e.claims.Load(), "hint", e.role.hint())
 }
 
 // Stats returns the guard's counters.
 func (g *Guard) Stats() *Stats { return &g.stats }
 
 // Inbound implements tap.Hook.
-func (g *Guard) Inbound(_ *tap.Endpoint, frame []byte) bool {
+func (g *Guard) Inbound(ep *tap.Endpoint, frame []byte) bool {
 	if len(frame) < ethHeader+arpSize || frame[12] != 0x08 || frame[13] != 0x06 {
 		return false
 	}
@@ -83,18 +239,58 @@ func (g *Guard) Inbound(_ *tap.Endpoint, frame []byte) bool {
 		return false
 	}
 	sender := [4]byte(p[14:18])
-	if _, ok := (*set)[sender]; !ok {
+	e := (*set)[sender]
+	if e == nil {
 		return false
 	}
 	target := [4]byte(p[24:28])
 	op := uint16(p[6])<<8 | uint16(p[7])
+	kind := "request"
 	switch {
 	case sender == target:
 		g.stats.Gratuitous.Add(1)
+		kind = "gratuitous"
 	case op == opReply:
 		g.stats.Replies.Add(1)
+		kind = "reply"
 	default:
 		g.stats.Requests.Add(1)
 	}
+	g.record(e, ep, p, kind)
 	return true
+}
+
+// ProbeSize is the length of the frame AppendProbe builds (the Ethernet
+// minimum, padding included).
+const ProbeSize = 60
+
+// AppendProbe builds into dst (ProbeSize bytes of capacity) an RFC 5227 ARP
+// probe from srcMAC for target: a broadcast request whose sender address is
+// 0.0.0.0, so no host learns anything from it, and which a host holding
+// target answers.
+func AppendProbe(dst []byte, srcMAC [6]byte, target netip.Addr) []byte {
+	f := dst[:ProbeSize]
+	clear(f)
+	copy(f[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	copy(f[6:12], srcMAC[:])
+	f[12], f[13] = 0x08, 0x06
+	p := f[ethHeader:]
+	p[0], p[1], p[2], p[3], p[4], p[5] = 0, 1, 0x08, 0, 6, 4
+	p[6], p[7] = 0, opRequest
+	copy(p[8:14], srcMAC[:])
+	t := target.As4()
+	copy(p[24:28], t[:])
+	return f
+}
+
+// Probe sends a probe for every IPv4 address in targets on ep: a host that
+// holds one answers, and the guard records and logs the conflict when the
+// address is protected.
+func Probe(ep *tap.Endpoint, targets []netip.Addr) {
+	var buf [ProbeSize]byte
+	for _, a := range targets {
+		if a.Is4() {
+			ep.WriteFrame(AppendProbe(buf[:0], ep.MACBytes(), a))
+		}
+	}
 }

@@ -2,8 +2,11 @@ package arp
 
 import (
 	"encoding/binary"
+	"log/slog"
 	"net/netip"
+	"strings"
 	"testing"
+	"time"
 )
 
 func arpFrame(op uint16, sender, target netip.Addr) []byte {
@@ -26,7 +29,11 @@ func arpFrame(op uint16, sender, target netip.Addr) []byte {
 func TestGuard(t *testing.T) {
 	ghost, second := netip.MustParseAddr("203.0.113.10"), netip.MustParseAddr("10.0.0.250")
 	me, server := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.11")
-	g := NewGuard([]netip.Addr{ghost, second, netip.MustParseAddr("2001:db8::1")})
+	g := NewGuard(map[netip.Addr]Role{
+		ghost:                              {KindGhost, "web"},
+		second:                             {KindSecondGhost, "web"},
+		netip.MustParseAddr("2001:db8::1"): {KindGhost, "web6"},
+	}, nil)
 	for _, tc := range []struct {
 		name  string
 		frame []byte
@@ -56,6 +63,66 @@ func TestGuard(t *testing.T) {
 
 func FuzzGuard(f *testing.F) {
 	f.Add(arpFrame(opReply, netip.MustParseAddr("203.0.113.10"), netip.MustParseAddr("10.0.0.1")))
-	g := NewGuard([]netip.Addr{netip.MustParseAddr("203.0.113.10")})
+	g := NewGuard(map[netip.Addr]Role{netip.MustParseAddr("203.0.113.10"): {KindGhost, "web"}}, nil)
 	f.Fuzz(func(t *testing.T, b []byte) { g.Inbound(nil, b) })
+}
+
+func TestConflictsRecordedAndKeptAcrossProtect(t *testing.T) {
+	ghost, second := netip.MustParseAddr("203.0.113.10"), netip.MustParseAddr("10.0.0.250")
+	me := netip.MustParseAddr("10.0.0.1")
+	roles := map[netip.Addr]Role{ghost: {KindGhost, "web"}, second: {KindSecondGhost, "web"}, me: {KindInterface, "lan0"}}
+	var logged strings.Builder
+	g := NewGuard(roles, slog.New(slog.NewTextHandler(&logged, nil)))
+	if c := g.Conflicts(); len(c) != 0 {
+		t.Fatalf("conflicts before any claim: %v", c)
+	}
+	before := time.Now()
+	for range 3 {
+		g.Inbound(nil, arpFrame(opReply, second, me))
+	}
+	g.Inbound(nil, arpFrame(opRequest, me, netip.MustParseAddr("10.0.0.7")))
+	c := g.Conflicts()
+	if len(c) != 2 {
+		t.Fatalf("conflicts %+v, want the second ghost and the interface address", c)
+	}
+	if c[0].Address != me || c[0].Claims != 1 || c[0].Role != "address of interface lan0" {
+		t.Fatalf("first conflict %+v", c[0])
+	}
+	sg := c[1]
+	if sg.Address != second || sg.Claims != 3 || sg.MAC != "02:00:00:00:00:07" || sg.Role != "second ghost of cluster web" ||
+		sg.First.Before(before) || sg.Last.Before(sg.First) || !strings.Contains(sg.Hint, "free LAN address") {
+		t.Fatalf("second ghost conflict %+v", sg)
+	}
+	// Three claims of one address by one MAC within a second: one log line each address.
+	if n := strings.Count(logged.String(), "address conflict"); n != 2 {
+		t.Fatalf("%d log lines, want 2 (one per address, rate-limited):\n%s", n, logged.String())
+	}
+	if !strings.Contains(logged.String(), "address=10.0.0.250") || !strings.Contains(logged.String(), "mac=02:00:00:00:00:07") {
+		t.Fatalf("log does not name the address and the claimer:\n%s", logged.String())
+	}
+	// A reload keeping the address with its role keeps the record; a new role starts afresh.
+	g.Protect(map[netip.Addr]Role{second: {KindSecondGhost, "web"}, me: {KindInterface, "lan1"}})
+	c = g.Conflicts()
+	if len(c) != 1 || c[0].Address != second || c[0].Claims != 3 {
+		t.Fatalf("after reload: %+v, want the second ghost's record kept and the renamed interface's dropped", c)
+	}
+}
+
+func TestAppendProbe(t *testing.T) {
+	target := netip.MustParseAddr("10.0.0.250")
+	var buf [ProbeSize]byte
+	f := AppendProbe(buf[:0], [6]byte{2, 0, 0, 0, 0, 1}, target)
+	if len(f) != 60 || f[0] != 0xff || f[12] != 0x08 || f[13] != 0x06 {
+		t.Fatalf("probe frame % x", f)
+	}
+	p := f[ethHeader:]
+	if binary.BigEndian.Uint16(p[6:8]) != opRequest || [4]byte(p[14:18]) != [4]byte{} || netip.AddrFrom4([4]byte(p[24:28])) != target ||
+		[6]byte(p[8:14]) != [6]byte{2, 0, 0, 0, 0, 1} {
+		t.Fatalf("probe ARP payload % x: want a request from 0.0.0.0 for %s (RFC 5227)", p[:28], target)
+	}
+	// A probe names nobody as sender: the guard never takes one for a claim.
+	g := NewGuard(map[netip.Addr]Role{target: {KindSecondGhost, "web"}}, nil)
+	if g.Inbound(nil, f) {
+		t.Fatal("the guard dropped a probe")
+	}
 }

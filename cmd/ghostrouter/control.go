@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ghostrouter/ghostrouter/arp"
 	"github.com/ghostrouter/ghostrouter/dispatch"
 	"github.com/ghostrouter/ghostrouter/router"
 )
@@ -30,6 +31,7 @@ type Status struct {
 	Routes    []router.RouteRow        `json:"routes"`
 	Links     []LinkStatus             `json:"links"`
 	Counters  map[string]uint64        `json:"counters"`
+	Conflicts []arp.Conflict           `json:"conflicts"`
 	Message   string                   `json:"message,omitempty"`
 }
 
@@ -46,6 +48,7 @@ func (a *appliance) status(path string) Status {
 		Clusters:  a.m.Status(),
 		Neighbors: a.r.Neighbors(),
 		Routes:    a.r.Routes(),
+		Conflicts: a.guard.Conflicts(),
 		Counters: map[string]uint64{
 			"ttl_exceeded":       a.r.Stats().TTLExceeded.Load(),
 			"icmp_rate_limited":  a.r.Stats().ICMPRateLimited.Load(),
@@ -241,6 +244,18 @@ func printStatus(w io.Writer, st *Status) {
 			state = "PERMANENT"
 		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", n.Interface, n.Addr, n.MAC, state)
+	}
+	fmt.Fprintln(tw, "\naddress conflicts (ARP claims of protected addresses, dropped)")
+	if len(st.Conflicts) == 0 {
+		fmt.Fprintln(tw, "  none")
+	} else {
+		fmt.Fprintln(tw, "  ADDRESS\tROLE\tCLAIMED BY\tINTERFACE\tCLAIMS\tLAST")
+		for _, c := range st.Conflicts {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%s\n", c.Address, c.Role, c.MAC, c.Interface, c.Claims, c.Last.UTC().Format(time.RFC3339))
+		}
+		for _, c := range st.Conflicts {
+			fmt.Fprintf(tw, "  %s: %s\n", c.Address, c.Hint)
+		}
 	}
 	fmt.Fprintln(tw, "\nlinks")
 	for _, l := range st.Links {

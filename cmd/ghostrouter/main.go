@@ -225,24 +225,52 @@ func newAppliance(cfg *config.Config, log *slog.Logger) (*appliance, error) {
 			log.Warn("broadcast cluster without announce_key: servers' filters will not follow failures or reloads", "cluster", cl.Name)
 		}
 	}
-	guard := arp.NewGuard(protectedAddresses(cfg))
+	guard := arp.NewGuard(protectedAddresses(cfg), log)
 	r.SetStages(guard, m.Forwarder())
 	m.Start()
 	r.AnnounceAddresses()
+	probe(r, cfg)
 	return &appliance{log: log, cfg: cfg, r: r, m: m, guard: guard, ann: ann, sender: sender}, nil
 }
 
-// protectedAddresses are the addresses no LAN host may claim by ARP: every
-// ghost, and every broadcast cluster's second ghost.
-func protectedAddresses(cfg *config.Config) []netip.Addr {
-	var out []netip.Addr
+// protectedAddresses are the addresses no LAN host may claim by ARP, with
+// what they are: every ghost, every broadcast cluster's second ghost, and
+// the appliance's own IPv4 addresses.
+func protectedAddresses(cfg *config.Config) map[netip.Addr]arp.Role {
+	out := map[netip.Addr]arp.Role{}
+	for _, ifc := range cfg.Interfaces {
+		for _, p := range ifc.Addresses {
+			out[p.Addr()] = arp.Role{Kind: arp.KindInterface, Name: ifc.Name}
+		}
+	}
 	for _, cl := range cfg.Clusters {
-		out = append(out, cl.Address)
+		out[cl.Address] = arp.Role{Kind: arp.KindGhost, Name: cl.Name}
 		if cl.BroadcastAddress.IsValid() {
-			out = append(out, cl.BroadcastAddress)
+			out[cl.BroadcastAddress] = arp.Role{Kind: arp.KindSecondGhost, Name: cl.Name}
 		}
 	}
 	return out
+}
+
+// probe sends RFC 5227 ARP probes for the protected addresses, each on the
+// link where a conflicting host would be: an interface's addresses on that
+// interface, a cluster's ghost and second ghost on its LAN. Answers are
+// claims: the guard records and logs them (see status).
+func probe(r *router.Router, cfg *config.Config) {
+	for _, ifc := range cfg.Interfaces {
+		if ep, ok := r.Endpoint(ifc.Name); ok {
+			var addrs []netip.Addr
+			for _, p := range ifc.Addresses {
+				addrs = append(addrs, p.Addr())
+			}
+			arp.Probe(ep, addrs)
+		}
+	}
+	for _, cl := range cfg.Clusters {
+		if ep, ok := r.Endpoint(cl.Interface); ok {
+			arp.Probe(ep, []netip.Addr{cl.Address, cl.BroadcastAddress})
+		}
+	}
 }
 
 // reload re-reads the configuration file. A file with problems is reported
@@ -272,6 +300,7 @@ func (a *appliance) reload(path string) string {
 		a.log.Error("reload: router reconfiguration incomplete", "err", err)
 	}
 	a.guard.Protect(protectedAddresses(cfg))
+	probe(a.r, cfg)
 	a.cfg = cfg
 	a.log.Info("reloaded", "config", path, "clusters", len(cfg.Clusters), "routes", len(cfg.Routes))
 	return fmt.Sprintf("reloaded %s: %d clusters, %d routes", path, len(cfg.Clusters), len(cfg.Routes))

@@ -82,6 +82,10 @@ func writeMetrics(w io.Writer, st Status) {
 	for k, v := range st.Counters {
 		add("ghostrouter_"+k+"_total", "Router counter.", "", v)
 	}
+	for _, c := range st.Conflicts {
+		add("ghostrouter_address_conflict_claims_total", "ARP claims of a protected address by a LAN host (dropped).",
+			"address="+q(c.Address.String())+",role="+q(c.Role)+",mac="+q(c.MAC), c.Claims)
+	}
 	names := make([]string, 0, len(families))
 	for n := range families {
 		names = append(names, n)

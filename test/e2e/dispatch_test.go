@@ -205,4 +205,8 @@ func TestRoutingModeDispatch(t *testing.T) {
 	if !strings.Contains(st, "cluster web: routing mode") {
 		t.Errorf("status does not show the cluster:\n%s", st)
 	}
+	// Servers set up by ghostnode never claim the ghost, whatever the traffic.
+	if !strings.Contains(st, "address conflicts (ARP claims of protected addresses, dropped)\n  none") {
+		t.Errorf("address conflicts with correctly set-up servers:\n%s", st)
+	}
 }

@@ -198,6 +198,11 @@ func TestARPGuard(t *testing.T) {
 	if strings.Contains(neighborRows(st), ghostAddr) {
 		t.Fatalf("the ghost appears in the appliance's neighbor table:\n%s", st)
 	}
+	// The claims name the liar as an address conflict.
+	row := conflictRows(st)[ghostAddr]
+	if f := strings.Fields(row); !strings.Contains(row, liar.mac.String()) || !strings.Contains(row, "lan0") || len(f) < 8 || f[7] != "4" {
+		t.Fatalf("address conflict for the ghost: %q, want it claimed by %s on lan0, 4 claims\n%s", row, liar.mac, st)
+	}
 }
 
 // appMACFromStatus reads the appliance's MAC on a link from `status`.
@@ -217,9 +222,12 @@ func appMACFromStatus(t *testing.T, status, link string) net.HardwareAddr {
 // neighborRows is the neighbor table part of `status`.
 func neighborRows(status string) string {
 	i := strings.Index(status, "\nneighbors")
-	j := strings.Index(status, "\nlinks")
-	if i < 0 || j < i {
+	if i < 0 {
 		return ""
 	}
-	return status[i:j]
+	rest := status[i+1:]
+	if j := strings.Index(rest, "\n\n"); j >= 0 {
+		rest = rest[:j]
+	}
+	return rest
 }
