@@ -49,6 +49,7 @@ func planRun(f *flags) (*runPlan, error) {
 	p := &runPlan{id: -1}
 	port := announce.DefaultPort
 	var cfgKey string
+	anyHost := "0.0.0.0" // the appliance announces to the IPv4 subnet broadcast address...
 	if f.set["config"] {
 		if bad := setAmong(f, "ghost", "mode", "buckets", "seed"); bad != "" {
 			return nil, usageErr("--%s: with -c the cluster's parameters come from the file", bad)
@@ -72,6 +73,11 @@ func planRun(f *flags) (*runPlan, error) {
 			spec.Filter.Owned = []uint32{}
 		}
 		p.spec, p.id, port, cfgKey = spec, f.id, cl.AnnouncePort, cl.AnnounceKey
+		if ifc, ok := cfg.Interface(cl.Interface); ok {
+			if _, dst, ok := ifc.AnnounceTo(); ok && dst.Is6() {
+				anyHost = "::" // ...or, on an IPv6-only LAN, to ff02::1
+			}
+		}
 	} else {
 		if !f.set["ghost"] {
 			return nil, usageErr("give -c FILE --id N, or --ghost ADDR")
@@ -167,7 +173,7 @@ func planRun(f *flags) (*runPlan, error) {
 		return nil, usageErr("--listen %q: %v", addr, err)
 	}
 	if host == "" {
-		host = "0.0.0.0"
+		host = anyHost
 	}
 	ap, err := netip.ParseAddrPort(net.JoinHostPort(host, portStr))
 	if err != nil {

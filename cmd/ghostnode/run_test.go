@@ -28,13 +28,18 @@ func writeFiles(t *testing.T, files map[string]string) map[string]string {
 func TestPlanRun(t *testing.T) {
 	withKey := strings.Replace(strings.ReplaceAll(broadcastConfig, "MODE", "broadcast"), "buckets = 4096\n",
 		"buckets = 4096\nannounce_key = \"0123456789abcdef-cfg\"\nannounce_port = 9999\n", 1)
-	p := writeFiles(t, map[string]string{"cfg.toml": withKey, "key": "0123456789abcdef-file\n"})
+	v6only := strings.NewReplacer(`addresses = ["10.0.0.1/24"]`, `addresses = ["2001:db8:2::1/64"]`,
+		`"203.0.113.10"`, `"2001:db8:ffff::10"`, `"10.0.0.250"`, `"2001:db8:2::fa"`,
+		`"10.0.0.11"`, `"2001:db8:2::11"`, `"10.0.0.12"`, `"2001:db8:2::12"`, `"10.0.0.13"`, `"2001:db8:2::13"`).Replace(withKey)
+	p := writeFiles(t, map[string]string{"cfg.toml": withKey, "v6.toml": v6only, "key": "0123456789abcdef-file\n"})
 	for _, tc := range []struct {
 		args            []string
 		key, addr, mode string
 		filter          bool // an initial filter is planned
 	}{
 		{[]string{"-c", p["cfg.toml"], "--cluster", "web", "--id", "1"}, "0123456789abcdef-cfg", "0.0.0.0:9999", "broadcast", true},
+		// An IPv6-only LAN: the appliance announces to ff02::1.
+		{[]string{"-c", p["v6.toml"], "--cluster", "web", "--id", "1"}, "0123456789abcdef-cfg", "[::]:9999", "broadcast", true},
 		{[]string{"-c", p["cfg.toml"], "--cluster", "web", "--id", "1", "--key-file", p["key"], "--listen", "10.0.0.12:7000"}, "0123456789abcdef-file", "10.0.0.12:7000", "broadcast", true},
 		{[]string{"--cluster", "web", "--ghost", "203.0.113.10", "--id", "1", "--key-file", p["key"], "--lan", "eth0"}, "0123456789abcdef-file", "0.0.0.0:9470", "broadcast", false},
 		{[]string{"--cluster", "web", "--ghost", "203.0.113.10", "--id", "1", "--key-file", p["key"], "--lan", "eth0", "--buckets", "64", "--seed", "7", "--listen", ":9471"}, "0123456789abcdef-file", "0.0.0.0:9471", "broadcast", true},

@@ -11,7 +11,8 @@ import (
 
 // announceSender sends broadcast clusters' table announcements from the
 // appliance's own address on the cluster's LAN to that LAN's subnet
-// broadcast address, one UDP socket per interface.
+// broadcast address, or on an IPv6-only LAN to the all-nodes group ff02::1
+// (config.Interface.AnnounceTo), one UDP socket per interface.
 type announceSender struct {
 	r     *router.Router
 	mu    sync.Mutex // guards socks
@@ -24,18 +25,19 @@ func newAnnounceSender(r *router.Router) *announceSender {
 
 // send implements announce.Sender.
 func (s *announceSender) send(cl *config.Cluster, datagram []byte) error {
-	p, err := s.r.InterfaceAddress(cl.Interface, netip.IPv4Unspecified())
-	if err != nil {
-		return err
-	}
-	dst, ok := config.SubnetBroadcast(p)
+	l, ok := s.r.Link(cl.Interface)
 	if !ok {
-		return fmt.Errorf("interface %s (%s) has no subnet broadcast address", cl.Interface, p)
+		return fmt.Errorf("no interface %s", cl.Interface)
+	}
+	p, dst, ok := l.Config.AnnounceTo()
+	if !ok {
+		return fmt.Errorf("interface %s has no IPv4 subnet broadcast address and no IPv6 address to announce from", cl.Interface)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sock := s.socks[cl.Interface]
 	if sock == nil {
+		var err error
 		if sock, err = s.r.NewUDPSender(cl.Interface, p.Addr()); err != nil {
 			return err
 		}

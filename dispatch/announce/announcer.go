@@ -9,8 +9,9 @@ import (
 )
 
 // Sender delivers one announcement datagram of cluster cl to the cluster's
-// LAN: over UDP, to the LAN's subnet broadcast address (config.SubnetBroadcast of
-// the appliance's address on cl.Interface) and port cl.AnnouncePort. It is
+// LAN: over UDP, to the LAN's subnet broadcast address, or to ff02::1 on an
+// IPv6-only LAN (config.Interface.AnnounceTo of cl.Interface), and port
+// cl.AnnouncePort. It is
 // called with the dispatch manager's lock held and must not block for
 // long; the datagram is not retained by the Announcer after the call.
 type Sender func(cl *config.Cluster, datagram []byte) error

@@ -188,6 +188,29 @@ func (c *Config) Connected(a netip.Addr) (*Interface, bool) {
 	return nil, false
 }
 
+// AnnounceTo is where the appliance sends a broadcast cluster's table
+// announcements on this interface, and what the servers' agents listen on:
+// the IPv4 subnet's broadcast address when the interface has an IPv4
+// address that has one, else the IPv6 all-nodes group ff02::1 when it has
+// an IPv6 address. ok is false when it has neither.
+func (i *Interface) AnnounceTo() (src netip.Prefix, dst netip.Addr, ok bool) {
+	for _, p := range i.Addresses {
+		if b, isBcast := SubnetBroadcast(p); isBcast {
+			return p, b, true
+		}
+	}
+	for _, p := range i.Addresses {
+		if p.Addr().Is6() {
+			return p, AllNodes, true
+		}
+	}
+	return netip.Prefix{}, netip.Addr{}, false
+}
+
+// AllNodes is the IPv6 link-local all-nodes multicast group (RFC 4291),
+// which every IPv6 host has joined on every interface.
+var AllNodes = netip.MustParseAddr("ff02::1")
+
 // Contains reports whether a is on one of the interface's connected subnets.
 func (i *Interface) Contains(a netip.Addr) bool {
 	for _, p := range i.Addresses {

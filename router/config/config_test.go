@@ -1053,3 +1053,31 @@ func TestSubnetBroadcast(t *testing.T) {
 		}
 	}
 }
+
+func TestAnnounceTo(t *testing.T) {
+	for _, tc := range []struct {
+		addrs    []string
+		src, dst string
+	}{
+		{[]string{"10.0.0.1/24", "2001:db8::1/64"}, "10.0.0.1/24", "10.0.0.255"},
+		{[]string{"2001:db8::1/64", "10.0.0.1/24"}, "10.0.0.1/24", "10.0.0.255"},
+		{[]string{"2001:db8::1/64"}, "2001:db8::1/64", "ff02::1"},
+		{[]string{"10.0.0.1/32", "2001:db8::1/64"}, "2001:db8::1/64", "ff02::1"},
+		{[]string{"10.0.0.1/32"}, "", ""},
+	} {
+		ifc := Interface{Name: "lan0"}
+		for _, a := range tc.addrs {
+			ifc.Addresses = append(ifc.Addresses, netip.MustParsePrefix(a))
+		}
+		src, dst, ok := ifc.AnnounceTo()
+		if tc.dst == "" {
+			if ok {
+				t.Errorf("%v: announces from %s to %s, want nowhere", tc.addrs, src, dst)
+			}
+			continue
+		}
+		if !ok || src.String() != tc.src || dst.String() != tc.dst {
+			t.Errorf("%v: from %s to %s (%v), want from %s to %s", tc.addrs, src, dst, ok, tc.src, tc.dst)
+		}
+	}
+}
