@@ -124,7 +124,6 @@ const (
 	ethLen  = 14
 	ipv4Min = 20
 	ipv6Len = 40
-	tcpMin  = 20
 	flagDF  = 0x40 // in the IPv4 header's byte 6
 	flagMF  = 0x20
 )
@@ -180,7 +179,7 @@ func (f *Forwarder) dispatch4(c *Cluster, in *tap.Endpoint, frame []byte) {
 		return
 	}
 	mtu, seg := c.LAN.MTU(), segmentSize(in, frame)
-	if exceeds(ip, hl, tot, ip[9], seg, mtu) {
+	if hdr.Exceeds(ip, hl, tot, ip[9], seg, mtu) {
 		switch {
 		case ip[6]&flagDF != 0:
 			c.stats.TooBig.Add(1)
@@ -205,21 +204,6 @@ func segmentSize(in *tap.Endpoint, frame []byte) int {
 		return 0
 	}
 	return in.SegmentSize(frame)
-}
-
-// exceeds reports whether the IP packet ip (header length hl, total length
-// tot, next protocol proto) is too big for a link of this MTU: a plain packet
-// (seg 0) by its length; a TCP super-frame by the segments of seg bytes it
-// is to be cut into, each of which must fit (a super-frame whose TCP header
-// does not follow the IP header counts as too big).
-func exceeds(ip []byte, hl, tot int, proto uint8, seg int, mtu uint32) bool {
-	if seg == 0 {
-		return tot > int(mtu)
-	}
-	if proto != 6 || len(ip) < hl+tcpMin {
-		return true
-	}
-	return hl+int(ip[hl+12]>>4)*4+seg > int(mtu)
 }
 
 // fragment sends the IPv4 packet ip (header length hl, TTL already
@@ -329,7 +313,7 @@ func (f *Forwarder) dispatch6(c *Cluster, in *tap.Endpoint, frame []byte) {
 	if !ok {
 		return
 	}
-	if mtu := c.LAN.MTU(); exceeds(ip, ipv6Len, tot, ip[6], segmentSize(in, frame), mtu) {
+	if mtu := c.LAN.MTU(); hdr.Exceeds(ip, ipv6Len, tot, ip[6], segmentSize(in, frame), mtu) {
 		// Routers never fragment IPv6 (RFC 8200 5).
 		c.stats.TooBig.Add(1)
 		if f.errs != nil {

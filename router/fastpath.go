@@ -194,13 +194,7 @@ func (f *fastPath) forward(in *Link, frame []byte) bool {
 		return false
 	}
 	out := h.out
-	mtu := int(out.EP.MTU())
-	if seg := in.EP.SegmentSize(frame); seg > 0 {
-		// A TCP super-frame: each of the segments it will be cut into must fit.
-		if ip[9] != 6 || len(ip) < ipv4Min+20 || ipv4Min+int(ip[ipv4Min+12]>>4)*4+seg > mtu {
-			return false
-		}
-	} else if tot > mtu {
+	if hdr.Exceeds(ip, ipv4Min, tot, ip[9], in.EP.SegmentSize(frame), out.EP.MTU()) {
 		return false
 	}
 	if out == in && f.r.sendRedirects.Load() {

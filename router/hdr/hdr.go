@@ -1,6 +1,7 @@
-// Package hdr owns the in-place IPv4 header edits that the datapath's fast
-// stages share (the dispatcher and the forwarding fast path), so that both
-// change a header bit for bit alike, and alike with the Linux kernel.
+// Package hdr owns the in-place IPv4 header edits and the header checks that
+// the datapath's fast stages share (the dispatcher and the forwarding fast
+// path), so that both change a header bit for bit alike, and alike with the
+// Linux kernel, and judge a packet's size alike.
 package hdr
 
 import "encoding/binary"
@@ -16,4 +17,20 @@ func DecTTL(ip []byte) {
 		sum++
 	}
 	binary.BigEndian.PutUint16(ip[10:12], uint16(sum))
+}
+
+// Exceeds reports whether the IP packet ip (header length hl, total length
+// tot, next protocol proto) is too big for a link of this MTU: a plain packet
+// (seg 0) by its length; a TCP super-frame by the segments of seg bytes it is
+// to be cut into, each of which must fit (a super-frame whose TCP header does
+// not follow the IP header counts as too big).
+func Exceeds(ip []byte, hl, tot int, proto uint8, seg int, mtu uint32) bool {
+	if seg == 0 {
+		return tot > int(mtu)
+	}
+	const tcpMin = 20
+	if proto != 6 || len(ip) < hl+tcpMin {
+		return true
+	}
+	return hl+int(ip[hl+12]>>4)*4+seg > int(mtu)
 }

@@ -41,3 +41,31 @@ func TestDecTTLZeroAllocs(t *testing.T) {
 		t.Fatalf("%v allocations", a)
 	}
 }
+
+func TestExceeds(t *testing.T) {
+	// IPv4, 20-byte header, a TCP header of 32 bytes (data offset 8).
+	ip := make([]byte, 20+32+100)
+	ip[20+12] = 8 << 4
+	for _, tc := range []struct {
+		name  string
+		tot   int
+		proto uint8
+		seg   int
+		mtu   uint32
+		want  bool
+	}{
+		{"plain, fits", 1500, 6, 0, 1500, false},
+		{"plain, one byte over", 1501, 17, 0, 1500, true},
+		{"super-frame, segments fit exactly", 60000, 6, 1448, 1500, false},
+		{"super-frame, segments one byte over", 60000, 6, 1449, 1500, true},
+		{"super-frame, segments fit a smaller link", 60000, 6, 1348, 1400, false},
+		{"super-frame not TCP", 60000, 17, 1448, 1500, true},
+	} {
+		if got := Exceeds(ip, 20, tc.tot, tc.proto, tc.seg, tc.mtu); got != tc.want {
+			t.Errorf("%s: Exceeds = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if !Exceeds(ip[:30], 20, 60000, 6, 1000, 9000) {
+		t.Error("a super-frame too short to hold its TCP header is not too big")
+	}
+}
