@@ -243,6 +243,9 @@ func (g *Guard) Inbound(ep *tap.Endpoint, frame []byte) bool {
 	if e == nil {
 		return false
 	}
+	if ep != nil && [6]byte(p[8:14]) == ep.MACBytes() {
+		return false // the appliance's own announcement, looped back (a hairpin bridge port): no claim
+	}
 	target := [4]byte(p[24:28])
 	op := uint16(p[6])<<8 | uint16(p[7])
 	kind := "request"
