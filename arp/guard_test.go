@@ -3,10 +3,14 @@ package arp
 import (
 	"encoding/binary"
 	"log/slog"
+	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ghostrouter/ghostrouter/router/tap"
 )
 
 func arpFrame(op uint16, sender, target netip.Addr) []byte {
@@ -124,5 +128,30 @@ func TestAppendProbe(t *testing.T) {
 	g := NewGuard(map[netip.Addr]Role{target: {KindSecondGhost, "web"}}, nil)
 	if g.Inbound(nil, f) {
 		t.Fatal("the guard dropped a probe")
+	}
+}
+
+func TestOwnLoopedBackARPIsNoClaim(t *testing.T) {
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	me := netip.MustParseAddr("10.0.0.1")
+	// arpFrame's sender MAC is 02:00:00:00:00:07: make it the endpoint's own.
+	ep, err := tap.NewEndpoint(tap.EndpointConfig{Name: "lan0", Files: []*os.File{null}, MAC: net.HardwareAddr{2, 0, 0, 0, 0, 7}, MTU: 1500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := NewGuard(map[netip.Addr]Role{me: {KindInterface, "lan0"}}, nil)
+	if g.Inbound(ep, arpFrame(opRequest, me, me)) || len(g.Conflicts()) != 0 {
+		t.Fatal("the appliance's own gratuitous ARP, looped back, was taken for a claim")
+	}
+	other, err := tap.NewEndpoint(tap.EndpointConfig{Name: "lan1", Files: []*os.File{null}, MAC: net.HardwareAddr{2, 0, 0, 0, 0, 9}, MTU: 1500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !g.Inbound(other, arpFrame(opRequest, me, me)) || len(g.Conflicts()) != 1 || g.Conflicts()[0].Interface != "lan1" {
+		t.Fatalf("a claim from another MAC: conflicts %+v", g.Conflicts())
 	}
 }
