@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/ghostrouter/ghostrouter/test/harness"
 )
@@ -27,29 +26,7 @@ func TestBroadcastModeIPv6(t *testing.T) {
 func broadcastIPv6(t *testing.T, v6only bool) {
 	const ghost6, second6 = "2001:db8:ffff::20", "2001:db8:2::fa"
 	tp := newTopo(t, topoOptions{servers: 3})
-	for _, ns := range append([]*harness.NS{tp.cli}, tp.servers[0].ns, tp.servers[1].ns, tp.servers[2].ns) {
-		ns.Sysctl("net.ipv6.conf.all.disable_ipv6", "0")
-	}
-	var clients []string
-	tp.cli.AddrAdd("c0", "2001:db8:1::10/64")
-	for i := 0; i < 24; i++ {
-		c := fmt.Sprintf("2001:db8:1::%x", 0x200+i)
-		tp.cli.AddrAdd("c0", c+"/128")
-		clients = append(clients, c)
-	}
-	tp.cli.MustRun("ip", "-6", "route", "add", "default", "via", "2001:db8:1::1")
-	for i, s := range tp.servers {
-		s.ns.AddrAdd("e0", fmt.Sprintf("2001:db8:2::%x/64", 0x11+i))
-		s.ns.MustRun("ip", "-6", "route", "add", "default", "via", "2001:db8:2::1")
-	}
-	// Duplicate address detection must finish before the servers answer
-	// (a tentative address cannot source their neighbor solicitations).
-	for _, ns := range append([]*harness.NS{tp.cli}, tp.servers[0].ns, tp.servers[1].ns, tp.servers[2].ns) {
-		harness.WaitFor(t, 10*time.Second, "IPv6 duplicate address detection in "+ns.Name, func() bool {
-			out, err := ns.Run("ip", "-6", "addr", "show", "tentative")
-			return err == nil && strings.TrimSpace(out) == ""
-		})
-	}
+	clients := tp.enableIPv6(24, 0x200)
 	tp.startServers()
 	cfg := strings.Replace(tp.baseConfig(), `addresses = ["`+upAddr+`/24"]`, `addresses = ["`+upAddr+`/24", "2001:db8:1::1/64"]`, 1)
 	lanAddrs := `"` + lanAddr + `/24", "2001:db8:2::1/64"`

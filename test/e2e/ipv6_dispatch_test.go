@@ -6,23 +6,30 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ghostrouter/ghostrouter/test/harness"
 )
 
-// TestRoutingModeIPv6: an IPv6 ghost in routing mode. Each client address is
-// answered by the server lookup names; on the LAN each packet to the ghost
-// goes to that server's MAC with its hop limit decremented by one.
-func TestRoutingModeIPv6(t *testing.T) {
-	const ghost6 = "2001:db8:ffff::10"
-	tp := newTopo(t, topoOptions{servers: 3})
-	for _, ns := range append([]*harness.NS{tp.cli}, tp.servers[0].ns, tp.servers[1].ns, tp.servers[2].ns) {
+// enableIPv6 gives the topology IPv6: the client 2001:db8:1::10/64 and n
+// more /128 client addresses from 2001:db8:1::first (hex), the servers
+// 2001:db8:2::11 and up, default routes via the appliance's 2001:db8:1::1
+// and 2001:db8:2::1; it waits for duplicate address detection to finish (a
+// tentative address cannot source a server's neighbor solicitations) and
+// returns the n client addresses.
+func (tp *topo) enableIPv6(n, first int) []string {
+	tp.t.Helper()
+	hosts := []*harness.NS{tp.cli}
+	for _, s := range tp.servers {
+		hosts = append(hosts, s.ns)
+	}
+	for _, ns := range hosts {
 		ns.Sysctl("net.ipv6.conf.all.disable_ipv6", "0")
 	}
 	var clients []string
 	tp.cli.AddrAdd("c0", "2001:db8:1::10/64")
-	for i := 0; i < 16; i++ {
-		c := fmt.Sprintf("2001:db8:1::%x", 0x100+i)
+	for i := range n {
+		c := fmt.Sprintf("2001:db8:1::%x", first+i)
 		tp.cli.AddrAdd("c0", c+"/128")
 		clients = append(clients, c)
 	}
@@ -31,6 +38,22 @@ func TestRoutingModeIPv6(t *testing.T) {
 		s.ns.AddrAdd("e0", fmt.Sprintf("2001:db8:2::%x/64", 0x11+i))
 		s.ns.MustRun("ip", "-6", "route", "add", "default", "via", "2001:db8:2::1")
 	}
+	for _, ns := range hosts {
+		harness.WaitFor(tp.t, 10*time.Second, "IPv6 duplicate address detection in "+ns.Name, func() bool {
+			out, err := ns.Run("ip", "-6", "addr", "show", "tentative")
+			return err == nil && strings.TrimSpace(out) == ""
+		})
+	}
+	return clients
+}
+
+// TestRoutingModeIPv6: an IPv6 ghost in routing mode. Each client address is
+// answered by the server lookup names; on the LAN each packet to the ghost
+// goes to that server's MAC with its hop limit decremented by one.
+func TestRoutingModeIPv6(t *testing.T) {
+	const ghost6 = "2001:db8:ffff::10"
+	tp := newTopo(t, topoOptions{servers: 3})
+	clients := tp.enableIPv6(16, 0x100)
 	tp.startServers()
 	cfg := strings.Replace(tp.baseConfig(), `addresses = ["`+upAddr+`/24"]`, `addresses = ["`+upAddr+`/24", "2001:db8:1::1/64"]`, 1)
 	cfg = strings.Replace(cfg, `addresses = ["`+lanAddr+`/24"]`, `addresses = ["`+lanAddr+`/24", "2001:db8:2::1/64"]`, 1)
