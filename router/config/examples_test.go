@@ -17,7 +17,7 @@ func TestExamples(t *testing.T) {
 	if len(files) == 0 {
 		t.Fatal("no example configurations in ../../configs")
 	}
-	ghosts := netip.MustParsePrefix("203.0.113.0/24")
+	ghosts, ghosts6 := netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix("2001:db8::/32")
 	checks := map[string]func(*testing.T, *Config){
 		"routing.toml": func(t *testing.T, cfg *Config) {
 			c := onlyCluster(t, cfg)
@@ -30,6 +30,16 @@ func TestExamples(t *testing.T) {
 			c := onlyCluster(t, cfg)
 			if c.Mode != ModeBroadcast || c.BroadcastAddress != netip.MustParseAddr("10.0.0.250") {
 				t.Errorf("want a broadcast cluster with broadcast_address 10.0.0.250; got %+v", c)
+			}
+		},
+		"ipv6-broadcast.toml": func(t *testing.T, cfg *Config) {
+			c := onlyCluster(t, cfg)
+			lan, ok := cfg.Interface(c.Interface)
+			if !ok || c.Mode != ModeBroadcast || !c.Address.Is6() || !c.BroadcastAddress.Is6() {
+				t.Fatalf("want an IPv6 broadcast cluster; got %+v", c)
+			}
+			if _, dst, ok := lan.AnnounceTo(); !ok || dst != AllNodes {
+				t.Errorf("announcements on %s go to %s, want ff02::1 (an IPv6-only LAN)", lan.Name, dst)
 			}
 		},
 		"one-armed.toml": func(t *testing.T, cfg *Config) {
@@ -56,8 +66,8 @@ func TestExamples(t *testing.T) {
 				}
 			}
 			for _, c := range cfg.Clusters {
-				if !ghosts.Contains(c.Address) {
-					t.Errorf("cluster %q: ghost %s is not from %s, the documentation range for ghosts", c.Name, c.Address, ghosts)
+				if !ghosts.Contains(c.Address) && !ghosts6.Contains(c.Address) {
+					t.Errorf("cluster %q: ghost %s is not from %s or %s, the documentation ranges for ghosts", c.Name, c.Address, ghosts, ghosts6)
 				}
 			}
 			if check, ok := checks[filepath.Base(f)]; ok {
