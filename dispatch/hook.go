@@ -178,7 +178,10 @@ func (f *Forwarder) dispatch4(c *Cluster, in *tap.Endpoint, frame []byte) {
 	if !ok {
 		return
 	}
-	mtu, seg := c.LAN.MTU(), segmentSize(in, frame)
+	mtu, seg := c.LAN.MTU(), 0
+	if tot > int(mtu) { // a super-frame always is; a packet within the MTU fits
+		seg = segmentSize(in, frame)
+	}
 	if hdr.Exceeds(ip, hl, tot, ip[9], seg, mtu) {
 		switch {
 		case ip[6]&flagDF != 0:
@@ -313,7 +316,7 @@ func (f *Forwarder) dispatch6(c *Cluster, in *tap.Endpoint, frame []byte) {
 	if !ok {
 		return
 	}
-	if mtu := c.LAN.MTU(); hdr.Exceeds(ip, ipv6Len, tot, ip[6], segmentSize(in, frame), mtu) {
+	if mtu := c.LAN.MTU(); tot > int(mtu) && hdr.Exceeds(ip, ipv6Len, tot, ip[6], segmentSize(in, frame), mtu) {
 		// Routers never fragment IPv6 (RFC 8200 5).
 		c.stats.TooBig.Add(1)
 		if f.errs != nil {

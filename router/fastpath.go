@@ -194,7 +194,9 @@ func (f *fastPath) forward(in *Link, frame []byte) bool {
 		return false
 	}
 	out := h.out
-	if hdr.Exceeds(ip, ipv4Min, tot, ip[9], in.EP.SegmentSize(frame), out.EP.MTU()) {
+	// Only a packet longer than the MTU (a super-frame always is) needs its
+	// segment size looked up.
+	if mtu := out.EP.MTU(); tot > int(mtu) && hdr.Exceeds(ip, ipv4Min, tot, ip[9], in.EP.SegmentSize(frame), mtu) {
 		return false
 	}
 	if out == in && f.r.sendRedirects.Load() {

@@ -440,7 +440,7 @@ func (r *Router) maybeRedirect(l *Link, frame []byte) {
 	src := netip.AddrFrom4([4]byte(ip[12:16]))
 	for _, p := range l.Config.Addresses {
 		if p.Addr().Is4() && p.Masked().Contains(src) && p.Masked().Contains(next) && src != next {
-			r.sendICMPError(l, frame, icmp.TypeRedirect, icmp.CodeRedirectHost, next.As4())
+			r.sendICMPOn(l, false, frame, icmp.TypeRedirect, icmp.CodeRedirectHost, next.As4())
 			r.stats.RedirectsSent.Add(1)
 			return
 		}
@@ -467,7 +467,7 @@ func (r *Router) ttlGuard(l *Link, frame []byte) bool {
 		r.stats.MalformedDropped.Add(1)
 		return true
 	}
-	r.sendICMPError(l, frame, icmp.TypeTimeExceeded, icmp.CodeTTLExceeded, [4]byte{})
+	r.sendICMPOn(l, false, frame, icmp.TypeTimeExceeded, icmp.CodeTTLExceeded, [4]byte{})
 	r.stats.TTLExceeded.Add(1)
 	return true
 }
@@ -476,43 +476,43 @@ func (r *Router) ttlGuard(l *Link, frame []byte) bool {
 // on the link of ep) back to the frame's sender, from that link's address,
 // within the rate limit.
 func (r *Router) SendICMPError(ep *tap.Endpoint, frame []byte, typ, code uint8, rest [4]byte) {
-	for _, l := range r.links {
-		if l.EP == ep {
-			r.sendICMPError(l, frame, typ, code, rest)
-			return
-		}
-	}
+	r.sendICMP(ep, false, frame, typ, code, rest)
 }
 
 // SendICMPv6Error is SendICMPError for IPv6 packets (from the link's first
 // IPv6 address).
 func (r *Router) SendICMPv6Error(ep *tap.Endpoint, frame []byte, typ, code uint8, rest [4]byte) {
+	r.sendICMP(ep, true, frame, typ, code, rest)
+}
+
+// sendICMP builds the ICMPv4 or ICMPv6 error and writes it back out of the
+// link of ep, when that link has an address of the family and the rate limit
+// allows.
+func (r *Router) sendICMP(ep *tap.Endpoint, v6 bool, frame []byte, typ, code uint8, rest [4]byte) {
 	for _, l := range r.links {
-		if l.EP != ep || !l.hasV6 {
-			continue
-		}
-		if !r.lim.Allow(time.Now()) {
-			r.stats.ICMPRateLimited.Add(1)
+		if l.EP == ep {
+			r.sendICMPOn(l, v6, frame, typ, code, rest)
 			return
 		}
-		var buf [icmp.MaxErrorFrame6]byte
-		if out := icmp.AppendError6(buf[:0], frame, l.EP.MACBytes(), l.v6, typ, code, rest); out != nil {
-			l.EP.WriteFrame(out)
-		}
-		return
 	}
 }
 
-func (r *Router) sendICMPError(l *Link, frame []byte, typ, code uint8, rest [4]byte) {
-	if !l.hasV4 {
+func (r *Router) sendICMPOn(l *Link, v6 bool, frame []byte, typ, code uint8, rest [4]byte) {
+	if v6 && !l.hasV6 || !v6 && !l.hasV4 {
 		return
 	}
 	if !r.lim.Allow(time.Now()) {
 		r.stats.ICMPRateLimited.Add(1)
 		return
 	}
-	var buf [icmp.MaxErrorFrame]byte
-	if out := icmp.AppendError4(buf[:0], frame, l.EP.MACBytes(), l.v4, typ, code, rest); out != nil {
+	var buf [max(icmp.MaxErrorFrame, icmp.MaxErrorFrame6)]byte
+	var out []byte
+	if v6 {
+		out = icmp.AppendError6(buf[:0], frame, l.EP.MACBytes(), l.v6, typ, code, rest)
+	} else {
+		out = icmp.AppendError4(buf[:0], frame, l.EP.MACBytes(), l.v4, typ, code, rest)
+	}
+	if out != nil {
 		l.EP.WriteFrame(out)
 	}
 }

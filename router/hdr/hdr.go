@@ -23,7 +23,8 @@ func DecTTL(ip []byte) {
 // tot, next protocol proto) is too big for a link of this MTU: a plain packet
 // (seg 0) by its length; a TCP super-frame by the segments of seg bytes it is
 // to be cut into, each of which must fit (a super-frame whose TCP header does
-// not follow the IP header counts as too big).
+// not follow the IP header counts as too big). A packet no longer than the
+// MTU never exceeds it, so a caller may skip the segment size lookup then.
 func Exceeds(ip []byte, hl, tot int, proto uint8, seg int, mtu uint32) bool {
 	if seg == 0 {
 		return tot > int(mtu)
