@@ -11,17 +11,9 @@ import (
 // conflictRows maps each address in the status's conflicts table to its row.
 func conflictRows(status string) map[string]string {
 	rows := map[string]string{}
-	in := false
-	for _, line := range strings.Split(status, "\n") {
-		switch {
-		case strings.HasPrefix(line, "address conflicts"):
-			in = true
-		case in && strings.TrimSpace(line) == "":
-			return rows
-		case in && strings.Contains(line, " of "):
-			if f := strings.Fields(line); len(f) > 0 && !strings.HasSuffix(f[0], ":") {
-				rows[f[0]] = line
-			}
+	for _, line := range strings.Split(statusSection(status, "address conflicts"), "\n")[1:] {
+		if f := strings.Fields(line); len(f) > 0 && strings.Contains(line, " of ") && !strings.HasSuffix(f[0], ":") {
+			rows[f[0]] = line
 		}
 	}
 	return rows

@@ -28,26 +28,13 @@ func broadcastIPv6(t *testing.T, v6only bool) {
 	tp := newTopo(t, topoOptions{servers: 3})
 	clients := tp.enableIPv6(24, 0x200)
 	tp.startServers()
-	cfg := strings.Replace(tp.baseConfig(), `addresses = ["`+upAddr+`/24"]`, `addresses = ["`+upAddr+`/24", "2001:db8:1::1/64"]`, 1)
 	lanAddrs := `"` + lanAddr + `/24", "2001:db8:2::1/64"`
-	extra := ""
+	more := fmt.Sprintf("mode = \"broadcast\"\nbroadcast_address = %q\n", second6)
 	if v6only {
 		lanAddrs = `"2001:db8:2::1/64"`
-		extra = fmt.Sprintf("announce_key = %q\nannounce_interval = \"300ms\"\n", announceKey)
+		more += fmt.Sprintf("announce_key = %q\nannounce_interval = \"300ms\"\n", announceKey)
 	}
-	cfg = strings.Replace(cfg, `addresses = ["`+lanAddr+`/24"]`, `addresses = [`+lanAddrs+`]`, 1)
-	cfg += fmt.Sprintf(`
-[[cluster]]
-name = "web"
-address = %q
-interface = "lan0"
-mode = "broadcast"
-broadcast_address = %q
-seed = 0x5eed
-%s`, ghost6, second6, extra)
-	for i := range tp.servers {
-		cfg += fmt.Sprintf("\n  [[cluster.server]]\n  id = %d\n  address = \"2001:db8:2::%x\"\n", i, 0x11+i)
-	}
+	cfg := tp.ipv6Config(lanAddrs, ghost6, more)
 	tp.start(cfg)
 	if v6only {
 		tp.runNodes(tp.cfgPath, 0, len(tp.servers))

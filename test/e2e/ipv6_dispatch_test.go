@@ -47,6 +47,20 @@ func (tp *topo) enableIPv6(n, first int) []string {
 	return clients
 }
 
+// ipv6Config is the appliance's configuration for a topology made IPv6 by
+// enableIPv6: up0 dual-stack (2001:db8:1::1/64), lan0 holding lanAddrs (a
+// TOML list's items), and cluster "web" for ghost6 with the keys in more and
+// the servers at 2001:db8:2::11 and up.
+func (tp *topo) ipv6Config(lanAddrs, ghost6, more string) string {
+	cfg := strings.Replace(tp.baseConfig(), `addresses = ["`+upAddr+`/24"]`, `addresses = ["`+upAddr+`/24", "2001:db8:1::1/64"]`, 1)
+	cfg = strings.Replace(cfg, `addresses = ["`+lanAddr+`/24"]`, `addresses = [`+lanAddrs+`]`, 1)
+	cfg += fmt.Sprintf("\n[[cluster]]\nname = \"web\"\naddress = %q\ninterface = \"lan0\"\nseed = 0x5eed\n%s", ghost6, more)
+	for i := range tp.servers {
+		cfg += fmt.Sprintf("\n  [[cluster.server]]\n  id = %d\n  address = \"2001:db8:2::%x\"\n", i, 0x11+i)
+	}
+	return cfg
+}
+
 // TestRoutingModeIPv6: an IPv6 ghost in routing mode. Each client address is
 // answered by the server lookup names; on the LAN each packet to the ghost
 // goes to that server's MAC with its hop limit decremented by one.
@@ -55,19 +69,7 @@ func TestRoutingModeIPv6(t *testing.T) {
 	tp := newTopo(t, topoOptions{servers: 3})
 	clients := tp.enableIPv6(16, 0x100)
 	tp.startServers()
-	cfg := strings.Replace(tp.baseConfig(), `addresses = ["`+upAddr+`/24"]`, `addresses = ["`+upAddr+`/24", "2001:db8:1::1/64"]`, 1)
-	cfg = strings.Replace(cfg, `addresses = ["`+lanAddr+`/24"]`, `addresses = ["`+lanAddr+`/24", "2001:db8:2::1/64"]`, 1)
-	cfg += fmt.Sprintf(`
-[[cluster]]
-name = "web"
-address = %q
-interface = "lan0"
-mode = "routing"
-seed = 0x5eed
-`, ghost6)
-	for i := range tp.servers {
-		cfg += fmt.Sprintf("\n  [[cluster.server]]\n  id = %d\n  address = \"2001:db8:2::%x\"\n", i, 0x11+i)
-	}
+	cfg := tp.ipv6Config(`"`+lanAddr+`/24", "2001:db8:2::1/64"`, ghost6, "mode = \"routing\"\n")
 	tp.start(cfg)
 	tp.setupNodes()
 	want := tp.lookup(clients)

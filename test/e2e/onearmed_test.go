@@ -220,12 +220,16 @@ func appMACFromStatus(t *testing.T, status, link string) net.HardwareAddr {
 }
 
 // neighborRows is the neighbor table part of `status`.
-func neighborRows(status string) string {
-	i := strings.Index(status, "\nneighbors")
+func neighborRows(status string) string { return statusSection(status, "neighbors") }
+
+// statusSection is the part of `status` from the line starting with title
+// up to the next blank line.
+func statusSection(status, title string) string {
+	i := strings.Index("\n"+status, "\n"+title)
 	if i < 0 {
 		return ""
 	}
-	rest := status[i+1:]
+	rest := status[i:]
 	if j := strings.Index(rest, "\n\n"); j >= 0 {
 		rest = rest[:j]
 	}
