@@ -16,6 +16,7 @@ import (
 
 	"github.com/ghostrouter/ghostrouter/arp"
 	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/neigh"
 	"github.com/ghostrouter/ghostrouter/router"
 )
 
@@ -32,7 +33,10 @@ type Status struct {
 	Links     []LinkStatus             `json:"links"`
 	Counters  map[string]uint64        `json:"counters"`
 	Conflicts []arp.Conflict           `json:"conflicts"`
-	Message   string                   `json:"message,omitempty"`
+	// ServerNeighbors are the servers' MACs as the appliance resolves
+	// and guards them: unresolved ones, and the age of each MAC.
+	ServerNeighbors []neigh.Entry `json:"server_neighbors"`
+	Message         string        `json:"message,omitempty"`
 }
 
 // LinkStatus is one interface's counters.
@@ -44,11 +48,12 @@ type LinkStatus struct {
 
 func (a *appliance) status(path string) Status {
 	st := Status{
-		Config:    path,
-		Clusters:  a.m.Status(),
-		Neighbors: a.r.Neighbors(),
-		Routes:    a.r.Routes(),
-		Conflicts: a.guard.Conflicts(),
+		Config:          path,
+		Clusters:        a.m.Status(),
+		Neighbors:       a.r.Neighbors(),
+		Routes:          a.r.Routes(),
+		Conflicts:       append(a.guard.Conflicts(), a.nb.Conflicts()...),
+		ServerNeighbors: a.nb.Entries(),
 		Counters: map[string]uint64{
 			"ttl_exceeded":       a.r.Stats().TTLExceeded.Load(),
 			"icmp_rate_limited":  a.r.Stats().ICMPRateLimited.Load(),
@@ -59,6 +64,15 @@ func (a *appliance) status(path string) Status {
 			"arp_claim_gratuit":  a.guard.Stats().Gratuitous.Load(),
 		},
 	}
+	ns := a.nb.Stats()
+	st.Counters["server_neighbor_requests"] = ns.Requests.Load()
+	st.Counters["server_neighbor_deferred"] = ns.Deferred.Load()
+	st.Counters["server_neighbor_learned"] = ns.Learned.Load()
+	st.Counters["server_neighbor_changed"] = ns.Changed.Load()
+	st.Counters["server_neighbor_confirmed"] = ns.Confirmed.Load()
+	st.Counters["server_neighbor_claims"] = ns.Claims.Load()
+	st.Counters["server_neighbor_unsolicited"] = ns.Unsolicited.Load()
+	st.Counters["server_neighbor_send_errors"] = ns.SendErrors.Load()
 	fp := a.r.FastPathStats()
 	st.Counters["fastpath_forwarded"] = fp.Forwarded.Load()
 	st.Counters["fastpath_bytes"] = fp.Bytes.Load()
@@ -245,6 +259,7 @@ func printStatus(w io.Writer, st *Status) {
 		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", n.Interface, n.Addr, n.MAC, state)
 	}
+	printServerNeighbors(tw, st.ServerNeighbors)
 	fmt.Fprintln(tw, "\naddress conflicts (ARP claims of protected addresses, dropped)")
 	if len(st.Conflicts) == 0 {
 		fmt.Fprintln(tw, "  none")

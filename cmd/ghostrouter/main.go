@@ -21,6 +21,7 @@ import (
 	"github.com/ghostrouter/ghostrouter/dispatch"
 	"github.com/ghostrouter/ghostrouter/dispatch/announce"
 	"github.com/ghostrouter/ghostrouter/dispatch/tune"
+	"github.com/ghostrouter/ghostrouter/neigh"
 	"github.com/ghostrouter/ghostrouter/router"
 	"github.com/ghostrouter/ghostrouter/router/config"
 )
@@ -196,6 +197,7 @@ type appliance struct {
 	r      *router.Router
 	m      *dispatch.Manager
 	guard  *arp.Guard
+	nb     *neigh.Resolver
 	ann    *announce.Announcer
 	sender *announceSender
 }
@@ -207,9 +209,11 @@ func newAppliance(cfg *config.Config, log *slog.Logger) (*appliance, error) {
 	}
 	sender := newAnnounceSender(r)
 	ann := announce.NewAnnouncer(uint64(time.Now().UnixNano()), sender.send, log)
-	m, err := dispatch.NewManager(cfg, dispatch.Deps{
+	var m *dispatch.Manager
+	nb := newNeighbors(r, cfg, log, func() { m.Kick() }) // started once m is set
+	m, err = dispatch.NewManager(cfg, dispatch.Deps{
 		Endpoint: r.Endpoint,
-		Resolver: r,
+		Resolver: nb,
 		Errors:   r,
 		Prober:   r,
 		Announce: ann,
@@ -226,11 +230,12 @@ func newAppliance(cfg *config.Config, log *slog.Logger) (*appliance, error) {
 		}
 	}
 	guard := arp.NewGuard(protectedAddresses(cfg), log)
-	r.SetStages(guard, m.Forwarder())
+	r.SetStages(guard, nb, m.Forwarder())
+	nb.Start()
 	m.Start()
 	r.AnnounceAddresses()
 	probe(r, cfg)
-	return &appliance{log: log, cfg: cfg, r: r, m: m, guard: guard, ann: ann, sender: sender}, nil
+	return &appliance{log: log, cfg: cfg, r: r, m: m, guard: guard, nb: nb, ann: ann, sender: sender}, nil
 }
 
 // protectedAddresses are the addresses no LAN host may claim by ARP, with
@@ -300,6 +305,7 @@ func (a *appliance) reload(path string) string {
 		a.log.Error("reload: router reconfiguration incomplete", "err", err)
 	}
 	a.guard.Protect(protectedAddresses(cfg))
+	a.nb.SetTargets(serverTargets(cfg))
 	probe(a.r, cfg)
 	a.cfg = cfg
 	a.log.Info("reloaded", "config", path, "clusters", len(cfg.Clusters), "routes", len(cfg.Routes))
@@ -308,6 +314,7 @@ func (a *appliance) reload(path string) string {
 
 func (a *appliance) close() error {
 	a.m.Close()
+	a.nb.Close()
 	a.sender.close()
 	return a.r.Close()
 }

@@ -142,7 +142,10 @@ type Server struct {
 	Address netip.Addr // the server's primary address, on the cluster's interface
 	Weight  int        // 0..MaxWeight; 0 owns no buckets
 	Drain   bool
-	Line    int
+	// MAC pins the server's MAC (routing mode): the appliance neither
+	// resolves nor learns it. nil: resolved by the appliance. Always unicast.
+	MAC  net.HardwareAddr
+	Line int
 }
 
 // Health is [cluster.health]. When the table is absent Check is CheckNone.

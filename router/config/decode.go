@@ -364,6 +364,9 @@ func (d *decoder) cluster(t *table) Cluster {
 		st.label = fmt.Sprintf("%s %s", t.label, st.label)
 		c.Servers = append(c.Servers, d.server(st, t.label))
 		src.servers = append(src.servers, st)
+		if c.Mode == ModeBroadcast && st.has("mac") {
+			st.errorf("mac", "only for mode = \"routing\": in broadcast mode no frame is sent to a server's MAC")
+		}
 	}
 	if !t.has("server") {
 		t.missing("server", "a cluster needs at least one [[cluster.server]]")
@@ -387,7 +390,7 @@ func (d *decoder) server(t *table, cluster string) Server {
 	} else if !t.has("id") {
 		t.missing("id", "every server needs an id: the bucket table names servers by id")
 	}
-	t.known("id", "address", "weight", "drain")
+	t.known("id", "address", "weight", "drain", "mac")
 	if a, ok := t.unicast("address"); ok {
 		s.Address = a
 	} else if !t.has("address") {
@@ -395,6 +398,13 @@ func (d *decoder) server(t *table, cluster string) Server {
 	}
 	s.Weight = t.intRange("weight", DefaultWeight, 0, MaxWeight)
 	s.Drain, _ = t.boolean("drain")
+	if m, ok := t.mac("mac"); ok {
+		if m[0]&1 != 0 {
+			t.errorf("mac", "%s is a broadcast or multicast MAC address; a server's MAC is unicast", m)
+		} else {
+			s.MAC = m
+		}
+	}
 	return s
 }
 

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/ghostrouter/ghostrouter/neigh"
+	"github.com/ghostrouter/ghostrouter/router"
+	"github.com/ghostrouter/ghostrouter/router/config"
+)
+
+// newNeighbors returns the resolver of the servers' MACs (not started),
+// with cfg's servers as its targets.
+func newNeighbors(r *router.Router, cfg *config.Config, log *slog.Logger, onChange func()) *neigh.Resolver {
+	nb := neigh.New(neigh.Deps{
+		Port: func(name string) (neigh.Port, bool) {
+			ep, ok := r.Endpoint(name)
+			if !ok {
+				return nil, false
+			}
+			return ep, true
+		},
+		Source:   r.SourceAddress,
+		Statics:  r.ServerNeighbors(),
+		OnChange: onChange,
+		Logger:   log,
+	}, neigh.DefaultParams())
+	nb.SetTargets(serverTargets(cfg))
+	return nb
+}
+
+// serverTargets lists the servers of routing-mode clusters, whose MACs the
+// appliance resolves and guards: a server's mac pins it; a [[neighbor]] for
+// its address is netstack's already, and pins it too when unicast.
+func serverTargets(cfg *config.Config) []neigh.Target {
+	var out []neigh.Target
+	for _, cl := range cfg.Clusters {
+		if cl.Mode != config.ModeRouting {
+			continue
+		}
+		for _, s := range cl.Servers {
+			t := neigh.Target{Interface: cl.Interface, Addr: s.Address, Role: fmt.Sprintf("server %d of cluster %s", s.ID, cl.Name)}
+			if len(s.MAC) == 6 {
+				t.Pin = [6]byte(s.MAC)
+			}
+			for _, n := range cfg.Neighbors {
+				if n.Interface == cl.Interface && n.Address == s.Address {
+					t.External = true
+					if m := [6]byte(n.MAC); neigh.Unicast(m) && t.Pin == ([6]byte{}) {
+						t.Pin = m
+					}
+				}
+			}
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// printServerNeighbors writes the status section of the servers' MACs.
+func printServerNeighbors(w io.Writer, entries []neigh.Entry) {
+	resolved := 0
+	var unresolved []string
+	for _, e := range entries {
+		if e.MAC != "" {
+			resolved++
+		} else {
+			unresolved = append(unresolved, e.Address.String())
+		}
+	}
+	fmt.Fprintf(w, "\nserver neighbors (resolved by the appliance): %d of %d resolved\n", resolved, len(entries))
+	if len(unresolved) > 0 {
+		fmt.Fprintf(w, "  unresolved: %s\n", strings.Join(unresolved, " "))
+	}
+	if len(entries) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "  INTERFACE\tADDRESS\tMAC\tSTATE\tAGE\tANSWERED\tCHANGES\tROLE")
+	for _, e := range entries {
+		mac, age, ans := e.MAC, e.Age, e.Answered
+		if mac == "" {
+			mac, age = "(unresolved)", "-"
+		}
+		if ans == "" {
+			ans = "-"
+		}
+		fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", e.Interface, e.Address, mac, e.State, age, ans, e.Changes, e.Role)
+	}
+}
