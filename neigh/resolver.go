@@ -200,7 +200,7 @@ func (r *Resolver) SetTargets(targets []Target) {
 		}
 		e := old[k]
 		if e == nil || e.t.Pin != t.Pin {
-			e = &entry{state: StateUnresolved, due: now, spread: spreadOf(t.Addr)}
+			e = &entry{state: StateUnresolved, spread: spreadOf(t.Addr)} // due at once
 			if t.Pin != ([6]byte{}) {
 				e.state, e.mac, e.learned = StatePinned, t.Pin, now
 			}
