@@ -40,6 +40,7 @@ type jsonStatus struct {
 		Name string `json:"name"`
 		MAC  string `json:"mac"`
 	} `json:"links"`
+	Counters map[string]uint64 `json:"counters"`
 	Clusters []struct {
 		Name    string `json:"name"`
 		Servers []struct {
