@@ -22,8 +22,10 @@ const (
 )
 
 // fleetAddr is server i's address, fleetMAC its MAC.
-func fleetAddr(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 0, byte(1 + i/200), byte(10 + i%200)}) }
-func fleetMAC(i int) string      { return fmt.Sprintf("02:aa:00:00:%02x:%02x", i>>8, i&0xff) }
+func fleetAddr(i int) netip.Addr {
+	return netip.AddrFrom4([4]byte{10, 0, byte(1 + i/200), byte(10 + i%200)})
+}
+func fleetMAC(i int) string { return fmt.Sprintf("02:aa:00:00:%02x:%02x", i>>8, i&0xff) }
 
 // fleetClient is the k-th client address, 10.128.0.0 + k.
 func fleetClient(k int) netip.Addr {
