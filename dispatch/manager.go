@@ -16,7 +16,7 @@ import (
 )
 
 // Resolver gives the MAC of a LAN host as the appliance's own ARP/NDP has
-// resolved it (the router implements it). It must not block.
+// resolved it (neigh.Resolver implements it). It must not block.
 type Resolver interface {
 	LinkAddress(ifname string, addr netip.Addr) ([6]byte, bool)
 }

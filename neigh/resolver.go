@@ -392,7 +392,11 @@ func (r *Resolver) publish() {
 		}
 	}
 	for k := range r.statics {
-		if e := r.entries[k]; e == nil || e.t.External || e.mac == ([6]byte{}) {
+		e := r.entries[k]
+		switch {
+		case e != nil && e.t.External:
+			delete(r.statics, k) // a [[neighbor]] now: the router's entry, not ours to remove
+		case e == nil || e.mac == ([6]byte{}):
 			delete(r.statics, k)
 			ops = append(ops, op{k: k, del: true})
 		}
@@ -458,6 +462,12 @@ func (r *Resolver) input(ifname string, self [6]byte, frame []byte, now time.Tim
 		if known && m.MAC != e.mac {
 			r.claim(e, m, now, true)
 			return true
+		}
+		if (e.state == StateUnresolved || e.state == StateGone) && !now.Before(e.window) {
+			// A server we have no (live) MAC for is talking: ask it now
+			// rather than at the next retry.
+			e.due = now
+			r.kick()
 		}
 		return false
 	case m.Reply && now.Before(e.window) && r.forUs(e, m):

@@ -645,3 +645,38 @@ func TestAppendRequestFamilies(t *testing.T) {
 		}
 	}
 }
+
+// An unresolved server's own request is passed on and asks for its MAC at
+// once, within the rate, instead of at the next retry.
+func TestRequestStartsResolution(t *testing.T) {
+	p := testParams()
+	p.Retries = 1 // after one unanswered request, the next is Backoff (5 s) later
+	r, port, _ := newTest(t, p, targets(1, false))
+	a, mac := serverAddr(0, false)
+	now := time.Unix(1000, 0)
+	r.step(now)
+	port.take() // the first request, unanswered
+	later := now.Add(p.Retry + 10*time.Millisecond)
+	if r.step(later); len(port.take()) != 0 {
+		t.Fatal("a request before the backoff was over")
+	}
+	if r.input("lan0", selfMAC, arpFrame(1, broadcastMAC, mac, a, [6]byte{}, self4), later) {
+		t.Fatal("the server's request was consumed")
+	}
+	r.step(later)
+	fs := port.take()
+	if len(fs) != 1 || readRequest(t, fs[0]).target != a {
+		t.Fatalf("%d requests after the server spoke, want one for it", len(fs))
+	}
+}
+
+// A server that gets a [[neighbor]] entry keeps the router's permanent
+// entry: the resolver does not remove what it no longer owns.
+func TestExternalNotRemoved(t *testing.T) {
+	r, _, st, a, mac := resolveOne(t, false, testParams())
+	r.SetTargets([]Target{{Interface: "lan0", Addr: a, Pin: mac, External: true}})
+	r.publish()
+	if st.m[a] != mac {
+		t.Errorf("the entry became a [[neighbor]] and was removed from netstack")
+	}
+}
