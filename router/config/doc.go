@@ -16,7 +16,9 @@
 //     given), every neighbor, cluster, server and broadcast address lies on
 //     a connected subnet of the interface it names;
 //   - names (interfaces, clusters), ghost addresses, server ids and server
-//     addresses do not collide.
+//     addresses do not collide;
+//   - a server's mac (routing mode only; it pins the server's MAC, which the
+//     appliance otherwise resolves and guards itself) is a unicast MAC.
 //
 // Validation is one pass that collects every problem rather than stopping at
 // the first: an operator fixing a file sees all of it at once, each problem as
