@@ -35,7 +35,10 @@
 // known MAC keeps the address for as long as it answers unicast probes,
 // which only the host holding that MAC receives. Only when Probes of them go
 // unanswered (1.5 s with DefaultParams) is the MAC gone, and the first answer
-// to a broadcast request then replaces it. A genuine change (a replaced NIC,
+// to a broadcast request then replaces it. While gone, the server is not
+// dispatched to (its frames would otherwise go to a MAC nobody holds, which
+// switches flood to every port): a server that merely missed the probes
+// answers that request within a round trip, with the same MAC. A genuine change (a replaced NIC,
 // which announces itself) is therefore accepted about 1.5 s after its first
 // announcement, and without an announcement within Refresh plus that. A
 // `mac = "..."` in [[cluster.server]] pins the entry: nothing is sent or

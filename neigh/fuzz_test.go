@@ -120,7 +120,13 @@ func FuzzGuard(f *testing.F) {
 			r.publish()
 			got, ok := r.LinkAddress("lan0", a)
 			if !ok {
-				t.Fatalf("the resolved server lost its MAC")
+				if e := r.Entries()[0]; e.State != StateGone || e.MAC != macString(known) {
+					t.Fatalf("the resolved server lost its MAC in state %s (%s)", e.State, e.MAC)
+				}
+				if _, in := st.m[a]; in {
+					t.Fatalf("netstack keeps an entry for a gone MAC")
+				}
+				continue
 			}
 			if !Unicast(got) {
 				t.Fatalf("published MAC %x is not unicast", got)

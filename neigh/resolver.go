@@ -298,6 +298,7 @@ func (r *Resolver) step(now time.Time) time.Duration {
 		if e.state == StateVerifying && e.tries >= r.p.Probes && !now.Before(e.due) {
 			// Probes unicast requests, Probe apart, none answered: the MAC is gone.
 			e.state, e.tries = StateGone, 0
+			r.changed() // not dispatched to while gone
 			r.log.Warn("server MAC no longer answers; the first answer to a broadcast request replaces it",
 				"interface", e.t.Interface, "address", e.t.Addr, "role", e.t.Role, "mac", macString(e.mac),
 				"probes", r.p.Probes, "interval", r.p.Probe)
@@ -382,7 +383,7 @@ func (r *Resolver) publish() {
 	}
 	var ops []op
 	for k, e := range r.entries {
-		if e.mac == ([6]byte{}) {
+		if e.mac == ([6]byte{}) || e.state == StateGone {
 			continue
 		}
 		snap[k] = e.mac
@@ -396,7 +397,7 @@ func (r *Resolver) publish() {
 		switch {
 		case e != nil && e.t.External:
 			delete(r.statics, k) // a [[neighbor]] now: the router's entry, not ours to remove
-		case e == nil || e.mac == ([6]byte{}):
+		case e == nil || e.mac == ([6]byte{}) || e.state == StateGone:
 			delete(r.statics, k)
 			ops = append(ops, op{k: k, del: true})
 		}
@@ -513,13 +514,13 @@ func (r *Resolver) answer(e *entry, m Message, now time.Time) {
 			e.mac, e.learned = m.MAC, now
 			e.changes++
 			r.stats.Changed.Add(1)
-			r.changed()
 			if e.conflict.mac == m.MAC {
 				e.conflict = conflict{} // the claimer was the server itself: no conflict left
 			}
 			r.log.Warn("server MAC changed: the old one stopped answering, the new one answered the appliance's request",
 				"interface", e.t.Interface, "address", e.t.Addr, "role", e.t.Role, "old", macString(old), "new", macString(m.MAC))
 		}
+		r.changed() // published again, changed or not
 		r.reachable(e, now)
 	default: // reachable, verifying
 		if m.MAC != e.mac {
