@@ -237,6 +237,7 @@ func TestServerMACGuard(t *testing.T) {
 		}
 		return len(macs) == 2*len(tp.servers)
 	})
+	resolvedAt := time.Now() // every MAC was learned before this
 	var appMAC net.HardwareAddr
 	for _, l := range st.Links {
 		if l.Name == "lan0" {
@@ -380,11 +381,42 @@ func TestServerMACGuard(t *testing.T) {
 	})
 	took := time.Since(changed)
 	t.Logf("server 1's new MAC accepted %v after the change (documented bound: 1.5 s after its announcement)", took.Round(time.Millisecond))
-	if took > 2500*time.Millisecond {
-		t.Errorf("the new MAC took %v, want within the documented 1.5 s bound (plus the status poll)", took)
+	if took > 3*time.Second {
+		t.Errorf("the new MAC took %v to show in status, want within the documented 1.5 s bound (plus the status poll)", took)
 	}
-	if log := tp.app.Log(); !strings.Contains(log, "server MAC changed") || !strings.Contains(log, newMAC) {
-		t.Errorf("no log line for the accepted change")
+	// The bound, from the appliance's log: each address's change is
+	// accepted Probes x Probe = 1.5 s after the first claim of the new MAC
+	// (the kernel's announcement), plus a round trip.
+	log := tp.app.Log()
+	for _, a := range []string{v4(1), v6(1)} {
+		claimed := logTimes(log, "address conflict", "address="+a+" ", "mac="+newMAC)
+		accepted := logTimes(log, "server MAC changed", "address="+a+" ", "new="+newMAC)
+		if len(claimed) == 0 || len(accepted) != 1 {
+			t.Errorf("%s: %d conflict lines naming the new MAC, %d change lines, want at least 1 and 1", a, len(claimed), len(accepted))
+			continue
+		}
+		d := accepted[0].Sub(claimed[0])
+		t.Logf("%s: new MAC accepted %v after its first announcement", a, d.Round(time.Millisecond))
+		if d < 1500*time.Millisecond || d > 2*time.Second {
+			t.Errorf("%s: accepted %v after the first claim, want the documented 1.5 s (at most 2 s)", a, d)
+		}
+	}
+	// The ages in status: server 0's MAC is as old as its resolution,
+	// server 1's is younger than the change, which it counts.
+	minAge0 := time.Since(resolvedAt)
+	st = tp.statusJSON()
+	maxAge1 := time.Since(changed)
+	for _, e := range st.ServerNeighbors {
+		switch e.Address {
+		case v4(0), v6(0):
+			if time.Duration(e.AgeMS)*time.Millisecond < minAge0-time.Millisecond || e.Changes != 0 || e.State != "reachable" {
+				t.Errorf("server 0's entry %+v: want reachable, no change, age at least %v", e, minAge0)
+			}
+		case v4(1), v6(1):
+			if time.Duration(e.AgeMS)*time.Millisecond > maxAge1 || e.Changes != 1 {
+				t.Errorf("server 1's entry %+v: want one change, age at most %v", e, maxAge1)
+			}
+		}
 	}
 	// And the dispatcher follows: server 1's clients reach it at its new MAC.
 	capLAN = tp.rtr.Capture("br-lan", "ip dst "+ghostAddr)
@@ -402,4 +434,26 @@ func TestServerMACGuard(t *testing.T) {
 	if n1 == 0 {
 		t.Errorf("no traffic of server 1's clients after the change")
 	}
+}
+
+// logTimes returns the times of the appliance's log lines (slog text)
+// containing every one of subs.
+func logTimes(log string, subs ...string) []time.Time {
+	var out []time.Time
+lines:
+	for _, line := range strings.Split(log, "\n") {
+		for _, s := range subs {
+			if !strings.Contains(line, s) {
+				continue lines
+			}
+		}
+		f := strings.Fields(line)
+		if len(f) == 0 || !strings.HasPrefix(f[0], "time=") {
+			continue
+		}
+		if ts, err := time.Parse(time.RFC3339Nano, strings.TrimPrefix(f[0], "time=")); err == nil {
+			out = append(out, ts)
+		}
+	}
+	return out
 }
