@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"strings"
 
 	"github.com/ghostrouter/ghostrouter/neigh"
@@ -34,14 +35,30 @@ func newNeighbors(r *router.Router, cfg *config.Config, log *slog.Logger, onChan
 // serverTargets lists the servers of routing-mode clusters, whose MACs the
 // appliance resolves and guards: a server's mac pins it; a [[neighbor]] for
 // its address is netstack's already, and pins it too when unicast.
+// A server in several clusters is one target, named by all of them, pinned
+// by the first mac given.
 func serverTargets(cfg *config.Config) []neigh.Target {
 	var out []neigh.Target
+	type key struct {
+		ifname string
+		addr   netip.Addr
+	}
+	seen := map[key]int{}
 	for _, cl := range cfg.Clusters {
 		if cl.Mode != config.ModeRouting {
 			continue
 		}
 		for _, s := range cl.Servers {
-			t := neigh.Target{Interface: cl.Interface, Addr: s.Address, Role: fmt.Sprintf("server %d of cluster %s", s.ID, cl.Name)}
+			role := fmt.Sprintf("server %d of cluster %s", s.ID, cl.Name)
+			if i, dup := seen[key{cl.Interface, s.Address}]; dup {
+				out[i].Role += ", " + role
+				if len(s.MAC) == 6 && out[i].Pin == ([6]byte{}) {
+					out[i].Pin = [6]byte(s.MAC)
+				}
+				continue
+			}
+			seen[key{cl.Interface, s.Address}] = len(out)
+			t := neigh.Target{Interface: cl.Interface, Addr: s.Address, Role: role}
 			if len(s.MAC) == 6 {
 				t.Pin = [6]byte(s.MAC)
 			}

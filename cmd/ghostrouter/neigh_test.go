@@ -61,6 +61,16 @@ mode = "routing"
   address = "10.0.0.13"
 
 [[cluster]]
+name = "api"
+address = "203.0.113.12"
+interface = "lan0"
+mode = "routing"
+  [[cluster.server]]
+  id = 7
+  address = "10.0.0.11"
+  mac = "02:00:00:00:00:11"
+
+[[cluster]]
 name = "bc"
 address = "203.0.113.11"
 interface = "lan0"
@@ -77,8 +87,8 @@ broadcast_address = "10.0.0.250"
 	if len(ts) != 3 {
 		t.Fatalf("targets %+v, want the 3 routing-mode servers", ts)
 	}
-	if ts[0].Pin != ([6]byte{}) || ts[0].External || ts[0].Role != "server 0 of cluster web" {
-		t.Errorf("server 0: %+v, want resolved", ts[0])
+	if ts[0].Pin != [6]byte{2, 0, 0, 0, 0, 0x11} || ts[0].External || ts[0].Role != "server 0 of cluster web, server 7 of cluster api" {
+		t.Errorf("server 0: %+v, want one target for both clusters, pinned by the second's mac", ts[0])
 	}
 	if ts[1].Pin != [6]byte{2, 0, 0, 0, 0, 0x12} || ts[1].External {
 		t.Errorf("server 1: %+v, want pinned by its mac", ts[1])
