@@ -81,7 +81,7 @@ func TestThousandServers(t *testing.T) {
 			ns.Sysctl("net.ipv4.conf."+k+".arp_announce", "2")
 			ns.Sysctl("net.ipv4.conf."+k+".rp_filter", "0")
 		}
-		ns.AddrAdd("lo", ghostAddr+"/32")
+		ns.AddrAdd("lo", ghostAddr+"/32", fleetGhostJ+"/32")
 		var b strings.Builder
 		per := fleetServers / fleetNS
 		for i := n * per; i < (n+1)*per; i++ {
@@ -112,10 +112,12 @@ func TestThousandServers(t *testing.T) {
 	cfg := strings.Replace(tp.baseConfig(), `addresses = ["`+lanAddr+`/24"]`, `addresses = ["`+lanAddr+`/16"]`, 1)
 	cfg += "\n[[route]]\nto = \"10.128.0.0/16\"\nvia = \"" + clientAddr + "\"\n"
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n[[cluster]]\nname = \"web\"\naddress = %q\ninterface = \"lan0\"\nmode = \"routing\"\nhash = \"modulo\"\n", ghostAddr)
-	b.WriteString("  [cluster.health]\n  check = \"icmp\"\n  interval = \"1s\"\n  timeout = \"500ms\"\n  rise = 1\n  fall = 2\n")
-	for i := range fleetServers {
-		fmt.Fprintf(&b, "  [[cluster.server]]\n  id = %d\n  address = %q\n", i, fleetAddr(i))
+	for _, cl := range []struct{ name, ghost, hash string }{{"web", ghostAddr, "modulo"}, {"webj", fleetGhostJ, "jhash"}} {
+		fmt.Fprintf(&b, "\n[[cluster]]\nname = %q\naddress = %q\ninterface = \"lan0\"\nmode = \"routing\"\nhash = %q\nseed = %d\n", cl.name, cl.ghost, cl.hash, fleetSeed)
+		b.WriteString("  [cluster.health]\n  check = \"icmp\"\n  interval = \"1s\"\n  timeout = \"500ms\"\n  rise = 1\n  fall = 2\n")
+		for i := range fleetServers {
+			fmt.Fprintf(&b, "  [[cluster.server]]\n  id = %d\n  address = %q\n", i, fleetAddr(i))
+		}
 	}
 	cfg = strings.Replace(cfg, `log_level = "debug"`, `log_level = "info"`, 1) + b.String()
 	t0 := time.Now()
@@ -140,8 +142,8 @@ func TestThousandServers(t *testing.T) {
 			t.Fatalf("server %d (%s) resolved to %q, want %s", i, fleetAddr(i), macs[fleetAddr(i).String()], fleetMAC(i))
 		}
 	}
-	harness.WaitFor(t, 20*time.Second, "all 1,000 servers up by their health checks", func() bool {
-		return upCount(tp.statusJSON()) == fleetServers
+	harness.WaitFor(t, 20*time.Second, "all 1,000 servers up by their health checks in both clusters", func() bool {
+		return upCount(tp.statusJSON()) == 2*fleetServers
 	})
 	t.Logf("all %d servers resolved %v after the appliance started (bound 10 s); all up after %v", fleetServers, resolved.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
 	if resolved > 10*time.Second {
@@ -152,18 +154,26 @@ func TestThousandServers(t *testing.T) {
 	for k := range clients {
 		clients[k] = fleetClient(k)
 	}
-	send := func() []harness.Packet {
-		c := tp.rtr.Capture("br-lan", "udp and dst host "+ghostAddr+" and dst port 9")
+	fleetIndex := map[string]int{}
+	for i := range fleetServers {
+		fleetIndex[fleetMAC(i)] = i
+	}
+	// send sends one datagram from every client to each ghost and returns,
+	// per ghost, the MAC each client's datagram went to on the LAN.
+	send := func() map[string]map[netip.Addr]string {
+		c := tp.rtr.Capture("br-lan", "udp and dst port 9 and (dst host "+ghostAddr+" or dst host "+fleetGhostJ+")")
 		err := tp.cli.Do(func() error {
-			for _, src := range clients {
-				conn, err := net.DialUDP("udp4", &net.UDPAddr{IP: src.AsSlice()}, &net.UDPAddr{IP: net.ParseIP(ghostAddr), Port: 9})
-				if err != nil {
-					return err
-				}
-				_, err = conn.Write([]byte("fleet"))
-				conn.Close()
-				if err != nil {
-					return err
+			for _, g := range []string{ghostAddr, fleetGhostJ} {
+				for _, src := range clients {
+					conn, err := net.DialUDP("udp4", &net.UDPAddr{IP: src.AsSlice()}, &net.UDPAddr{IP: net.ParseIP(g), Port: 9})
+					if err != nil {
+						return err
+					}
+					_, err = conn.Write([]byte("fleet"))
+					conn.Close()
+					if err != nil {
+						return err
+					}
 				}
 			}
 			return nil
@@ -171,74 +181,151 @@ func TestThousandServers(t *testing.T) {
 		if err != nil {
 			t.Fatalf("send from the clients: %v", err)
 		}
-		harness.WaitFor(t, 10*time.Second, "every client's datagram on the LAN", func() bool { return len(c.Packets()) >= len(clients) })
-		return c.Stop()
+		harness.WaitFor(t, 10*time.Second, "every client's datagrams on the LAN", func() bool { return len(c.Packets()) >= 2*len(clients) })
+		out := map[string]map[netip.Addr]string{ghostAddr: {}, fleetGhostJ: {}}
+		for _, p := range c.Stop() {
+			m := out[p.Dst.String()]
+			if _, dup := m[p.Src]; dup {
+				t.Errorf("client %s: two datagrams to %s on the LAN, want one", p.Src, p.Dst)
+			}
+			if _, ok := fleetIndex[p.DstMAC.String()]; !ok {
+				t.Errorf("client %s to %s sent to %s, no server's MAC", p.Src, p.Dst, p.DstMAC)
+			}
+			m[p.Src] = p.DstMAC.String()
+		}
+		for g, m := range out {
+			if len(m) != len(clients) {
+				t.Errorf("%d of %d clients' datagrams to %s on the LAN", len(m), len(clients), g)
+			}
+		}
+		return out
 	}
-	// check compares each client's datagram with the reference and returns
-	// the MAC it went to.
-	check := func(pkts []harness.Packet, failed int) map[netip.Addr]string {
-		seen := map[netip.Addr]int{}
-		got := map[netip.Addr]string{}
-		for _, p := range pkts {
-			seen[p.Src]++
-			got[p.Src] = p.DstMAC.String()
-			want := moduloServer(p.Src, fleetServers, failed)
-			if p.DstMAC.String() != fleetMAC(want) {
-				t.Errorf("client %s sent to %s, want server %d's %s (failed: %d)", p.Src, p.DstMAC, want, fleetMAC(want), failed)
+	// checkModulo compares each client's server with the patent's function.
+	checkModulo := func(got map[netip.Addr]string, failed int) {
+		for c, mac := range got {
+			if want := moduloServer(c, fleetServers, failed); mac != fleetMAC(want) {
+				t.Errorf("modulo: client %s sent to %s, want server %d's %s (failed: %d)", c, mac, want, fleetMAC(want), failed)
 			}
 		}
-		for _, c := range clients {
-			if seen[c] != 1 {
-				t.Errorf("client %s: %d datagrams on the LAN, want 1", c, seen[c])
+	}
+	// checkBuckets: clients in one jhash bucket (the kernel's hash, written
+	// here) go to one server.
+	checkBuckets := func(got map[netip.Addr]string) {
+		owner := map[uint32]string{}
+		shared := 0
+		for c, mac := range got {
+			bk := kernelBucket(c, fleetSeed, fleetBuckets)
+			if o, ok := owner[bk]; ok {
+				shared++
+				if o != mac {
+					t.Errorf("jhash: bucket %d's clients go to %s and %s", bk, o, mac)
+				}
 			}
+			owner[bk] = mac
 		}
-		return got
+		if shared == 0 {
+			t.Errorf("jhash: no two clients share a bucket: nothing checked")
+		}
 	}
 	t1 := time.Now()
-	before := check(send(), -1)
-	reached := map[string]bool{}
-	for _, m := range before {
-		reached[m] = true
+	before := send()
+	checkModulo(before[ghostAddr], -1)
+	checkBuckets(before[fleetGhostJ])
+	for g, m := range before {
+		reached := map[string]bool{}
+		for _, mac := range m {
+			reached[mac] = true
+		}
+		t.Logf("%s: %d clients reached %d servers", g, len(m), len(reached))
+		if g == ghostAddr && len(reached) != fleetServers {
+			t.Errorf("modulo: traffic reached %d server MACs, want all %d", len(reached), fleetServers)
+		}
 	}
-	if len(reached) != fleetServers {
-		t.Errorf("traffic reached %d server MACs, want all %d", len(reached), fleetServers)
-	}
-	t.Logf("%d clients dispatched to all %d servers, each to its reference server's MAC (%v)", fleetClients, len(reached), time.Since(t1).Round(time.Millisecond))
+	t.Logf("%d clients x 2 ghosts dispatched, each modulo client to its reference server's MAC (%v)", fleetClients, time.Since(t1).Round(time.Millisecond))
 
-	// One server fails.
-	const victim = 617
+	// One server fails: the one the first client's jhash datagram went to,
+	// so it has clients in both clusters.
+	victim := fleetIndex[before[fleetGhostJ][clients[0]]]
 	victimNS := fleet[victim/(fleetServers/fleetNS)]
 	failedAt := time.Now()
 	victimNS.MustRun("ip", "link", "set", fmt.Sprintf("m%d", victim), "down")
-	harness.WaitFor(t, 15*time.Second, "server 617 down by its health checks", func() bool {
-		st := tp.statusJSON()
-		for _, c := range st.Clusters {
+	harness.WaitFor(t, 15*time.Second, fmt.Sprintf("server %d down by its health checks in both clusters", victim), func() bool {
+		down := 0
+		for _, c := range tp.statusJSON().Clusters {
 			for _, s := range c.Servers {
-				if s.ID == victim {
-					return !s.Up
+				if s.ID == victim && !s.Up {
+					down++
 				}
 			}
 		}
-		return false
+		return down == 2
 	})
 	detected := time.Since(failedAt)
-	if n := upCount(tp.statusJSON()); n != fleetServers-1 {
-		t.Fatalf("%d servers up after one failure, want %d", n, fleetServers-1)
+	if n := upCount(tp.statusJSON()); n != 2*(fleetServers-1) {
+		t.Fatalf("%d servers up in the two clusters after one failure, want %d", n, 2*(fleetServers-1))
 	}
-	after := check(send(), victim)
-	moved := 0
-	for c, m := range after {
-		if m != before[c] {
-			moved++
-			if before[c] != fleetMAC(victim) {
-				t.Errorf("client %s moved from %s (a live server) to %s", c, before[c], m)
+	after := send()
+	checkModulo(after[ghostAddr], victim)
+	checkBuckets(after[fleetGhostJ])
+	for _, g := range []string{ghostAddr, fleetGhostJ} {
+		moved, had := 0, 0
+		to := map[string]bool{}
+		for c, mac := range after[g] {
+			if before[g][c] == fleetMAC(victim) {
+				had++
+				if mac == fleetMAC(victim) {
+					t.Errorf("%s: client %s still sent to the failed server", g, c)
+				}
+			}
+			if mac != before[g][c] {
+				moved++
+				to[mac] = true
+				if before[g][c] != fleetMAC(victim) {
+					t.Errorf("%s: client %s moved from %s (a live server) to %s", g, c, before[g][c], mac)
+				}
 			}
 		}
+		if moved != had || had == 0 {
+			t.Errorf("%s: %d clients moved, the failed server had %d", g, moved, had)
+		}
+		t.Logf("%s: server %d failed: down after %v; only its %d clients moved, to %d other servers", g, victim, detected.Round(time.Millisecond), moved, len(to))
 	}
-	if moved != fleetClients/fleetServers {
-		t.Errorf("%d clients moved, want the failed server's %d", moved, fleetClients/fleetServers)
-	}
-	t.Logf("server %d failed: down after %v; only its %d clients moved, each to the server the failure rule names", victim, detected.Round(time.Millisecond), moved)
+}
+
+// The jhash cluster of TestThousandServers.
+const (
+	fleetGhostJ  = "203.0.113.20"
+	fleetSeed    = 0x5eed
+	fleetBuckets = 16384 // the default
+)
+
+// kernelBucket is nftables' `jhash ip saddr mod B seed S` for an IPv4
+// address, written here from the kernel's include/linux/jhash.h (jhash() of
+// a 4-byte key: a = b = c = 0xdeadbeef + 4 + seed; a += the key's bytes
+// k[0] | k[1]<<8 | k[2]<<16 | k[3]<<24; __jhash_final) and nft_jhash's
+// reciprocal_scale ((hash * B) >> 32): the bucket the appliance's contract
+// names for a client.
+func kernelBucket(a netip.Addr, seed, buckets uint32) uint32 {
+	k := a.As4()
+	x := uint32(0xdeadbeef) + 4 + seed
+	ha, hb, hc := x, x, x
+	ha += uint32(k[3])<<24 | uint32(k[2])<<16 | uint32(k[1])<<8 | uint32(k[0])
+	rol := func(v uint32, n uint) uint32 { return v<<n | v>>(32-n) }
+	hc ^= hb
+	hc -= rol(hb, 14)
+	ha ^= hc
+	ha -= rol(hc, 11)
+	hb ^= ha
+	hb -= rol(ha, 25)
+	hc ^= hb
+	hc -= rol(hb, 16)
+	ha ^= hc
+	ha -= rol(hc, 4)
+	hb ^= ha
+	hb -= rol(ha, 14)
+	hc ^= hb
+	hc -= rol(hb, 24)
+	return uint32(uint64(hc) * uint64(buckets) >> 32)
 }
 
 func upCount(st jsonStatus) int {
