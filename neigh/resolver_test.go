@@ -617,7 +617,12 @@ func TestLinkAddressNoAlloc(t *testing.T) {
 	other := arpFrame(1, broadcastMAC, rogue, netip.MustParseAddr("10.0.0.200"), [6]byte{}, self4)
 	ip := make([]byte, 60)
 	ip[12] = 0x08
+	ip6 := make([]byte, 14+40+24)
+	ip6[12], ip6[13], ip6[14+6], ip6[14+40] = 0x86, 0xdd, 6, 0x80 // TCP, or an echo request: not NDP
 	if n := testing.AllocsPerRun(100, func() {
+		if r.Inbound(nil, ip) || r.Inbound(nil, ip6) { // data frames leave before the link is looked at
+			t.Fatal("a data frame was consumed")
+		}
 		r.LinkAddress("lan0", a)
 		r.input("lan0", selfMAC, other, time.Time{})
 		r.input("lan0", selfMAC, ip, time.Time{})
