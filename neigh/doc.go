@@ -21,7 +21,8 @@
 //
 // A MAC is learned only from an answer to one of the appliance's own
 // requests: an ARP reply or a solicited neighbor advertisement, unicast to
-// the appliance's MAC and address, within the request's window. Gratuitous
+// the appliance's MAC and address, before the next request is due (a
+// unicast probe's answer: within Probe). Gratuitous
 // ARP, unsolicited advertisements, requests and late answers teach nothing.
 // Broadcast, multicast and zero MACs are never accepted (Unicast).
 //
@@ -57,7 +58,10 @@
 // resolver holds is mirrored into netstack as a permanent entry (Statics),
 // which received ARP and NDP never change, and the frames that would update
 // it (answers, gratuitous ARP, advertisements, and requests stating another
-// MAC) are consumed here. A server's own ARP request or solicitation stating
+// MAC) are consumed here. The appliance's health checks of a server whose
+// MAC is not published are not sent (Unresolved): the server counts as
+// failing until it is resolved, and netstack never resolves servers by
+// itself. A server's own ARP request or solicitation stating
 // its known MAC goes on to netstack, which answers it. Until a server is
 // first resolved netstack may learn from such a request; its entry becomes
 // permanent at the first answer to the appliance.

@@ -126,6 +126,7 @@ type entry struct {
 	tries    int       // requests sent in the current state
 	window   time.Time // an answer before this is an answer to our request
 	probeTo  [6]byte   // where the outstanding request went (zero: broadcast)
+	sent     time.Time // when the last request went out
 	quiet    time.Time // no claim-started verification before this
 	spread   float64   // 0..1, from the address: spreads refreshes
 	conflict conflict
@@ -155,9 +156,10 @@ type Resolver struct {
 	dirty   bool
 	statics map[key][6]byte // what netstack has from us
 
-	snap  atomic.Pointer[map[key][6]byte] // the published MACs
-	addrs atomic.Pointer[map[key]bool]    // the targets, for the hook's lock-free filter
-	stats Stats
+	snap     atomic.Pointer[map[key][6]byte]     // the published MACs
+	addrs    atomic.Pointer[map[key]bool]        // the targets, for the hook's lock-free filter
+	resolved atomic.Pointer[map[netip.Addr]bool] // every target address: whether a MAC is published for it
+	stats    Stats
 
 	wake chan struct{}
 	stop chan struct{}
@@ -177,6 +179,8 @@ func New(d Deps, p Params) *Resolver {
 	r.snap.Store(&empty)
 	none := map[key]bool{}
 	r.addrs.Store(&none)
+	nothing := map[netip.Addr]bool{}
+	r.resolved.Store(&nothing)
 	return r
 }
 
@@ -211,6 +215,13 @@ func (r *Resolver) SetTargets(targets []Target) {
 		addrs[k] = true
 	}
 	r.addrs.Store(&addrs)
+	// Which targets have a MAC, at once: health checks may start before
+	// the goroutine publishes.
+	resolved := make(map[netip.Addr]bool, len(r.entries))
+	for k, e := range r.entries {
+		resolved[k.addr] = resolved[k.addr] || e.mac != ([6]byte{}) && e.state != StateGone && (*r.snap.Load())[k] == e.mac
+	}
+	r.resolved.Store(&resolved)
 	r.dirty = true
 	r.mu.Unlock()
 	r.kick()
@@ -233,6 +244,15 @@ func spreadOf(a netip.Addr) float64 {
 func (r *Resolver) LinkAddress(ifname string, addr netip.Addr) ([6]byte, bool) {
 	mac, ok := (*r.snap.Load())[key{ifname, addr}]
 	return mac, ok
+}
+
+// Unresolved reports whether addr is a server address (on any link) for
+// which no MAC is published: not yet resolved, or its MAC gone. The
+// appliance's own traffic to such a server would make netstack resolve it
+// by itself (and, with more servers than its cache holds, again and again).
+func (r *Resolver) Unresolved(addr netip.Addr) bool {
+	ok, tracked := (*r.resolved.Load())[addr]
+	return tracked && !ok
 }
 
 // Start starts the resolver's goroutine; Close stops it.
@@ -330,10 +350,12 @@ func (r *Resolver) step(now time.Time) time.Duration {
 			if e.tries+1 >= r.p.Retries {
 				e.due = now.Add(r.p.Backoff)
 			}
-			e.window = now.Add(r.p.Retry)
+			// An answer counts until the next request: a LAN host
+			// swamped by broadcasts may answer seconds late.
+			e.window = e.due
 		}
 		e.tries++
-		e.probeTo = to
+		e.probeTo, e.sent = to, now
 		r.send(e, to, buf[:0])
 		if e.due.Before(next) {
 			next = e.due
@@ -376,6 +398,7 @@ func (r *Resolver) publish() {
 	}
 	r.dirty = false
 	snap := make(map[key][6]byte, len(r.entries))
+	resolved := make(map[netip.Addr]bool, len(r.entries))
 	type op struct {
 		k   key
 		mac [6]byte
@@ -383,10 +406,14 @@ func (r *Resolver) publish() {
 	}
 	var ops []op
 	for k, e := range r.entries {
+		if _, seen := resolved[k.addr]; !seen {
+			resolved[k.addr] = false
+		}
 		if e.mac == ([6]byte{}) || e.state == StateGone {
 			continue
 		}
 		snap[k] = e.mac
+		resolved[k.addr] = true
 		if !e.t.External && r.statics[k] != e.mac {
 			r.statics[k] = e.mac
 			ops = append(ops, op{k: k, mac: e.mac})
@@ -403,6 +430,7 @@ func (r *Resolver) publish() {
 		}
 	}
 	r.snap.Store(&snap)
+	r.resolved.Store(&resolved)
 	r.mu.Unlock()
 	if r.d.Statics != nil {
 		for _, o := range ops {
@@ -464,7 +492,7 @@ func (r *Resolver) input(ifname string, self [6]byte, frame []byte, now time.Tim
 			r.claim(e, m, now, true)
 			return true
 		}
-		if (e.state == StateUnresolved || e.state == StateGone) && !now.Before(e.window) {
+		if (e.state == StateUnresolved || e.state == StateGone) && !now.Before(e.sent.Add(r.p.Retry)) && now.Before(e.due) {
 			// A server we have no (live) MAC for is talking: ask it now
 			// rather than at the next retry.
 			e.due = now

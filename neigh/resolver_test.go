@@ -685,3 +685,31 @@ func TestExternalNotRemoved(t *testing.T) {
 		t.Errorf("the entry became a [[neighbor]] and was removed from netstack")
 	}
 }
+
+// A late answer (a host swamped by broadcasts) still counts until the next
+// request is due; Unresolved tells which servers have no MAC.
+func TestLateAnswerAndUnresolved(t *testing.T) {
+	p := testParams()
+	p.Retries = 1 // the next request is Backoff (5 s) after the first
+	r, port, _ := newTest(t, p, targets(2, false))
+	a, mac := serverAddr(0, false)
+	b, _ := serverAddr(1, false)
+	if !r.Unresolved(a) {
+		t.Fatal("a target is not Unresolved before the first publication")
+	}
+	now := time.Unix(1000, 0)
+	r.step(now)
+	port.take()
+	r.publish()
+	if !r.Unresolved(a) || !r.Unresolved(b) || r.Unresolved(self4) {
+		t.Fatalf("before answers: Unresolved(%v)=%v (%v)=%v, appliance=%v", a, r.Unresolved(a), b, r.Unresolved(b), r.Unresolved(self4))
+	}
+	r.input("lan0", selfMAC, arpAnswer(mac, a), now.Add(p.Backoff-time.Millisecond))
+	r.publish()
+	if got, ok := r.LinkAddress("lan0", a); !ok || got != mac {
+		t.Fatalf("an answer %v after the request, before the next, was not learned", p.Backoff-time.Millisecond)
+	}
+	if r.Unresolved(a) || !r.Unresolved(b) {
+		t.Errorf("after one answer: Unresolved(%v)=%v, (%v)=%v", a, r.Unresolved(a), b, r.Unresolved(b))
+	}
+}

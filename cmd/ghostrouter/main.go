@@ -215,7 +215,7 @@ func newAppliance(cfg *config.Config, log *slog.Logger) (*appliance, error) {
 		Endpoint: r.Endpoint,
 		Resolver: nb,
 		Errors:   r,
-		Prober:   r,
+		Prober:   resolvedProber{r, nb},
 		Announce: ann,
 		Logger:   log,
 	})

@@ -1,12 +1,16 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"strings"
 
+	"github.com/ghostrouter/ghostrouter/dispatch/health"
 	"github.com/ghostrouter/ghostrouter/neigh"
 	"github.com/ghostrouter/ghostrouter/router"
 	"github.com/ghostrouter/ghostrouter/router/config"
@@ -105,4 +109,33 @@ func printServerNeighbors(w io.Writer, entries []neigh.Entry) {
 		}
 		fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", e.Interface, e.Address, mac, e.State, age, ans, e.Changes, e.Role)
 	}
+}
+
+// errUnresolved is a health check of a server whose MAC the appliance does
+// not hold: it is not sent, and fails.
+var errUnresolved = errors.New("the server's MAC is not resolved: not checked")
+
+// resolvedProber sends the health checks of routing-mode servers only once
+// their MAC is resolved (and while it is not gone): before that the check
+// fails without a packet. A server the appliance cannot send to is not
+// healthy, and netstack, which would otherwise resolve each checked server
+// by itself, never floods the LAN with requests its 512-entry cache keeps
+// forgetting.
+type resolvedProber struct {
+	p  health.Prober
+	nb *neigh.Resolver
+}
+
+func (g resolvedProber) DialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+	if g.nb.Unresolved(dst.Addr()) {
+		return nil, errUnresolved
+	}
+	return g.p.DialTCP(ctx, dst)
+}
+
+func (g resolvedProber) Ping(ctx context.Context, dst netip.Addr, seq uint16) error {
+	if g.nb.Unresolved(dst) {
+		return errUnresolved
+	}
+	return g.p.Ping(ctx, dst, seq)
 }

@@ -54,13 +54,16 @@ func moduloServer(client netip.Addr, n int, failed int) int {
 }
 
 // TestThousandServers: 1,000 servers on one LAN (macvlan devices in four
-// namespaces, each its own MAC and address, the ghost on lo with
-// arp_ignore=1 and arp_announce=2), routing mode with the patent's modulo
-// function and ICMP health checks. All are resolved by the appliance within
-// a bound; 2,000 clients (every server exactly twice) each send a datagram
-// to the ghost, and the capture on the LAN shows each going to the MAC of
-// the server the reference above names; one server then fails (its device
-// goes down), health checks take it out, and only its clients move, to the
+// namespaces, each its own MAC and address, the ghosts on lo with
+// arp_ignore=1 and arp_announce=2), in two routing-mode clusters with ICMP
+// health checks: one with the patent's modulo function, one with the
+// default jhash table. All are resolved by the appliance within a bound;
+// 2,000 clients (every server exactly twice under modulo) each send a
+// datagram to each ghost, and the capture on the LAN shows each modulo
+// client going to the MAC of the server the reference above names, and the
+// jhash clients of one bucket (the kernel's hash, written here) to one
+// server. One server then fails (its device goes down), health checks take
+// it out of both clusters, and only its clients move: under modulo to the
 // servers the patent's failure rule names.
 //
 //	cli 198.51.100.10 + 10.128.0.0..2000 ── br-up ── up0 [ghostrouter] lan0 10.0.0.1/16 ── br-lan ─┬─ fleet0: e0 + 250 macvlans
@@ -113,8 +116,11 @@ func TestThousandServers(t *testing.T) {
 	cfg += "\n[[route]]\nto = \"10.128.0.0/16\"\nvia = \"" + clientAddr + "\"\n"
 	var b strings.Builder
 	for _, cl := range []struct{ name, ghost, hash string }{{"web", ghostAddr, "modulo"}, {"webj", fleetGhostJ, "jhash"}} {
-		fmt.Fprintf(&b, "\n[[cluster]]\nname = %q\naddress = %q\ninterface = \"lan0\"\nmode = \"routing\"\nhash = %q\nseed = %d\n", cl.name, cl.ghost, cl.hash, fleetSeed)
-		b.WriteString("  [cluster.health]\n  check = \"icmp\"\n  interval = \"1s\"\n  timeout = \"500ms\"\n  rise = 1\n  fall = 2\n")
+		fmt.Fprintf(&b, "\n[[cluster]]\nname = %q\naddress = %q\ninterface = \"lan0\"\nmode = \"routing\"\nhash = %q\nseed = %d\nbuckets = %d\n",
+			cl.name, cl.ghost, cl.hash, fleetSeed, fleetBuckets)
+		// A server counts as failing until the appliance has its MAC; fall = 3
+		// gives resolution 2 s before the first checks could take one down.
+		b.WriteString("  [cluster.health]\n  check = \"icmp\"\n  interval = \"1s\"\n  timeout = \"500ms\"\n  rise = 1\n  fall = 3\n")
 		for i := range fleetServers {
 			fmt.Fprintf(&b, "  [[cluster.server]]\n  id = %d\n  address = %q\n", i, fleetAddr(i))
 		}
@@ -296,7 +302,7 @@ func TestThousandServers(t *testing.T) {
 const (
 	fleetGhostJ  = "203.0.113.20"
 	fleetSeed    = 0x5eed
-	fleetBuckets = 16384 // the default
+	fleetBuckets = 4096
 )
 
 // kernelBucket is nftables' `jhash ip saddr mod B seed S` for an IPv4
