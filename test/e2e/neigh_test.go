@@ -195,7 +195,7 @@ func rogueClaims(rogueMAC, claimed, app net.HardwareAddr, s, app4, app6 netip.Ad
 // MAC is changed (the old one gone; the kernel announces the new one with
 // arp_notify and ndisc_notify): the appliance accepts it within the
 // documented bound (3 unanswered unicast probes 500 ms apart: 1.5 s) and
-// dispatches to it.
+// dispatches to it. Server 2's IPv4 address is pinned by mac = and shows so.
 //
 //	cli ── br-up ── up0 [ghostrouter] lan0 ── br-lan ─┬─ srv0 10.0.0.11 2001:db8:2::11
 //	                                                 ├─ srv1 10.0.0.12 2001:db8:2::12
@@ -214,7 +214,9 @@ func TestServerMACGuard(t *testing.T) {
 
 	cfg := strings.Replace(tp.baseConfig(), `addresses = ["`+upAddr+`/24"]`, `addresses = ["`+upAddr+`/24", "2001:db8:1::1/64"]`, 1)
 	cfg = strings.Replace(cfg, `addresses = ["`+lanAddr+`/24"]`, `addresses = ["`+lanAddr+`/24", "2001:db8:2::1/64"]`, 1)
-	cfg += tp.clusterConfig("routing", "jhash", "")
+	// Server 2's IPv4 address is pinned to its MAC by configuration.
+	cfg += strings.Replace(tp.clusterConfig("routing", "jhash", ""), `address = "10.0.0.13"`, `address = "10.0.0.13"
+  mac = "`+tp.servers[2].mac.String()+`"`, 1)
 	cfg += fmt.Sprintf("\n[[cluster]]\nname = \"web6\"\naddress = %q\ninterface = \"lan0\"\nmode = \"routing\"\nseed = 0x5eed\n", ghost6)
 	for i := range tp.servers {
 		cfg += fmt.Sprintf("\n  [[cluster.server]]\n  id = %d\n  address = \"2001:db8:2::%x\"\n", i, 0x11+i)
@@ -238,6 +240,11 @@ func TestServerMACGuard(t *testing.T) {
 		return len(macs) == 2*len(tp.servers)
 	})
 	resolvedAt := time.Now() // every MAC was learned before this
+	for _, e := range st.ServerNeighbors {
+		if (e.Address == v4(2)) != (e.State == "pinned") {
+			t.Errorf("entry %+v: only server 2's IPv4 address is pinned", e)
+		}
+	}
 	var appMAC net.HardwareAddr
 	for _, l := range st.Links {
 		if l.Name == "lan0" {
