@@ -227,6 +227,19 @@ func (r *Resolver) SetTargets(targets []Target) {
 	r.kick()
 }
 
+// Resync installs every entry in netstack's table again (at the next
+// publication): the router may have removed some (a [[neighbor]] for a
+// server's address dropped by a reload).
+func (r *Resolver) Resync() {
+	r.mu.Lock()
+	for k := range r.statics {
+		r.statics[k] = [6]byte{}
+	}
+	r.dirty = true
+	r.mu.Unlock()
+	r.kick()
+}
+
 // spreadOf is a fraction in [0, 1) from the address: refreshes of many
 // servers learned at once spread over half the refresh interval.
 func spreadOf(a netip.Addr) float64 {

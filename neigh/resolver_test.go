@@ -713,3 +713,14 @@ func TestLateAnswerAndUnresolved(t *testing.T) {
 		t.Errorf("after one answer: Unresolved(%v)=%v, (%v)=%v", a, r.Unresolved(a), b, r.Unresolved(b))
 	}
 }
+
+// Resync puts back what the router removed from netstack's table.
+func TestResync(t *testing.T) {
+	r, _, st, a, mac := resolveOne(t, false, testParams())
+	st.RemoveStatic("lan0", a) // the router dropped its [[neighbor]] for the address
+	r.Resync()
+	r.publish()
+	if st.m[a] != mac {
+		t.Errorf("after Resync netstack has %x for %v, want %x", st.m[a], a, mac)
+	}
+}

@@ -296,7 +296,11 @@ func (a *appliance) reload(path string) string {
 	if err := a.r.CheckReconfigure(cfg); err != nil {
 		return reject(err)
 	}
+	// New servers are targets before their health checks start, so none is
+	// checked before its MAC is known; a rejected file restores the old set.
+	a.nb.SetTargets(serverTargets(cfg))
 	if err := a.m.Apply(cfg); err != nil {
+		a.nb.SetTargets(serverTargets(a.cfg))
 		return reject(err)
 	}
 	if err := a.r.Reconfigure(cfg); err != nil {
@@ -304,8 +308,8 @@ func (a *appliance) reload(path string) string {
 		// netstack refusal, which the log reports.
 		a.log.Error("reload: router reconfiguration incomplete", "err", err)
 	}
+	a.nb.Resync() // the router's permanent entries changed: the servers' go in again
 	a.guard.Protect(protectedAddresses(cfg))
-	a.nb.SetTargets(serverTargets(cfg))
 	probe(a.r, cfg)
 	a.cfg = cfg
 	a.log.Info("reloaded", "config", path, "clusters", len(cfg.Clusters), "routes", len(cfg.Routes))
