@@ -303,9 +303,7 @@ func (r *Resolver) loop() {
 		case <-r.stop:
 			return
 		case <-r.wake:
-			if !t.Stop() {
-				<-t.C
-			}
+			t.Stop() // Reset above discards any value it left (Go 1.23 timers)
 		case <-t.C:
 		}
 	}

@@ -724,3 +724,39 @@ func TestResync(t *testing.T) {
 		t.Errorf("after Resync netstack has %x for %v, want %x", st.m[a], a, mac)
 	}
 }
+
+// The goroutine: requests go out on their own, an answer is published and
+// announced through OnChange, and Close stops it.
+func TestLoop(t *testing.T) {
+	port := &fakePort{}
+	changed := make(chan struct{}, 16)
+	r := New(Deps{
+		Port:     func(string) (Port, bool) { return port, true },
+		Source:   func(string, netip.Addr) (netip.Addr, bool) { return self4, true },
+		OnChange: func() { changed <- struct{}{} },
+	}, DefaultParams())
+	a, mac := serverAddr(0, false)
+	r.SetTargets([]Target{{Interface: "lan0", Addr: a}})
+	r.Start()
+	defer r.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	var fs [][]byte
+	for len(fs) == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+		fs = port.take()
+	}
+	if len(fs) == 0 {
+		t.Fatal("no request from the running resolver")
+	}
+	answerAll(t, r, fs, time.Now(), func(netip.Addr) ([6]byte, bool) { return mac, true })
+	for {
+		select {
+		case <-changed:
+			if got, ok := r.LinkAddress("lan0", a); ok && got == mac {
+				return
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the answer was never published")
+		}
+	}
+}
