@@ -100,7 +100,7 @@ const (
 // Stats counts the resolver's outcomes.
 type Stats struct {
 	Requests    atomic.Uint64 // requests sent (broadcast and unicast)
-	Deferred    atomic.Uint64 // requests due but held back by the rate
+	Deferred    atomic.Uint64 // times due requests were held back by the rate (sent a little later)
 	Learned     atomic.Uint64 // MACs learned from answers to the appliance's requests
 	Changed     atomic.Uint64 // known MACs replaced after the old one went away
 	Confirmed   atomic.Uint64 // answers from the known MAC

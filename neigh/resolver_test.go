@@ -389,7 +389,7 @@ func TestRefresh(t *testing.T) {
 }
 
 // resolveOne returns a resolver with one server (v6 or not) resolved at t0.
-func resolveOne(t *testing.T, v6 bool, p Params) (*Resolver, *fakePort, *fakeStatics, netip.Addr, [6]byte) {
+func resolveOne(t testing.TB, v6 bool, p Params) (*Resolver, *fakePort, *fakeStatics, netip.Addr, [6]byte) {
 	t.Helper()
 	r, port, st := newTest(t, p, targets(1, v6))
 	a, mac := serverAddr(0, v6)
