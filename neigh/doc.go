@@ -1,6 +1,7 @@
 // Package neigh owns the MACs of the servers of routing-mode clusters: the
 // appliance resolves and refreshes them itself, and guards them against LAN
-// hosts that claim a server's address.
+// hosts that claim a server's address. Its Resolver is a datapath stage (a
+// tap.Hook, right after the ARP guard) and the dispatcher's source of MACs.
 //
 // # Resolution
 //
@@ -21,10 +22,11 @@
 //
 // A MAC is learned only from an answer to one of the appliance's own
 // requests: an ARP reply or a solicited neighbor advertisement, unicast to
-// the appliance's MAC and address, before the next request is due (a
-// unicast probe's answer: within Probe). Gratuitous
-// ARP, unsolicited advertisements, requests and late answers teach nothing.
-// Broadcast, multicast and zero MACs are never accepted (Unicast).
+// the appliance's MAC and address, before the next request is due (a LAN
+// host swamped by broadcasts may answer seconds late), or, for a unicast
+// probe, within Probe. Gratuitous ARP, unsolicited advertisements, requests
+// and answers to nothing teach nothing. Broadcast, multicast and zero MACs
+// are never accepted (Unicast).
 //
 // # The guard
 //
@@ -35,15 +37,17 @@
 // applied. A claim starts a verification (at most once per Cooldown): the
 // known MAC keeps the address for as long as it answers unicast probes,
 // which only the host holding that MAC receives. Only when Probes of them go
-// unanswered (1.5 s with DefaultParams) is the MAC gone, and the first answer
-// to a broadcast request then replaces it. While gone, the server is not
-// dispatched to (its frames would otherwise go to a MAC nobody holds, which
-// switches flood to every port): a server that merely missed the probes
-// answers that request within a round trip, with the same MAC. A genuine change (a replaced NIC,
-// which announces itself) is therefore accepted about 1.5 s after its first
-// announcement, and without an announcement within Refresh plus that. A
-// `mac = "..."` in [[cluster.server]] pins the entry: nothing is sent or
-// learned for it.
+// unanswered (1.5 s with DefaultParams) is the MAC gone, and the first
+// answer to a broadcast request then replaces it. While gone, the server is
+// not dispatched to (its frames would go to a MAC nobody holds, which
+// switches flood to every port); a server that merely missed the probes
+// answers that request within a round trip, with the same MAC.
+//
+// A genuine change (a replaced NIC, which announces itself) is therefore
+// accepted 1.5 s after its first announcement, plus a round trip; without an
+// announcement, within Refresh plus that. The announcement's conflict record
+// is cleared when its MAC is accepted. A `mac = "..."` in [[cluster.server]]
+// pins the entry: nothing is sent or learned for it.
 //
 // The MACs are published as an immutable snapshot behind an atomic pointer
 // (LinkAddress reads it), which the dispatcher copies into its per-cluster
@@ -55,14 +59,17 @@
 // netstack, which keeps its own neighbor cache: a claim that rewrote it would
 // send the health checks to the claimer, who could then keep a dead server
 // "up" (its clients black-holed) or see the checks. So every MAC the
-// resolver holds is mirrored into netstack as a permanent entry (Statics),
-// which received ARP and NDP never change, and the frames that would update
-// it (answers, gratuitous ARP, advertisements, and requests stating another
-// MAC) are consumed here. The appliance's health checks of a server whose
-// MAC is not published are not sent (Unresolved): the server counts as
-// failing until it is resolved, and netstack never resolves servers by
-// itself. A server's own ARP request or solicitation stating
-// its known MAC goes on to netstack, which answers it. Until a server is
-// first resolved netstack may learn from such a request; its entry becomes
-// permanent at the first answer to the appliance.
+// resolver publishes is mirrored into netstack as a permanent entry
+// (Statics), which received ARP and NDP never change, and the frames that
+// would update it (answers, gratuitous ARP, advertisements, and requests
+// stating another MAC) are consumed here. A server whose MAC is not
+// published is not health-checked at all (Unresolved): it counts as failing
+// until it is resolved, and netstack never resolves servers by itself.
+//
+// A server's own ARP request or solicitation stating its known MAC goes on
+// to netstack, which answers it. Before a server is first resolved, netstack
+// may learn from such a request (for its ordinary routed traffic to the
+// server: never ghost traffic, never health checks) until the resolver's
+// permanent entry replaces it; the request also makes the resolver ask at
+// once.
 package neigh
