@@ -16,7 +16,7 @@ import (
 
 	"github.com/ghostrouter/ghostrouter/arp"
 	"github.com/ghostrouter/ghostrouter/dispatch"
-	"github.com/ghostrouter/ghostrouter/neigh"
+	"github.com/ghostrouter/ghostrouter/arp/neigh"
 	"github.com/ghostrouter/ghostrouter/router"
 )
 

@@ -21,7 +21,7 @@ import (
 	"github.com/ghostrouter/ghostrouter/dispatch"
 	"github.com/ghostrouter/ghostrouter/dispatch/announce"
 	"github.com/ghostrouter/ghostrouter/dispatch/tune"
-	"github.com/ghostrouter/ghostrouter/neigh"
+	"github.com/ghostrouter/ghostrouter/arp/neigh"
 	"github.com/ghostrouter/ghostrouter/router"
 	"github.com/ghostrouter/ghostrouter/router/config"
 )

@@ -11,7 +11,7 @@ import (
 	"strings"
 
 	"github.com/ghostrouter/ghostrouter/dispatch/health"
-	"github.com/ghostrouter/ghostrouter/neigh"
+	"github.com/ghostrouter/ghostrouter/arp/neigh"
 	"github.com/ghostrouter/ghostrouter/router"
 	"github.com/ghostrouter/ghostrouter/router/config"
 )

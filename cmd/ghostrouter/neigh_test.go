@@ -7,7 +7,7 @@ import (
 	"testing"
 	"text/tabwriter"
 
-	"github.com/ghostrouter/ghostrouter/neigh"
+	"github.com/ghostrouter/ghostrouter/arp/neigh"
 	"github.com/ghostrouter/ghostrouter/router/config"
 )
 
