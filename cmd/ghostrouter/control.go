@@ -17,6 +17,7 @@ import (
 	"github.com/ghostrouter/ghostrouter/arp"
 	"github.com/ghostrouter/ghostrouter/dispatch"
 	"github.com/ghostrouter/ghostrouter/router"
+	"github.com/ghostrouter/ghostrouter/router/vrrp"
 )
 
 // The control socket speaks one request per connection: the client writes a
@@ -32,6 +33,7 @@ type Status struct {
 	Links     []LinkStatus             `json:"links"`
 	Counters  map[string]uint64        `json:"counters"`
 	Conflicts []arp.Conflict           `json:"conflicts"`
+	VRRP      []vrrp.Status            `json:"vrrp"`
 	Message   string                   `json:"message,omitempty"`
 }
 
@@ -64,8 +66,13 @@ func (a *appliance) status(path string) Status {
 	st.Counters["fastpath_bytes"] = fp.Bytes.Load()
 	st.Counters["fastpath_missed"] = fp.Missed.Load()
 	st.Counters["fastpath_write_errors"] = fp.WriteErrors.Load()
-	sent, failed := a.ann.Stats()
+	sent, failed, suppressed := a.ann.Stats()
 	st.Counters["announcements_sent"], st.Counters["announcements_failed"] = sent, failed
+	st.Counters["announcements_suppressed_backup"] = suppressed
+	st.VRRP = a.vr.Status()
+	for k, v := range a.vr.Counters() {
+		st.Counters[k] = v
+	}
 	for _, l := range a.r.Links() {
 		s := l.EP.Stats()
 		st.Links = append(st.Links, LinkStatus{
@@ -257,6 +264,7 @@ func printStatus(w io.Writer, st *Status) {
 			fmt.Fprintf(tw, "  %s: %s\n", c.Address, c.Hint)
 		}
 	}
+	printVRRP(tw, st.VRRP)
 	fmt.Fprintln(tw, "\nlinks")
 	for _, l := range st.Links {
 		printCounters(tw, "  "+l.Name+" "+l.MAC+":", l.Counters)

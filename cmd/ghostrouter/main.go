@@ -15,14 +15,13 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/ghostrouter/ghostrouter/arp"
 	"github.com/ghostrouter/ghostrouter/dispatch"
-	"github.com/ghostrouter/ghostrouter/dispatch/announce"
 	"github.com/ghostrouter/ghostrouter/dispatch/tune"
 	"github.com/ghostrouter/ghostrouter/router"
 	"github.com/ghostrouter/ghostrouter/router/config"
+	"github.com/ghostrouter/ghostrouter/router/vrrp"
 )
 
 const usage = `usage: ghostrouter COMMAND [flags]
@@ -196,8 +195,9 @@ type appliance struct {
 	r      *router.Router
 	m      *dispatch.Manager
 	guard  *arp.Guard
-	ann    *announce.Announcer
+	ann    *announceGate
 	sender *announceSender
+	vr     *vrrp.Set
 }
 
 func newAppliance(cfg *config.Config, log *slog.Logger) (*appliance, error) {
@@ -206,7 +206,13 @@ func newAppliance(cfg *config.Config, log *slog.Logger) (*appliance, error) {
 		return nil, err
 	}
 	sender := newAnnounceSender(r)
-	ann := announce.NewAnnouncer(uint64(time.Now().UnixNano()), sender.send, log)
+	vr, err := newVRRP(cfg, r, log)
+	if err != nil {
+		sender.close()
+		r.Close()
+		return nil, err
+	}
+	ann := newAnnounceGate(vr, sender.send, log)
 	m, err := dispatch.NewManager(cfg, dispatch.Deps{
 		Endpoint: r.Endpoint,
 		Resolver: r,
@@ -226,11 +232,16 @@ func newAppliance(cfg *config.Config, log *slog.Logger) (*appliance, error) {
 		}
 	}
 	guard := arp.NewGuard(protectedAddresses(cfg), log)
-	r.SetStages(guard, m.Forwarder())
+	if vr.Empty() {
+		r.SetStages(guard, m.Forwarder())
+	} else {
+		r.SetStages(vr, guard, m.Forwarder())
+	}
 	m.Start()
+	vr.Start()
 	r.AnnounceAddresses()
 	probe(r, cfg)
-	return &appliance{log: log, cfg: cfg, r: r, m: m, guard: guard, ann: ann, sender: sender}, nil
+	return &appliance{log: log, cfg: cfg, r: r, m: m, guard: guard, ann: ann, sender: sender, vr: vr}, nil
 }
 
 // protectedAddresses are the addresses no LAN host may claim by ARP, with
@@ -307,6 +318,7 @@ func (a *appliance) reload(path string) string {
 }
 
 func (a *appliance) close() error {
+	a.vr.Close() // a master hands over first: priority 0 while the links are up
 	a.m.Close()
 	a.sender.close()
 	return a.r.Close()
