@@ -206,14 +206,15 @@ func newAppliance(cfg *config.Config, log *slog.Logger) (*appliance, error) {
 		return nil, err
 	}
 	sender := newAnnounceSender(r)
-	vr, err := newVRRP(cfg, r, log)
+	var m *dispatch.Manager // set below, before the virtual routers start
+	vr, err := newVRRP(cfg, r, log, func() bool { return dispatchReady(m) })
 	if err != nil {
 		sender.close()
 		r.Close()
 		return nil, err
 	}
 	ann := newAnnounceGate(vr, sender.send, log)
-	m, err := dispatch.NewManager(cfg, dispatch.Deps{
+	m, err = dispatch.NewManager(cfg, dispatch.Deps{
 		Endpoint: r.Endpoint,
 		Resolver: r,
 		Errors:   r,

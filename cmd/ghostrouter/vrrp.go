@@ -17,9 +17,11 @@ import (
 	"github.com/ghostrouter/ghostrouter/router/vrrp"
 )
 
-// newVRRP builds the configured virtual routers over r's links.
-func newVRRP(cfg *config.Config, r *router.Router, log *slog.Logger) (*vrrp.Set, error) {
+// newVRRP builds the configured virtual routers over r's links. They join
+// the election once ready reports true (at most 10 s).
+func newVRRP(cfg *config.Config, r *router.Router, log *slog.Logger, ready func() bool) (*vrrp.Set, error) {
 	return vrrp.New(cfg.VRRP, vrrp.Deps{
+		Ready: ready,
 		Link: func(name string) (vrrp.Link, bool) {
 			l, ok := r.Link(name)
 			if !ok {
@@ -41,6 +43,27 @@ func newVRRP(cfg *config.Config, r *router.Router, log *slog.Logger) (*vrrp.Set,
 		Local:   r.SetVirtualAddress,
 		Logger:  log,
 	})
+}
+
+// dispatchReady reports whether every cluster can dispatch: at least one
+// server is up and every server that is up has its MAC resolved.
+func dispatchReady(m *dispatch.Manager) bool {
+	for _, c := range m.Status() {
+		up := 0
+		for _, s := range c.Servers {
+			if !s.Up {
+				continue
+			}
+			up++
+			if c.Mode == config.ModeRouting && s.MAC == "" {
+				return false
+			}
+		}
+		if up == 0 && len(c.Servers) > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // announceGate is the dispatch.Announcer of an appliance with virtual

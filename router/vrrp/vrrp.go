@@ -32,7 +32,13 @@ type Deps struct {
 	// while it is master (so it answers ping and TCP to it), and not again
 	// when it is not.
 	Local  func(ifname string, a netip.Addr, on bool) error
-	Logger *slog.Logger
+	// Ready, when set, holds the virtual routers in Initialize (they neither
+	// advertise nor take over) until it reports true or ReadyWait passes:
+	// an appliance takes part in the election only once it can dispatch
+	// (e.g. its servers' MACs are resolved).
+	Ready     func() bool
+	ReadyWait time.Duration // default 10s
+	Logger    *slog.Logger
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
 }
@@ -243,6 +249,9 @@ func (s *Set) Master(ifname string) bool {
 
 func (s *Set) run() {
 	defer close(s.done)
+	if !s.waitReady() {
+		return
+	}
 	now := s.d.Now()
 	for _, in := range s.insts {
 		act := in.m.Start(now)
@@ -267,10 +276,7 @@ func (s *Set) run() {
 		timer.Reset(max(0, next.Sub(now)))
 		select {
 		case <-s.stop:
-			now = s.d.Now()
-			for _, in := range s.insts {
-				s.apply(now, in, in.m.Shutdown(), "shutdown")
-			}
+			s.shutdown()
 			return
 		case ev := <-s.events:
 			now = s.d.Now()
@@ -296,6 +302,77 @@ func (s *Set) run() {
 			}
 		}
 	}
+}
+
+// waitReady polls Deps.Ready until it is true (or ReadyWait passed); false
+// when the set was closed meanwhile.
+func (s *Set) waitReady() bool {
+	if s.d.Ready == nil {
+		return true
+	}
+	wait := s.d.ReadyWait
+	if wait <= 0 {
+		wait = 10 * time.Second
+	}
+	end := time.Now().Add(wait)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for !s.d.Ready() {
+		if time.Now().After(end) {
+			s.log.Warn("vrrp: starting the election although the dispatcher is not ready", "waited", wait)
+			return true
+		}
+		select {
+		case <-s.stop:
+			return false
+		case <-tick.C:
+		}
+	}
+	return true
+}
+
+// shutdown ends every virtual router. A master sends priority 0 and keeps
+// its addresses and MAC (forwarding what still reaches it) until it hears
+// the backup that took over advertise, at most the down interval of a
+// priority-1 backup; then it gives them up. So a graceful stop loses
+// nothing: the new master's gratuitous ARP moves the traffic before the old
+// one stops taking it.
+func (s *Set) shutdown() {
+	now := s.d.Now()
+	pending := map[*instance]time.Time{}
+	end := now
+	for _, in := range s.insts {
+		act := in.m.Shutdown()
+		if act&SendShutdown != 0 {
+			s.advertise(in, 0)
+			pending[in] = now
+			end = maxTime(end, now.Add(MasterDownInterval(1, in.cfg.Interval)))
+		}
+		s.publish(in)
+	}
+	timer := time.NewTimer(max(0, end.Sub(now)))
+	defer timer.Stop()
+	for len(pending) > 0 {
+		select {
+		case ev := <-s.events:
+			if _, ok := pending[ev.in]; ok && ev.priority > 0 {
+				delete(pending, ev.in)
+				s.release(s.d.Now(), ev.in, fmt.Sprintf("shutdown: priority 0 sent, %s (priority %d) took over", ev.src, ev.priority))
+			}
+		case <-timer.C:
+			for in := range pending {
+				delete(pending, in)
+				s.release(s.d.Now(), in, "shutdown: priority 0 sent, no new master heard")
+			}
+		}
+	}
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 func garpSpacing(interval time.Duration) time.Duration {
