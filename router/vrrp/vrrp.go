@@ -31,7 +31,7 @@ type Deps struct {
 	// Local, when set, makes a virtual address one of the appliance's own
 	// while it is master (so it answers ping and TCP to it), and not again
 	// when it is not.
-	Local  func(ifname string, a netip.Addr, on bool) error
+	Local func(ifname string, a netip.Addr, on bool) error
 	// Ready, when set, holds the virtual routers in Initialize (they neither
 	// advertise nor take over) until it reports true or ReadyWait passes:
 	// an appliance takes part in the election only once it can dispatch
