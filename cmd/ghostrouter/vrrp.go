@@ -40,7 +40,6 @@ func newVRRP(cfg *config.Config, r *router.Router, log *slog.Logger, ready func(
 			return out, true
 		},
 		Resolve: r.LinkAddress,
-		Local:   r.SetVirtualAddress,
 		Logger:  log,
 	})
 }

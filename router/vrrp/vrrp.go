@@ -66,6 +66,7 @@ type Stats struct {
 	UnknownVRID atomic.Uint64 // no virtual router with that VRID and family on the link
 	OwnLooped   atomic.Uint64 // our own advertisement, looped back
 	QueueFull   atomic.Uint64 // the state machines' queue was full: dropped
+	ToVirtual   atomic.Uint64 // IP packets addressed to a virtual address (not the owner's): dropped (Accept_Mode false)
 }
 
 // Transition is one change of state.
@@ -432,15 +433,6 @@ func (s *Set) publish(in *instance) {
 func (s *Set) take(now time.Time, in *instance, reason string) {
 	in.master.Store(true)
 	s.updateMACs(in.link.EP)
-	if s.d.Local != nil {
-		for _, a := range in.cfg.Addresses {
-			if in.cfg.Priority != config.VRRPOwnerPriority {
-				if err := s.d.Local(in.cfg.Interface, a, true); err != nil {
-					s.log.Warn("vrrp: virtual address not made local", "vrrp", in.cfg.Name(), "address", a, "err", err)
-				}
-			}
-		}
-	}
 	in.garpLeft = garpRepeats
 	in.garpAt = now.Add(garpSpacing(in.cfg.Interval))
 	s.gratuitous(in)
@@ -455,13 +447,6 @@ func (s *Set) release(now time.Time, in *instance, reason string) {
 	in.master.Store(false)
 	in.garpLeft = 0
 	s.updateMACs(in.link.EP)
-	if s.d.Local != nil && in.cfg.Priority != config.VRRPOwnerPriority {
-		for _, a := range in.cfg.Addresses {
-			if err := s.d.Local(in.cfg.Interface, a, false); err != nil {
-				s.log.Warn("vrrp: virtual address not removed", "vrrp", in.cfg.Name(), "address", a, "err", err)
-			}
-		}
-	}
 	to := in.m.State()
 	s.record(now, in, Master, to, reason)
 }
@@ -586,8 +571,11 @@ func (s *Set) Inbound(ep *tap.Endpoint, frame []byte) bool {
 	}
 	switch binary.BigEndian.Uint16(frame[12:14]) {
 	case 0x0800:
-		if len(frame) < ethLen+ipv4Len || frame[ethLen+9] != Protocol {
+		if len(frame) < ethLen+ipv4Len {
 			return false
+		}
+		if frame[ethLen+9] != Protocol {
+			return s.toVirtual4(insts, [4]byte(frame[ethLen+16:ethLen+20]))
 		}
 		s.advert4(insts, frame[ethLen:])
 		return true
@@ -602,7 +590,45 @@ func (s *Set) Inbound(ep *tap.Endpoint, frame []byte) bool {
 			s.advert6(insts, frame[ethLen:])
 			return true
 		case uint8(58):
-			return s.solicit(ep, insts, frame)
+			if s.solicit(ep, insts, frame) {
+				return true
+			}
+		}
+		return s.toVirtual6(insts, [16]byte(frame[ethLen+24:ethLen+40]))
+	}
+	return false
+}
+
+// toVirtual4 drops an IPv4 packet addressed to a virtual address that is
+// not this router's own: RFC 5798's Accept_Mode is false, so the master
+// neither answers nor forwards it (the owner, priority 255, holds the
+// address as an interface address and netstack answers).
+func (s *Set) toVirtual4(insts []*instance, dst [4]byte) bool {
+	for _, in := range insts {
+		if in.cfg.Priority == config.VRRPOwnerPriority {
+			continue
+		}
+		for _, v := range in.vip4 {
+			if v == dst {
+				s.stats.ToVirtual.Add(1)
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// toVirtual6 is toVirtual4 for IPv6.
+func (s *Set) toVirtual6(insts []*instance, dst [16]byte) bool {
+	for _, in := range insts {
+		if in.cfg.Priority == config.VRRPOwnerPriority {
+			continue
+		}
+		for _, v := range in.vip6 {
+			if v == dst {
+				s.stats.ToVirtual.Add(1)
+				return true
+			}
 		}
 	}
 	return false
