@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -265,4 +266,212 @@ func head(text string, n int) string {
 		ls = ls[:n]
 	}
 	return strings.Join(ls, "\n")
+}
+
+// pair is the standard topology (newTopo) with two appliances in place of
+// one, each in its own namespace whose bridges are joined to the router
+// namespace's by veths: the same cluster configuration, their own
+// addresses and MACs, and two VRRP virtual routers in one sync group
+// holding the addresses the clients (198.51.100.1) and the servers
+// (10.0.0.1) use as their gateway.
+//
+//	cli ── br-up ─┬─ a-up ── [apa: br-up ── up0 ghostrouter A lan0 ── br-lan] ── a-lan ─┬─ br-lan ── servers
+//	              └─ b-up ── [apb: br-up ── up0 ghostrouter B lan0 ── br-lan] ── b-lan ─┘
+type pair struct {
+	tp   *topo
+	a, b *appliance
+}
+
+const vrrpInterval = 100 * time.Millisecond
+
+func newPair(t *testing.T, servers, clients int, mode, extra string) *pair {
+	t.Helper()
+	tp := newTopo(t, topoOptions{servers: servers, clientAddrs: clients})
+	p := &pair{tp: tp}
+	dir := tp.h.ArtifactDir()
+	for i, name := range []string{"a", "b"} {
+		ns := tp.h.NS("ap" + name)
+		tp.h.Veth(ns, "x-up", tp.rtr, name+"-up")
+		tp.h.Veth(ns, "x-lan", tp.rtr, name+"-lan")
+		for _, port := range []string{name + "-up", name + "-lan"} {
+			br := "br-up"
+			if strings.HasSuffix(port, "lan") {
+				br = "br-lan"
+			}
+			tp.rtr.MustRun("ip", "link", "set", port, "master", br)
+			tp.rtr.MustRun("ip", "link", "set", port, "up")
+		}
+		ns.Bridge("br-up", "x-up")
+		ns.Bridge("br-lan", "x-lan")
+		a := &appliance{name: strings.ToUpper(name), ns: ns, bin: tp.bin, t: t, sock: filepath.Join(dir, name+".sock")}
+		prio := 150 - 50*i
+		a.cfg = writeFile(t, dir, "ghostrouter-"+name+".toml", fmt.Sprintf(`[router]
+log_level = "debug"
+control_socket = %q
+metrics_address = ""
+
+[[interface]]
+name = "up0"
+addresses = ["198.51.100.%d/24"]
+mac = "02:00:00:00:%02x:01"
+bridge = "br-up"
+
+[[interface]]
+name = "lan0"
+addresses = ["10.0.0.%d/24"]
+mac = "02:00:00:00:%02x:02"
+bridge = "br-lan"
+
+[[vrrp]]
+interface = "up0"
+vrid = 51
+priority = %d
+interval = %q
+addresses = [%q]
+group = "edge"
+
+[[vrrp]]
+interface = "lan0"
+vrid = 52
+priority = %d
+interval = %q
+addresses = [%q]
+group = "edge"
+`, a.sock, 2+i, 10+i, 2+i, 10+i, prio, vrrpInterval.String(), upAddr, prio, vrrpInterval.String(), lanAddr)+
+			tp.clusterConfig(mode, "jhash", extra))
+		if i == 0 {
+			p.a = a
+			tp.cfgPath = a.cfg
+		} else {
+			p.b = a
+		}
+	}
+	return p
+}
+
+// becameMaster is when the appliance's virtual router on up0 last became
+// master, by its own record.
+func (a *appliance) becameMaster() time.Time {
+	a.t.Helper()
+	for _, v := range a.vrrp() {
+		if v.Name != "up0/51" {
+			continue
+		}
+		for i := len(v.Transitions) - 1; i >= 0; i-- {
+			if v.Transitions[i].To == "master" {
+				return v.Transitions[i].At
+			}
+		}
+	}
+	a.t.Fatalf("%s never became master", a.name)
+	return time.Time{}
+}
+
+// skewed is 3 x interval + skew for a backup of priority prio: the longest
+// a backup waits after the master's last advertisement (RFC 5798 6.1).
+func skewed(prio int, interval time.Duration) time.Duration {
+	return 3*interval + time.Duration(256-prio)*interval/256
+}
+
+// checkLoad checks load results: every answer from the server lookup
+// names; failures only inside [from, to]; it returns the failures and the
+// first and last of them.
+func checkLoad(t *testing.T, what string, results []result, want map[string]int, from, to time.Time) (failed int, first, last time.Time) {
+	t.Helper()
+	for _, r := range results {
+		if !r.ok {
+			failed++
+			if first.IsZero() || r.at.Before(first) {
+				first = r.at
+			}
+			if r.at.After(last) {
+				last = r.at
+			}
+			if r.at.Before(from) || r.at.After(to) {
+				t.Errorf("%s: %s failed at %s, outside the takeover window %s..%s: %s", what, r.src,
+					r.at.Format("15:04:05.000"), from.Format("15:04:05.000"), to.Format("15:04:05.000"), r.text)
+			}
+			continue
+		}
+		if r.server != want[r.src] {
+			t.Errorf("%s: %s was answered by server %d, want %d (the table changed hands?)", what, r.src, r.server, want[r.src])
+		}
+	}
+	return failed, first, last
+}
+
+// TestVRRPFailoverRouting: two appliances with the same cluster, clients
+// requesting through the virtual address without pause. SIGKILL of the
+// master: the backup is master within 3 x interval + skew, requests fail
+// only around that window, every client keeps its server, and long-lived
+// TCP connections opened before the kill carry on (the table is stateless:
+// nothing to synchronise). The killed appliance restarts, preempts again
+// without loss, and a graceful SIGTERM hands over with no failed request.
+func TestVRRPFailoverRouting(t *testing.T) {
+	const nClients, nLong = 16, 4
+	p := newPair(t, 3, nClients+nLong, "routing", fastHealth)
+	tp := p.tp
+	tp.startServers()
+	p.a.start()
+	p.a.waitState("master", 10*time.Second)
+	p.b.start()
+	p.b.waitState("backup", 10*time.Second)
+	tp.setupNodes()
+	all := tp.clientSources(nClients + nLong)
+	clients, long := all[:nClients], all[nClients:]
+	want := tp.lookup(all)
+	tp.askAll(all, want)
+
+	// SIGKILL.
+	waitShort := tp.runLoad(clients, 5*time.Second, "-interval", "50ms", "-timeout", "300ms")
+	waitLong := tp.runLoad(long, 5*time.Second, "-reuse", "-interval", "100ms", "-timeout", "5s")
+	time.Sleep(1500 * time.Millisecond) // load through A
+	kill := time.Now()
+	p.a.proc.Signal(syscall.SIGKILL)
+	p.b.waitState("master", 5*time.Second)
+	took := p.b.becameMaster()
+	window := took.Sub(kill)
+	bound := skewed(100, vrrpInterval)
+	if window > bound+100*time.Millisecond {
+		t.Errorf("SIGKILL: B became master %v after the kill; want within 3 x interval + skew = %v (+100ms scheduling)", window, bound)
+	}
+	short, longRes := waitShort(), waitLong()
+	failed, first, last := checkLoad(t, "SIGKILL", short, want, kill.Add(-300*time.Millisecond), took.Add(300*time.Millisecond))
+	if n, _, _ := checkLoad(t, "SIGKILL, long-lived connections", longRes, want, time.Time{}, time.Time{}); n != 0 {
+		t.Errorf("SIGKILL: %d requests on long-lived connections failed (a connection broke)", n)
+	}
+	if failed == 0 {
+		t.Errorf("SIGKILL: no request failed: the kill did not cut anything, the test proves nothing")
+	}
+	fmt.Printf("FAILOVER (SIGKILL): backup master %v after the kill (bound 3 x %v + skew = %v); %d of %d requests failed, sent from %+v to %+v after the kill (each request times out after 300ms); %d requests on %d long-lived connections, none failed\n",
+		window.Round(time.Millisecond), vrrpInterval, bound, failed, len(short), first.Sub(kill).Round(time.Millisecond),
+		last.Sub(kill).Round(time.Millisecond), len(longRes), nLong)
+
+	// A comes back and preempts (its priority is higher) once it can
+	// dispatch.
+	p.a.start()
+	p.a.waitState("master", 10*time.Second)
+	p.b.waitState("backup", 5*time.Second)
+	tp.askAll(all, want)
+
+	// SIGTERM: priority 0, and A keeps forwarding until B is heard.
+	waitShort = tp.runLoad(clients, 4*time.Second, "-interval", "50ms", "-timeout", "300ms")
+	waitLong = tp.runLoad(long, 4*time.Second, "-reuse", "-interval", "100ms", "-timeout", "5s")
+	time.Sleep(1500 * time.Millisecond)
+	term := time.Now()
+	p.a.proc.Signal(syscall.SIGTERM)
+	p.b.waitState("master", 5*time.Second)
+	took = p.b.becameMaster()
+	short, longRes = waitShort(), waitLong()
+	failed, _, _ = checkLoad(t, "SIGTERM", short, want, time.Time{}, time.Time{})
+	n, _, _ := checkLoad(t, "SIGTERM, long-lived connections", longRes, want, time.Time{}, time.Time{})
+	failed += n
+	if failed != 0 {
+		t.Errorf("SIGTERM: %d requests failed; a graceful handover loses none", failed)
+	}
+	if err := p.a.proc.Wait(10 * time.Second); err != nil {
+		t.Errorf("A after SIGTERM: %v\n%s", err, p.a.proc.Log())
+	}
+	fmt.Printf("FAILOVER (SIGTERM): backup master %v after the signal; %d requests + %d on long-lived connections, %d failed\n",
+		took.Sub(term).Round(time.Millisecond), len(short), len(longRes), failed)
 }
