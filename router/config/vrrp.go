@@ -58,14 +58,19 @@ func (d *decoder) vrrp(t *table) VRRP {
 		t.missing("interface", "the interface the virtual router lives on")
 	}
 	if t.has("vrid") {
-		v.VRID = uint8(max(0, min(255, t.intRange("vrid", 0, 1, 255))))
+		if n := t.intRange("vrid", 0, 1, 255); n >= 1 && n <= 255 {
+			v.VRID = uint8(n)
+		}
 	} else {
 		t.missing("vrid", "the virtual router identifier, 1..255")
 	}
 	if v.Interface != "" && v.VRID != 0 {
 		t.label = fmt.Sprintf("vrrp %q", v.Name())
 	}
-	v.Priority = uint8(max(0, min(255, t.intRange("priority", DefaultVRRPPriority, 1, VRRPOwnerPriority))))
+	v.Priority = DefaultVRRPPriority
+	if n := t.intRange("priority", DefaultVRRPPriority, 1, VRRPOwnerPriority); n >= 1 && n <= VRRPOwnerPriority {
+		v.Priority = uint8(n)
+	}
 	if dur, ok := t.duration("interval", DefaultVRRPInterval); ok {
 		switch {
 		case dur < MinVRRPInterval || dur > MaxVRRPInterval:
