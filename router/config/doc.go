@@ -18,6 +18,16 @@
 //   - names (interfaces, clusters), ghost addresses, server ids and server
 //     addresses do not collide.
 //
+// [[vrrp]] tables (vrrp.go) are the appliance's VRRPv3 virtual routers:
+// interface (a configured one, with an address of the family to send
+// from), vrid (1..255, once per interface and family), priority (1..254,
+// default 100; 255 = the addresses are the interface's own), interval
+// (default "1s"; 0.01s..40.95s in whole centiseconds), addresses (one
+// family, on the interface's subnets or link-local, not the appliance's own
+// unless priority is 255, each in one virtual router), preempt (default
+// true), group (sync group name), checksum ("rfc5798", the default, or
+// "rfc9568") and unicast_peers (same family, on the interface's subnets).
+//
 // Validation is one pass that collects every problem rather than stopping at
 // the first: an operator fixing a file sees all of it at once, each problem as
 // "FILE:LINE: KEY: MESSAGE", which is what `ghostrouter check` prints.
