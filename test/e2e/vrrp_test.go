@@ -475,3 +475,70 @@ func TestVRRPFailoverRouting(t *testing.T) {
 	fmt.Printf("FAILOVER (SIGTERM): backup master %v after the signal; %d requests + %d on long-lived connections, %d failed\n",
 		took.Sub(term).Round(time.Millisecond), len(short), len(longRes), failed)
 }
+
+// TestVRRPSplitBrain: VRRP between the two appliances is cut (an nftables
+// bridge filter drops IP protocol 112 to and from B's ports): both become
+// master and both forward, with the same table. When the cut heals, exactly
+// one master remains, the higher priority, and the clients' neighbor entry
+// for the virtual address is the virtual MAC.
+func TestVRRPSplitBrain(t *testing.T) {
+	harness.RequireRoot(t, "ip", "tcpdump", "nft")
+	p := newPair(t, 2, 8, "routing", fastHealth)
+	tp := p.tp
+	tp.startServers()
+	p.a.start()
+	p.a.waitState("master", 10*time.Second)
+	p.b.start()
+	p.b.waitState("backup", 10*time.Second)
+	tp.setupNodes()
+	clients := tp.clientSources(8)
+	want := tp.lookup(clients)
+	tp.askAll(clients, want)
+
+	rules := `table bridge vrrpcut {
+  chain cut {
+    type filter hook forward priority 0; policy accept;
+    iifname { "b-up", "b-lan" } ip protocol 112 drop
+    oifname { "b-up", "b-lan" } ip protocol 112 drop
+  }
+}
+`
+	rf := writeFile(t, tp.h.ArtifactDir(), "vrrpcut.nft", rules)
+	tp.rtr.MustRun("nft", "-f", rf)
+	cut := time.Now()
+	p.b.waitState("master", 5*time.Second)
+	if vs := p.a.vrrp(); len(vs) == 0 || vs[0].State != "master" {
+		t.Fatalf("A during the split: %+v", vs)
+	}
+	split := time.Since(cut)
+	// Both masters forward the same table: clients keep their servers.
+	tp.askAll(clients, want)
+
+	tp.rtr.MustRun("nft", "delete", "table", "bridge", "vrrpcut")
+	heal := time.Now()
+	p.b.waitState("backup", 5*time.Second)
+	healed := time.Since(heal)
+	// Exactly one master, and it stays so.
+	for i := 0; i < 10; i++ {
+		a, b := p.a.vrrp(), p.b.vrrp()
+		for j := range a {
+			if a[j].State != "master" || b[j].State != "backup" || b[j].Master != a[j].Master {
+				t.Fatalf("after healing: A %s %s, B %s (master %s)", a[j].Name, a[j].State, b[j].State, b[j].Master)
+			}
+		}
+		time.Sleep(2 * vrrpInterval)
+	}
+	tp.askAll(clients, want)
+	vmac := "00:00:5e:00:01:33"
+	if out := tp.cli.MustRun("ip", "neigh", "show", upAddr, "dev", "c0"); !strings.Contains(out, vmac) {
+		t.Errorf("after healing, the clients' neighbor entry for %s is %q, want the virtual MAC %s", upAddr, out, vmac)
+	}
+	// Resolved afresh, it is the virtual MAC again (answered by A).
+	tp.cli.MustRun("ip", "neigh", "flush", "dev", "c0")
+	tp.askAll(clients, want)
+	if out := tp.cli.MustRun("ip", "neigh", "show", upAddr, "dev", "c0"); !strings.Contains(out, vmac) {
+		t.Errorf("re-resolved, the clients' neighbor entry for %s is %q, want %s", upAddr, out, vmac)
+	}
+	fmt.Printf("SPLIT BRAIN: both master %v after the cut; one master (A, priority 150) %v after healing; clients resolve %s to %s\n",
+		split.Round(time.Millisecond), healed.Round(time.Millisecond), upAddr, vmac)
+}
