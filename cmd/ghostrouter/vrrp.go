@@ -30,6 +30,9 @@ func newVRRP(cfg *config.Config, r *router.Router, log *slog.Logger, ready func(
 			out := vrrp.Link{EP: l.EP}
 			for _, p := range l.Config.Addresses {
 				a := p.Addr()
+				if b, ok := config.SubnetBroadcast(p); ok {
+					out.Broadcasts = append(out.Broadcasts, b)
+				}
 				switch {
 				case a.Is4() && !out.V4.IsValid():
 					out.V4 = a

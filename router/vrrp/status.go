@@ -62,5 +62,6 @@ func (s *Set) Counters() map[string]uint64 {
 		"vrrp_malformed": s.stats.Malformed.Load(), "vrrp_bad_checksum": s.stats.BadChecksum.Load(),
 		"vrrp_unknown_vrid": s.stats.UnknownVRID.Load(), "vrrp_own_looped": s.stats.OwnLooped.Load(),
 		"vrrp_queue_full": s.stats.QueueFull.Load(), "vrrp_to_virtual_dropped": s.stats.ToVirtual.Load(),
+		"vrrp_unicast_in_broadcast_dropped": s.stats.BcastUnicast.Load(),
 	}
 }

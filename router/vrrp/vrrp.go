@@ -19,6 +19,9 @@ type Link struct {
 	// V4 and V6 are the link's own addresses the advertisements are sent
 	// from (V6 preferably link-local); invalid when the link has none.
 	V4, V6 netip.Addr
+	// Broadcasts are the link's IPv4 subnet broadcast addresses: IP
+	// broadcasts a link-layer broadcast may carry.
+	Broadcasts []netip.Addr
 }
 
 // Deps are what the virtual routers use from the rest of the appliance.
@@ -67,6 +70,11 @@ type Stats struct {
 	OwnLooped   atomic.Uint64 // our own advertisement, looped back
 	QueueFull   atomic.Uint64 // the state machines' queue was full: dropped
 	ToVirtual   atomic.Uint64 // IP packets addressed to a virtual address (not the owner's): dropped (Accept_Mode false)
+	// BcastUnicast counts unicast IP packets received in a link-layer
+	// broadcast (another appliance's broadcast-mode cluster traffic on a
+	// shared LAN): not forwarded (RFC 1812 5.3.4), or two appliances would
+	// send each other's frames back and forth until the TTL ran out.
+	BcastUnicast atomic.Uint64
 }
 
 // Transition is one change of state.
@@ -149,8 +157,9 @@ type Set struct {
 }
 
 type linkInsts struct {
-	ep    *tap.Endpoint
-	insts []*instance
+	ep     *tap.Endpoint
+	insts  []*instance
+	bcasts [][4]byte // the link's IPv4 subnet broadcasts
 }
 
 // New checks the configured virtual routers against the links and returns
@@ -195,7 +204,11 @@ func New(cfgs []config.VRRP, d Deps) (*Set, error) {
 			}
 		}
 		if !found {
-			s.links = append(s.links, linkInsts{ep: l.EP, insts: []*instance{in}})
+			li := linkInsts{ep: l.EP, insts: []*instance{in}}
+			for _, b := range l.Broadcasts {
+				li.bcasts = append(li.bcasts, b.As4())
+			}
+			s.links = append(s.links, li)
 		}
 	}
 	return s, nil
@@ -560,19 +573,23 @@ func (s *Set) write(in *instance, b []byte, ctr *atomic.Uint64) {
 // virtual address are answered with the virtual MAC while master and
 // dropped while backup; everything else passes.
 func (s *Set) Inbound(ep *tap.Endpoint, frame []byte) bool {
-	var insts []*instance
+	var li *linkInsts
 	for i := range s.links {
 		if s.links[i].ep == ep {
-			insts = s.links[i].insts
+			li = &s.links[i]
 		}
 	}
-	if insts == nil || len(frame) < ethLen {
+	if li == nil || len(frame) < ethLen {
 		return false
 	}
+	insts := li.insts
 	switch binary.BigEndian.Uint16(frame[12:14]) {
 	case 0x0800:
 		if len(frame) < ethLen+ipv4Len {
 			return false
+		}
+		if isBroadcast(frame[:6]) && s.unicastInBroadcast4(li, [4]byte(frame[ethLen+16:ethLen+20])) {
+			return true
 		}
 		if frame[ethLen+9] != Protocol {
 			return s.toVirtual4(insts, [4]byte(frame[ethLen+16:ethLen+20]))
@@ -584,6 +601,10 @@ func (s *Set) Inbound(ep *tap.Endpoint, frame []byte) bool {
 	case 0x86dd:
 		if len(frame) < ethLen+ipv6Len {
 			return false
+		}
+		if isBroadcast(frame[:6]) && frame[ethLen+24] != 0xff {
+			s.stats.BcastUnicast.Add(1) // IPv6 has no broadcast: a unicast destination
+			return true
 		}
 		switch frame[ethLen+6] {
 		case Protocol:
@@ -597,6 +618,27 @@ func (s *Set) Inbound(ep *tap.Endpoint, frame []byte) bool {
 		return s.toVirtual6(insts, [16]byte(frame[ethLen+24:ethLen+40]))
 	}
 	return false
+}
+
+// isBroadcast reports whether an Ethernet destination is ff:ff:ff:ff:ff:ff.
+func isBroadcast(dst []byte) bool {
+	return dst[0]&dst[1]&dst[2]&dst[3]&dst[4]&dst[5] == 0xff
+}
+
+// unicastInBroadcast4 drops an IPv4 packet for a unicast destination that
+// arrived in a link-layer broadcast; limited, subnet-directed and multicast
+// destinations pass.
+func (s *Set) unicastInBroadcast4(li *linkInsts, dst [4]byte) bool {
+	if dst[0] >= 224 || dst == [4]byte{255, 255, 255, 255} {
+		return false
+	}
+	for _, b := range li.bcasts {
+		if b == dst {
+			return false
+		}
+	}
+	s.stats.BcastUnicast.Add(1)
+	return true
 }
 
 // toVirtual4 drops an IPv4 packet addressed to a virtual address that is

@@ -542,3 +542,93 @@ func TestVRRPSplitBrain(t *testing.T) {
 	fmt.Printf("SPLIT BRAIN: both master %v after the cut; one master (A, priority 150) %v after healing; clients resolve %s to %s\n",
 		split.Round(time.Millisecond), healed.Round(time.Millisecond), upAddr, vmac)
 }
+
+// counter reads one of the appliance's router counters from status --json.
+func (a *appliance) counter(name string) uint64 {
+	a.t.Helper()
+	out := a.ns.MustRun(a.bin, "status", "--socket", a.sock, "--json")
+	var st struct {
+		Counters map[string]uint64 `json:"counters"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		a.t.Fatal(err)
+	}
+	return st.Counters[name]
+}
+
+// TestVRRPFailoverBroadcast: the pair in broadcast mode with `ghostnode run`
+// on the servers. Only the master announces. B starts first, so its epoch
+// (start time) is older than A's: when A is killed, B must announce under a
+// new epoch or the servers would ignore it. The servers keep their filters
+// through the takeover (same table), no connection is answered by two
+// servers, clients keep their servers, and afterwards the servers follow
+// B's announcements (a server failure detected by B reaches their filters).
+func TestVRRPFailoverBroadcast(t *testing.T) {
+	const nClients = 16
+	p := newPair(t, 3, nClients, "broadcast", broadcastExtra(fastHealth))
+	tp := p.tp
+	tp.startServers()
+	p.b.start()
+	p.b.waitState("master", 10*time.Second)
+	p.a.start()
+	p.a.waitState("master", 10*time.Second)
+	p.b.waitState("backup", 5*time.Second)
+	tp.sock = p.a.sock
+	tp.runNodes(p.a.cfg, 0, 3)
+	tp.waitInStep(3, "with A master")
+	clients := tp.clientSources(nClients)
+	want := tp.lookup(clients)
+	tp.askAll(clients, want)
+
+	// The backup announces nothing.
+	sentB, suppB := p.b.counter("announcements_sent"), p.b.counter("announcements_suppressed_backup")
+	time.Sleep(time.Second) // three announce intervals
+	if s := p.b.counter("announcements_sent"); s != sentB {
+		t.Errorf("backup B sent %d announcements while backup", s-sentB)
+	}
+	if s := p.b.counter("announcements_suppressed_backup"); s <= suppB {
+		t.Errorf("backup B suppressed no announcement (%d, %d): is it asked to announce at all?", suppB, s)
+	}
+
+	capCli := tp.cli.Capture("c0", "tcp")
+	wait := tp.runLoad(clients, 5*time.Second, "-interval", "50ms", "-timeout", "300ms")
+	time.Sleep(1500 * time.Millisecond)
+	kill := time.Now()
+	p.a.proc.Signal(syscall.SIGKILL)
+	p.b.waitState("master", 5*time.Second)
+	took := p.b.becameMaster()
+	results := wait()
+	failed, first, last := checkLoad(t, "broadcast SIGKILL", results, want, kill.Add(-300*time.Millisecond), took.Add(300*time.Millisecond))
+	pkts := capCli.Stop()
+	isns := map[string]map[uint32]bool{}
+	for _, pk := range pkts {
+		if c, ok := synackOf(pk); ok {
+			if isns[c] == nil {
+				isns[c] = map[uint32]bool{}
+			}
+			isns[c][pk.TCPSeq] = true
+		}
+	}
+	for c, seqs := range isns {
+		if len(seqs) != 1 {
+			t.Errorf("connection %s was answered by %d servers", c, len(seqs))
+		}
+	}
+	if len(isns) == 0 {
+		t.Fatalf("no SYN-ACK captured")
+	}
+
+	// The servers follow B now: a failure B detects reaches their filters.
+	tp.sock = p.b.sock
+	tp.waitInStep(3, "right after the takeover")
+	vs := tp.servers[1]
+	vs.peer.Signal(syscall.SIGKILL)
+	vs.peer.Wait(5 * time.Second)
+	tp.waitServerState(1, false, 5*time.Second)
+	tp.waitInStep(3, "after a failure B detected")
+	if n := tp.ownedCount(1); n != 0 {
+		t.Errorf("the failed server still owns %d buckets in its filter", n)
+	}
+	fmt.Printf("BROADCAST FAILOVER (SIGKILL): B master %v after the kill; %d of %d requests failed, sent %+v..%+v after the kill; %d connections, each answered by one server; the servers then followed B's table change\n",
+		took.Sub(kill).Round(time.Millisecond), failed, len(results), first.Sub(kill).Round(time.Millisecond), last.Sub(kill).Round(time.Millisecond), len(isns))
+}
