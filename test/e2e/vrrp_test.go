@@ -593,6 +593,14 @@ func TestVRRPFailoverBroadcast(t *testing.T) {
 	capCli := tp.cli.Capture("c0", "tcp")
 	wait := tp.runLoad(clients, 5*time.Second, "-interval", "50ms", "-timeout", "300ms")
 	time.Sleep(1500 * time.Millisecond)
+	nodeLog := func(s *server) []byte {
+		b, _ := os.ReadFile(filepath.Join(tp.h.ArtifactDir(), "ghostnode-"+s.name+".log"))
+		return b
+	}
+	logAt := map[string]int{}
+	for _, s := range tp.servers {
+		logAt[s.name] = len(nodeLog(s))
+	}
 	kill := time.Now()
 	p.a.proc.Signal(syscall.SIGKILL)
 	p.b.waitState("master", 5*time.Second)
@@ -618,6 +626,19 @@ func TestVRRPFailoverBroadcast(t *testing.T) {
 		t.Fatalf("no SYN-ACK captured")
 	}
 
+	// B announced at once under a new epoch (its start-time epoch is older
+	// than A's), and every server applied that table, with no change of
+	// buckets.
+	applied := regexp.MustCompile(`applied: owns (\d+) buckets \(was (\d+)\)" from=10\.0\.0\.3:`)
+	for _, s := range tp.servers {
+		harness.WaitFor(t, 3*time.Second, s.name+" applying B's announcement after the kill", func() bool {
+			m := applied.FindSubmatch(nodeLog(s)[logAt[s.name]:])
+			if m != nil && string(m[1]) != string(m[2]) {
+				t.Errorf("%s: B's first table moved buckets: %s", s.name, m[0])
+			}
+			return m != nil
+		})
+	}
 	// The servers follow B now: a failure B detects reaches their filters.
 	tp.sock = p.b.sock
 	tp.waitInStep(3, "right after the takeover")
