@@ -308,7 +308,7 @@ func newPair(t *testing.T, servers, clients int, mode, extra string) *pair {
 		a.cfg = writeFile(t, dir, "ghostrouter-"+name+".toml", fmt.Sprintf(`[router]
 log_level = "debug"
 control_socket = %q
-metrics_address = ""
+metrics_address = "127.0.0.1:9469"
 
 [[interface]]
 name = "up0"
@@ -400,6 +400,45 @@ func checkLoad(t *testing.T, what string, results []result, want map[string]int,
 	return failed, first, last
 }
 
+// checkReporting checks what the appliance, now master, reports: the text
+// status's virtual router section, the metrics, and one log line per
+// transition (at least min per virtual router).
+func (a *appliance) checkReporting(min int) {
+	a.t.Helper()
+	text := a.ns.MustRun(a.bin, "status", "--socket", a.sock)
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`virtual routers \(VRRPv3\)`),
+		regexp.MustCompile(`(?m)^\s+up0/51\s+master\s+100\s+100ms\s+198\.51\.100\.3\s+100\s+00:00:5e:00:01:33\s+198\.51\.100\.1\s+edge`),
+		regexp.MustCompile(`(?m)^\s+lan0/52\s+master\s+100\s+100ms\s+10\.0\.0\.3\s+100\s+00:00:5e:00:01:34\s+10\.0\.0\.1\s+edge`),
+		regexp.MustCompile(`up0/51: \S+ backup -> master \(master down: nothing heard for 360\.9375ms\)`),
+	} {
+		if !want.MatchString(text) {
+			a.t.Errorf("%s status lacks %s:\n%s", a.name, want, text)
+		}
+	}
+	metrics := a.ns.MustRun("curl", "-s", "http://127.0.0.1:9469/metrics")
+	for _, want := range []string{
+		`ghostrouter_vrrp_state{vrrp="up0/51",interface="up0",vrid="51",state="master"} 1`,
+		`ghostrouter_vrrp_state{vrrp="up0/51",interface="up0",vrid="51",state="backup"} 0`,
+		`ghostrouter_vrrp_master_priority{vrrp="lan0/52",interface="lan0",vrid="52",master="10.0.0.3"} 100`,
+	} {
+		if !strings.Contains(metrics, want) {
+			a.t.Errorf("%s metrics lack %s", a.name, want)
+		}
+	}
+	logged := strings.Count(a.proc.Log(), "vrrp transition")
+	recorded := 0
+	for _, v := range a.vrrp() {
+		if len(v.Transitions) < min {
+			a.t.Errorf("%s %s: %d transitions recorded, want at least %d", a.name, v.Name, len(v.Transitions), min)
+		}
+		recorded += len(v.Transitions)
+	}
+	if logged != recorded {
+		a.t.Errorf("%s: %d transitions recorded, %d logged: each must be logged once", a.name, recorded, logged)
+	}
+}
+
 // TestVRRPFailoverRouting: two appliances with the same cluster, clients
 // requesting through the virtual address without pause. SIGKILL of the
 // master: the backup is master within 3 x interval + skew, requests fail
@@ -443,6 +482,7 @@ func TestVRRPFailoverRouting(t *testing.T) {
 	if failed == 0 {
 		t.Errorf("SIGKILL: no request failed: the kill did not cut anything, the test proves nothing")
 	}
+	p.b.checkReporting(2)
 	fmt.Printf("FAILOVER (SIGKILL): backup master %v after the kill (bound 3 x %v + skew = %v); %d of %d requests failed, sent from %+v to %+v after the kill (each request times out after 300ms); %d requests on %d long-lived connections, none failed\n",
 		window.Round(time.Millisecond), vrrpInterval, bound, failed, len(short), first.Sub(kill).Round(time.Millisecond),
 		last.Sub(kill).Round(time.Millisecond), len(longRes), nLong)
