@@ -693,3 +693,106 @@ func TestVRRPFailoverBroadcast(t *testing.T) {
 	fmt.Printf("BROADCAST FAILOVER (SIGKILL): B master %v after the kill; %d of %d requests failed, sent %+v..%+v after the kill; %d connections, each answered by one server; the servers then followed B's table change\n",
 		took.Sub(kill).Round(time.Millisecond), failed, len(results), first.Sub(kill).Round(time.Millisecond), last.Sub(kill).Round(time.Millisecond), len(isns))
 }
+
+// TestVRRPKeepalivedInteropIPv6: the same with an IPv6 virtual router
+// (advertisements from link-local addresses to ff02::12): the higher
+// priority wins either way round, a LAN host resolves the virtual address
+// to 00:00:5e:00:02:VRID by NDP while ghostrouter is master, and tcpdump
+// decodes both routers' advertisements as VRRPv3.
+func TestVRRPKeepalivedInteropIPv6(t *testing.T) {
+	harness.RequireRoot(t, "ip", "tcpdump", "keepalived")
+	h := harness.New(t)
+	bin := h.Build("cmd/ghostrouter")
+	sw, ka, obs := h.NS("sw"), h.NS("ka"), h.NS("obs")
+	h.Veth(ka, "e0", sw, "p-ka")
+	h.Veth(obs, "e0", sw, "p-obs")
+	sw.Bridge("br0", "p-ka", "p-obs")
+	for _, ns := range []*harness.NS{ka, obs} {
+		ns.Sysctl("net.ipv6.conf.e0.accept_dad", "0")
+	}
+	ka.AddrAdd("e0", "2001:db8::3/64")
+	obs.AddrAdd("e0", "2001:db8::9/64")
+	// keepalived sends from the link-local address: wait until duplicate
+	// address detection is over (the kernel refuses a tentative source).
+	for _, ns := range []*harness.NS{ka, obs} {
+		harness.WaitFor(t, 10*time.Second, ns.Name+" link-local address usable", func() bool {
+			out, err := ns.Run("ip", "-6", "-o", "addr", "show", "dev", "e0", "scope", "link")
+			return err == nil && strings.Contains(out, "fe80::") && !strings.Contains(out, "tentative")
+		})
+	}
+	const vip = "2001:db8::1"
+	dir := h.ArtifactDir()
+	gr := &appliance{name: "gr", ns: sw, bin: bin, t: t, sock: filepath.Join(dir, "gr.sock")}
+	gr.cfg = writeFile(t, dir, "gr.toml", fmt.Sprintf(`[router]
+control_socket = %q
+metrics_address = ""
+
+[[interface]]
+name = "up0"
+addresses = ["2001:db8::2/64", "fe80::2/64"]
+bridge = "br0"
+
+[[vrrp]]
+interface = "up0"
+vrid = 61
+priority = 150
+interval = "100ms"
+addresses = [%q]
+`, gr.sock, vip))
+	kaConf := func(tag string, prio int) *harness.Proc {
+		conf := writeFile(t, dir, "keepalived6-"+tag+".conf", fmt.Sprintf(`global_defs {
+    router_id ka6_%s
+    vrrp_version 3
+}
+vrrp_instance VI_61 {
+    state BACKUP
+    interface e0
+    virtual_router_id 61
+    priority %d
+    advert_int 0.1
+    virtual_ipaddress {
+        %s/64 dev e0
+    }
+}
+`, tag, prio, vip))
+		return ka.Start("keepalived6-"+tag, "keepalived", "-n", "-l", "-D", "-P", "-f", conf,
+			"-p", filepath.Join(dir, "ka6-"+tag+".pid"), "-r", filepath.Join(dir, "ka6-"+tag+"-vrrp.pid"),
+			"-c", filepath.Join(dir, "ka6-"+tag+"-checkers.pid"))
+	}
+	has6 := func() bool {
+		out, err := ka.Run("ip", "-6", "-o", "addr", "show", "dev", "e0")
+		return err == nil && strings.Contains(out, " "+vip+"/")
+	}
+	capture := sw.Capture("br0", "ip6 proto 112")
+	kaProc := kaConf("100", 100)
+	harness.WaitFor(t, 10*time.Second, "keepalived master (IPv6)", has6)
+	gr.start()
+	gr.waitState("master", 5*time.Second)
+	harness.WaitFor(t, 5*time.Second, "keepalived backup (IPv6)", func() bool { return !has6() })
+	if v := gr.vrrp()[0]; v.Master != "fe80::2" || v.Counters["adverts_in"] == 0 {
+		t.Errorf("ghostrouter: master %s, counters %v\n%s", v.Master, v.Counters, sw.MustRun(bin, "status", "--socket", gr.sock))
+	}
+	obs.Run("ping", "-6", "-c", "1", "-W", "1", vip)
+	if out := obs.MustRun("ip", "-6", "neigh", "show", vip, "dev", "e0"); !strings.Contains(out, "00:00:5e:00:02:3d") {
+		t.Errorf("the LAN's neighbor entry for %s with ghostrouter master: %q, want 00:00:5e:00:02:3d", vip, out)
+	}
+	kaProc.Signal(os.Interrupt)
+	kaProc.Wait(10 * time.Second)
+	kaProc = kaConf("200", 200)
+	harness.WaitFor(t, 10*time.Second, "keepalived (200) master (IPv6)", has6)
+	gr.waitState("backup", 5*time.Second)
+	if v := gr.vrrp()[0]; v.MasterPriority != 200 || !strings.HasPrefix(v.Master, "fe80::") {
+		t.Errorf("ghostrouter backup: master %s priority %d", v.Master, v.MasterPriority)
+	}
+	capture.Stop()
+	text := sw.MustRun("tcpdump", "-n", "-vv", "-r", capture.Path())
+	from := map[string]int{}
+	adv := regexp.MustCompile(`(?m)(fe80::\S+) > ff02::12: .*VRRPv3, Advertisement, vrid 61, prio (\d+)`)
+	for _, m := range adv.FindAllStringSubmatch(text, -1) {
+		from[m[1]]++
+	}
+	if strings.Contains(text, "bad vrrp cksum") || from["fe80::2"] < 5 || len(from) != 2 {
+		t.Errorf("tcpdump decoded IPv6 VRRPv3 advertisements from %v:\n%s", from, head(text, 12))
+	}
+	fmt.Printf("INTEROP (IPv6): tcpdump decoded VRRPv3 advertisements %v\n", from)
+}
