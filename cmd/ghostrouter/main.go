@@ -303,6 +303,9 @@ func (a *appliance) reload(path string) string {
 	if err := a.r.CheckReconfigure(cfg); err != nil {
 		return reject(err)
 	}
+	if vrrpChanged(a.cfg.VRRP, cfg.VRRP) {
+		return reject(errors.New("[[vrrp]] changed: virtual routers need a restart (stop this appliance with SIGTERM; its backup takes over meanwhile)"))
+	}
 	if err := a.m.Apply(cfg); err != nil {
 		return reject(err)
 	}

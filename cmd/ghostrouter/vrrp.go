@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,6 +46,20 @@ func newVRRP(cfg *config.Config, r *router.Router, log *slog.Logger, ready func(
 		Resolve: r.LinkAddress,
 		Logger:  log,
 	})
+}
+
+// vrrpChanged reports whether two configurations' virtual routers differ
+// (where in the file they are written does not count).
+func vrrpChanged(a, b []config.VRRP) bool {
+	strip := func(vs []config.VRRP) []config.VRRP {
+		out := make([]config.VRRP, len(vs))
+		for i, v := range vs {
+			v.Line = 0
+			out[i] = v
+		}
+		return out
+	}
+	return !reflect.DeepEqual(strip(a), strip(b))
 }
 
 // dispatchReady reports whether every cluster can dispatch: at least one

@@ -190,6 +190,17 @@ addresses = [%q]
 	if !strings.Contains(kaProc.Log(), "Entering BACKUP STATE") {
 		t.Errorf("keepalived did not log entering BACKUP after ghostrouter joined:\n%s", kaProc.Log())
 	}
+	// A reload that changes the virtual router is rejected; the running one
+	// stays.
+	orig, _ := os.ReadFile(gr.cfg)
+	os.WriteFile(gr.cfg, []byte(strings.Replace(string(orig), "priority = 150", "priority = 50", 1)), 0o644)
+	if out, err := sw.Run(bin, "reload", "--socket", gr.sock); err == nil || !strings.Contains(out, "[[vrrp]] changed") {
+		t.Errorf("reload with a changed [[vrrp]]: %v\n%s", err, out)
+	}
+	os.WriteFile(gr.cfg, orig, 0o644)
+	if v := gr.vrrp()[0]; v.State != "master" || v.Priority != 150 {
+		t.Errorf("after the rejected reload: %s priority %d", v.State, v.Priority)
+	}
 
 	// 2. keepalived restarted with priority 200 preempts ghostrouter.
 	kaProc.Signal(os.Interrupt)
