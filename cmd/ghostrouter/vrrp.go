@@ -19,10 +19,15 @@ import (
 )
 
 // newVRRP builds the configured virtual routers over r's links. They join
-// the election once ready reports true (at most 10 s).
+// the election once the health checks have had time to find the servers
+// that are down (a server starts up: fall x interval + timeout after start)
+// and ready reports true, or at the latest 10 s after that.
 func newVRRP(cfg *config.Config, r *router.Router, log *slog.Logger, ready func() bool) (*vrrp.Set, error) {
+	settle := healthSettle(cfg)
+	start := time.Now()
 	return vrrp.New(cfg.VRRP, vrrp.Deps{
-		Ready: ready,
+		Ready:     func() bool { return time.Since(start) >= settle && ready() },
+		ReadyWait: settle + 10*time.Second,
 		Link: func(name string) (vrrp.Link, bool) {
 			l, ok := r.Link(name)
 			if !ok {
@@ -46,6 +51,19 @@ func newVRRP(cfg *config.Config, r *router.Router, log *slog.Logger, ready func(
 		Resolve: r.LinkAddress,
 		Logger:  log,
 	})
+}
+
+// healthSettle is how long after start every cluster's health checks have
+// had the chance to take a dead server down: the longest fall x interval +
+// timeout (every server starts up).
+func healthSettle(cfg *config.Config) time.Duration {
+	var d time.Duration
+	for _, c := range cfg.Clusters {
+		if h := c.Health; h.Check != config.CheckNone && h.Check != "" {
+			d = max(d, time.Duration(h.Fall)*h.Interval+h.Timeout)
+		}
+	}
+	return d
 }
 
 // vrrpChanged reports whether two configurations' virtual routers differ

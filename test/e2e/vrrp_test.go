@@ -703,6 +703,43 @@ func TestVRRPFailoverBroadcast(t *testing.T) {
 	}
 	fmt.Printf("BROADCAST FAILOVER (SIGKILL): B master %v after the kill; %d of %d requests failed, sent %+v..%+v after the kill; %d connections, each answered by one server; the servers then followed B's table change\n",
 		took.Sub(kill).Round(time.Millisecond), failed, len(results), first.Sub(kill).Round(time.Millisecond), last.Sub(kill).Round(time.Millisecond), len(isns))
+
+	// A returns: it joins once its own health checks have taken s1 down,
+	// preempts, and announces the same table; then a graceful SIGTERM
+	// hands back to B under load without a failed request.
+	p.a.start()
+	p.a.waitState("master", 10*time.Second)
+	p.b.waitState("backup", 5*time.Second)
+	tp.sock = p.a.sock
+	tp.waitInStep(3, "with A master again")
+	if n := tp.ownedCount(1); n != 0 {
+		t.Errorf("A announced a table giving the dead s1 %d buckets", n)
+	}
+	wantNow := tp.lookupDown(clients, "1")
+	capCli = tp.cli.Capture("c0", "tcp")
+	wait = tp.runLoad(clients, 4*time.Second, "-interval", "50ms", "-timeout", "300ms")
+	time.Sleep(1500 * time.Millisecond)
+	p.a.proc.Signal(syscall.SIGTERM)
+	p.b.waitState("master", 5*time.Second)
+	results = wait()
+	failed, _, _ = checkLoad(t, "broadcast SIGTERM", results, wantNow, time.Time{}, time.Time{})
+	isns = map[string]map[uint32]bool{}
+	for _, pk := range capCli.Stop() {
+		if c, ok := synackOf(pk); ok {
+			if isns[c] == nil {
+				isns[c] = map[uint32]bool{}
+			}
+			isns[c][pk.TCPSeq] = true
+		}
+	}
+	for c, seqs := range isns {
+		if len(seqs) != 1 {
+			t.Errorf("SIGTERM: connection %s was answered by %d servers", c, len(seqs))
+		}
+	}
+	tp.sock = p.b.sock
+	tp.waitInStep(3, "after the graceful handover")
+	fmt.Printf("BROADCAST FAILOVER (SIGTERM): %d requests, %d failed; %d connections, each answered by one server\n", len(results), failed, len(isns))
 }
 
 // TestVRRPKeepalivedInteropIPv6: the same with an IPv6 virtual router
