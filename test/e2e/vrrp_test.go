@@ -844,3 +844,93 @@ vrrp_instance VI_61 {
 	}
 	fmt.Printf("INTEROP (IPv6): tcpdump decoded VRRPv3 advertisements %v\n", from)
 }
+
+// TestVRRPKeepalivedUnicast: unicast_peers against keepalived's
+// unicast_peer (where multicast is not available): the advertisements go to
+// the peer's address, the checksum's pseudo-header carries that address
+// (keepalived since 1.3.8, and tcpdump, verify it), and the election works
+// both ways.
+func TestVRRPKeepalivedUnicast(t *testing.T) {
+	harness.RequireRoot(t, "ip", "tcpdump", "keepalived")
+	h := harness.New(t)
+	bin := h.Build("cmd/ghostrouter")
+	sw, ka := h.NS("sw"), h.NS("ka")
+	h.Veth(ka, "e0", sw, "p-ka")
+	sw.Bridge("br0", "p-ka")
+	ka.AddrAdd("e0", "198.51.100.3/24")
+	const vip, grAddr, kaAddr = "198.51.100.1", "198.51.100.2", "198.51.100.3"
+	dir := h.ArtifactDir()
+	gr := &appliance{name: "gr", ns: sw, bin: bin, t: t, sock: filepath.Join(dir, "gr.sock")}
+	gr.cfg = writeFile(t, dir, "gr.toml", fmt.Sprintf(`[router]
+control_socket = %q
+metrics_address = ""
+
+[[interface]]
+name = "up0"
+addresses = ["%s/24"]
+bridge = "br0"
+
+[[vrrp]]
+interface = "up0"
+vrid = 51
+priority = 150
+interval = "100ms"
+addresses = [%q]
+unicast_peers = [%q]
+`, gr.sock, grAddr, vip, kaAddr))
+	conf := writeFile(t, dir, "keepalived-unicast.conf", fmt.Sprintf(`global_defs {
+    router_id ka_unicast
+    vrrp_version 3
+}
+vrrp_instance VI_51 {
+    state BACKUP
+    interface e0
+    virtual_router_id 51
+    priority 100
+    advert_int 0.1
+    unicast_src_ip %s
+    unicast_peer {
+        %s
+    }
+    virtual_ipaddress {
+        %s/24 dev e0
+    }
+}
+`, kaAddr, grAddr, vip))
+	capture := sw.Capture("br0", "ip proto 112")
+	kaProc := ka.Start("keepalived-unicast", "keepalived", "-n", "-l", "-D", "-P", "-f", conf,
+		"-p", filepath.Join(dir, "ka.pid"), "-r", filepath.Join(dir, "ka-vrrp.pid"), "-c", filepath.Join(dir, "ka-checkers.pid"))
+	harness.WaitFor(t, 10*time.Second, "keepalived master", func() bool { return hasAddr(ka, "e0", vip) })
+	gr.start()
+	gr.waitState("master", 5*time.Second)
+	harness.WaitFor(t, 5*time.Second, "keepalived backup", func() bool { return !hasAddr(ka, "e0", vip) })
+	if v := gr.vrrp()[0]; v.Counters["adverts_in"] == 0 {
+		t.Errorf("ghostrouter counted no unicast advertisement from keepalived: %v", v.Counters)
+	}
+	time.Sleep(time.Second) // ten advertisements: keepalived must stay backup
+	if hasAddr(ka, "e0", vip) {
+		t.Errorf("keepalived took the VIP back while ghostrouter (150) was master: it did not accept the unicast advertisements\n%s", kaProc.Log())
+	}
+	gr.proc.Signal(os.Interrupt)
+	harness.WaitFor(t, 5*time.Second, "keepalived master after ghostrouter's priority 0", func() bool { return hasAddr(ka, "e0", vip) })
+	if !strings.Contains(kaProc.Log(), "received priority 0 advertisement") {
+		t.Errorf("keepalived did not see priority 0:\n%s", kaProc.Log())
+	}
+	gr.proc.Wait(10 * time.Second)
+	capture.Stop()
+	text := sw.MustRun("tcpdump", "-n", "-vv", "-r", capture.Path())
+	adv := regexp.MustCompile(`(?m)^\s+(\S+) > (\S+): VRRPv3, Advertisement, vrid 51, prio (\d+)`)
+	n := 0
+	for _, m := range adv.FindAllStringSubmatch(text, -1) {
+		if m[1] == grAddr {
+			n++
+			if m[2] != kaAddr {
+				t.Errorf("ghostrouter advertised to %s, want the unicast peer %s", m[2], kaAddr)
+			}
+		}
+	}
+	if n < 5 || strings.Contains(text, "bad vrrp cksum") {
+		t.Errorf("%d unicast advertisements from ghostrouter decoded; bad checksum: %v\n%s", n, strings.Contains(text, "bad vrrp cksum"), head(text, 10))
+	}
+	fmt.Printf("INTEROP (unicast): %d unicast advertisements from ghostrouter to %s, checksums good; keepalived stayed backup, then took over on priority 0\n", n, kaAddr)
+}
