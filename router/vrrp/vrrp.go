@@ -66,7 +66,7 @@ type Stats struct {
 	BadTTL      atomic.Uint64 // TTL / hop limit not 255: dropped (RFC 5798 7.1)
 	Malformed   atomic.Uint64 // Parse failed (not v3 advertisement, short, zero fields)
 	BadChecksum atomic.Uint64
-	UnknownVRID atomic.Uint64 // no virtual router with that VRID and family on the link
+	UnknownVRID atomic.Uint64 // no virtual router with that VRID and family on the link, or we own its addresses (priority 255: RFC 5798 7.1)
 	OwnLooped   atomic.Uint64 // our own advertisement, looped back
 	QueueFull   atomic.Uint64 // the state machines' queue was full: dropped
 	ToVirtual   atomic.Uint64 // IP packets addressed to a virtual address (not the owner's): dropped (Accept_Mode false)
@@ -723,7 +723,7 @@ func (s *Set) advert(insts []*instance, v6 bool, body []byte, src, dst netip.Add
 			in = c
 		}
 	}
-	if in == nil {
+	if in == nil || in.cfg.Priority == config.VRRPOwnerPriority {
 		s.stats.UnknownVRID.Add(1)
 		return
 	}

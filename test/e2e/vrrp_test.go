@@ -384,6 +384,45 @@ func skewed(prio int, interval time.Duration) time.Duration {
 	return 3*interval + time.Duration(256-prio)*interval/256
 }
 
+// lastAdvert is when the master's last advertisements were captured (on
+// its two ports, from its two addresses): the earlier of the two, since the
+// backup's sync group takes over when the first of its virtual routers
+// times out.
+func lastAdvert(up, lan []harness.Packet) time.Time {
+	last := func(pkts []harness.Packet, src string) time.Time {
+		var l time.Time
+		for _, pk := range pkts {
+			if pk.Proto == 112 && pk.Src.String() == src && pk.Time.After(l) {
+				l = pk.Time
+			}
+		}
+		return l
+	}
+	u, l := last(up, "198.51.100.2"), last(lan, "10.0.0.2")
+	if u.IsZero() || l.IsZero() {
+		return time.Time{}
+	}
+	if l.Before(u) {
+		return l
+	}
+	return u
+}
+
+// checkTakeover checks that the backup took over Master_Down_Interval after
+// the master's last advertisement (as captured on the wire), not earlier
+// and not much later.
+func checkTakeover(t *testing.T, what string, lastA, took time.Time, bound time.Duration) time.Duration {
+	t.Helper()
+	if lastA.IsZero() {
+		t.Fatalf("%s: no advertisement from the master captured", what)
+	}
+	d := took.Sub(lastA)
+	if d < bound-10*time.Millisecond || d > bound+60*time.Millisecond {
+		t.Errorf("%s: the backup took over %v after the master's last advertisement; RFC 5798 says 3 x interval + skew = %v", what, d, bound)
+	}
+	return d
+}
+
 // checkLoad checks load results: every answer from the server lookup
 // names; failures only inside [from, to]; it returns the failures and the
 // first and last of them.
@@ -473,6 +512,7 @@ func TestVRRPFailoverRouting(t *testing.T) {
 	tp.askAll(all, want)
 
 	// SIGKILL.
+	advUp, advLan := tp.rtr.Capture("a-up", "ip proto 112"), tp.rtr.Capture("a-lan", "ip proto 112")
 	waitShort := tp.runLoad(clients, 5*time.Second, "-interval", "50ms", "-timeout", "300ms")
 	waitLong := tp.runLoad(long, 5*time.Second, "-reuse", "-interval", "100ms", "-timeout", "5s")
 	time.Sleep(1500 * time.Millisecond) // load through A
@@ -485,6 +525,7 @@ func TestVRRPFailoverRouting(t *testing.T) {
 	if window > bound+100*time.Millisecond {
 		t.Errorf("SIGKILL: B became master %v after the kill; want within 3 x interval + skew = %v (+100ms scheduling)", window, bound)
 	}
+	sinceLast := checkTakeover(t, "SIGKILL", lastAdvert(advUp.Stop(), advLan.Stop()), took, bound)
 	short, longRes := waitShort(), waitLong()
 	failed, first, last := checkLoad(t, "SIGKILL", short, want, kill.Add(-300*time.Millisecond), took.Add(300*time.Millisecond))
 	if n, _, _ := checkLoad(t, "SIGKILL, long-lived connections", longRes, want, time.Time{}, time.Time{}); n != 0 {
@@ -494,8 +535,8 @@ func TestVRRPFailoverRouting(t *testing.T) {
 		t.Errorf("SIGKILL: no request failed: the kill did not cut anything, the test proves nothing")
 	}
 	p.b.checkReporting(2)
-	fmt.Printf("FAILOVER (SIGKILL): backup master %v after the kill (bound 3 x %v + skew = %v); %d of %d requests failed, sent from %+v to %+v after the kill (each request times out after 300ms); %d requests on %d long-lived connections, none failed\n",
-		window.Round(time.Millisecond), vrrpInterval, bound, failed, len(short), first.Sub(kill).Round(time.Millisecond),
+	fmt.Printf("FAILOVER (SIGKILL): backup master %v after the kill, %v after A's last advertisement (3 x %v + skew = %v); %d of %d requests failed, sent from %+v to %+v after the kill (each request times out after 300ms); %d requests on %d long-lived connections, none failed\n",
+		window.Round(time.Millisecond), sinceLast.Round(time.Millisecond), vrrpInterval, bound, failed, len(short), first.Sub(kill).Round(time.Millisecond),
 		last.Sub(kill).Round(time.Millisecond), len(longRes), nLong)
 
 	// A comes back and preempts (its priority is higher) once it can
@@ -642,6 +683,7 @@ func TestVRRPFailoverBroadcast(t *testing.T) {
 	}
 
 	capCli := tp.cli.Capture("c0", "tcp")
+	advUp, advLan := tp.rtr.Capture("a-up", "ip proto 112"), tp.rtr.Capture("a-lan", "ip proto 112")
 	wait := tp.runLoad(clients, 5*time.Second, "-interval", "50ms", "-timeout", "300ms")
 	time.Sleep(1500 * time.Millisecond)
 	nodeLog := func(s *server) []byte {
@@ -656,6 +698,7 @@ func TestVRRPFailoverBroadcast(t *testing.T) {
 	p.a.proc.Signal(syscall.SIGKILL)
 	p.b.waitState("master", 5*time.Second)
 	took := p.b.becameMaster()
+	sinceLast := checkTakeover(t, "broadcast SIGKILL", lastAdvert(advUp.Stop(), advLan.Stop()), took, skewed(100, vrrpInterval))
 	results := wait()
 	failed, first, last := checkLoad(t, "broadcast SIGKILL", results, want, kill.Add(-300*time.Millisecond), took.Add(300*time.Millisecond))
 	pkts := capCli.Stop()
@@ -701,8 +744,8 @@ func TestVRRPFailoverBroadcast(t *testing.T) {
 	if n := tp.ownedCount(1); n != 0 {
 		t.Errorf("the failed server still owns %d buckets in its filter", n)
 	}
-	fmt.Printf("BROADCAST FAILOVER (SIGKILL): B master %v after the kill; %d of %d requests failed, sent %+v..%+v after the kill; %d connections, each answered by one server; the servers then followed B's table change\n",
-		took.Sub(kill).Round(time.Millisecond), failed, len(results), first.Sub(kill).Round(time.Millisecond), last.Sub(kill).Round(time.Millisecond), len(isns))
+	fmt.Printf("BROADCAST FAILOVER (SIGKILL): B master %v after the kill, %v after A's last advertisement; %d of %d requests failed, sent %+v..%+v after the kill; %d connections, each answered by one server; the servers then followed B's table change\n",
+		took.Sub(kill).Round(time.Millisecond), sinceLast.Round(time.Millisecond), failed, len(results), first.Sub(kill).Round(time.Millisecond), last.Sub(kill).Round(time.Millisecond), len(isns))
 
 	// A returns: it joins once its own health checks have taken s1 down,
 	// preempts, and announces the same table; then a graceful SIGTERM
