@@ -338,3 +338,30 @@ func TestStageShutdownAndAllocs(t *testing.T) {
 		t.Errorf("after Close the endpoint still takes in %x", m)
 	}
 }
+
+// TestStageChecksumForms: all three checksum forms are taken and counted;
+// anything else is dropped as a bad checksum.
+func TestStageChecksumForms(t *testing.T) {
+	w := newWire(t)
+	s := newTestSet(t, w)
+	peer := netip.MustParseAddr("198.51.100.3")
+	unicast := func(pseudoDst netip.Addr, style Checksum) []byte {
+		msg, _ := Append(nil, &Message{VRID: 51, Priority: 100, Interval: 10, Addrs: []netip.Addr{vip4}, Checksum: style}, peer, pseudoDst)
+		return ipv4Frame(ownMAC, peer, own4, Protocol, 255, msg)
+	}
+	in := s.insts[0]
+	s.Inbound(w.ep, unicast(own4, PseudoHeader))     // RFC 5798 with the unicast destination
+	s.Inbound(w.ep, unicast(own4, MessageOnly))      // RFC 9568's IPv4 variant
+	s.Inbound(w.ep, unicast(Group4(), PseudoHeader)) // older keepalived's unicast form
+	if n := in.ctr.AdvertsIn.Load(); n != 3 {
+		t.Errorf("%d of 3 advertisements taken", n)
+	}
+	if in.ctr.ChecksumOld.Load() != 1 || in.ctr.ChecksumOldUnicast.Load() != 1 {
+		t.Errorf("message-only %d, old unicast %d; want 1 and 1", in.ctr.ChecksumOld.Load(), in.ctr.ChecksumOldUnicast.Load())
+	}
+	bad := unicast(netip.MustParseAddr("198.51.100.77"), PseudoHeader)
+	s.Inbound(w.ep, bad)
+	if s.stats.BadChecksum.Load() != 1 || in.ctr.AdvertsIn.Load() != 3 {
+		t.Errorf("a pseudo-header naming another address: bad checksum %d, taken %d", s.stats.BadChecksum.Load(), in.ctr.AdvertsIn.Load())
+	}
+}

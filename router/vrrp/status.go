@@ -41,7 +41,8 @@ func (s *Set) Status() []Status {
 			Counters: map[string]uint64{
 				"adverts_in": in.ctr.AdvertsIn.Load(), "adverts_out": in.ctr.AdvertsOut.Load(),
 				"shutdowns_in": in.ctr.ShutdownsIn.Load(), "checksum_message_only": in.ctr.ChecksumOld.Load(),
-				"address_mismatch": in.ctr.AddrMismatch.Load(), "interval_differs": in.ctr.IntervalDiffer.Load(),
+				"checksum_old_unicast": in.ctr.ChecksumOldUnicast.Load(),
+				"address_mismatch":     in.ctr.AddrMismatch.Load(), "interval_differs": in.ctr.IntervalDiffer.Load(),
 				"send_errors": in.ctr.SendErrors.Load(), "neighbor_replies": in.ctr.ARPReplies.Load(),
 				"gratuitous": in.ctr.Gratuitous.Load(), "transitions": in.ctr.Transitions.Load(),
 			},

@@ -48,16 +48,19 @@ type Deps struct {
 
 // Counters of one virtual router. All are updated atomically.
 type Counters struct {
-	AdvertsIn      atomic.Uint64 // valid advertisements for this virtual router
-	AdvertsOut     atomic.Uint64
-	ShutdownsIn    atomic.Uint64 // priority 0 received
-	ChecksumOld    atomic.Uint64 // valid advertisements with the IPv4 message-only checksum
-	AddrMismatch   atomic.Uint64 // advertisements whose address list differs from ours (accepted, logged once)
-	IntervalDiffer atomic.Uint64 // advertisements with another interval than ours (accepted: a backup adopts the master's)
-	SendErrors     atomic.Uint64
-	ARPReplies     atomic.Uint64 // ARP / NDP answers for the virtual addresses
-	Gratuitous     atomic.Uint64 // gratuitous ARPs / unsolicited NAs sent
-	Transitions    atomic.Uint64
+	AdvertsIn   atomic.Uint64 // valid advertisements for this virtual router
+	AdvertsOut  atomic.Uint64
+	ShutdownsIn atomic.Uint64 // priority 0 received
+	ChecksumOld atomic.Uint64 // valid advertisements with the IPv4 message-only checksum
+	// ChecksumOldUnicast counts unicast advertisements whose pseudo-header
+	// named the multicast group (older keepalived): accepted.
+	ChecksumOldUnicast atomic.Uint64
+	AddrMismatch       atomic.Uint64 // advertisements whose address list differs from ours (accepted, logged once)
+	IntervalDiffer     atomic.Uint64 // advertisements with another interval than ours (accepted: a backup adopts the master's)
+	SendErrors         atomic.Uint64
+	ARPReplies         atomic.Uint64 // ARP / NDP answers for the virtual addresses
+	Gratuitous         atomic.Uint64 // gratuitous ARPs / unsolicited NAs sent
+	Transitions        atomic.Uint64
 }
 
 // Stats counts what the stage dropped, for all virtual routers.
@@ -708,6 +711,17 @@ func (s *Set) advert6(insts []*instance, ip []byte) {
 
 func (s *Set) advert(insts []*instance, v6 bool, body []byte, src, dst netip.Addr) {
 	a, err := Parse(body, src, dst)
+	oldUnicast := false
+	if group := Group4(); err == ErrChecksum && !dst.IsMulticast() {
+		// keepalived before 1.3.8 (and with old_unicast_checksum) put the
+		// group in the pseudo-header of its unicast advertisements.
+		if v6 {
+			group = Group6()
+		}
+		if a, err = Parse(body, src, group); err == nil {
+			oldUnicast = true
+		}
+	}
 	switch err {
 	case nil:
 	case ErrChecksum:
@@ -737,6 +751,9 @@ func (s *Set) advert(insts []*instance, v6 bool, body []byte, src, dst netip.Add
 	}
 	if a.Checksum == MessageOnly {
 		in.ctr.ChecksumOld.Add(1)
+	}
+	if oldUnicast {
+		in.ctr.ChecksumOldUnicast.Add(1)
 	}
 	if a.Interval != uint16(in.cfg.Interval/(10*time.Millisecond)) {
 		in.ctr.IntervalDiffer.Add(1)
