@@ -37,7 +37,7 @@ type wire struct {
 	frames [][]byte
 }
 
-func newWire(t *testing.T) *wire {
+func newWire(t testing.TB) *wire {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +92,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Fatalf("timed out waiting for %s", what)
 }
 
-func newTestSet(t *testing.T, w *wire) *Set {
+func newTestSet(t testing.TB, w *wire) *Set {
 	t.Helper()
 	s, err := New([]config.VRRP{
 		{Interface: "up0", VRID: 51, Priority: 150, Interval: 100 * time.Millisecond, Preempt: true, Addresses: []netip.Addr{vip4}, Checksum: config.ChecksumRFC5798},
@@ -364,4 +364,60 @@ func TestStageChecksumForms(t *testing.T) {
 	if s.stats.BadChecksum.Load() != 1 || in.ctr.AdvertsIn.Load() != 3 {
 		t.Errorf("a pseudo-header naming another address: bad checksum %d, taken %d", s.stats.BadChecksum.Load(), in.ctr.AdvertsIn.Load())
 	}
+}
+
+// FuzzStage feeds arbitrary frames to a master's stage. Invariants: no
+// panic; only IPv4, ARP and IPv6 frames are ever taken; an IPv4 packet
+// that is not VRRP and not in a link-layer broadcast is taken only when
+// addressed to a virtual address; at most one answer per frame, and only
+// for an ARP request or neighbor solicitation naming a virtual address.
+func FuzzStage(f *testing.F) {
+	f.Add(arpRequest(host4, vip4))
+	f.Add(arpRequest(host4, own4))
+	f.Add(neighborSolicit(host6, vip6))
+	f.Add(advert4(netip.MustParseAddr("198.51.100.3"), 200, 255))
+	f.Add(ipv4Frame(ownMAC, host4, vip4, 6, 64, make([]byte, 20)))
+	f.Add(ipv4Frame([6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, host4, netip.MustParseAddr("203.0.113.10"), 17, 64, make([]byte, 8)))
+	w := newWire(f)
+	s := newTestSet(f, w)
+	for _, in := range s.insts {
+		in.master.Store(true)
+	}
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		before := s.insts[0].ctr.ARPReplies.Load() + s.insts[1].ctr.ARPReplies.Load()
+		taken := s.Inbound(w.ep, frame)
+		answers := s.insts[0].ctr.ARPReplies.Load() + s.insts[1].ctr.ARPReplies.Load() - before
+		if len(frame) < ethLen {
+			if taken || answers != 0 {
+				t.Fatalf("runt taken")
+			}
+			return
+		}
+		typ := binary.BigEndian.Uint16(frame[12:14])
+		if taken && typ != 0x0800 && typ != 0x0806 && typ != 0x86dd {
+			t.Fatalf("ethertype %#x taken", typ)
+		}
+		if taken && typ == 0x0800 && len(frame) >= ethLen+ipv4Len && frame[ethLen+9] != Protocol && !isBroadcast(frame[:6]) {
+			if dst := netip.AddrFrom4([4]byte(frame[ethLen+16 : ethLen+20])); dst != vip4 {
+				t.Fatalf("IPv4 packet to %s taken", dst)
+			}
+		}
+		if answers > 1 {
+			t.Fatalf("%d answers to one frame", answers)
+		}
+		if answers == 1 {
+			switch typ {
+			case 0x0806:
+				if netip.AddrFrom4([4]byte(frame[ethLen+24:ethLen+28])) != vip4 {
+					t.Fatalf("ARP answered for another address")
+				}
+			case 0x86dd:
+				if frame[ethLen+40] != 135 || netip.AddrFrom16([16]byte(frame[ethLen+48:ethLen+64])) != vip6 {
+					t.Fatalf("NDP answered for something else")
+				}
+			default:
+				t.Fatalf("answered ethertype %#x", typ)
+			}
+		}
+	})
 }
