@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -420,4 +421,38 @@ func FuzzStage(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestSyncGroup: two virtual routers in one group change state together,
+// whichever of them has the reason to.
+func TestSyncGroup(t *testing.T) {
+	w := newWire(t)
+	vipB := netip.MustParseAddr("198.51.100.5")
+	s, err := New([]config.VRRP{
+		{Interface: "up0", VRID: 51, Priority: 150, Interval: 100 * time.Millisecond, Preempt: true, Addresses: []netip.Addr{vip4}, Group: "g"},
+		{Interface: "up0", VRID: 52, Priority: 150, Interval: 100 * time.Millisecond, Preempt: true, Addresses: []netip.Addr{vipB}, Group: "g"},
+	}, Deps{Link: func(string) (Link, bool) { return Link{EP: w.ep, V4: own4}, true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	defer s.Close()
+	states := func() (string, string) { st := s.Status(); return st[0].State, st[1].State }
+	waitFor(t, "both master", func() bool { a, b := states(); return a == "master" && b == "master" })
+	peer := netip.MustParseAddr("198.51.100.3")
+	s.Inbound(w.ep, advert4(peer, 200, 255)) // VRID 51 only
+	waitFor(t, "both backup", func() bool { a, b := states(); return a == "backup" && b == "backup" })
+	st := s.Status()[1]
+	last := st.Transitions[len(st.Transitions)-1]
+	if last.To != "backup" || !strings.Contains(last.Reason, `sync group "g"`) {
+		t.Errorf("VRID 52's last transition: %+v", last)
+	}
+	// Priority 0 for VRID 52 alone: it takes over after its skew time and
+	// takes 51 along.
+	msg, _ := Append(nil, &Message{VRID: 52, Priority: 0, Interval: 10, Addrs: []netip.Addr{vipB}}, peer, Group4())
+	s.Inbound(w.ep, ipv4Frame([6]byte{1, 0, 0x5e, 0, 0, 0x12}, peer, Group4(), Protocol, 255, msg))
+	waitFor(t, "both master again", func() bool { a, b := states(); return a == "master" && b == "master" })
+	if m := w.ep.AcceptMACs(); len(m) != 2 {
+		t.Errorf("accepted MACs %x", m)
+	}
 }

@@ -269,6 +269,13 @@ func (s *Set) run() {
 	if !s.waitReady() {
 		return
 	}
+	for drained := false; !drained; { // advertisements queued while waiting are stale
+		select {
+		case <-s.events:
+		default:
+			drained = true
+		}
+	}
 	now := s.d.Now()
 	for _, in := range s.insts {
 		act := in.m.Start(now)
@@ -298,7 +305,10 @@ func (s *Set) run() {
 		case ev := <-s.events:
 			now = s.d.Now()
 			act := ev.in.m.Receive(now, ev.src, ev.priority, ev.interval)
-			reason := fmt.Sprintf("advertisement from %s priority %d", ev.src, ev.priority)
+			reason := ""
+			if act != 0 { // most advertisements change nothing: no message to build
+				reason = fmt.Sprintf("advertisement from %s priority %d", ev.src, ev.priority)
+			}
 			s.apply(now, ev.in, act, reason)
 		case <-timer.C:
 			now = s.d.Now()
