@@ -19,8 +19,8 @@
 //     addresses do not collide.
 //
 // [[vrrp]] tables (vrrp.go) are the appliance's VRRPv3 virtual routers:
-// interface (a configured one, with an address of the family to send
-// from), vrid (1..255, once per interface and family), priority (1..254,
+// interface (a configured one, with an address to send from: IPv4, or
+// IPv6 link-local), vrid (1..255, once per interface and family), priority (1..254,
 // default 100; 255 = the addresses are the interface's own), interval
 // (default "1s"; 0.01s..40.95s in whole centiseconds), addresses (one
 // family, on the interface's subnets or link-local, not the appliance's own

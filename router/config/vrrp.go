@@ -182,12 +182,17 @@ func (d *decoder) checkVRRP(cfg *Config, own map[netip.Addr]owner) {
 		}
 		hasFamily := false
 		for _, p := range ifc.Addresses {
-			if p.Addr().Is6() == v6 {
+			// IPv6 advertisements come from a link-local address (RFC 5798 5.1.2.1).
+			if p.Addr().Is6() == v6 && (!v6 || p.Addr().IsLinkLocalUnicast()) {
 				hasFamily = true
 			}
 		}
 		if !hasFamily {
-			t.errorf("addresses", "interface %q has no %s address to send advertisements from", v.Interface, family(v6))
+			what := "IPv4 address"
+			if v6 {
+				what = "IPv6 link-local address (fe80::/10)"
+			}
+			t.errorf("addresses", "interface %q has no %s to send advertisements from", v.Interface, what)
 			continue
 		}
 		for j, a := range v.Addresses {

@@ -97,7 +97,7 @@ func TestVRRPProblems(t *testing.T) {
 		{"vrid = 1\naddresses = [\"198.51.100.1\"]\nprempt = true", 4, `unknown key (did you mean "preempt"?)`},
 		{"vrid = 1\naddresses = [\"198.51.100.1\"]\ngroup = \"a b\"", 4, `group: "a b"`},
 		{"vrid = 1\naddresses = [\"198.51.100.1\"]\nunicast_peers = [\"2001:db8::3\"]", 4, `is not of the virtual router's family`},
-		{"vrid = 1\naddresses = [\"2001:db8::1\"]", 3, `interface "up0" has no IPv6 address`},
+		{"vrid = 1\naddresses = [\"2001:db8::1\"]", 3, `interface "up0" has no IPv6 link-local address`},
 		{"vrid = 1\naddresses = [\"198.51.100.1\"]\n\n[[vrrp]]\ninterface = \"up0\"\nvrid = 1\naddresses = [\"198.51.100.7\"]", 7, `VRID 1 is already used on interface "up0"`},
 		{"vrid = 1\naddresses = [\"198.51.100.1\"]\n\n[[vrrp]]\ninterface = \"up0\"\nvrid = 2\naddresses = [\"198.51.100.1\"]", 8, `198.51.100.1 is already a virtual address of vrrp "up0/1"`},
 	} {

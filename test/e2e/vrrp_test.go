@@ -534,6 +534,7 @@ func (a *appliance) checkReporting(min int) {
 // nothing to synchronise). The killed appliance restarts, preempts again
 // without loss, and a graceful SIGTERM hands over with no failed request.
 func TestVRRPFailoverRouting(t *testing.T) {
+	harness.RequireRoot(t, "ip", "tcpdump", "curl")
 	const nClients, nLong = 16, 4
 	p := newPair(t, 3, nClients+nLong, "routing", fastHealth)
 	tp := p.tp
@@ -693,6 +694,7 @@ func (a *appliance) counter(name string) uint64 {
 // servers, clients keep their servers, and afterwards the servers follow
 // B's announcements (a server failure detected by B reaches their filters).
 func TestVRRPFailoverBroadcast(t *testing.T) {
+	harness.RequireRoot(t, "ip", "tcpdump", "nft")
 	const nClients = 16
 	p := newPair(t, 3, nClients, "broadcast", broadcastExtra(fastHealth))
 	tp := p.tp
