@@ -213,6 +213,7 @@ func newAppliance(cfg *config.Config, log *slog.Logger) (*appliance, error) {
 		r.Close()
 		return nil, err
 	}
+	warnVRRP(cfg, log)
 	ann := newAnnounceGate(vr, sender.send, log)
 	m, err = dispatch.NewManager(cfg, dispatch.Deps{
 		Endpoint: r.Endpoint,

@@ -53,6 +53,30 @@ func newVRRP(cfg *config.Config, r *router.Router, log *slog.Logger, ready func(
 	})
 }
 
+// warnVRRP logs set-ups that work but probably not as meant: a cluster LAN
+// without a virtual router (the servers' replies go to one appliance's own
+// address, and stop when it fails), and virtual routers on several links
+// that are not in one sync group (each link could elect another master).
+func warnVRRP(cfg *config.Config, log *slog.Logger) {
+	if len(cfg.VRRP) == 0 {
+		return
+	}
+	on := map[string]bool{}
+	groups := map[string]bool{}
+	for _, v := range cfg.VRRP {
+		on[v.Interface] = true
+		groups[v.Group] = true
+	}
+	for _, c := range cfg.Clusters {
+		if !on[c.Interface] {
+			log.Warn("vrrp: the cluster's LAN has no virtual router: the servers' gateway should be a virtual address on it", "cluster", c.Name, "interface", c.Interface)
+		}
+	}
+	if len(on) > 1 && (len(groups) > 1 || groups[""]) {
+		log.Warn("vrrp: virtual routers on several interfaces are not in one sync group: a partial failure could leave each link's master on a different appliance")
+	}
+}
+
 // healthSettle is how long after start every cluster's health checks have
 // had the chance to take a dead server down: the longest fall x interval +
 // timeout (every server starts up).

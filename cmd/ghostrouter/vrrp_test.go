@@ -59,3 +59,28 @@ func TestVRRPReporting(t *testing.T) {
 		}
 	}
 }
+
+func TestWarnVRRP(t *testing.T) {
+	var b bytes.Buffer
+	log := config.NewLogger("warn", &b)
+	cfg := &config.Config{
+		Clusters: []config.Cluster{{Name: "web", Interface: "lan0"}},
+		VRRP:     []config.VRRP{{Interface: "up0", VRID: 1}},
+	}
+	warnVRRP(cfg, log)
+	if !strings.Contains(b.String(), "no virtual router") {
+		t.Errorf("no warning for a cluster LAN without a virtual router: %q", b.String())
+	}
+	b.Reset()
+	cfg.VRRP = append(cfg.VRRP, config.VRRP{Interface: "lan0", VRID: 2})
+	warnVRRP(cfg, log)
+	if !strings.Contains(b.String(), "not in one sync group") || strings.Contains(b.String(), "no virtual router") {
+		t.Errorf("warnings for two ungrouped links: %q", b.String())
+	}
+	b.Reset()
+	cfg.VRRP[0].Group, cfg.VRRP[1].Group = "edge", "edge"
+	warnVRRP(cfg, log)
+	if b.Len() != 0 {
+		t.Errorf("warnings for a good set-up: %q", b.String())
+	}
+}
