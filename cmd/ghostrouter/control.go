@@ -15,9 +15,10 @@ import (
 	"time"
 
 	"github.com/ghostrouter/ghostrouter/arp"
-	"github.com/ghostrouter/ghostrouter/dispatch"
 	"github.com/ghostrouter/ghostrouter/arp/neigh"
+	"github.com/ghostrouter/ghostrouter/dispatch"
 	"github.com/ghostrouter/ghostrouter/router"
+	"github.com/ghostrouter/ghostrouter/router/vrrp"
 )
 
 // The control socket speaks one request per connection: the client writes a
@@ -36,6 +37,7 @@ type Status struct {
 	// ServerNeighbors are the servers' MACs as the appliance resolves
 	// and guards them: unresolved ones, and the age of each MAC.
 	ServerNeighbors []neigh.Entry `json:"server_neighbors"`
+	VRRP            []vrrp.Status `json:"vrrp"`
 	Message         string        `json:"message,omitempty"`
 }
 
@@ -78,8 +80,13 @@ func (a *appliance) status(path string) Status {
 	st.Counters["fastpath_bytes"] = fp.Bytes.Load()
 	st.Counters["fastpath_missed"] = fp.Missed.Load()
 	st.Counters["fastpath_write_errors"] = fp.WriteErrors.Load()
-	sent, failed := a.ann.Stats()
+	sent, failed, suppressed := a.ann.Stats()
 	st.Counters["announcements_sent"], st.Counters["announcements_failed"] = sent, failed
+	st.Counters["announcements_suppressed_backup"] = suppressed
+	st.VRRP = a.vr.Status()
+	for k, v := range a.vr.Counters() {
+		st.Counters[k] = v
+	}
 	for _, l := range a.r.Links() {
 		s := l.EP.Stats()
 		st.Links = append(st.Links, LinkStatus{
@@ -272,6 +279,7 @@ func printStatus(w io.Writer, st *Status) {
 			fmt.Fprintf(tw, "  %s: %s\n", c.Address, c.Hint)
 		}
 	}
+	printVRRP(tw, st.VRRP)
 	fmt.Fprintln(tw, "\nlinks")
 	for _, l := range st.Links {
 		printCounters(tw, "  "+l.Name+" "+l.MAC+":", l.Counters)

@@ -15,15 +15,14 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/ghostrouter/ghostrouter/arp"
-	"github.com/ghostrouter/ghostrouter/dispatch"
-	"github.com/ghostrouter/ghostrouter/dispatch/announce"
-	"github.com/ghostrouter/ghostrouter/dispatch/tune"
 	"github.com/ghostrouter/ghostrouter/arp/neigh"
+	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/dispatch/tune"
 	"github.com/ghostrouter/ghostrouter/router"
 	"github.com/ghostrouter/ghostrouter/router/config"
+	"github.com/ghostrouter/ghostrouter/router/vrrp"
 )
 
 const usage = `usage: ghostrouter COMMAND [flags]
@@ -198,8 +197,9 @@ type appliance struct {
 	m      *dispatch.Manager
 	guard  *arp.Guard
 	nb     *neigh.Resolver
-	ann    *announce.Announcer
+	ann    *announceGate
 	sender *announceSender
+	vr     *vrrp.Set
 }
 
 func newAppliance(cfg *config.Config, log *slog.Logger) (*appliance, error) {
@@ -208,9 +208,16 @@ func newAppliance(cfg *config.Config, log *slog.Logger) (*appliance, error) {
 		return nil, err
 	}
 	sender := newAnnounceSender(r)
-	ann := announce.NewAnnouncer(uint64(time.Now().UnixNano()), sender.send, log)
-	var m *dispatch.Manager
+	var m *dispatch.Manager                              // set below, before the virtual routers start
 	nb := newNeighbors(r, cfg, log, func() { m.Kick() }) // started once m is set
+	vr, err := newVRRP(cfg, r, log, func() bool { return dispatchReady(m) })
+	if err != nil {
+		sender.close()
+		r.Close()
+		return nil, err
+	}
+	warnVRRP(cfg, log)
+	ann := newAnnounceGate(vr, sender.send, log)
 	m, err = dispatch.NewManager(cfg, dispatch.Deps{
 		Endpoint: r.Endpoint,
 		Resolver: nb,
@@ -230,12 +237,17 @@ func newAppliance(cfg *config.Config, log *slog.Logger) (*appliance, error) {
 		}
 	}
 	guard := arp.NewGuard(protectedAddresses(cfg), log)
-	r.SetStages(guard, nb, m.Forwarder())
+	if vr.Empty() {
+		r.SetStages(guard, nb, m.Forwarder())
+	} else {
+		r.SetStages(vr, guard, nb, m.Forwarder())
+	}
 	nb.Start()
 	m.Start()
+	vr.Start()
 	r.AnnounceAddresses()
 	probe(r, cfg)
-	return &appliance{log: log, cfg: cfg, r: r, m: m, guard: guard, nb: nb, ann: ann, sender: sender}, nil
+	return &appliance{log: log, cfg: cfg, r: r, m: m, guard: guard, nb: nb, ann: ann, sender: sender, vr: vr}, nil
 }
 
 // protectedAddresses are the addresses no LAN host may claim by ARP, with
@@ -296,6 +308,9 @@ func (a *appliance) reload(path string) string {
 	if err := a.r.CheckReconfigure(cfg); err != nil {
 		return reject(err)
 	}
+	if vrrpChanged(a.cfg.VRRP, cfg.VRRP) {
+		return reject(errors.New("[[vrrp]] changed: virtual routers need a restart (stop this appliance with SIGTERM; its backup takes over meanwhile)"))
+	}
 	// New servers are targets before their health checks start, so none is
 	// checked before its MAC is known; a rejected file restores the old set.
 	a.nb.SetTargets(serverTargets(cfg))
@@ -317,6 +332,7 @@ func (a *appliance) reload(path string) string {
 }
 
 func (a *appliance) close() error {
+	a.vr.Close() // a master hands over first: priority 0 while the links are up
 	a.m.Close()
 	a.nb.Close()
 	a.sender.close()

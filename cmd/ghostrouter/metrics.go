@@ -86,6 +86,7 @@ func writeMetrics(w io.Writer, st Status) {
 		add("ghostrouter_address_conflict_claims_total", "ARP claims of a protected address by a LAN host (dropped).",
 			"address="+q(c.Address.String())+",role="+q(c.Role)+",mac="+q(c.MAC), c.Claims)
 	}
+	writeVRRPMetrics(add, st.VRRP)
 	names := make([]string, 0, len(families))
 	for n := range families {
 		names = append(names, n)

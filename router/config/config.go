@@ -70,6 +70,7 @@ type Config struct {
 	Routes     []Route
 	Neighbors  []Neighbor
 	Clusters   []Cluster
+	VRRP       []VRRP // [[vrrp]]: virtual routers (vrrp.go)
 }
 
 // Router is the [router] table: settings of the appliance as a whole.

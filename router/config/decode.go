@@ -26,6 +26,7 @@ type decoder struct {
 	routes   []*table
 	nbrs     []*table
 	clusters []clusterSrc
+	vrrps    []*table
 }
 
 type ifaceSrc struct {
@@ -84,7 +85,7 @@ func (d *decoder) decode() *Config {
 	}
 	d.lines = locate(d.data)
 	root := &table{d: d, m: m}
-	root.known("router", "interface", "route", "neighbor", "cluster")
+	root.known("router", "interface", "route", "neighbor", "cluster", "vrrp")
 
 	cfg := &Config{File: d.file}
 	cfg.Router = d.router(root)
@@ -102,6 +103,9 @@ func (d *decoder) decode() *Config {
 	}
 	for _, t := range root.tables("cluster", "cluster") {
 		cfg.Clusters = append(cfg.Clusters, d.cluster(t))
+	}
+	for _, t := range root.tables("vrrp", "vrrp") {
+		cfg.VRRP = append(cfg.VRRP, d.vrrp(t))
 	}
 	d.validate(cfg)
 	return cfg

@@ -20,6 +20,16 @@
 //   - a server's mac (routing mode only; it pins the server's MAC, which the
 //     appliance otherwise resolves and guards itself) is a unicast MAC.
 //
+// [[vrrp]] tables (vrrp.go) are the appliance's VRRPv3 virtual routers:
+// interface (a configured one, with an address to send from: IPv4, or
+// IPv6 link-local), vrid (1..255, once per interface and family), priority (1..254,
+// default 100; 255 = the addresses are the interface's own), interval
+// (default "1s"; 0.01s..40.95s in whole centiseconds), addresses (one
+// family, on the interface's subnets or link-local, not the appliance's own
+// unless priority is 255, each in one virtual router), preempt (default
+// true), group (sync group name), checksum ("rfc5798", the default, or
+// "rfc9568") and unicast_peers (same family, on the interface's subnets).
+//
 // Validation is one pass that collects every problem rather than stopping at
 // the first: an operator fixing a file sees all of it at once, each problem as
 // "FILE:LINE: KEY: MESSAGE", which is what `ghostrouter check` prints.

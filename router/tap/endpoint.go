@@ -55,6 +55,8 @@ type Stats struct {
 	TxSuperFrames atomic.Uint64 // TCP super-frames written whole
 	Segmented     atomic.Uint64 // super-frames cut in software (for netstack, or for a link without offload)
 	BadOffload    atomic.Uint64 // frames whose virtio-net header could not be honoured: dropped
+
+	RxAccepted atomic.Uint64 // unicast to an additional MAC (SetAcceptMACs, accept.go): taken in
 }
 
 // Endpoint is a stack.LinkEndpoint over one or more frame-preserving file
@@ -77,6 +79,7 @@ type Endpoint struct {
 	hook       atomic.Pointer[hookRef]
 	dispatcher atomic.Pointer[dispatcherRef]
 	peers      atomic.Pointer[[]*Endpoint] // see Group; nil: this endpoint alone
+	accept     atomic.Pointer[acceptSet]   // additional unicast MACs (accept.go)
 	onFault    func(error)
 	onClose    atomic.Pointer[func()]
 
@@ -588,7 +591,7 @@ func (e *Endpoint) receive(q *rxQueue, frame []byte) {
 		e.stats.RxRunt.Add(1)
 		return
 	}
-	if frame[0]&1 == 0 && [6]byte(frame[:6]) != e.macB {
+	if frame[0]&1 == 0 && [6]byte(frame[:6]) != e.macB && !e.takeForeign(frame) {
 		e.stats.RxForeign.Add(1)
 		return
 	}
