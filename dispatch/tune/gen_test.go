@@ -2,6 +2,7 @@ package tune
 
 import (
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"fmt"
 	"math/rand/v2"
@@ -21,6 +22,12 @@ type genSpec struct {
 	Population int       // distinct addresses in the Zipf part
 	Heavy      []float64 // each heavy hitter's share of all requests
 	Seed       uint64    // PRNG seed: the same spec gives the same log
+	// Hour is the hour of 26 Nov 2025 the log starts at (default 8): the
+	// lines are one second apart, wrapping within the hour.
+	Hour int
+	// HeavyFrom is the last octet of the first heavy hitter, 192.0.2.X
+	// (default 10), so logs can have different heavy hitters.
+	HeavyFrom byte
 }
 
 // genLog is a generated log and what is known about it.
@@ -54,7 +61,7 @@ func generate(spec genSpec) genLog {
 	}
 	heavy := make([]netip.Addr, len(spec.Heavy))
 	for i := range heavy {
-		heavy[i] = netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + i)})
+		heavy[i] = netip.AddrFrom4([4]byte{192, 0, 2, cmp.Or(spec.HeavyFrom, 10) + byte(i)})
 	}
 	// v = 30 flattens the head so that the Zipf part alone has no client
 	// above a fraction of a percent; the heavy hitters carry the skew.
@@ -84,7 +91,7 @@ func generate(spec genSpec) genLog {
 		line = line[:0]
 		line = a.AppendTo(line)
 		sec := i % 3600
-		line = fmt.Appendf(line, " - - [26/Nov/2025:%02d:%02d:%02d +0000] \"GET /page/%d HTTP/1.1\" %s ", 8+sec/3600, sec/60%60, sec%60, r.IntN(1000), status)
+		line = fmt.Appendf(line, " - - [26/Nov/2025:%02d:%02d:%02d +0000] \"GET /page/%d HTTP/1.1\" %s ", cmp.Or(spec.Hour, 8)+sec/3600, sec/60%60, sec%60, r.IntN(1000), status)
 		if size == 0 && i%2 == 0 {
 			line = append(line, '-')
 		} else {

@@ -30,8 +30,10 @@ access logs its servers already write: the patent's "hash function determined
 based on an analysis of a distribution of client IP addresses in an access
 log" (EP 0 865 180 A2, claims 7, 14 and 21).
 
-Each LOG is an access log in Apache/nginx common or combined format, or one
-client address per line; gzip files are read as such; "-" is standard input.
+Each LOG is an access log in Apache/nginx common or combined format, HAProxy's
+default HTTP or TCP log format (with or without the syslog header), or one
+client address per line; IPv4 and IPv6; gzip files are read as such; "-" is
+standard input. Several logs are read in the order given (oldest first).
 Lines that do not parse are counted and the first few named. Memory grows
 with the number of distinct clients, not with the number of lines.
 
@@ -52,9 +54,20 @@ of the requests to a 64-server cluster (fair share 1.56%), max/mean cannot go
 below 3.2 whatever the seed; the report prints this floor for your logs. Only
 splitting that client's traffic by something other than its address can help.
 
+A search fits the logs it is given: which clients happened to be busy in
+them. So tune validates out of sample: it splits the logs by their time
+stamps into --folds+1 windows, and for each later window searches on all the
+windows before it and scores the choice on that window alone. It reports the
+held-out max/mean of the current setting, of the searched one and of random
+seeds, with their spread over the folds, and recommends a change only when
+the searched setting beat the current one on every fold by more than that
+spread. Otherwise it says plainly that no setting is reliably better, and
+why (heavy clients that no hash can even out; heavy clients that change
+from window to window). Logs without time stamps cannot be validated; then
+nothing is recommended unless --in-sample is given.
+
 A new seed or bucket count sends most clients to a different server; apply it
-when that is acceptable. The choice fits the logged clients: check it on a
-later log before trusting a small gain.
+when that is acceptable.
 
 flags:
   -c, --config FILE   the configuration file (required)
@@ -66,6 +79,11 @@ flags:
                       1024, 4096, 65536; at most 65536)
   --top N             list the N heaviest clients (default 10)
   --svg FILE          also draw current against recommended as an SVG file
+  --folds N           held-out folds (default 3): the logs are split by time
+                      into N+1 windows of about equal traffic
+  --in-sample         recommend the best setting on the logs searched,
+                      without held-out validation (not advised)
+  --json              write the report as JSON on standard output
   --write             write the recommended hash/seed/buckets lines into the
                       cluster in the config file, in place, keeping every
                       other line and comment; the result is checked with the
@@ -96,14 +114,17 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer, stderrIsTerm
 
 // options are the parsed flags.
 type options struct {
-	config  string
-	cluster string
-	by      Metric
-	seeds   int
-	buckets []int
-	svg     string
-	write   bool
-	top     int
+	config   string
+	cluster  string
+	by       Metric
+	seeds    int
+	buckets  []int
+	svg      string
+	write    bool
+	top      int
+	folds    int
+	json     bool
+	inSample bool
 }
 
 func parseArgs(args []string, helpOut io.Writer) (options, []string, error) {
@@ -119,6 +140,9 @@ func parseArgs(args []string, helpOut io.Writer) (options, []string, error) {
 	fs.StringVar(&o.svg, "svg", "", "also draw current against recommended as an SVG `FILE`")
 	fs.BoolVar(&o.write, "write", false, "write the recommended hash/seed/buckets into the config file in place, keeping everything else")
 	fs.IntVar(&o.top, "top", 10, "list the `N` heaviest clients")
+	fs.IntVar(&o.folds, "folds", DefaultFolds, "held-out folds: split the logs by time into N+1 windows")
+	fs.BoolVar(&o.json, "json", false, "write the report as JSON")
+	fs.BoolVar(&o.inSample, "in-sample", false, "recommend the best setting on the logs searched, without held-out validation")
 	fs.Usage = func() {
 		fmt.Fprint(helpOut, usage)
 	}
@@ -158,6 +182,8 @@ func parseArgs(args []string, helpOut io.Writer) (options, []string, error) {
 		return o, nil, fmt.Errorf("--seeds %d: want 1..%d", o.seeds, 1<<24)
 	case o.top < 0:
 		return o, nil, fmt.Errorf("--top %d: want 0 or more", o.top)
+	case o.folds < 1 || o.folds > MaxSlots-1:
+		return o, nil, fmt.Errorf("--folds %d: want 1..%d", o.folds, MaxSlots-1)
 	}
 	if *buckets != "" {
 		for _, f := range strings.Split(*buckets, ",") {
@@ -235,19 +261,46 @@ func run(o options, logs []string, stdin io.Reader, stdout, stderr io.Writer, tt
 		return err
 	}
 
-	// Report.
+	// Validate on held-out windows.
 	rep := &Report{Cluster: cl.Name, Mode: cl.Mode, Files: logs, Pop: pop, Eval: ev, Search: res, Seeds: o.seeds, Top: o.top}
-	if err := rep.WriteText(stdout); err != nil {
+	rep.Recommended = res.Best.Candidate
+	if !o.inSample {
+		prog.printf("validating on held-out windows")
+		ho, err := EvaluateHoldOut(servers, pop, o.by, HoldOutOptions{Folds: o.folds, Search: sopts})
+		prog.done()
+		if err != nil {
+			return err
+		}
+		rep.HoldOut = &ho
+		if !ho.Reliable {
+			rep.Recommended = cur
+		}
+	}
+
+	// Report.
+	write := rep.WriteText
+	if o.json {
+		write = rep.WriteJSON
+	}
+	if err := write(stdout); err != nil {
 		return err
+	}
+	msgs := stdout // with --json, stdout holds the JSON alone
+	if o.json {
+		msgs = stderr
 	}
 	if o.svg != "" {
 		if err := writeFileAtomic(o.svg, 0o644, rep.WriteSVG); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "\nwrote %s\n", o.svg)
+		fmt.Fprintf(msgs, "\nwrote %s\n", o.svg)
 	}
 	if o.write {
-		return writeConfig(o.config, cl.Name, res.Best.Candidate, stdout)
+		if rep.Recommended == cur && res.Best.Candidate != cur {
+			fmt.Fprintf(msgs, "\n%s not rewritten: no setting is reliably better on held-out traffic\n", o.config)
+			return nil
+		}
+		return writeConfig(o.config, cl.Name, rep.Recommended, msgs)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 func TestParseLine(t *testing.T) {
@@ -68,10 +69,84 @@ func TestParseLine(t *testing.T) {
 		if err != nil {
 			continue
 		}
-		if want := (Record{Addr: tc.addr, Bytes: tc.bytes, HasBytes: tc.sized}); r != want {
+		want := Record{Addr: tc.addr, Bytes: tc.bytes, HasBytes: tc.sized}
+		// The oracle for the time is Go's own time parser on the bracketed field.
+		if open, end := strings.IndexByte(tc.line, '['), strings.IndexByte(tc.line, ']'); tc.sized && open >= 0 && end > open {
+			when, err := time.Parse("02/Jan/2006:15:04:05 -0700", tc.line[open+1:end])
+			if err != nil {
+				t.Fatalf("%s: the test's own time %q: %v", tc.name, tc.line[open+1:end], err)
+			}
+			want.Time, want.HasTime = when.Unix(), true
+		}
+		if r != want {
 			t.Errorf("%s: ParseLine(%q) = %+v, want %+v", tc.name, tc.line, r, want)
 		}
 	}
+}
+
+func TestParseHAProxy(t *testing.T) {
+	a := netip.MustParseAddr
+	utc := func(s string) int64 {
+		w, err := time.Parse("02/Jan/2006:15:04:05.000", s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w.Unix()
+	}
+	for _, tc := range []struct {
+		name string
+		line string
+		want Record
+		err  error
+	}{
+		// The examples of HAProxy's configuration manual (section 8.2).
+		{"http, syslog header", `Feb  6 12:14:14 localhost haproxy[14389]: 10.0.1.2:33317 [06/Feb/2009:12:14:14.655] http-in static/srv1 10/0/30/69/109 200 2750 - - ---- 1/1/1/1/0 0/0 {1wt.eu} {} "GET /index.html HTTP/1.1"`,
+			Record{Addr: a("10.0.1.2"), Bytes: 2750, HasBytes: true, Time: utc("06/Feb/2009:12:14:14.655"), HasTime: true}, nil},
+		{"tcp, syslog header", `Feb  6 12:12:51 localhost haproxy[14387]: 10.0.1.2:33313 [06/Feb/2009:12:12:51.443] fnt bck/srv1 0/0/5007 212 -- 0/0/0/0/3 0/0`,
+			Record{Addr: a("10.0.1.2"), Bytes: 212, HasBytes: true, Time: utc("06/Feb/2009:12:12:51.443"), HasTime: true}, nil},
+		{"http, raw (log stdout format raw)", `192.0.2.7:41000 [06/Feb/2009:12:14:14.655] http-in static/srv1 10/0/30/69/109 502 +2750 - - ---- 1/1/1/1/0 0/0 "GET / HTTP/1.1"`,
+			Record{Addr: a("192.0.2.7"), Bytes: 2750, HasBytes: true, Time: utc("06/Feb/2009:12:14:14.655"), HasTime: true}, nil},
+		{"http, ipv6 client", `Feb  6 12:14:14 lb haproxy[1]: 2001:db8::7:443 [06/Feb/2009:12:14:14.655] fe be/s1 0/0/1/2/3 200 10 - - ---- 1/1/1/1/0 0/0 "GET / HTTP/1.1"`,
+			Record{Addr: a("2001:db8::7"), Bytes: 10, HasBytes: true, Time: utc("06/Feb/2009:12:14:14.655"), HasTime: true}, nil},
+		{"aborted request, status -1", `10.0.1.2:33317 [06/Feb/2009:12:14:14.655] http-in static/<NOSRV> -1/-1/-1/-1/3 -1 0 - - CR-- 1/1/1/1/0 0/0 "<BADREQ>"`,
+			Record{Addr: a("10.0.1.2"), Bytes: 0, HasBytes: true, Time: utc("06/Feb/2009:12:14:14.655"), HasTime: true}, nil},
+		{"bad time", `10.0.1.2:33317 [06/Fob/2009:12:14:14.655] http-in s/s 1/2/3/4/5 200 1`, Record{}, ErrTime},
+		{"bad timers", `10.0.1.2:33317 [06/Feb/2009:12:14:14.655] http-in s/s 1/2 200 1`, Record{}, ErrFormat},
+		{"not haproxy", `Feb  6 12:14:14 localhost sshd[1]: Accepted publickey`, Record{}, ErrNoClient},
+	} {
+		r, err := ParseLine([]byte(tc.line))
+		if !errors.Is(err, tc.err) || r != tc.want {
+			t.Errorf("%s: ParseLine(%q) = %+v, %v; want %+v, %v", tc.name, tc.line, r, err, tc.want, tc.err)
+		}
+	}
+}
+
+// FuzzParseLogTime checks the time parser against Go's.
+func FuzzParseLogTime(f *testing.F) {
+	for _, s := range []string{"10/Oct/2000:13:55:36 -0700", "29/Feb/2024:00:00:00 +0000", "29/Feb/2023:00:00:00 +0000", "06/Feb/2009:12:14:14.655", "31/Dec/1969:23:59:59 +1400", "00/Jan/2000:00:00:00 +0000"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, ok := parseLogTime([]byte(s))
+		layout := "02/Jan/2006:15:04:05 -0700"
+		if !strings.Contains(s, " ") {
+			layout = "02/Jan/2006:15:04:05"
+		}
+		want, err := time.Parse(layout, s)
+		// Go is more lenient (any case for the month, one-digit hours, a
+		// fraction in any layout); every time written in the canonical form
+		// web servers write must be read, and read as Go reads it.
+		_, zone := want.Zone()
+		if err == nil && !ok && want.Format(layout) == s && zone > -86400 && zone < 86400 {
+			t.Errorf("parseLogTime(%q) rejected; Go reads %v", s, want)
+		}
+		if ok && err == nil && got != want.Unix() {
+			t.Errorf("parseLogTime(%q) = %d, Go reads %d", s, got, want.Unix())
+		}
+		if ok && err != nil && !strings.Contains(s, ":60") {
+			t.Errorf("parseLogTime(%q) = %d, Go rejects it: %v", s, got, err)
+		}
+	})
 }
 
 func TestParseLineAllocs(t *testing.T) {

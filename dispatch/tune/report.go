@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Report is everything the text and SVG reports show. Build it with the
@@ -20,6 +21,12 @@ type Report struct {
 	Search  SearchResult
 	Seeds   int // seeds searched per bucket count
 	Top     int // heavy clients to list
+	// HoldOut is the held-out validation, nil when it was not asked for.
+	HoldOut *HoldOut
+	// Recommended is what the report recommends: the search's best when
+	// it held up on held-out windows (or no validation was asked for),
+	// else the current setting.
+	Recommended Candidate
 }
 
 // barWidth is the width of the widest terminal bar, in cells.
@@ -95,10 +102,11 @@ func (r *Report) WriteText(w io.Writer) error {
 	if t := s.Modulo; t != nil {
 		row(*t, "modulo", "-")
 	}
-	p("  (* recommended)\n")
+	p("  (* best found on these logs)\n")
 	p("\n")
 
-	p("  %-22s %-28s %-28s\n", "", "current", "recommended")
+	p("on the logs searched (in-sample: what the search fitted, not a forecast)\n")
+	p("  %-22s %-28s %-28s\n", "", "current", "best found")
 	p("  %-22s %-28s %-28s\n", "setting", short(cur.Candidate), short(best.Candidate))
 	for _, m := range []Metric{ByRequests, ByBytes} {
 		if m == ByBytes && !bytesToo {
@@ -114,13 +122,19 @@ func (r *Report) WriteText(w io.Writer) error {
 
 	r.writeServers(bw, by, bytesToo)
 	r.writeClients(bw, bytesToo)
+	r.writeHoldOut(bw)
 
 	p("recommended settings for [[cluster]] name = %q", r.Cluster)
-	if cur.Candidate == best.Candidate {
+	switch {
+	case cur.Candidate == best.Candidate:
 		p(" (the current settings are already the best found)")
+	case r.Recommended == cur.Candidate:
+		p(" (keep the current settings: nothing found is reliably better on later traffic)")
+	case r.HoldOut == nil:
+		p(" (chosen in-sample, not validated on held-out traffic)")
 	}
 	p(":\n")
-	for _, l := range ConfigLines(best.Candidate) {
+	for _, l := range ConfigLines(r.Recommended) {
 		p("  %s\n", l)
 	}
 	// The padded columns leave trailing spaces; drop them.
@@ -130,6 +144,48 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	_, err := io.WriteString(w, strings.Join(lines, "\n"))
 	return err
+}
+
+// writeHoldOut writes the held-out validation: each fold, the spreads, and
+// the verdict with its reasons.
+func (r *Report) writeHoldOut(w io.Writer) {
+	h := r.HoldOut
+	if h == nil {
+		return
+	}
+	fmt.Fprintf(w, "held-out validation (search on earlier windows, score max/mean on the next)\n")
+	if h.Untimed > 0 {
+		fmt.Fprintf(w, "  %s requests had no time stamp and are left out of it\n", group(int64(h.Untimed)))
+	}
+	if len(h.Folds) > 0 {
+		fmt.Fprintf(w, "  %-4s %-25s %-25s %9s %9s %9s %15s %7s %9s\n", "fold", "trained on", "scored on",
+			"current", "searched", "(fitted)", "random seeds", "floor", "new heavy")
+		for i, f := range h.Folds {
+			fmt.Fprintf(w, "  %-4d %-25s %-25s %9.3f %9.3f %9.3f %15s %7.3f %6d/%d\n", i+1,
+				span(f.TrainFrom, f.TrainTo), span(f.TestFrom, f.TestTo), f.Current, f.Searched, f.InSample,
+				fmt.Sprintf("%.3f ± %.3f", f.RandomMean, f.RandomSD), f.Floor, f.NewHeavy, f.Heavy)
+		}
+		fmt.Fprintf(w, "  over %d folds: current %s, searched %s, random seeds %s; gain %s\n",
+			len(h.Folds), h.Current, h.Searched, h.Random, h.Gain)
+		fmt.Fprintf(w, "  (fitted: the searched setting's score on the windows it was chosen on; floor: what the\n")
+		fmt.Fprintf(w, "   heaviest client alone forces; new heavy: heavy clients not heavy before, of all heavy)\n")
+	}
+	if h.Reliable {
+		fmt.Fprintf(w, "  verdict: the searched setting is reliably better: expected max/mean %s instead of %s\n\n",
+			h.Searched, h.Current)
+		return
+	}
+	fmt.Fprintf(w, "  verdict: no setting is reliably better than the current one.\n")
+	for _, why := range h.Why {
+		fmt.Fprintf(w, "  - %s\n", why)
+	}
+	fmt.Fprintln(w)
+}
+
+// span writes a window's time span in UTC.
+func span(from, to int64) string {
+	const layout = "01-02 15:04"
+	return time.Unix(from, 0).UTC().Format(layout) + " .. " + time.Unix(to, 0).UTC().Format(layout)
 }
 
 // ConfigLines returns the config lines that select c.
@@ -177,7 +233,7 @@ func (r *Report) writeServers(w io.Writer, by Metric, bytesToo bool) {
 	}
 	fmt.Fprintf(w, "per server: share of %s, and load / fair share (bar; | is the fair share)\n", by)
 	fmt.Fprintf(w, "  %5s %-16s %6s %6s   %-*s   %-*s\n", "id", "address", "weight", "fair",
-		barWidth+16, "current", barWidth+16, "recommended")
+		barWidth+16, "current", barWidth+16, "best found")
 	for i, srv := range e.Servers() {
 		weight := strconv.Itoa(srv.Weight)
 		if !srv.Up {
@@ -187,7 +243,7 @@ func (r *Report) writeServers(w io.Writer, by Metric, bytesToo bool) {
 			cell(s.Current.Loads(by)[i], total, cr[i], scale), cell(s.Best.Loads(by)[i], total, br[i], scale))
 	}
 	if other := by.other(); bytesToo {
-		fmt.Fprintf(w, "  (by %s: max/mean %.3f current, %.3f recommended)\n", other,
+		fmt.Fprintf(w, "  (by %s: max/mean %.3f current, %.3f best found)\n", other,
 			s.Current.Score(other).MaxMean, s.Best.Score(other).MaxMean)
 	}
 	fmt.Fprintln(w)
@@ -239,7 +295,7 @@ func (r *Report) writeClients(w io.Writer, bytesToo bool) {
 	if bytesToo {
 		fmt.Fprintf(w, " %10s %7s", "bytes", "")
 	}
-	fmt.Fprintf(w, "  %-11s %s\n", "current", "recommended")
+	fmt.Fprintf(w, "  %-11s %s\n", "current", "best found")
 	tot := e.Total()
 	curAt, curErr := e.Placer(s.Current.Candidate)
 	bestAt, bestErr := e.Placer(s.Best.Candidate)

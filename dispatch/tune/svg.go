@@ -34,6 +34,9 @@ func (r *Report) WriteSVG(w io.Writer) error {
 	plotW := max(n*barW, 240)
 	width := 2*(svgAxisW+plotW) + svgGap + 20
 	height := svgTop + svgPlotH + svgBottom
+	if r.HoldOut != nil && len(r.HoldOut.Folds) > 0 {
+		height += svgHoldOutH
+	}
 
 	panels := []struct {
 		label string
@@ -41,7 +44,7 @@ func (r *Report) WriteSVG(w io.Writer) error {
 		fill  string
 	}{
 		{"current", &s.Current, "#9aa5b1"},
-		{"recommended", &s.Best, "#2f6fb0"},
+		{"best found (in-sample)", &s.Best, "#2f6fb0"},
 	}
 	bound := e.LowerBound()
 	ymax := math.Max(1.25, bound.MaxMean)
@@ -106,8 +109,60 @@ func (r *Report) WriteSVG(w io.Writer) error {
 		p(`<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="black"/>`+"\n", x0, x0+plotW, y(0), y(0))
 		p(`<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="black"/>`+"\n", x0, x0, y(0), y(ymax))
 	}
+	r.svgHoldOut(bw, svgTop+svgPlotH+svgBottom, width)
 	p("</svg>\n")
 	return bw.Flush()
+}
+
+// svgHoldOutH is the height of the held-out panel.
+const svgHoldOutH = 200
+
+// svgHoldOut draws, below the panels, the held-out max/mean of each fold:
+// the current setting, the searched one, and random seeds (mean and one
+// standard deviation), with the verdict.
+func (r *Report) svgHoldOut(w io.Writer, top, width int) {
+	h := r.HoldOut
+	if h == nil || len(h.Folds) == 0 {
+		return
+	}
+	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
+	const plotH = 120
+	x0, plotW := 10+svgAxisW, width-svgAxisW-40
+	lo, hi := math.Inf(1), 1.0
+	for _, f := range h.Folds {
+		lo = min(lo, f.Current, f.Searched, f.RandomMean-f.RandomSD, 1)
+		hi = max(hi, f.Current, f.Searched, f.RandomMean+f.RandomSD)
+	}
+	step := niceStep(hi - lo + 0.01)
+	lo, hi = math.Floor(lo/step)*step, math.Ceil(hi/step)*step
+	y := func(v float64) float64 { return float64(top+40+plotH) - (v-lo)/(hi-lo)*plotH }
+	verdict := "no setting is reliably better than the current one"
+	if h.Reliable {
+		verdict = "the searched setting is reliably better"
+	}
+	p(`<text x="10" y="%d" font-size="12" font-weight="bold">%s</text>`+"\n", top+14,
+		esc("held-out max/mean per fold (searched on earlier windows, scored on the next): "+verdict))
+	p(`<text x="10" y="%d">%s</text>`+"\n", top+30,
+		esc(fmt.Sprintf("grey: current %s   blue: searched %s   orange: random seeds, mean ± sd %s", h.Current, h.Searched, h.Random)))
+	for v := lo; v <= hi+step/2; v += step {
+		p(`<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#e3e3e3"/>`+"\n", x0, x0+plotW, y(v), y(v))
+		p(`<text x="%d" y="%.1f" text-anchor="end">%s</text>`+"\n", x0-4, y(v)+4, strconv.FormatFloat(v, 'f', -1, 64))
+	}
+	slot := float64(plotW) / float64(len(h.Folds))
+	for i, f := range h.Folds {
+		cx := float64(x0) + slot*(float64(i)+0.5)
+		p(`<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="#e67e22" stroke-width="3"/>`+"\n",
+			cx+12, cx+12, y(f.RandomMean-f.RandomSD), y(f.RandomMean+f.RandomSD))
+		p(`<circle cx="%.1f" cy="%.1f" r="4" fill="#e67e22"><title>%s</title></circle>`+"\n", cx+12, y(f.RandomMean),
+			esc(fmt.Sprintf("fold %d: random seeds %.3f ± %.3f", i+1, f.RandomMean, f.RandomSD)))
+		p(`<circle cx="%.1f" cy="%.1f" r="5" fill="#9aa5b1"><title>%s</title></circle>`+"\n", cx-12, y(f.Current),
+			esc(fmt.Sprintf("fold %d: current %.3f", i+1, f.Current)))
+		p(`<circle cx="%.1f" cy="%.1f" r="5" fill="#2f6fb0"><title>%s</title></circle>`+"\n", cx, y(f.Searched),
+			esc(fmt.Sprintf("fold %d: searched %s, %.3f (fitted %.3f)", i+1, short(f.Chosen), f.Searched, f.InSample)))
+		p(`<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", cx, top+40+plotH+16,
+			esc(fmt.Sprintf("fold %d: %s", i+1, span(f.TestFrom, f.TestTo))))
+	}
+	p(`<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="black"/>`+"\n", x0, x0, y(lo), y(hi))
 }
 
 // niceStep picks a grid step giving about five lines up to ymax.
