@@ -17,6 +17,7 @@ import (
 	"github.com/ghostrouter/ghostrouter/arp"
 	"github.com/ghostrouter/ghostrouter/dispatch"
 	"github.com/ghostrouter/ghostrouter/router"
+	"github.com/ghostrouter/ghostrouter/router/bgp"
 )
 
 // The control socket speaks one request per connection: the client writes a
@@ -32,6 +33,7 @@ type Status struct {
 	Links     []LinkStatus             `json:"links"`
 	Counters  map[string]uint64        `json:"counters"`
 	Conflicts []arp.Conflict           `json:"conflicts"`
+	BGP       []bgp.SessionStatus      `json:"bgp,omitempty"`
 	Message   string                   `json:"message,omitempty"`
 }
 
@@ -49,6 +51,7 @@ func (a *appliance) status(path string) Status {
 		Neighbors: a.r.Neighbors(),
 		Routes:    a.r.Routes(),
 		Conflicts: a.guard.Conflicts(),
+		BGP:       a.bgp.status(),
 		Counters: map[string]uint64{
 			"ttl_exceeded":       a.r.Stats().TTLExceeded.Load(),
 			"icmp_rate_limited":  a.r.Stats().ICMPRateLimited.Load(),
@@ -255,6 +258,21 @@ func printStatus(w io.Writer, st *Status) {
 		}
 		for _, c := range st.Conflicts {
 			fmt.Fprintf(tw, "  %s: %s\n", c.Address, c.Hint)
+		}
+	}
+	if len(st.BGP) > 0 {
+		fmt.Fprintln(tw, "\nbgp sessions")
+		fmt.Fprintln(tw, "  NEIGHBOR\tAS\tSTATE\tUPTIME\tHOLD\tANNOUNCED\tIN\tOUT\tERRORS")
+		for _, s := range st.BGP {
+			up := "-"
+			if s.State == "Established" {
+				up = (time.Duration(s.UptimeSec) * time.Second).String()
+			}
+			fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\t%gs\t%s\t%d\t%d\t%d\n", s.Neighbor, s.PeerASN, s.State, up, s.HoldTime,
+				strings.Join(s.Announced, ","), s.MsgIn, s.MsgOut, s.Errors)
+			if s.LastError != "" {
+				fmt.Fprintf(tw, "    last error: %s\n", s.LastError)
+			}
 		}
 	}
 	fmt.Fprintln(tw, "\nlinks")

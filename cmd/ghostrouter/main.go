@@ -179,6 +179,7 @@ loop:
 			reply <- app.reload(*path)
 		case err := <-app.r.Faults():
 			log.Error("link fault", "err", err)
+			app.bgp.linkFault(err)
 		}
 	}
 	if err := app.close(); err != nil {
@@ -198,6 +199,7 @@ type appliance struct {
 	guard  *arp.Guard
 	ann    *announce.Announcer
 	sender *announceSender
+	bgp    *bgpAnnouncer // nil without [bgp]
 }
 
 func newAppliance(cfg *config.Config, log *slog.Logger) (*appliance, error) {
@@ -230,7 +232,7 @@ func newAppliance(cfg *config.Config, log *slog.Logger) (*appliance, error) {
 	m.Start()
 	r.AnnounceAddresses()
 	probe(r, cfg)
-	return &appliance{log: log, cfg: cfg, r: r, m: m, guard: guard, ann: ann, sender: sender}, nil
+	return &appliance{log: log, cfg: cfg, r: r, m: m, guard: guard, ann: ann, sender: sender, bgp: startBGP(cfg, r, m, log)}, nil
 }
 
 // protectedAddresses are the addresses no LAN host may claim by ARP, with
@@ -301,12 +303,14 @@ func (a *appliance) reload(path string) string {
 	}
 	a.guard.Protect(protectedAddresses(cfg))
 	probe(a.r, cfg)
+	a.bgp = reconfigureBGP(a.bgp, cfg, a.r, a.m, a.log)
 	a.cfg = cfg
 	a.log.Info("reloaded", "config", path, "clusters", len(cfg.Clusters), "routes", len(cfg.Routes))
 	return fmt.Sprintf("reloaded %s: %d clusters, %d routes", path, len(cfg.Clusters), len(cfg.Routes))
 }
 
 func (a *appliance) close() error {
+	a.bgp.close() // first: withdraw while the datapath still forwards
 	a.m.Close()
 	a.sender.close()
 	return a.r.Close()

@@ -70,6 +70,7 @@ type Config struct {
 	Routes     []Route
 	Neighbors  []Neighbor
 	Clusters   []Cluster
+	BGP        *BGP // nil without a [bgp] table
 }
 
 // Router is the [router] table: settings of the appliance as a whole.

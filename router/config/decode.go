@@ -26,6 +26,7 @@ type decoder struct {
 	routes   []*table
 	nbrs     []*table
 	clusters []clusterSrc
+	bgpNbrs  []*table // index for index with Config.BGP.Neighbors
 }
 
 type ifaceSrc struct {
@@ -84,7 +85,7 @@ func (d *decoder) decode() *Config {
 	}
 	d.lines = locate(d.data)
 	root := &table{d: d, m: m}
-	root.known("router", "interface", "route", "neighbor", "cluster")
+	root.known("router", "interface", "route", "neighbor", "cluster", "bgp")
 
 	cfg := &Config{File: d.file}
 	cfg.Router = d.router(root)
@@ -103,6 +104,7 @@ func (d *decoder) decode() *Config {
 	for _, t := range root.tables("cluster", "cluster") {
 		cfg.Clusters = append(cfg.Clusters, d.cluster(t))
 	}
+	cfg.BGP = d.bgp(root)
 	d.validate(cfg)
 	return cfg
 }
