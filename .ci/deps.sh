@@ -9,6 +9,7 @@ command -v nft     >/dev/null || need+=(nftables)
 command -v iperf3  >/dev/null || need+=(iperf3)
 command -v ping    >/dev/null || need+=(iputils-ping)
 command -v keepalived >/dev/null || need+=(keepalived)
+command -v bird    >/dev/null || need+=(bird2)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
   echo "missing tools; install these packages: ${need[*]}" >&2

@@ -18,6 +18,7 @@ import (
 	"github.com/ghostrouter/ghostrouter/arp/neigh"
 	"github.com/ghostrouter/ghostrouter/dispatch"
 	"github.com/ghostrouter/ghostrouter/router"
+	"github.com/ghostrouter/ghostrouter/router/bgp"
 	"github.com/ghostrouter/ghostrouter/router/vrrp"
 )
 
@@ -36,9 +37,10 @@ type Status struct {
 	Conflicts []arp.Conflict           `json:"conflicts"`
 	// ServerNeighbors are the servers' MACs as the appliance resolves
 	// and guards them: unresolved ones, and the age of each MAC.
-	ServerNeighbors []neigh.Entry `json:"server_neighbors"`
-	VRRP            []vrrp.Status `json:"vrrp"`
-	Message         string        `json:"message,omitempty"`
+	ServerNeighbors []neigh.Entry       `json:"server_neighbors"`
+	VRRP            []vrrp.Status       `json:"vrrp"`
+	BGP             []bgp.SessionStatus `json:"bgp,omitempty"`
+	Message         string              `json:"message,omitempty"`
 }
 
 // LinkStatus is one interface's counters.
@@ -56,6 +58,7 @@ func (a *appliance) status(path string) Status {
 		Routes:          a.r.Routes(),
 		Conflicts:       append(a.guard.Conflicts(), a.nb.Conflicts()...),
 		ServerNeighbors: a.nb.Entries(),
+		BGP:             a.bgp.status(),
 		Counters: map[string]uint64{
 			"ttl_exceeded":       a.r.Stats().TTLExceeded.Load(),
 			"icmp_rate_limited":  a.r.Stats().ICMPRateLimited.Load(),
@@ -280,6 +283,21 @@ func printStatus(w io.Writer, st *Status) {
 		}
 	}
 	printVRRP(tw, st.VRRP)
+	if len(st.BGP) > 0 {
+		fmt.Fprintln(tw, "\nbgp sessions")
+		fmt.Fprintln(tw, "  NEIGHBOR\tAS\tSTATE\tUPTIME\tHOLD\tANNOUNCED\tIN\tOUT\tERRORS")
+		for _, s := range st.BGP {
+			up := "-"
+			if s.State == "Established" {
+				up = (time.Duration(s.UptimeSec) * time.Second).String()
+			}
+			fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\t%gs\t%s\t%d\t%d\t%d\n", s.Neighbor, s.PeerASN, s.State, up, s.HoldTime,
+				strings.Join(s.Announced, ","), s.MsgIn, s.MsgOut, s.Errors)
+			if s.LastError != "" {
+				fmt.Fprintf(tw, "    last error: %s\n", s.LastError)
+			}
+		}
+	}
 	fmt.Fprintln(tw, "\nlinks")
 	for _, l := range st.Links {
 		printCounters(tw, "  "+l.Name+" "+l.MAC+":", l.Counters)

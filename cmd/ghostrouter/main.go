@@ -179,6 +179,7 @@ loop:
 			reply <- app.reload(*path)
 		case err := <-app.r.Faults():
 			log.Error("link fault", "err", err)
+			app.bgp.linkFault(err)
 		}
 	}
 	if err := app.close(); err != nil {
@@ -200,6 +201,7 @@ type appliance struct {
 	ann    *announceGate
 	sender *announceSender
 	vr     *vrrp.Set
+	bgp    *bgpAnnouncer // nil without [bgp]
 }
 
 func newAppliance(cfg *config.Config, log *slog.Logger) (*appliance, error) {
@@ -247,7 +249,7 @@ func newAppliance(cfg *config.Config, log *slog.Logger) (*appliance, error) {
 	vr.Start()
 	r.AnnounceAddresses()
 	probe(r, cfg)
-	return &appliance{log: log, cfg: cfg, r: r, m: m, guard: guard, nb: nb, ann: ann, sender: sender, vr: vr}, nil
+	return &appliance{log: log, cfg: cfg, r: r, m: m, guard: guard, nb: nb, ann: ann, sender: sender, vr: vr, bgp: startBGP(cfg, r, m, log)}, nil
 }
 
 // protectedAddresses are the addresses no LAN host may claim by ARP, with
@@ -326,13 +328,15 @@ func (a *appliance) reload(path string) string {
 	a.nb.Resync() // the router's permanent entries changed: the servers' go in again
 	a.guard.Protect(protectedAddresses(cfg))
 	probe(a.r, cfg)
+	a.bgp = reconfigureBGP(a.bgp, cfg, a.r, a.m, a.log)
 	a.cfg = cfg
 	a.log.Info("reloaded", "config", path, "clusters", len(cfg.Clusters), "routes", len(cfg.Routes))
 	return fmt.Sprintf("reloaded %s: %d clusters, %d routes", path, len(cfg.Clusters), len(cfg.Routes))
 }
 
 func (a *appliance) close() error {
-	a.vr.Close() // a master hands over first: priority 0 while the links are up
+	a.vr.Close()  // a master hands over first: priority 0 while the links are up
+	a.bgp.close() // withdraw the ghosts while the datapath still forwards
 	a.m.Close()
 	a.nb.Close()
 	a.sender.close()

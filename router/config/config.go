@@ -71,6 +71,7 @@ type Config struct {
 	Neighbors  []Neighbor
 	Clusters   []Cluster
 	VRRP       []VRRP // [[vrrp]]: virtual routers (vrrp.go)
+	BGP        *BGP   // nil without a [bgp] table
 }
 
 // Router is the [router] table: settings of the appliance as a whole.

@@ -27,6 +27,7 @@ type decoder struct {
 	nbrs     []*table
 	clusters []clusterSrc
 	vrrps    []*table
+	bgpNbrs  []*table // index for index with Config.BGP.Neighbors
 }
 
 type ifaceSrc struct {
@@ -86,6 +87,7 @@ func (d *decoder) decode() *Config {
 	d.lines = locate(d.data)
 	root := &table{d: d, m: m}
 	root.known("router", "interface", "route", "neighbor", "cluster", "vrrp")
+	root.known("router", "interface", "route", "neighbor", "cluster", "bgp")
 
 	cfg := &Config{File: d.file}
 	cfg.Router = d.router(root)
@@ -107,6 +109,7 @@ func (d *decoder) decode() *Config {
 	for _, t := range root.tables("vrrp", "vrrp") {
 		cfg.VRRP = append(cfg.VRRP, d.vrrp(t))
 	}
+	cfg.BGP = d.bgp(root)
 	d.validate(cfg)
 	return cfg
 }

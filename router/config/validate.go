@@ -20,6 +20,7 @@ func (d *decoder) validate(cfg *Config) {
 	d.checkNeighbors(cfg, own)
 	d.checkClusters(cfg, own)
 	d.checkVRRP(cfg, own)
+	d.checkBGP(cfg, own)
 }
 
 // owner is where one of the appliance's own addresses is assigned.
