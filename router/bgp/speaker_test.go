@@ -155,7 +155,14 @@ func TestSpeakerAnnounces(t *testing.T) {
 	if !got4 || !got6 {
 		t.Fatalf("announcements: IPv4 %v, IPv6 %v", got4, got6)
 	}
-	st := s.Status()
+	// The status follows once the speaker has sent both (the peer may read
+	// them first).
+	var st []SessionStatus
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if st = s.Status(); len(st) == 1 && len(st[0].Announced) == 2 {
+			break
+		}
+	}
 	if len(st) != 1 || st[0].State != "Established" || st[0].HoldTime != 9 || len(st[0].Announced) != 2 {
 		t.Errorf("status %+v", st)
 	}

@@ -86,8 +86,7 @@ func (d *decoder) decode() *Config {
 	}
 	d.lines = locate(d.data)
 	root := &table{d: d, m: m}
-	root.known("router", "interface", "route", "neighbor", "cluster", "vrrp")
-	root.known("router", "interface", "route", "neighbor", "cluster", "bgp")
+	root.known("router", "interface", "route", "neighbor", "cluster", "vrrp", "bgp")
 
 	cfg := &Config{File: d.file}
 	cfg.Router = d.router(root)
