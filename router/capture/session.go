@@ -123,8 +123,9 @@ func (s *Session) offer(dir tap.Direction, frame []byte) {
 
 // Hub is the set of running sessions of one appliance, by link.
 type Hub struct {
-	mu    sync.Mutex
-	links map[*tap.Endpoint]*fanout
+	mu     sync.Mutex
+	links  map[*tap.Endpoint]*fanout
+	closed bool
 	stats HubStats
 }
 
@@ -182,6 +183,9 @@ func (h *Hub) Start(ep *tap.Endpoint, opt Options) (*Session, error) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.closed {
+		return nil, errors.New("the appliance is stopping")
+	}
 	old := h.links[ep]
 	f := &fanout{ep: ep}
 	if old != nil {
@@ -192,6 +196,20 @@ func (h *Hub) Start(ep *tap.Endpoint, opt Options) (*Session, error) {
 	ep.SetTap(f)
 	h.stats.Sessions.Add(1)
 	return s, nil
+}
+
+// Close ends every session and refuses new ones.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	h.closed = true
+	var all []*Session
+	for _, f := range h.links {
+		all = append(all, f.sessions...)
+	}
+	h.mu.Unlock()
+	for _, s := range all {
+		s.Close()
+	}
 }
 
 // remove detaches s from its link; the last session removes the tap.
