@@ -126,7 +126,7 @@ type Hub struct {
 	mu     sync.Mutex
 	links  map[*tap.Endpoint]*fanout
 	closed bool
-	stats HubStats
+	stats  HubStats
 }
 
 // HubStats count over every session a hub ran.
