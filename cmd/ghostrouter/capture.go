@@ -207,7 +207,7 @@ func cmdCapture(args []string, stdout, stderr io.Writer) int {
 		defer f.Close()
 		w = f
 	}
-	res, err := runCapture(ctx, *sock, captureRequest{Interface: *iface, SnapLen: *snap, Count: *count, Filter: filter}, w)
+	res, err := runCapture(ctx, *sock, captureRequest{Interface: *iface, SnapLen: *snap, Count: *count, Filter: filter}, w, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "ghostrouter capture: %v\n", err)
 		return 1
@@ -221,8 +221,9 @@ func cmdCapture(args []string, stdout, stderr io.Writer) int {
 }
 
 // runCapture sends req to the appliance at sock and writes the pcap file to
-// w until the appliance ends the stream or ctx is done.
-func runCapture(ctx context.Context, sock string, req captureRequest, w io.Writer) (captureEnd, error) {
+// w until the appliance ends the stream or ctx is done; msgs gets the line
+// saying the capture runs.
+func runCapture(ctx context.Context, sock string, req captureRequest, w, msgs io.Writer) (captureEnd, error) {
 	var res captureEnd
 	c, err := net.DialTimeout("unix", sock, 2*time.Second)
 	if err != nil {
@@ -249,6 +250,8 @@ func runCapture(ctx context.Context, sock string, req captureRequest, w io.Write
 	if rep.Error != "" {
 		return res, errors.New(rep.Error)
 	}
+	// As tcpdump's "listening on": from here on, no frame is missed.
+	fmt.Fprintf(msgs, "capturing on %s, link-type EN10MB (Ethernet), snapshot length %d bytes\n", req.Interface, rep.SnapLen)
 	c.SetDeadline(time.Time{})
 	// Interrupted: ask the appliance to end the stream (half-close), and
 	// take what it still sends, for a little while.

@@ -1,0 +1,367 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ghostrouter/ghostrouter/test/harness"
+)
+
+// The operations tests: `ghostrouter capture` against the servers' own
+// captures, /metrics against promtool and the servers' captures, and the
+// systemd readiness protocol against the datapath.
+
+// ghostUDP is the filter for the client datagrams to the ghost's UDP
+// service: what the dispatch stage sends to the servers.
+var ghostUDP = "udp and dst host " + ghostAddr + " and dst port 9000"
+
+// startCapture runs `ghostrouter capture` in the router namespace and
+// waits until it says it captures.
+func (tp *topo) startCapture(name string, args ...string) *harness.Proc {
+	tp.t.Helper()
+	p := tp.rtr.Start(name, append([]string{tp.bin, "capture", "--socket", tp.sock}, args...)...)
+	p.WaitForLog("capturing on", 10*time.Second)
+	return p
+}
+
+// waitExit waits for p to end by itself and fails with its log otherwise.
+func waitExit(t *testing.T, p *harness.Proc, timeout time.Duration, what string) {
+	t.Helper()
+	if err := p.Wait(timeout); err != nil && !p.Exited() {
+		t.Fatalf("%s did not end within %v:\n%s", what, timeout, p.Log())
+	}
+}
+
+// tcpdumpRead is `tcpdump -r FILE -n -e [FILTER]`, one line per frame.
+func tcpdumpRead(t *testing.T, path string, filter ...string) []string {
+	t.Helper()
+	out, err := exec.Command("tcpdump", append([]string{"-r", path, "-n", "-e"}, filter...)...).Output()
+	if err != nil {
+		t.Fatalf("tcpdump -r %s: %v", path, err)
+	}
+	var lines []string
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if l != "" {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
+var sampleRE = regexp.MustCompile(`(?m)^ghostrouter_server_packets_total\{([^}]*)\} (\S+)$`)
+
+// serverPackets reads ghostrouter_server_packets_total by server id.
+func serverPackets(t *testing.T, metrics string) map[int]float64 {
+	t.Helper()
+	out := map[int]float64{}
+	for _, m := range sampleRE.FindAllStringSubmatch(metrics, -1) {
+		id := regexp.MustCompile(`server="(\d+)"`).FindStringSubmatch(m[1])
+		if id == nil {
+			t.Fatalf("server packets sample without a server label: %s", m[0])
+		}
+		n, _ := strconv.Atoi(id[1])
+		v, err := strconv.ParseFloat(m[2], 64)
+		if err != nil {
+			t.Fatalf("sample %q: %v", m[0], err)
+		}
+		out[n] = v
+	}
+	return out
+}
+
+// TestCaptureAndMetricsRoutingMode: during UDP traffic from 24 clients to
+// the ghost, `ghostrouter capture -i lan0 -c N -w FILE FILTER` ends by
+// itself after exactly the N dispatched datagrams; tcpdump reads the file;
+// each frame carries, as destination MAC, the MAC of the server whose own
+// capture saw it, and per server the counts agree with the servers'
+// captures and with /metrics' per-server packet counters. An unfiltered
+// capture at the same time holds more (the servers' replies): the filter
+// narrows. /metrics passes promtool, with the Go and process collectors.
+// `capture -w - | tcpdump -r -` works.
+func TestCaptureAndMetricsRoutingMode(t *testing.T) {
+	harness.RequireRoot(t, "ip", "tcpdump", "curl", "promtool")
+	const nClients, perClient = 24, 4
+	tp := newTopo(t, topoOptions{servers: 3, clientAddrs: nClients})
+	tp.startServers()
+	cfg := strings.Replace(tp.baseConfig(), `metrics_address = ""`, `metrics_address = "127.0.0.1:9469"`, 1) +
+		tp.clusterConfig("routing", "jhash", "")
+	tp.writeConfig(cfg)
+	tp.setupNodes()
+	tp.start(cfg)
+	clients := tp.clientSources(nClients)
+	udp := func() {
+		res := peerResults(tp.cli.MustRun(tp.peer, "udp", "-dst", ghostAddr+":9000", "-src", strings.Join(clients, ","), "-count", strconv.Itoa(perClient), "-parallel", "8"))
+		for _, c := range clients {
+			if !strings.HasPrefix(res[c], "s") {
+				t.Fatalf("UDP from %s: %q", c, res[c])
+			}
+		}
+	}
+	udp() // every neighbor resolved, nothing left over from start-up
+	scrape := func() string { return tp.rtr.MustRun("curl", "-sf", "http://127.0.0.1:9469/metrics") }
+	before := serverPackets(t, scrape())
+
+	var srvCaps []*harness.Capture
+	for _, s := range tp.servers {
+		srvCaps = append(srvCaps, s.ns.Capture("e0", ghostUDP))
+	}
+	const n = nClients * perClient
+	filtered := filepath.Join(tp.h.ArtifactDir(), "capture-ghost.pcap")
+	all := filepath.Join(tp.h.ArtifactDir(), "capture-all.pcap")
+	capF := tp.startCapture("capture-ghost", "-i", "lan0", "-c", strconv.Itoa(n), "-w", filtered, ghostUDP)
+	capA := tp.startCapture("capture-all", "-i", "lan0", "-w", all)
+	pipe := tp.rtr.Start("capture-pipe", "sh", "-c",
+		fmt.Sprintf("%s capture --socket %s -i lan0 -c 5 -w - %q | tcpdump -n -e -r -", tp.bin, tp.sock, ghostUDP))
+	pipe.WaitForLog("capturing on", 10*time.Second)
+
+	udp()
+	waitExit(t, capF, 15*time.Second, "capture -c N")
+	waitExit(t, pipe, 15*time.Second, "capture -w - | tcpdump -r -")
+	srvPkts := harness.StopAll(srvCaps...)
+	capA.Signal(syscall.SIGINT)
+	waitExit(t, capA, 10*time.Second, "capture interrupted")
+	after := serverPackets(t, scrape())
+
+	if !strings.Contains(capF.Log(), fmt.Sprintf("%d frames captured on lan0, 0 dropped", n)) {
+		t.Errorf("capture -c %d did not report %d frames and no drops:\n%s", n, n, capF.Log())
+	}
+	// tcpdump reads the file: N frames, every one to the ghost's port.
+	lines := tcpdumpRead(t, filtered)
+	if len(lines) != n {
+		t.Fatalf("tcpdump -r reads %d frames from the capture, want %d:\n%s", len(lines), n, strings.Join(lines, "\n"))
+	}
+	pkts, err := harness.ReadPcap(filtered)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ghost := netip.MustParseAddr(ghostAddr)
+	lanMAC := tp.rtr.MAC("lan0").String()
+	byMAC := map[string]int{}
+	for _, p := range pkts {
+		if p.Dst != ghost || p.Proto != harness.ProtoUDP || p.DstPort != 9000 {
+			t.Errorf("the filter let through %v", p)
+		}
+		if p.SrcMAC.String() != lanMAC {
+			t.Errorf("frame from MAC %s, want the appliance's lan0 %s: %v", p.SrcMAC, lanMAC, p)
+		}
+		if p.Truncated() {
+			t.Errorf("frame cut: %v", p)
+		}
+		byMAC[p.DstMAC.String()]++
+	}
+	for i, s := range tp.servers {
+		got, theirs := byMAC[s.mac.String()], len(srvPkts[i])
+		delete(byMAC, s.mac.String())
+		if got != theirs || got == 0 {
+			t.Errorf("server %d (%s): the appliance's capture holds %d frames to its MAC, its own capture saw %d", i, s.mac, got, theirs)
+		}
+		if d := after[i] - before[i]; d < float64(theirs) || d > float64(theirs)+2 {
+			t.Errorf("server %d: ghostrouter_server_packets_total grew by %v, its capture saw %d", i, d, theirs)
+		}
+	}
+	if len(byMAC) != 0 {
+		t.Errorf("frames to MACs that are no server's: %v", byMAC)
+	}
+	// The unfiltered capture holds those and the servers' replies (inbound
+	// on lan0, from the ghost): the filter narrowed.
+	allPkts, err := harness.ReadPcap(all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	toGhost, fromGhost := 0, 0
+	for _, p := range allPkts {
+		switch {
+		case p.Dst == ghost && p.Proto == harness.ProtoUDP:
+			toGhost++
+		case p.Src == ghost && p.Proto == harness.ProtoUDP:
+			fromGhost++
+		}
+	}
+	if toGhost != n || fromGhost != n {
+		t.Errorf("unfiltered capture: %d datagrams to the ghost and %d replies, want %d each", toGhost, fromGhost, n)
+	}
+	// The pipe: tcpdump decoded 5 frames to the ghost, each to a server's MAC.
+	var piped int
+	for _, l := range strings.Split(pipe.Log(), "\n") {
+		if strings.Contains(l, "> "+ghostAddr+".9000: UDP") {
+			piped++
+		}
+	}
+	if piped != 5 {
+		t.Errorf("capture -w - | tcpdump -r -: %d decoded frames, want 5:\n%s", piped, pipe.Log())
+	}
+
+	metrics := scrape()
+	cmd := exec.Command("ip", "netns", "exec", tp.rtr.Name, "promtool", "check", "metrics")
+	cmd.Stdin = strings.NewReader(metrics)
+	if out, err := cmd.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "" {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+	for _, want := range []string{"go_goroutines ", "go_memstats_heap_alloc_bytes ", "process_cpu_seconds_total ", "process_resident_memory_bytes ",
+		"ghostrouter_table_build_duration_seconds_count{cluster=\"web\"} ", "ghostrouter_capture_sessions_total 3"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	t.Logf("%d datagrams; the appliance's capture and the servers' agree per server: %v", n, srvCountStrings(srvPkts))
+}
+
+func srvCountStrings(pkts [][]harness.Packet) []int {
+	out := make([]int, len(pkts))
+	for i, p := range pkts {
+		out[i] = len(p)
+	}
+	return out
+}
+
+// TestCaptureBroadcastMode: in broadcast mode the captured ghost frames go
+// to ff:ff:ff:ff:ff:ff, as many as every server's own capture saw.
+func TestCaptureBroadcastMode(t *testing.T) {
+	harness.RequireRoot(t, "ip", "tcpdump")
+	const nClients, perClient = 16, 3
+	tp := broadcastTopo(t, 2, nClients)
+	clients := tp.clientSources(nClients)
+	want := tp.lookup(clients)
+	tp.askAll(clients, want) // the filters are in place and neighbors resolved
+	var srvCaps []*harness.Capture
+	for _, s := range tp.servers {
+		srvCaps = append(srvCaps, s.ns.Capture("e0", ghostUDP))
+	}
+	const n = nClients * perClient
+	file := filepath.Join(tp.h.ArtifactDir(), "capture-ghost.pcap")
+	capF := tp.startCapture("capture-ghost", "-i", "lan0", "-c", strconv.Itoa(n), "-w", file, ghostUDP)
+	tp.cli.MustRun(tp.peer, "udp", "-dst", ghostAddr+":9000", "-src", strings.Join(clients, ","), "-count", strconv.Itoa(perClient), "-parallel", "8")
+	waitExit(t, capF, 15*time.Second, "capture -c N")
+	srvPkts := harness.StopAll(srvCaps...)
+
+	lines := tcpdumpRead(t, file, "ether", "dst", "ff:ff:ff:ff:ff:ff")
+	if len(lines) != n {
+		t.Fatalf("tcpdump -r: %d frames to ff:ff:ff:ff:ff:ff in the capture, want %d", len(lines), n)
+	}
+	pkts, err := harness.ReadPcap(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bcast := net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}.String()
+	for _, p := range pkts {
+		if p.DstMAC.String() != bcast || p.Dst.String() != ghostAddr {
+			t.Errorf("captured %v: want a ghost datagram to %s", p, bcast)
+		}
+	}
+	for i, sp := range srvPkts {
+		if len(sp) != len(pkts) {
+			t.Errorf("server %d's capture saw %d broadcast ghost datagrams, the appliance's %d", i, len(sp), len(pkts))
+		}
+	}
+}
+
+// notifyListener is the systemd side of sd_notify: a unixgram socket the
+// test reads, each datagram with the time it arrived.
+type notifyListener struct {
+	path string
+	conn *net.UnixConn
+	mu   sync.Mutex
+	msgs []string
+}
+
+func listenNotify(t *testing.T, dir string) *notifyListener {
+	path := filepath.Join(dir, "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(); os.Remove(path) })
+	return &notifyListener{path: path, conn: conn}
+}
+
+// next returns the next notification, or fails after timeout.
+func (l *notifyListener) next(t *testing.T, timeout time.Duration) string {
+	t.Helper()
+	buf := make([]byte, 4096)
+	l.conn.SetReadDeadline(time.Now().Add(timeout))
+	n, err := l.conn.Read(buf)
+	if err != nil {
+		t.Fatalf("no notification within %v: %v", timeout, err)
+	}
+	return string(buf[:n])
+}
+
+// TestSystemdNotify starts the appliance as systemd would a Type=notify
+// service, with NOTIFY_SOCKET naming a socket the test reads. The first
+// notification is READY=1, and at the moment it arrives the appliance
+// already forwards: the TAPs are up and every client's first datagram to
+// the ghost (routing mode, which needs the servers' MACs) is answered.
+// SIGHUP brings RELOADING=1 with MONOTONIC_USEC, then READY=1; SIGTERM
+// brings STOPPING=1.
+func TestSystemdNotify(t *testing.T) {
+	harness.RequireRoot(t, "ip", "tcpdump")
+	tp := newTopo(t, topoOptions{servers: 3, clientAddrs: 12})
+	tp.startServers()
+	cfg := tp.baseConfig() + tp.clusterConfig("routing", "jhash", "")
+	tp.writeConfig(cfg)
+	tp.setupNodes()
+	nl := listenNotify(t, tp.h.ArtifactDir())
+	tp.app = tp.rtr.Start("ghostrouter", "env", "NOTIFY_SOCKET="+nl.path, tp.bin, "run", "-c", tp.cfgPath)
+
+	msg := nl.next(t, 30*time.Second)
+	// Right now, before anything else happens: the links are up and
+	// ghost traffic is dispatched.
+	clients := tp.clientSources(12)
+	res := peerResults(tp.cli.MustRun(tp.peer, "udp", "-dst", ghostAddr+":9000", "-src", strings.Join(clients, ","), "-parallel", "12", "-timeout", "2s"))
+	links := tp.rtr.MustRun("ip", "-o", "link", "show", "up")
+	if !strings.HasPrefix(msg, "READY=1\n") && msg != "READY=1" {
+		t.Fatalf("first notification %q, want READY=1", msg)
+	}
+	for _, l := range []string{"up0", "lan0"} {
+		if !regexp.MustCompile(`\d+: ` + l + `[:@]`).MatchString(links) {
+			t.Errorf("READY=1 arrived with %s not up:\n%s", l, links)
+		}
+	}
+	for _, c := range clients {
+		if !strings.HasPrefix(res[c], "s") {
+			t.Errorf("READY=1 arrived, but the first datagram from %s to the ghost got %q", c, res[c])
+		}
+	}
+	if t.Failed() {
+		t.Fatalf("appliance log:\n%s", tp.app.Log())
+	}
+
+	// Reload by SIGHUP, as ExecReload does.
+	var mono unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono); err != nil {
+		t.Fatal(err)
+	}
+	tp.app.Signal(syscall.SIGHUP)
+	msg = nl.next(t, 10*time.Second)
+	m := regexp.MustCompile(`^RELOADING=1\nMONOTONIC_USEC=(\d+)$`).FindStringSubmatch(msg)
+	if m == nil {
+		t.Fatalf("after SIGHUP: %q, want RELOADING=1 and MONOTONIC_USEC", msg)
+	}
+	us, _ := strconv.ParseInt(m[1], 10, 64)
+	if lo := mono.Nano() / 1000; us < lo || us > lo+10e6 {
+		t.Errorf("MONOTONIC_USEC=%d is not CLOCK_MONOTONIC at the reload (%d)", us, lo)
+	}
+	if msg = nl.next(t, 10*time.Second); !strings.HasPrefix(msg, "READY=1\nSTATUS=reloaded") {
+		t.Errorf("after the reload: %q, want READY=1 and the reload's status", msg)
+	}
+	tp.app.Signal(syscall.SIGTERM)
+	if msg = nl.next(t, 10*time.Second); msg != "STOPPING=1" {
+		t.Errorf("after SIGTERM: %q, want STOPPING=1", msg)
+	}
+	if err := tp.app.Wait(15 * time.Second); err != nil && !tp.app.Exited() {
+		t.Errorf("the appliance did not stop: %v", err)
+	}
+}
