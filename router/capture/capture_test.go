@@ -299,3 +299,25 @@ func equalInts(a, b []int) bool {
 func fmtSscanf(line string, sec, us *int) (int, error) {
 	return fmt.Sscanf(strings.Fields(line)[0], "%d.%d", sec, us)
 }
+
+// The default snap length keeps a whole 64 KiB TCP super-frame.
+func TestSuperFrameKeptWhole(t *testing.T) {
+	ep, _ := endpoint(t)
+	h := NewHub()
+	s, err := h.Start(ep, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	frame := udpFrame(9, tap.MaxFrame-14-28)
+	h.links[ep].Frame(tap.Out, frame)
+	r := <-s.Records()
+	if len(r.Data) != tap.MaxFrame || r.OrigLen != tap.MaxFrame || !bytes.Equal(r.Data, frame) {
+		t.Fatalf("kept %d of %d bytes, want all %d", len(r.Data), r.OrigLen, tap.MaxFrame)
+	}
+	var b []byte
+	b = AppendRecord(b, r)
+	if len(b) != RecordHeaderLen+tap.MaxFrame || binary.LittleEndian.Uint32(b[8:]) != tap.MaxFrame {
+		t.Fatalf("pcap record of %d bytes, caplen %d", len(b), binary.LittleEndian.Uint32(b[8:]))
+	}
+}

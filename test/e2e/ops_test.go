@@ -110,7 +110,16 @@ func TestCaptureAndMetricsRoutingMode(t *testing.T) {
 			}
 		}
 	}
-	udp() // every neighbor resolved, nothing left over from start-up
+	// Every neighbor resolved, nothing left over from start-up.
+	harness.WaitFor(t, 20*time.Second, "every client answered through the ghost", func() bool {
+		res := peerResults(tp.cli.MustRun(tp.peer, "udp", "-dst", ghostAddr+":9000", "-src", strings.Join(clients, ","), "-parallel", "8", "-timeout", "500ms"))
+		for _, c := range clients {
+			if !strings.HasPrefix(res[c], "s") {
+				return false
+			}
+		}
+		return true
+	})
 	scrape := func() string { return tp.rtr.MustRun("curl", "-sf", "http://127.0.0.1:9469/metrics") }
 	before := serverPackets(t, scrape())
 
@@ -131,6 +140,9 @@ func TestCaptureAndMetricsRoutingMode(t *testing.T) {
 	waitExit(t, capF, 15*time.Second, "capture -c N")
 	waitExit(t, pipe, 15*time.Second, "capture -w - | tcpdump -r -")
 	srvPkts := harness.StopAll(srvCaps...)
+	if len(srvPkts[0]) == 0 {
+		t.Fatal("server 0 saw no ghost datagram")
+	}
 	capA.Signal(syscall.SIGINT)
 	waitExit(t, capA, 10*time.Second, "capture interrupted")
 	after := serverPackets(t, scrape())
@@ -148,7 +160,8 @@ func TestCaptureAndMetricsRoutingMode(t *testing.T) {
 		t.Fatal(err)
 	}
 	ghost := netip.MustParseAddr(ghostAddr)
-	lanMAC := tp.rtr.MAC("lan0").String()
+	// The appliance's MAC on the LAN, as the servers saw it.
+	lanMAC := srvPkts[0][0].SrcMAC.String()
 	byMAC := map[string]int{}
 	for _, p := range pkts {
 		if p.Dst != ghost || p.Proto != harness.ProtoUDP || p.DstPort != 9000 {
