@@ -250,6 +250,9 @@ func runCapture(ctx context.Context, sock string, req captureRequest, w, msgs io
 	if rep.Error != "" {
 		return res, errors.New(rep.Error)
 	}
+	if rep.SnapLen < 1 || rep.SnapLen > capture.MaxSnapLen {
+		return res, fmt.Errorf("capture answer: snap length %d", rep.SnapLen)
+	}
 	// As tcpdump's "listening on": from here on, no frame is missed.
 	fmt.Fprintf(msgs, "capturing on %s, link-type EN10MB (Ethernet), snapshot length %d bytes\n", req.Interface, rep.SnapLen)
 	c.SetDeadline(time.Time{})
@@ -268,6 +271,14 @@ func runCapture(ctx context.Context, sock string, req captureRequest, w, msgs io
 		return res, fmt.Errorf("write: %w", err)
 	}
 	bw.Flush()
+	return copyRecords(ctx, br, bw, rep.SnapLen)
+}
+
+// copyRecords copies the records of a capture stream from br to bw until
+// the stream's end chunk, checking each is a well-formed pcap record within
+// the snap length (the appliance is trusted no more than a file).
+func copyRecords(ctx context.Context, br *bufio.Reader, bw *bufio.Writer, snapLen int) (captureEnd, error) {
+	var res captureEnd
 	var hdr [5]byte
 	var payload []byte
 	for {
@@ -291,6 +302,9 @@ func runCapture(ctx context.Context, sock string, req captureRequest, w, msgs io
 		}
 		switch hdr[0] {
 		case chunkRecord:
+			if !validRecord(payload, snapLen) {
+				return res, errors.New("capture stream: malformed record")
+			}
 			if _, err := bw.Write(payload); err != nil {
 				return res, fmt.Errorf("write: %w", err)
 			}
@@ -311,4 +325,17 @@ func runCapture(ctx context.Context, sock string, req captureRequest, w, msgs io
 			return res, fmt.Errorf("capture stream: unknown chunk kind %#x", hdr[0])
 		}
 	}
+}
+
+// validRecord reports whether b is one pcap record: a header whose
+// captured length is the data that follows, at most snapLen and at most
+// the original length.
+func validRecord(b []byte, snapLen int) bool {
+	if len(b) < capture.RecordHeaderLen {
+		return false
+	}
+	capLen := binary.LittleEndian.Uint32(b[8:])
+	origLen := binary.LittleEndian.Uint32(b[12:])
+	return int(capLen) == len(b)-capture.RecordHeaderLen && int(capLen) <= snapLen && capLen <= origLen &&
+		binary.LittleEndian.Uint32(b[4:]) < 1e6
 }

@@ -229,6 +229,20 @@ func TestCaptureAndMetricsRoutingMode(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
+	// Every family the appliance exports is in the README's metrics list.
+	root, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range regexp.MustCompile(`(?m)^# TYPE (ghostrouter_\S+) `).FindAllStringSubmatch(metrics, -1) {
+		if !strings.Contains(string(readme), "`"+m[1]+"`") {
+			t.Errorf("metric %s is not in README.md's metrics list", m[1])
+		}
+	}
 	t.Logf("%d datagrams; the appliance's capture and the servers' agree per server: %v", n, srvCountStrings(srvPkts))
 }
 
