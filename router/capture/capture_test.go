@@ -321,3 +321,36 @@ func TestSuperFrameKeptWhole(t *testing.T) {
 		t.Fatalf("pcap record of %d bytes, caplen %d", len(b), binary.LittleEndian.Uint32(b[8:]))
 	}
 }
+
+func TestSessionsAreLimited(t *testing.T) {
+	ep, _ := endpoint(t)
+	h := NewHub()
+	var ss []*Session
+	for i := 0; i < MaxSessions; i++ {
+		s, err := h.Start(ep, Options{})
+		if err != nil {
+			t.Fatalf("session %d: %v", i, err)
+		}
+		ss = append(ss, s)
+	}
+	if _, err := h.Start(ep, Options{}); err == nil {
+		t.Fatal("a session beyond the limit was started")
+	}
+	ss[0].Close()
+	s, err := h.Start(ep, Options{})
+	if err != nil {
+		t.Fatalf("after one ended: %v", err)
+	}
+	h.Close()
+	select {
+	case <-s.Done():
+	default:
+		t.Fatal("Close of the hub left a session running")
+	}
+	if _, err := h.Start(ep, Options{}); err == nil {
+		t.Fatal("a closed hub started a session")
+	}
+	if len(h.links) != 0 {
+		t.Fatal("a closed hub left taps")
+	}
+}

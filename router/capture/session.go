@@ -25,6 +25,9 @@ const (
 	DefaultQueue = 4096
 	// DefaultBudget is how many captured bytes wait for the reader at most.
 	DefaultBudget = 16 << 20
+	// MaxSessions is how many sessions may run at once, over all links: each
+	// holds up to its budget in memory.
+	MaxSessions = 8
 )
 
 // Options describe a session.
@@ -185,6 +188,13 @@ func (h *Hub) Start(ep *tap.Endpoint, opt Options) (*Session, error) {
 	defer h.mu.Unlock()
 	if h.closed {
 		return nil, errors.New("the appliance is stopping")
+	}
+	running := 0
+	for _, f := range h.links {
+		running += len(f.sessions)
+	}
+	if running >= MaxSessions {
+		return nil, fmt.Errorf("%d captures are running already; at most %d at once", running, MaxSessions)
 	}
 	old := h.links[ep]
 	f := &fanout{ep: ep}

@@ -392,3 +392,61 @@ func TestSystemdNotify(t *testing.T) {
 		t.Errorf("the appliance did not stop: %v", err)
 	}
 }
+
+// TestCaptureSuperFrames: during TCP transfers to and from the ghost, the
+// links carry 64 KiB super-frames (segmentation offload); `ghostrouter
+// capture` keeps them whole, and holds the same frames, of the same
+// lengths, as the kernel's own capture on the TAP device.
+func TestCaptureSuperFrames(t *testing.T) {
+	harness.RequireRoot(t, "ip", "tcpdump")
+	tp := newTopo(t, topoOptions{servers: 1})
+	tp.start(tp.baseConfig() + tp.clusterConfig("routing", "jhash", ""))
+	tp.setupNodes()
+	transferServer(t, tp.servers[0].ns)
+	filter := fmt.Sprintf("tcp port %d", transferPort)
+	kernel := tp.rtr.Capture("lan0", filter)
+	file := filepath.Join(tp.h.ArtifactDir(), "capture-tcp.pcap")
+	ours := tp.startCapture("capture-tcp", "-i", "lan0", "-w", file, filter)
+	ghost := netip.MustParseAddr(ghostAddr)
+	transfer(t, tp.cli, ghost, true, 11)
+	transfer(t, tp.cli, ghost, false, 12)
+	kpkts := kernel.Stop()
+	ours.Signal(syscall.SIGINT)
+	waitExit(t, ours, 10*time.Second, "capture interrupted")
+	if !strings.Contains(ours.Log(), " 0 dropped") {
+		t.Errorf("the capture lost frames:\n%s", ours.Log())
+	}
+	pkts, err := harness.ReadPcap(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(tcpdumpRead(t, file)); n != len(pkts) {
+		t.Errorf("tcpdump -r reads %d frames, the file holds %d", n, len(pkts))
+	}
+	biggest, super := 0, 0
+	lengths := map[int]int{}
+	for _, p := range pkts {
+		if p.Truncated() {
+			t.Fatalf("frame cut at %d of %d bytes: %v", len(p.Raw), p.Len, p)
+		}
+		biggest = max(biggest, p.Len)
+		if p.Len > ethMTUFrame {
+			super++
+		}
+		lengths[p.Len]++
+	}
+	if super == 0 || biggest > 14+65535 {
+		t.Fatalf("largest captured frame %d bytes, %d above the MTU: want super-frames kept whole", biggest, super)
+	}
+	for _, p := range kpkts {
+		lengths[p.Len]--
+	}
+	diff := 0
+	for _, n := range lengths {
+		diff += max(n, -n)
+	}
+	if diff > len(kpkts)/100 {
+		t.Errorf("the appliance's capture (%d frames) and the kernel's on the TAP (%d) differ in %d frame lengths", len(pkts), len(kpkts), diff)
+	}
+	t.Logf("%d frames, %d super-frames, the largest %d bytes; kernel capture %d frames", len(pkts), super, biggest, len(kpkts))
+}
