@@ -326,22 +326,52 @@ func (l *notifyListener) next(t *testing.T, timeout time.Duration) string {
 	return string(buf[:n])
 }
 
+// unitCapabilities returns the capabilities configs/ghostrouter.service
+// bounds the appliance to, as setpriv(1) names them ("net_admin").
+func unitCapabilities(t *testing.T) []string {
+	t.Helper()
+	root, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit, err := os.ReadFile(filepath.Join(root, "configs", "ghostrouter.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^CapabilityBoundingSet=(.+)$`).FindSubmatch(unit)
+	if m == nil {
+		t.Fatal("configs/ghostrouter.service has no CapabilityBoundingSet")
+	}
+	var caps []string
+	for _, c := range strings.Fields(string(m[1])) {
+		caps = append(caps, strings.ToLower(strings.TrimPrefix(c, "CAP_")))
+	}
+	return caps
+}
+
 // TestSystemdNotify starts the appliance as systemd would a Type=notify
-// service, with NOTIFY_SOCKET naming a socket the test reads. The first
+// service, with NOTIFY_SOCKET naming a socket the test reads, and with the
+// privileges the unit leaves it: the capability bounding set of
+// configs/ghostrouter.service and no_new_privs (setpriv). The first
 // notification is READY=1, and at the moment it arrives the appliance
 // already forwards: the TAPs are up and every client's first datagram to
 // the ghost (routing mode, which needs the servers' MACs) is answered.
 // SIGHUP brings RELOADING=1 with MONOTONIC_USEC, then READY=1; SIGTERM
 // brings STOPPING=1.
 func TestSystemdNotify(t *testing.T) {
-	harness.RequireRoot(t, "ip", "tcpdump")
+	harness.RequireRoot(t, "ip", "tcpdump", "setpriv")
 	tp := newTopo(t, topoOptions{servers: 3, clientAddrs: 12})
 	tp.startServers()
 	cfg := tp.baseConfig() + tp.clusterConfig("routing", "jhash", "")
 	tp.writeConfig(cfg)
 	tp.setupNodes()
 	nl := listenNotify(t, tp.h.ArtifactDir())
-	tp.app = tp.rtr.Start("ghostrouter", "env", "NOTIFY_SOCKET="+nl.path, tp.bin, "run", "-c", tp.cfgPath)
+	caps := "-all"
+	for _, c := range unitCapabilities(t) {
+		caps += ",+" + c
+	}
+	tp.app = tp.rtr.Start("ghostrouter", "setpriv", "--bounding-set", caps, "--no-new-privs", "--",
+		"env", "NOTIFY_SOCKET="+nl.path, tp.bin, "run", "-c", tp.cfgPath)
 
 	msg := nl.next(t, 30*time.Second)
 	// Right now, before anything else happens: the links are up and
