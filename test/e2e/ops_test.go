@@ -97,7 +97,7 @@ func TestCaptureAndMetricsRoutingMode(t *testing.T) {
 	tp := newTopo(t, topoOptions{servers: 3, clientAddrs: nClients})
 	tp.startServers()
 	cfg := strings.Replace(tp.baseConfig(), `metrics_address = ""`, `metrics_address = "127.0.0.1:9469"`, 1) +
-		tp.clusterConfig("routing", "jhash", "")
+		tp.clusterConfig("routing", "jhash", "\n  [cluster.health]\n  check = \"tcp\"\n  port = 80\n  interval = \"200ms\"\n  timeout = \"100ms\"\n")
 	tp.writeConfig(cfg)
 	tp.setupNodes()
 	tp.start(cfg)
@@ -222,6 +222,12 @@ func TestCaptureAndMetricsRoutingMode(t *testing.T) {
 	cmd.Stdin = strings.NewReader(metrics)
 	if out, err := cmd.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "" {
 		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+	for i := range tp.servers {
+		re := regexp.MustCompile(fmt.Sprintf(`(?m)^ghostrouter_health_check_duration_seconds_count\{cluster="web",result="ok",server="%d"\} (\d+)$`, i))
+		if m := re.FindStringSubmatch(metrics); m == nil || m[1] == "0" {
+			t.Errorf("no passed health checks of server %d in the latency histogram", i)
+		}
 	}
 	for _, want := range []string{"go_goroutines ", "go_memstats_heap_alloc_bytes ", "process_cpu_seconds_total ", "process_resident_memory_bytes ",
 		"ghostrouter_table_build_duration_seconds_count{cluster=\"web\"} ", "ghostrouter_capture_sessions_total 3"} {
@@ -373,7 +379,9 @@ func TestSystemdNotify(t *testing.T) {
 	tp.app = tp.rtr.Start("ghostrouter", "setpriv", "--bounding-set", caps, "--no-new-privs", "--",
 		"env", "NOTIFY_SOCKET="+nl.path, tp.bin, "run", "-c", tp.cfgPath)
 
+	started := time.Now()
 	msg := nl.next(t, 30*time.Second)
+	t.Logf("READY after %v", time.Since(started))
 	// Right now, before anything else happens: the links are up and
 	// ghost traffic is dispatched.
 	clients := tp.clientSources(12)
