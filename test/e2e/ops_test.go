@@ -147,6 +147,9 @@ func TestCaptureAndMetricsRoutingMode(t *testing.T) {
 	waitExit(t, capA, 10*time.Second, "capture interrupted")
 	after := serverPackets(t, scrape())
 
+	if !regexp.MustCompile(`\d+ frames captured on lan0, \d+ dropped \(reader too slow\); stopped by the client`).MatchString(capA.Log()) {
+		t.Errorf("the interrupted capture did not end with the appliance's account:\n%s", capA.Log())
+	}
 	if !strings.Contains(capF.Log(), fmt.Sprintf("%d frames captured on lan0, 0 dropped", n)) {
 		t.Errorf("capture -c %d did not report %d frames and no drops:\n%s", n, n, capF.Log())
 	}
@@ -487,4 +490,51 @@ func TestCaptureSuperFrames(t *testing.T) {
 		t.Errorf("the appliance's capture (%d frames) and the kernel's on the TAP (%d) differ in %d frame lengths", len(pkts), len(kpkts), diff)
 	}
 	t.Logf("%d frames, %d super-frames, the largest %d bytes; kernel capture %d frames", len(pkts), super, biggest, len(kpkts))
+}
+
+// TestCaptureSlowReaderDoesNotStall: a capture whose reader never reads
+// (its output piped into sleep) fills its queue; the datapath drops and
+// counts the frames the capture cannot take and keeps forwarding: TCP
+// transfers through the dispatch stage complete intact while it runs, at
+// a rate comparable to the same transfers without it.
+func TestCaptureSlowReaderDoesNotStall(t *testing.T) {
+	harness.RequireRoot(t, "ip", "tcpdump")
+	tp := newTopo(t, topoOptions{servers: 1})
+	tp.start(tp.baseConfig() + tp.clusterConfig("routing", "jhash", ""))
+	tp.setupNodes()
+	transferServer(t, tp.servers[0].ns)
+	ghost := netip.MustParseAddr(ghostAddr)
+	// 24 MiB each way in total: more than a capture's 16 MiB budget.
+	timed := func(seed uint64) time.Duration {
+		start := time.Now()
+		for i := range uint64(3) {
+			transfer(t, tp.cli, ghost, true, seed+2*i)
+			transfer(t, tp.cli, ghost, false, seed+2*i+1)
+		}
+		return time.Since(start)
+	}
+	without := timed(31)
+	stuck := tp.rtr.Start("capture-stuck", "sh", "-c", fmt.Sprintf("%s capture --socket %s -i lan0 -w - | sleep 120", tp.bin, tp.sock))
+	stuck.WaitForLog("capturing on", 10*time.Second)
+	with := timed(41)
+	// The reader is gone: the appliance ends the session and says what
+	// it dropped.
+	syscall.Kill(-stuck.Pid(), syscall.SIGKILL) // the pipeline's process group
+	stuck.Wait(5 * time.Second)
+	harness.WaitFor(t, 45*time.Second, "the appliance to end the capture", func() bool {
+		return strings.Contains(tp.app.Log(), "capture ended")
+	})
+	m := regexp.MustCompile(`capture ended.*matched=(\d+) dropped=(\d+)`).FindStringSubmatch(tp.app.Log())
+	if m == nil {
+		t.Fatalf("no capture account in the appliance's log:\n%s", tp.app.Log())
+	}
+	matched, _ := strconv.Atoi(m[1])
+	dropped, _ := strconv.Atoi(m[2])
+	if dropped == 0 || dropped >= matched {
+		t.Errorf("the stuck capture matched %d frames and dropped %d: want some, not all, dropped", matched, dropped)
+	}
+	if with > 3*without+2*time.Second {
+		t.Errorf("transfers took %v with a stuck capture, %v without", with, without)
+	}
+	t.Logf("transfers: %v without a capture, %v with a stuck one (matched %d frames, dropped %d)", without, with, matched, dropped)
 }
