@@ -179,8 +179,16 @@ func cmdCapture(args []string, stdout, stderr io.Writer) int {
 	out := fs.String("w", "-", "write pcap to `FILE` (- for stdout)")
 	count := fs.Uint64("c", 0, "stop after `COUNT` frames (0: until interrupted)")
 	snap := fs.Int("s", capture.MaxSnapLen, "keep at most `SNAPLEN` bytes of each frame (0: the maximum)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	// Flags may come after the filter's words too, as with tcpdump.
+	var words []string
+	for rest := args; ; {
+		if err := fs.Parse(rest); err != nil {
+			return 2
+		}
+		if rest = fs.Args(); len(rest) == 0 {
+			break
+		}
+		words, rest = append(words, rest[0]), rest[1:]
 	}
 	if *iface == "" {
 		fmt.Fprintln(stderr, "ghostrouter capture: -i IFACE is required")
@@ -192,7 +200,7 @@ func cmdCapture(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	filter, err := capture.Compile(ctx, strings.Join(fs.Args(), " "), *snap)
+	filter, err := capture.Compile(ctx, strings.Join(words, " "), *snap)
 	if err != nil {
 		fmt.Fprintf(stderr, "ghostrouter capture: %v\n", err)
 		return 2

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -216,5 +217,30 @@ func TestCaptureOverControlSocket(t *testing.T) {
 	}
 	if n := a.captures.Stats().Sessions.Load(); n != 1 {
 		t.Errorf("%d sessions started, want 1", n)
+	}
+}
+
+func TestCaptureUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"capture"}, // no -i
+		{"capture", "-i", "lan0", "-s", "300000"},     // snap length too large
+		{"capture", "-i", "lan0", "-c", "x"},          // not a count
+		{"capture", "udp", "-i", "lan0", "-q"},        // unknown flag after the filter
+		{"capture", "-i", "lan0", "udp", "prot", "5"}, // tcpdump rejects the expression (or is missing)
+	} {
+		var out, errb bytes.Buffer
+		if code := run(args, &out, &errb); code != 2 {
+			t.Errorf("%q: exit %d, want 2 (bad usage)\n%s", args, code, errb.String())
+		}
+	}
+	// Flags after the filter's words are flags; the socket is absent: 1.
+	var out, errb bytes.Buffer
+	sock := filepath.Join(t.TempDir(), "none.sock")
+	args := []string{"capture", "-i", "lan0", "--socket", sock}
+	if _, err := exec.LookPath("tcpdump"); err == nil {
+		args = []string{"capture", "udp", "-i", "lan0", "--socket", sock}
+	}
+	if code := run(args, &out, &errb); code != 1 || !strings.Contains(errb.String(), "is the appliance running") {
+		t.Errorf("no appliance: exit %d: %s", code, errb.String())
 	}
 }
