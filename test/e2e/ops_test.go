@@ -97,7 +97,7 @@ func TestCaptureAndMetricsRoutingMode(t *testing.T) {
 	tp := newTopo(t, topoOptions{servers: 3, clientAddrs: nClients})
 	tp.startServers()
 	cfg := strings.Replace(tp.baseConfig(), `metrics_address = ""`, `metrics_address = "127.0.0.1:9469"`, 1) +
-		tp.clusterConfig("routing", "jhash", "\n  [cluster.health]\n  check = \"tcp\"\n  port = 80\n  interval = \"200ms\"\n  timeout = \"100ms\"\n")
+		tp.clusterConfig("routing", "jhash", "\n  [cluster.health]\n  check = \"tcp\"\n  port = 80\n  interval = \"500ms\"\n  timeout = \"400ms\"\n")
 	tp.writeConfig(cfg)
 	tp.setupNodes()
 	tp.start(cfg)
