@@ -46,7 +46,7 @@ func Compile(ctx context.Context, expr string, snapLen int) ([]bpf.RawInstructio
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "-ddd", "-r", f.Name(), expr)
+	cmd := exec.CommandContext(ctx, bin, "-ddd", "-r", f.Name(), "--", expr)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
