@@ -5,6 +5,11 @@ GO      ?= go
 BIN     := bin
 PKGS    := ./...
 export GOFLAGS ?= -buildvcs=false
+# What --version prints: from git when this is a checkout, else devel/unknown.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+VPKG    := github.com/ghostrouter/ghostrouter/cmd/internal/version
+LDFLAGS := -X $(VPKG).version=$(VERSION) -X $(VPKG).commit=$(COMMIT)
 
 .PHONY: help deps build test unit demo bench vet clean
 
@@ -12,8 +17,8 @@ help: ## list the targets
 	@awk -F':.*## ' '/^[a-z][a-z-]*:.*## /{printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build bin/ghostrouter, bin/ghostnode and the test peer
-	$(GO) build -o $(BIN)/ghostrouter ./cmd/ghostrouter
-	@if [ -d cmd/ghostnode ] && ls cmd/ghostnode/*.go >/dev/null 2>&1; then $(GO) build -o $(BIN)/ghostnode ./cmd/ghostnode; fi
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ghostrouter ./cmd/ghostrouter
+	@if [ -d cmd/ghostnode ] && ls cmd/ghostnode/*.go >/dev/null 2>&1; then $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ghostnode ./cmd/ghostnode; fi
 	$(GO) build -o $(BIN)/peer ./test/cmd/peer
 
 vet: ## gofmt and go vet

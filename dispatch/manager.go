@@ -37,6 +37,7 @@ type Deps struct {
 	Prober   health.Prober // nil: no health checks
 	Announce Announcer     // nil: no announcements
 	Logger   *slog.Logger
+	Observer Observer // nil: timings are not reported
 }
 
 // Manager owns the clusters of a running appliance: it builds their tables
@@ -70,6 +71,7 @@ type managed struct {
 	checker *health.Checker
 	down    map[int]bool
 	events  []string // the last transitions, newest last
+	obs     Observer // may be nil
 }
 
 const maxEvents = 16
@@ -110,7 +112,7 @@ func (m *Manager) applyLocked(cfg *config.Config) (retired []*health.Checker, _ 
 	// Build every new table first, so that a bad one changes nothing.
 	next := make([]*managed, 0, len(cfg.Clusters))
 	for _, cl := range cfg.Clusters {
-		mc := &managed{cfg: cl, stats: map[int]*ServerStats{}, down: map[int]bool{}}
+		mc := &managed{cfg: cl, stats: map[int]*ServerStats{}, down: map[int]bool{}, obs: m.d.Observer}
 		prev := old[cl.Name]
 		if prev != nil && prev.cfg.Mode == cl.Mode && prev.cfg.Interface == cl.Interface && prev.cfg.Address == cl.Address {
 			mc.stats, mc.version, mc.events = prev.stats, prev.version, prev.events
@@ -201,9 +203,13 @@ func (m *Manager) newChecker(mc *managed, states map[int]health.State) *health.C
 		targets[i] = health.Target{ID: s.ID, Addr: s.Address}
 	}
 	name := mc.cfg.Name
+	var opts []health.Option
+	if o := m.d.Observer; o != nil {
+		opts = append(opts, health.WithObserver(func(id int, d time.Duration, err error) { o.HealthChecked(name, id, d, err) }))
+	}
 	return health.NewChecker(mc.cfg.Health, targets, m.d.Prober, states, func(ev health.Event) {
 		m.healthChanged(name, ev)
-	})
+	}, opts...)
 }
 
 // healthChanged applies a server's transition: only its buckets move.
@@ -271,7 +277,11 @@ func ownerCounts(mc *managed) map[int]int {
 // rebuild recomputes the selector from the configuration and the down set,
 // carrying MACs over from prev (which may be nil or mc itself).
 func (mc *managed) rebuild(prev *managed) error {
+	start := time.Now()
 	sel, servers, err := SelectorFor(&mc.cfg, mc.down)
+	if mc.obs != nil && err == nil {
+		mc.obs.TableBuilt(mc.cfg.Name, time.Since(start))
+	}
 	if err != nil {
 		return fmt.Errorf("dispatch: cluster %s: %w", mc.cfg.Name, err)
 	}

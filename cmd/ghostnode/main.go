@@ -28,6 +28,8 @@ import (
 	"github.com/ghostrouter/ghostrouter/cmd/ghostnode/internal/filter"
 	"github.com/ghostrouter/ghostrouter/cmd/ghostnode/internal/node"
 	"github.com/ghostrouter/ghostrouter/router/config"
+
+	"github.com/ghostrouter/ghostrouter/cmd/internal/version"
 )
 
 const usage = `usage: ghostnode COMMAND [flags]
@@ -40,6 +42,7 @@ commands:
             appliance's table announcements until SIGTERM or SIGINT
   status    owned buckets and filter counters of the set-up clusters
   ruleset   print the broadcast filter setup would load, without loading it
+  version   version, commit and Go version (also --version)
   help      this text
 
 the cluster, from the appliance's configuration:
@@ -69,6 +72,13 @@ run       -c FILE --cluster NAME --id N [--key-file FILE] [--listen ADDR:PORT]
               --listen:   where announcements arrive (default 0.0.0.0:announce_port, 9470)
               broadcast mode without -c and without --buckets/--seed sets the
               filter up from the first announcement
+
+Exit codes: 0 success; 1 failure (a change could not be made, a bad
+configuration file); 2 bad usage.
+
+Under systemd (Type=notify), run reports READY=1 once the cluster is set up
+(or, in broadcast mode without a table yet, once it waits for the first
+announcement) and STOPPING=1 when it stops.
 
 Every change is printed as it is made. Undo records are kept in
 STATE_DIR/CLUSTER.json (default ` + node.DefaultStateDir + `).
@@ -104,6 +114,9 @@ func runEnv(ctx context.Context, e env, args []string) int {
 	case "setup", "update", "teardown", "status", "ruleset", "run":
 	case "help", "-h", "--help":
 		fmt.Fprint(e.stdout, usage)
+		return 0
+	case "version", "--version":
+		fmt.Fprintln(e.stdout, version.Get().Line("ghostnode"))
 		return 0
 	default:
 		fmt.Fprintf(e.stderr, "ghostnode: unknown command %q\n%s", cmd, usage)

@@ -16,6 +16,7 @@ import (
 	"github.com/ghostrouter/ghostrouter/cmd/ghostnode/internal/filter"
 	"github.com/ghostrouter/ghostrouter/cmd/ghostnode/internal/node"
 	"github.com/ghostrouter/ghostrouter/cmd/ghostnode/internal/runloop"
+	"github.com/ghostrouter/ghostrouter/cmd/internal/sdnotify"
 	"github.com/ghostrouter/ghostrouter/dispatch/announce"
 	"github.com/ghostrouter/ghostrouter/router/config"
 )
@@ -223,6 +224,9 @@ func runRun(ctx context.Context, e env, f *flags) error {
 		log.Info(fmt.Sprintf("cluster %s: not set up yet: waiting for the first announcement's bucket count and seed", p.spec.Cluster))
 	}
 
+	sd := notifier(log)
+	notify(sd, log, sdnotify.Ready, sdnotify.Status("cluster "+p.spec.Cluster+" set up"))
+	defer notify(sd, log, sdnotify.Stopping)
 	var runErr error
 	if p.spec.Mode == node.ModeRouting {
 		// The appliance sends to this server's MAC: nothing to listen for.

@@ -3,6 +3,7 @@ package main
 import (
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/ghostrouter/ghostrouter/router"
 	"github.com/ghostrouter/ghostrouter/router/bgp"
 	"github.com/ghostrouter/ghostrouter/router/config"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // announcePoll is how often the announced set is recomputed from the
@@ -165,4 +167,25 @@ func (a *bgpAnnouncer) status() []bgp.SessionStatus {
 		return nil
 	}
 	return a.sp.Status()
+}
+
+// writeBGPMetrics exports each session: whether it is established, its
+// uptime, the prefixes it announces, and its message and error counts.
+func writeBGPMetrics(emit emitFunc, ss []bgp.SessionStatus) {
+	l := []string{"neighbor", "peer_asn"}
+	for _, s := range ss {
+		v := []string{s.Neighbor, strconv.FormatUint(uint64(s.PeerASN), 10)}
+		up := uint64(0)
+		if s.State == "Established" {
+			up = 1
+		}
+		emit("ghostrouter_bgp_session_established", "1 while the BGP session is Established.", prometheus.GaugeValue, up, l, v...)
+		emit("ghostrouter_bgp_session_uptime_seconds", "Seconds since the BGP session was established (0 when down).", prometheus.GaugeValue, uint64(s.UptimeSec), l, v...)
+		emit("ghostrouter_bgp_announced_prefixes", "Prefixes announced on the session.", prometheus.GaugeValue, uint64(len(s.Announced)), l, v...)
+		emit("ghostrouter_bgp_established_total", "Times the session reached Established.", prometheus.CounterValue, s.Established, l, v...)
+		emit("ghostrouter_bgp_messages_received_total", "BGP messages received.", prometheus.CounterValue, s.MsgIn, l, v...)
+		emit("ghostrouter_bgp_messages_sent_total", "BGP messages sent.", prometheus.CounterValue, s.MsgOut, l, v...)
+		emit("ghostrouter_bgp_updates_sent_total", "BGP UPDATE messages sent.", prometheus.CounterValue, s.Updates, l, v...)
+		emit("ghostrouter_bgp_errors_total", "Session errors (each restarts the session).", prometheus.CounterValue, s.Errors, l, v...)
+	}
 }

@@ -137,8 +137,13 @@ func (a *appliance) serveControl(l net.Listener, path string, reload func() stri
 		go func() {
 			defer c.Close()
 			c.SetDeadline(time.Now().Add(5 * time.Second))
-			line, err := bufio.NewReader(io.LimitReader(c, 256)).ReadString('\n')
+			br := bufio.NewReader(io.LimitReader(c, 256))
+			line, err := br.ReadString('\n')
 			if err != nil {
+				return
+			}
+			if strings.TrimSpace(line) == "capture" { // streams; see capture.go
+				a.serveCapture(c, io.MultiReader(br, c))
 				return
 			}
 			var resp Status

@@ -18,9 +18,12 @@ import (
 
 	"github.com/ghostrouter/ghostrouter/arp"
 	"github.com/ghostrouter/ghostrouter/arp/neigh"
+	"github.com/ghostrouter/ghostrouter/cmd/internal/sdnotify"
+	"github.com/ghostrouter/ghostrouter/cmd/internal/version"
 	"github.com/ghostrouter/ghostrouter/dispatch"
 	"github.com/ghostrouter/ghostrouter/dispatch/tune"
 	"github.com/ghostrouter/ghostrouter/router"
+	"github.com/ghostrouter/ghostrouter/router/capture"
 	"github.com/ghostrouter/ghostrouter/router/config"
 	"github.com/ghostrouter/ghostrouter/router/vrrp"
 )
@@ -36,10 +39,17 @@ commands:
   status [--socket PATH] [--json]     the running appliance: clusters, servers,
                                       counters, neighbor table
   reload [--socket PATH]              re-read the running appliance's file (as SIGHUP)
+  capture [--socket PATH] -i IFACE [-w FILE] [-c COUNT] [-s SNAPLEN] [FILTER]
+                                      pcap of what a link of the running appliance
+                                      sends and receives (ghostrouter capture -h)
   tune   -c FILE [--cluster NAME] LOG...
                                       choose seed/buckets/hash from access logs
                                       (ghostrouter tune -h for the details)
+  version, --version                  version, commit and Go version
   help                                this text
+
+exit codes: 0 success; 1 failure (bad configuration, start failed, the
+appliance refused or could not be reached); 2 bad usage.
 `
 
 func main() {
@@ -62,8 +72,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdStatus(args[1:], stdout, stderr)
 	case "reload":
 		return cmdReload(args[1:], stdout, stderr)
+	case "capture":
+		return cmdCapture(args[1:], stdout, stderr)
 	case "tune":
 		return tune.Main(args[1:], os.Stdin, stdout, stderr, isTerminal(os.Stderr))
+	case "--version", "version":
+		fmt.Fprintln(stdout, version.Get().Line("ghostrouter"))
+		return 0
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -132,7 +147,16 @@ func cmdRun(args []string, stderr io.Writer) int {
 	log := config.NewLogger(strings.ToLower(cfg.Router.LogLevel), stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	app, err := newAppliance(cfg, log)
+	sd, err := sdnotify.FromEnv()
+	if err != nil {
+		log.Error("systemd notification disabled", "err", err)
+	}
+	var app *appliance
+	met := newMetrics(func() Status { return app.status(*path) }, func() (uint64, uint64, uint64) {
+		st := app.captures.Stats()
+		return st.Sessions.Load(), st.Captured.Load(), st.Dropped.Load()
+	})
+	app, err = newAppliance(cfg, log, met)
 	if err != nil {
 		log.Error("start failed", "err", err)
 		return 1
@@ -156,11 +180,17 @@ func cmdRun(args []string, stderr io.Writer) int {
 		}
 	})
 	if cfg.Router.MetricsAddress != "" {
-		if err := app.serveMetrics(ctx, cfg.Router.MetricsAddress, *path); err != nil {
+		if err := app.serveMetrics(ctx, cfg.Router.MetricsAddress, met.Handler()); err != nil {
 			log.Error("start failed", "err", err)
 			app.close()
 			return 1
 		}
+	}
+	if !app.waitForwarding(ctx, readyWait) {
+		log.Warn("not every server's MAC is resolved; reporting ready anyway", "waited", readyWait)
+	}
+	if err := sd.Send(sdnotify.Ready, sdnotify.Status(fmt.Sprintf("forwarding: %d interfaces, %d clusters", len(cfg.Interfaces), len(cfg.Clusters)))); err != nil {
+		log.Error("systemd notification", "err", err)
 	}
 	log.Info("ghostrouter running", "config", *path, "interfaces", len(cfg.Interfaces), "clusters", len(cfg.Clusters), "control_socket", cfg.Router.ControlSocket)
 	hup := make(chan os.Signal, 1)
@@ -174,14 +204,15 @@ loop:
 			log.Info("shutting down", "reason", "signal")
 			break loop
 		case <-hup:
-			app.reload(*path)
+			app.notifiedReload(sd, *path)
 		case reply := <-reloads:
-			reply <- app.reload(*path)
+			reply <- app.notifiedReload(sd, *path)
 		case err := <-app.r.Faults():
 			log.Error("link fault", "err", err)
 			app.bgp.linkFault(err)
 		}
 	}
+	sd.Send(sdnotify.Stopping)
 	if err := app.close(); err != nil {
 		log.Error("shutdown", "err", err)
 		code = 1
@@ -202,9 +233,11 @@ type appliance struct {
 	sender *announceSender
 	vr     *vrrp.Set
 	bgp    *bgpAnnouncer // nil without [bgp]
+
+	captures *capture.Hub
 }
 
-func newAppliance(cfg *config.Config, log *slog.Logger) (*appliance, error) {
+func newAppliance(cfg *config.Config, log *slog.Logger, obs dispatch.Observer) (*appliance, error) {
 	r, err := router.New(cfg, router.Options{Logger: log})
 	if err != nil {
 		return nil, err
@@ -227,6 +260,7 @@ func newAppliance(cfg *config.Config, log *slog.Logger) (*appliance, error) {
 		Prober:   resolvedProber{r, nb},
 		Announce: ann,
 		Logger:   log,
+		Observer: obs,
 	})
 	if err != nil {
 		sender.close()
@@ -249,7 +283,8 @@ func newAppliance(cfg *config.Config, log *slog.Logger) (*appliance, error) {
 	vr.Start()
 	r.AnnounceAddresses()
 	probe(r, cfg)
-	return &appliance{log: log, cfg: cfg, r: r, m: m, guard: guard, nb: nb, ann: ann, sender: sender, vr: vr, bgp: startBGP(cfg, r, m, log)}, nil
+	return &appliance{log: log, cfg: cfg, r: r, m: m, guard: guard, nb: nb, ann: ann, sender: sender, vr: vr,
+		bgp: startBGP(cfg, r, m, log), captures: capture.NewHub()}, nil
 }
 
 // protectedAddresses are the addresses no LAN host may claim by ARP, with
@@ -337,6 +372,7 @@ func (a *appliance) reload(path string) string {
 func (a *appliance) close() error {
 	a.vr.Close()  // a master hands over first: priority 0 while the links are up
 	a.bgp.close() // withdraw the ghosts while the datapath still forwards
+	a.captures.Close()
 	a.m.Close()
 	a.nb.Close()
 	a.sender.close()

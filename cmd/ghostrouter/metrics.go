@@ -4,28 +4,32 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"sort"
 	"strconv"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ghostrouter/ghostrouter/cmd/internal/version"
 )
 
-// The metrics endpoint serves the status counters in the Prometheus text
-// exposition format at /metrics.
+// The metrics endpoint serves, at /metrics, the appliance's counters (the
+// ones `ghostrouter status` shows, read when scraped), the timings the
+// dispatcher reports (health-check latency per server, table build time),
+// the capture counters, and the Go runtime and process collectors, in the
+// Prometheus exposition formats (client_golang negotiates text or
+// protobuf).
 
-func (a *appliance) serveMetrics(ctx context.Context, addr, path string) error {
+// serveMetrics listens on addr and serves h until ctx is done.
+func (a *appliance) serveMetrics(ctx context.Context, addr string, h http.Handler) error {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		writeMetrics(w, a.status(path))
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := newMetricsServer(h)
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -41,71 +45,196 @@ func (a *appliance) serveMetrics(ctx context.Context, addr, path string) error {
 	return nil
 }
 
-// writeMetrics renders st as Prometheus text.
-func writeMetrics(w io.Writer, st Status) {
-	type sample struct {
-		labels string
-		value  uint64
+// newMetricsServer is the HTTP server of the metrics endpoint: /metrics
+// only, every phase of a request bounded in time.
+func newMetricsServer(h http.Handler) *http.Server {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", h)
+	return &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
 	}
-	families := map[string][]sample{}
-	help := map[string]string{}
-	add := func(name, h, labels string, v uint64) {
-		families[name] = append(families[name], sample{labels, v})
-		help[name] = h
+}
+
+// metrics is the appliance's registry and the instruments the dispatcher
+// and the capture hub feed. It implements dispatch.Observer.
+type metrics struct {
+	reg         *prometheus.Registry
+	healthCheck *prometheus.HistogramVec
+	tableBuild  *prometheus.HistogramVec
+}
+
+// newMetrics builds the registry; status is read at every scrape, capture
+// counters likewise.
+func newMetrics(status func() Status, captures func() (sessions, captured, dropped uint64)) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.healthCheck = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "ghostrouter_health_check_duration_seconds",
+		Help:    "Duration of health checks of a server, by result (ok or failed).",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	}, []string{"cluster", "server", "result"})
+	m.tableBuild = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "ghostrouter_table_build_duration_seconds",
+		Help:    "Time to build a cluster's bucket table (start, reload, health change).",
+		Buckets: []float64{.00001, .0001, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+	}, []string{"cluster"})
+	m.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.healthCheck, m.tableBuild,
+		&statusCollector{status: status},
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "ghostrouter_capture_sessions_total", Help: "Packet capture sessions started (ghostrouter capture).",
+		}, func() float64 { s, _, _ := captures(); return float64(s) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "ghostrouter_capture_frames_total", Help: "Frames that matched the filter of a capture session, counted when the session ends.",
+		}, func() float64 { _, c, _ := captures(); return float64(c) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "ghostrouter_capture_dropped_frames_total", Help: "Matched frames a capture session lost because its reader was behind, counted when the session ends.",
+		}, func() float64 { _, _, d := captures(); return float64(d) }),
+	)
+	v := version.Get()
+	info := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "ghostrouter_build_info",
+		Help:        "Always 1; the labels say which build is running.",
+		ConstLabels: prometheus.Labels{"version": v.Version, "commit": v.Commit, "goversion": v.GoVersion},
+	})
+	info.Set(1)
+	m.reg.MustRegister(info)
+	return m
+}
+
+// Handler serves the registry.
+func (m *metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{MaxRequestsInFlight: 4, Timeout: 10 * time.Second})
+}
+
+// HealthChecked implements dispatch.Observer.
+func (m *metrics) HealthChecked(cluster string, server int, d time.Duration, err error) {
+	result := "ok"
+	if err != nil {
+		result = "failed"
 	}
-	q := strconv.Quote
+	m.healthCheck.WithLabelValues(cluster, strconv.Itoa(server), result).Observe(d.Seconds())
+}
+
+// TableBuilt implements dispatch.Observer.
+func (m *metrics) TableBuilt(cluster string, d time.Duration) {
+	m.tableBuild.WithLabelValues(cluster).Observe(d.Seconds())
+}
+
+// statusCollector turns a Status, read at scrape time, into the families
+// the appliance has always exported. Their label sets change with the
+// configuration, so it describes nothing up front (an unchecked collector).
+type statusCollector struct {
+	status func() Status
+}
+
+func (c *statusCollector) Describe(chan<- *prometheus.Desc) {}
+
+func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.status()
+	descs := map[string]*prometheus.Desc{}
+	emit := func(name, help string, typ prometheus.ValueType, v uint64, labels []string, values ...string) {
+		d, ok := descs[name]
+		if !ok {
+			d = prometheus.NewDesc(name, help, labels, nil)
+			descs[name] = d
+		}
+		ch <- prometheus.MustNewConstMetric(d, typ, float64(v), values...)
+	}
+	cl, srv, lnk := []string{"cluster"}, []string{"cluster", "server", "address"}, []string{"interface"}
 	for _, c := range st.Clusters {
-		cl := "cluster=" + q(c.Name)
-		add("ghostrouter_cluster_table_version", "Version of the cluster's bucket table.", cl, c.Version)
+		emit("ghostrouter_cluster_table_version", "Version of the cluster's bucket table.", prometheus.GaugeValue, c.Version, cl, c.Name)
 		for k, v := range c.Counters {
-			add("ghostrouter_cluster_"+k+"_total", "Dispatch outcome counter.", cl, v)
+			emit("ghostrouter_cluster_"+k+"_total", clusterHelp(k), prometheus.CounterValue, v, cl, c.Name)
 		}
 		for _, s := range c.Servers {
-			sl := cl + ",server=" + q(strconv.Itoa(s.ID)) + ",address=" + q(s.Address)
+			id := strconv.Itoa(s.ID)
 			up := uint64(0)
 			if s.Up {
 				up = 1
 			}
-			add("ghostrouter_server_up", "1 while the server passes its health checks.", sl, up)
-			add("ghostrouter_server_buckets", "Buckets the server owns.", sl, uint64(s.Buckets))
-			add("ghostrouter_server_packets_total", "Packets dispatched to the server.", sl, s.Packets)
-			add("ghostrouter_server_bytes_total", "IP bytes dispatched to the server.", sl, s.Bytes)
-			add("ghostrouter_server_transitions_total", "Health state changes.", sl, uint64(s.Transitions))
+			emit("ghostrouter_server_up", "1 while the server passes its health checks.", prometheus.GaugeValue, up, srv, c.Name, id, s.Address)
+			emit("ghostrouter_server_buckets", "Buckets the server owns.", prometheus.GaugeValue, uint64(s.Buckets), srv, c.Name, id, s.Address)
+			emit("ghostrouter_server_packets_total", "Packets dispatched to the server (routing mode).", prometheus.CounterValue, s.Packets, srv, c.Name, id, s.Address)
+			emit("ghostrouter_server_bytes_total", "IP bytes dispatched to the server (routing mode).", prometheus.CounterValue, s.Bytes, srv, c.Name, id, s.Address)
+			emit("ghostrouter_server_transitions_total", "Health state changes of the server.", prometheus.CounterValue, uint64(s.Transitions), srv, c.Name, id, s.Address)
 		}
 	}
 	for _, l := range st.Links {
-		ll := "interface=" + q(l.Name)
 		for k, v := range l.Counters {
-			add("ghostrouter_link_"+k+"_total", "Link counter.", ll, v)
+			emit("ghostrouter_link_"+k+"_total", linkHelp(k), prometheus.CounterValue, v, lnk, l.Name)
 		}
 	}
 	for k, v := range st.Counters {
-		add("ghostrouter_"+k+"_total", "Router counter.", "", v)
+		emit("ghostrouter_"+k+"_total", routerHelp(k), prometheus.CounterValue, v, nil)
 	}
 	for _, c := range st.Conflicts {
-		add("ghostrouter_address_conflict_claims_total", "ARP claims of a protected address by a LAN host (dropped).",
-			"address="+q(c.Address.String())+",role="+q(c.Role)+",mac="+q(c.MAC), c.Claims)
+		emit("ghostrouter_address_conflict_claims_total", "ARP claims of a protected address by a LAN host (dropped).", prometheus.CounterValue, c.Claims,
+			[]string{"address", "role", "mac"}, c.Address.String(), c.Role, c.MAC)
 	}
-	writeVRRPMetrics(add, st.VRRP)
-	names := make([]string, 0, len(families))
-	for n := range families {
-		names = append(names, n)
+	writeVRRPMetrics(emit, st.VRRP)
+	writeBGPMetrics(emit, st.BGP)
+}
+
+// emitFunc sends one sample of a family (see statusCollector.Collect).
+type emitFunc func(name, help string, typ prometheus.ValueType, v uint64, labels []string, values ...string)
+
+func clusterHelp(k string) string {
+	if h, ok := map[string]string{
+		"packets":             "Ghost packets dispatched to a server (routing mode).",
+		"bytes":               "IP bytes of ghost packets dispatched (routing mode).",
+		"drop_malformed":      "Ghost packets dropped: malformed.",
+		"drop_ttl_exceeded":   "Ghost packets dropped: TTL or hop limit exceeded (ICMP error sent).",
+		"drop_no_server":      "Ghost packets dropped: no server up.",
+		"drop_no_mac":         "Ghost packets dropped: the chosen server's MAC is not resolved yet.",
+		"drop_write_error":    "Ghost packets dropped: the LAN link refused the write.",
+		"drop_too_big":        "Ghost packets dropped: larger than the LAN MTU with DF set (ICMP error sent).",
+		"drop_unfragmentable": "Ghost packets dropped: super-frames without DF larger than the LAN MTU.",
+		"fragmented":          "Ghost packets fragmented to fit the LAN MTU.",
+	}[k]; ok {
+		return h
 	}
-	sort.Strings(names)
-	for _, n := range names {
-		typ := "gauge"
-		if len(n) > 6 && n[len(n)-6:] == "_total" {
-			typ = "counter"
-		}
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", n, help[n], n, typ)
-		ss := families[n]
-		sort.Slice(ss, func(i, j int) bool { return ss[i].labels < ss[j].labels })
-		for _, s := range ss {
-			if s.labels == "" {
-				fmt.Fprintf(w, "%s %d\n", n, s.value)
-			} else {
-				fmt.Fprintf(w, "%s{%s} %d\n", n, s.labels, s.value)
-			}
-		}
+	return "Dispatch outcome counter (" + k + ")."
+}
+
+func linkHelp(k string) string {
+	if h, ok := map[string]string{
+		"rx_frames": "Frames read from the link (a super-frame counts once).", "rx_bytes": "Bytes read from the link.",
+		"rx_runt": "Frames shorter than an Ethernet header (dropped).", "rx_foreign": "Unicast frames for another MAC (dropped).",
+		"rx_errors": "Read errors.", "tx_frames": "Frames written to the link (a super-frame counts once).",
+		"tx_bytes": "Bytes written to the link.", "tx_errors": "Write errors (frame dropped).",
+		"tx_too_big": "Frames larger than the largest frame (dropped).", "rx_super_frames": "TCP super-frames received (segmentation offload).",
+		"tx_super_frames": "TCP super-frames written whole.", "segmented": "Super-frames cut in software.",
+		"bad_offload": "Frames whose virtio-net header could not be honoured (dropped).",
+	}[k]; ok {
+		return h
 	}
+	return "Link counter (" + k + ")."
+}
+
+func routerHelp(k string) string {
+	if h, ok := map[string]string{
+		"ttl_exceeded":          "Packets dropped for TTL or hop limit (ICMP time exceeded sent).",
+		"icmp_rate_limited":     "ICMP errors not sent because of the rate limit.",
+		"malformed_dropped":     "Malformed packets dropped by the datapath.",
+		"arp_claims_dropped":    "ARP packets claiming a protected address, dropped.",
+		"arp_claim_requests":    "ARP requests claiming a protected address.",
+		"arp_claim_replies":     "ARP replies claiming a protected address.",
+		"arp_claim_gratuit":     "Gratuitous ARP claiming a protected address.",
+		"fastpath_forwarded":    "Packets forwarded by the fast path.",
+		"fastpath_bytes":        "Bytes forwarded by the fast path.",
+		"fastpath_missed":       "Packets the fast path handed to netstack.",
+		"fastpath_write_errors": "Fast-path writes that failed.",
+		"announcements_sent":    "Table announcements sent (broadcast mode).",
+		"announcements_failed":  "Table announcements that could not be sent.",
+	}[k]; ok {
+		return h
+	}
+	return "Router counter (" + k + ")."
 }

@@ -1,15 +1,20 @@
 package main
 
 import (
-	"bytes"
+	"errors"
+	"io"
+	"net/http/httptest"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ghostrouter/ghostrouter/dispatch"
 )
 
-func TestWriteMetrics(t *testing.T) {
-	st := Status{
+func testStatus() Status {
+	return Status{
 		Clusters: []dispatch.ClusterStatus{{
 			Name: "web", Version: 3,
 			Counters: map[string]uint64{"packets": 10, "drop_no_mac": 2},
@@ -18,40 +23,77 @@ func TestWriteMetrics(t *testing.T) {
 				{ID: 1, Address: "10.0.0.12", Up: false, Buckets: 0, Packets: 4, Bytes: 400, Transitions: 1},
 			},
 		}},
-		Links:    []LinkStatus{{Name: "lan0", Counters: map[string]uint64{"rx_frames": 7}}},
-		Counters: map[string]uint64{"ttl_exceeded": 1},
+		Links:    []LinkStatus{{Name: "lan0", Counters: map[string]uint64{"rx_frames": 7, "tx_bytes": 70}}},
+		Counters: map[string]uint64{"ttl_exceeded": 1, "fastpath_forwarded": 5},
 	}
-	var b bytes.Buffer
-	writeMetrics(&b, st)
-	out := b.String()
+}
+
+// scrape returns the text exposition of m.
+func scrape(t *testing.T, m *metrics) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", "/metrics", nil)
+	req.Header.Set("Accept", "text/plain")
+	m.Handler().ServeHTTP(rec, req)
+	if rec.Code != 200 {
+		t.Fatalf("/metrics: %d %s", rec.Code, rec.Body.String())
+	}
+	b, _ := io.ReadAll(rec.Body)
+	return string(b)
+}
+
+func TestMetrics(t *testing.T) {
+	m := newMetrics(testStatus, func() (uint64, uint64, uint64) { return 2, 30, 4 })
+	m.HealthChecked("web", 0, 3*time.Millisecond, nil)
+	m.HealthChecked("web", 1, 500*time.Millisecond, errors.New("timeout"))
+	m.TableBuilt("web", 200*time.Microsecond)
+	out := scrape(t, m)
 	for _, want := range []string{
 		"# TYPE ghostrouter_cluster_packets_total counter\n",
 		`ghostrouter_cluster_packets_total{cluster="web"} 10` + "\n",
 		`ghostrouter_cluster_drop_no_mac_total{cluster="web"} 2` + "\n",
 		"# TYPE ghostrouter_server_up gauge\n",
-		`ghostrouter_server_up{cluster="web",server="0",address="10.0.0.11"} 1` + "\n",
-		`ghostrouter_server_up{cluster="web",server="1",address="10.0.0.12"} 0` + "\n",
-		`ghostrouter_server_buckets{cluster="web",server="0",address="10.0.0.11"} 2048` + "\n",
+		`ghostrouter_server_up{address="10.0.0.11",cluster="web",server="0"} 1` + "\n",
+		`ghostrouter_server_up{address="10.0.0.12",cluster="web",server="1"} 0` + "\n",
+		`ghostrouter_server_buckets{address="10.0.0.11",cluster="web",server="0"} 2048` + "\n",
+		`ghostrouter_server_packets_total{address="10.0.0.12",cluster="web",server="1"} 4` + "\n",
 		`ghostrouter_link_rx_frames_total{interface="lan0"} 7` + "\n",
 		"ghostrouter_ttl_exceeded_total 1\n",
+		"# TYPE ghostrouter_health_check_duration_seconds histogram\n",
+		`ghostrouter_health_check_duration_seconds_bucket{cluster="web",result="ok",server="0",le="0.005"} 1` + "\n",
+		`ghostrouter_health_check_duration_seconds_bucket{cluster="web",result="ok",server="0",le="0.0025"} 0` + "\n",
+		`ghostrouter_health_check_duration_seconds_count{cluster="web",result="failed",server="1"} 1` + "\n",
+		`ghostrouter_table_build_duration_seconds_count{cluster="web"} 1` + "\n",
+		"ghostrouter_capture_sessions_total 2\n",
+		"ghostrouter_capture_dropped_frames_total 4\n",
+		"# TYPE go_goroutines gauge\n",
+		"# TYPE process_cpu_seconds_total counter\n",
+		"ghostrouter_build_info{commit=",
 	} {
 		if !strings.Contains(out, want) {
-			t.Errorf("metrics lack %q:\n%s", want, out)
+			t.Errorf("metrics lack %q", want)
 		}
 	}
-	// Every sample line belongs to a family announced by # TYPE before it.
-	typed := map[string]bool{}
-	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
-		if strings.HasPrefix(l, "# TYPE ") {
-			typed[strings.Fields(l)[2]] = true
-			continue
+	if t.Failed() {
+		t.Logf("exposition:\n%s", out)
+	}
+	promtoolCheck(t, out)
+}
+
+// promtoolCheck runs Prometheus' own linter on an exposition: names, units,
+// suffixes, HELP and TYPE lines.
+func promtoolCheck(t *testing.T, exposition string) {
+	t.Helper()
+	if _, err := exec.LookPath("promtool"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("promtool not installed (Debian package prometheus)")
 		}
-		if strings.HasPrefix(l, "#") {
-			continue
-		}
-		name := strings.FieldsFunc(l, func(r rune) bool { return r == '{' || r == ' ' })[0]
-		if !typed[name] {
-			t.Errorf("sample %q before its # TYPE line", l)
-		}
+		t.Skip("promtool not installed (Debian package prometheus)")
+	}
+	cmd := exec.Command("promtool", "check", "metrics")
+	cmd.Stdin = strings.NewReader(exposition)
+	out, err := cmd.CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "" {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
 }

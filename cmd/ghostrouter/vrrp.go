@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"github.com/ghostrouter/ghostrouter/router"
 	"github.com/ghostrouter/ghostrouter/router/config"
 	"github.com/ghostrouter/ghostrouter/router/vrrp"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // newVRRP builds the configured virtual routers over r's links. They join
@@ -272,24 +274,27 @@ func printVRRP(w io.Writer, vs []vrrp.Status) {
 
 // writeVRRPMetrics adds the virtual routers' samples: state (1 for the
 // current one), the master's priority, transitions and counters.
-func writeVRRPMetrics(add func(name, help, labels string, v uint64), vs []vrrp.Status) {
-	q := strconv.Quote
+func writeVRRPMetrics(emit emitFunc, vs []vrrp.Status) {
+	labels := []string{"vrrp", "interface", "vrid"}
 	for _, v := range vs {
-		l := "vrrp=" + q(v.Name) + ",interface=" + q(v.Interface) + ",vrid=" + q(strconv.Itoa(int(v.VRID)))
+		vals := []string{v.Name, v.Interface, strconv.Itoa(int(v.VRID))}
 		for _, s := range []string{"init", "backup", "master"} {
 			n := uint64(0)
 			if v.State == s {
 				n = 1
 			}
-			add("ghostrouter_vrrp_state", "1 for the virtual router's current state.", l+",state="+q(s), n)
+			emit("ghostrouter_vrrp_state", "1 for the virtual router's current state.", prometheus.GaugeValue, n,
+				append(slices.Clone(labels), "state"), append(slices.Clone(vals), s)...)
 		}
-		add("ghostrouter_vrrp_priority", "The local priority.", l, uint64(v.Priority))
-		add("ghostrouter_vrrp_master_priority", "The current master's priority, labelled with its address.", l+",master="+q(v.Master), uint64(v.MasterPriority))
+		emit("ghostrouter_vrrp_priority", "The local priority.", prometheus.GaugeValue, uint64(v.Priority), labels, vals...)
+		emit("ghostrouter_vrrp_master_priority", "The current master's priority, labelled with its address.", prometheus.GaugeValue,
+			uint64(v.MasterPriority), append(slices.Clone(labels), "master"), append(slices.Clone(vals), v.Master)...)
 		for k, n := range v.Counters {
-			add("ghostrouter_vrrp_"+k+"_total", "Virtual router counter.", l, n)
+			emit("ghostrouter_vrrp_"+k+"_total", "Virtual router counter.", prometheus.CounterValue, n, labels, vals...)
 		}
 		if len(v.Transitions) > 0 {
-			add("ghostrouter_vrrp_last_transition_seconds", "Unix time of the last state change.", l, uint64(v.Transitions[len(v.Transitions)-1].At.Unix()))
+			emit("ghostrouter_vrrp_last_transition_seconds", "Unix time of the last state change.", prometheus.GaugeValue,
+				uint64(v.Transitions[len(v.Transitions)-1].At.Unix()), labels, vals...)
 		}
 	}
 }

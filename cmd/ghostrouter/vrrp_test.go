@@ -44,21 +44,21 @@ func TestVRRPReporting(t *testing.T) {
 			t.Errorf("status text lacks %q:\n%s", want, b.String())
 		}
 	}
-	var m bytes.Buffer
-	writeMetrics(&m, Status{VRRP: vs})
+	m := scrape(t, newMetrics(func() Status { return Status{VRRP: vs} }, func() (uint64, uint64, uint64) { return 0, 0, 0 }))
 	for _, want := range []string{
-		`ghostrouter_vrrp_state{vrrp="up0/51",interface="up0",vrid="51",state="master"} 1`,
-		`ghostrouter_vrrp_state{vrrp="up0/51",interface="up0",vrid="51",state="backup"} 0`,
-		`ghostrouter_vrrp_master_priority{vrrp="up0/51",interface="up0",vrid="51",master="198.51.100.2"} 150`,
-		`ghostrouter_vrrp_adverts_out_total{vrrp="up0/51",interface="up0",vrid="51"} 7`,
-		`ghostrouter_vrrp_last_transition_seconds{vrrp="up0/51",interface="up0",vrid="51"} 1767323045`,
+		`ghostrouter_vrrp_state{interface="up0",state="master",vrid="51",vrrp="up0/51"} 1`,
+		`ghostrouter_vrrp_state{interface="up0",state="backup",vrid="51",vrrp="up0/51"} 0`,
+		`ghostrouter_vrrp_master_priority{interface="up0",master="198.51.100.2",vrid="51",vrrp="up0/51"} 150`,
+		`ghostrouter_vrrp_adverts_out_total{interface="up0",vrid="51",vrrp="up0/51"} 7`,
+		`ghostrouter_vrrp_last_transition_seconds{interface="up0",vrid="51",vrrp="up0/51"} 1.767323045e+09`,
 		"# TYPE ghostrouter_vrrp_adverts_out_total counter",
 	} {
-		if !strings.Contains(m.String(), want) {
-			t.Errorf("metrics lack %q:\n%s", want, m.String())
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %q:\n%s", want, m)
 		}
 	}
 }
+
 
 func TestWarnVRRP(t *testing.T) {
 	var b bytes.Buffer

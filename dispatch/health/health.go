@@ -156,12 +156,26 @@ type Checker struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	observe func(id int, d time.Duration, err error) // may be nil
+}
+
+// Option adjusts a Checker.
+type Option func(*Checker)
+
+// WithObserver has every check's duration and result reported to f, from
+// the checking goroutines.
+func WithObserver(f func(server int, d time.Duration, err error)) Option {
+	return func(c *Checker) { c.observe = f }
 }
 
 // NewChecker returns a checker for targets; every target starts up, with the
 // state it had in prev if it is there (so a reload keeps what is known).
-func NewChecker(h config.Health, targets []Target, p Prober, prev map[int]State, onChange func(Event)) *Checker {
+func NewChecker(h config.Health, targets []Target, p Prober, prev map[int]State, onChange func(Event), opts ...Option) *Checker {
 	c := &Checker{h: h, p: p, onChange: onChange, states: map[int]*State{}}
+	for _, o := range opts {
+		o(c)
+	}
 	now := time.Now()
 	for _, t := range targets {
 		st := State{Up: true, Since: now}
@@ -194,9 +208,13 @@ func (c *Checker) loop(ctx context.Context, t Target, offset time.Duration) {
 		case <-timer.C:
 		}
 		seq++
+		start := time.Now()
 		err := Check(ctx, c.p, c.h, t.Addr, seq)
 		if ctx.Err() != nil {
 			return
+		}
+		if c.observe != nil {
+			c.observe(t.ID, time.Since(start), err)
 		}
 		now := time.Now()
 		c.mu.Lock()

@@ -39,6 +39,10 @@
 // lines itself (locate.go): a small scanner over the already-validated text
 // that maps every key path, array indices included, to its line.
 //
+// README.md in this directory is the reference of every key (type, default,
+// example); reference_test.go asks the decoder which keys it knows in every
+// table and fails when the reference and the decoder disagree.
+//
 // The package has no state: a Config is a plain value, safe to share once
 // built and never modified by this package after Parse returns.
 package config

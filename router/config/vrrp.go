@@ -30,16 +30,16 @@ const (
 // of the appliance's interfaces. The master of the virtual router owns its
 // addresses and its virtual MAC on that link.
 type VRRP struct {
-	Interface string
-	VRID      uint8         // 1..255
-	Priority  uint8         // 1..254; 255 = the addresses are this router's own
-	Interval  time.Duration // advertisement interval, a whole number of centiseconds
-	Addresses []netip.Addr  // the virtual addresses: one family
-	Preempt   bool          // a higher priority backup takes over from a lower priority master
-	Group     string        // sync group: its instances change state together; "" for none
-	Checksum  string        // ChecksumRFC5798 or ChecksumRFC9568 (what is sent; both are accepted)
-	Peers     []netip.Addr  // unicast advertisements to these instead of the multicast group
-	Line      int           // line of the [[vrrp]] header
+	Interface    string
+	VRID         uint8         // 1..255
+	Priority     uint8         // 1..254; 255 = the addresses are this router's own
+	Interval     time.Duration // advertisement interval, a whole number of centiseconds
+	Addresses    []netip.Addr  // the virtual addresses: one family
+	Preempt      bool          // a higher priority backup takes over from a lower priority master
+	Group        string        // sync group: its instances change state together; "" for none
+	Checksum     string        // ChecksumRFC5798 or ChecksumRFC9568 (what is sent; both are accepted)
+	UnicastPeers []netip.Addr  // unicast advertisements to these instead of the multicast group
+	Line         int           // line of the [[vrrp]] header
 }
 
 // IPv6 reports whether the instance's virtual addresses are IPv6.
@@ -128,14 +128,14 @@ func (d *decoder) vrrp(t *table) VRRP {
 				t.errorAt(e.line, "unicast_peers", "%s", msg)
 				continue
 			}
-			if containsAddr(v.Peers, a) {
+			if containsAddr(v.UnicastPeers, a) {
 				t.errorAt(e.line, "unicast_peers", "%s is given twice", a)
 				continue
 			}
-			v.Peers = append(v.Peers, a)
+			v.UnicastPeers = append(v.UnicastPeers, a)
 		}
-		if len(v.Peers) > MaxVRRPPeers {
-			t.errorf("unicast_peers", "%d peers; at most %d", len(v.Peers), MaxVRRPPeers)
+		if len(v.UnicastPeers) > MaxVRRPPeers {
+			t.errorf("unicast_peers", "%d peers; at most %d", len(v.UnicastPeers), MaxVRRPPeers)
 		}
 	}
 	d.vrrps = append(d.vrrps, t)
@@ -213,7 +213,7 @@ func (d *decoder) checkVRRP(cfg *Config, own map[netip.Addr]owner) {
 				}
 			}
 		}
-		for j, a := range v.Peers {
+		for j, a := range v.UnicastPeers {
 			line := t.elemLine("unicast_peers", j)
 			switch {
 			case a.Is6() != v6:

@@ -32,7 +32,7 @@ preempt = false
 	v := cfg.VRRP[0]
 	if v.Interface != "up0" || v.VRID != 51 || v.Priority != 150 || v.Interval != 100*time.Millisecond ||
 		v.Group != "edge" || v.Checksum != ChecksumRFC9568 || !v.Preempt || v.Name() != "up0/51" ||
-		len(v.Peers) != 1 || v.Peers[0] != netip.MustParseAddr("198.51.100.3") || v.IPv6() {
+		len(v.UnicastPeers) != 1 || v.UnicastPeers[0] != netip.MustParseAddr("198.51.100.3") || v.IPv6() {
 		t.Errorf("first: %+v", v)
 	}
 	w := cfg.VRRP[1]

@@ -77,6 +77,7 @@ type Endpoint struct {
 	mtu    atomic.Uint32
 
 	hook       atomic.Pointer[hookRef]
+	tap        atomic.Pointer[tapRef] // see capture.go
 	dispatcher atomic.Pointer[dispatcherRef]
 	peers      atomic.Pointer[[]*Endpoint] // see Group; nil: this endpoint alone
 	accept     atomic.Pointer[acceptSet]   // additional unicast MACs (accept.go)
@@ -499,6 +500,7 @@ func (e *Endpoint) writeRaw(qi int, b []byte, frameLen int) error {
 	if qi > 0 && len(e.files) > 1 {
 		f = e.files[qi%len(e.files)]
 	}
+	e.tapFrame(Out, b[len(b)-frameLen:])
 	if _, err := f.Write(b); err != nil {
 		e.stats.TxErrors.Add(1)
 		return err
@@ -587,6 +589,7 @@ func (e *Endpoint) receiveLoop(q *rxQueue) {
 func (e *Endpoint) receive(q *rxQueue, frame []byte) {
 	e.stats.RxFrames.Add(1)
 	e.stats.RxBytes.Add(uint64(len(frame)))
+	e.tapFrame(In, frame)
 	if len(frame) < header.EthernetMinimumSize {
 		e.stats.RxRunt.Add(1)
 		return

@@ -518,11 +518,11 @@ func (s *Set) advertise(in *instance, priority uint8) {
 	if in.cfg.Checksum == config.ChecksumRFC9568 {
 		msg.Checksum = MessageOnly
 	}
-	if len(in.cfg.Peers) == 0 {
+	if len(in.cfg.UnicastPeers) == 0 {
 		s.sendAdvert(in, &msg, in.dst, multicastMAC(in.dst))
 		return
 	}
-	for _, p := range in.cfg.Peers {
+	for _, p := range in.cfg.UnicastPeers {
 		mac, ok := s.d.Resolve(in.cfg.Interface, p)
 		if !ok {
 			in.ctr.SendErrors.Add(1)
