@@ -59,7 +59,6 @@ func TestVRRPReporting(t *testing.T) {
 	}
 }
 
-
 func TestWarnVRRP(t *testing.T) {
 	var b bytes.Buffer
 	log := config.NewLogger("warn", &b)
