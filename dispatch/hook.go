@@ -224,6 +224,10 @@ func (f *Forwarder) fragment(c *Cluster, v *View, idx int, mac [6]byte, ip []byt
 	fw := binary.BigEndian.Uint16(ip[6:8])
 	baseOff := int(fw & 0x1fff)
 	payload := ip[hl:]
+	if !fragmentFits(baseOff, len(payload)) {
+		c.stats.Malformed.Add(1)
+		return
+	}
 	for off := 0; off < len(payload); {
 		opts := ip[ipv4Min:hl]
 		if off > 0 {
