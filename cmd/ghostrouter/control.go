@@ -59,6 +59,8 @@ func (a *appliance) status(path string) Status {
 			"arp_claim_gratuit":  a.guard.Stats().Gratuitous.Load(),
 		},
 	}
+	st.Counters["unicast_in_broadcast_dropped"] = a.r.Stats().UnicastInGroupFrame.Load()
+	st.Counters["redirects_sent"] = a.r.Stats().RedirectsSent.Load()
 	fp := a.r.FastPathStats()
 	st.Counters["fastpath_forwarded"] = fp.Forwarded.Load()
 	st.Counters["fastpath_bytes"] = fp.Bytes.Load()
