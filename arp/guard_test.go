@@ -79,9 +79,9 @@ func FuzzGuard(f *testing.F) {
 	f.Add(arpFrame(opReply, ghost, me))
 	f.Add(arpFrame(opRequest, ghost, ghost))
 	f.Add(arpFrame(opRequest, second, me))
-	f.Add(arpFrame(opRequest, me, ghost))                            // a request for the ghost: not a claim
-	f.Add(arpFrame(opReply, ghost, me)[:41])                         // one byte short
-	f.Add(append(arpFrame(3, ghost, me), 0, 0))                      // an odd opcode, padded
+	f.Add(arpFrame(opRequest, me, ghost))       // a request for the ghost: not a claim
+	f.Add(arpFrame(opReply, ghost, me)[:41])    // one byte short
+	f.Add(append(arpFrame(3, ghost, me), 0, 0)) // an odd opcode, padded
 	protected := map[[4]byte]bool{ghost.As4(): true, second.As4(): true}
 	g := NewGuard(map[netip.Addr]Role{ghost: {KindGhost, "web"}, second: {KindSecondGhost, "web"}}, nil)
 	claims := func(a [4]byte) (int, string) {
