@@ -14,6 +14,10 @@ type statusDoc struct {
 	Clusters  []struct {
 		Name     string
 		Counters map[string]uint64
+		Servers  []struct {
+			ID      int
+			Buckets int
+		}
 	}
 	Links []struct {
 		Name     string
