@@ -15,6 +15,20 @@ import "net/netip"
 // packet the cluster never sent is forged or misdelivered). An error that
 // fails the check is dropped and counted (ICMPMalformed); anything else
 // ICMP (echo requests, ...) is dispatched by its source, like all traffic.
+//
+// In broadcast mode the appliance does not choose: every server sees the
+// error, and the servers' filters agree through conntrack. The filter
+// accepts `ct state established,related` for the ghost before anything
+// else, and the kernel classifies an ICMP error as related exactly when its
+// quoted packet belongs to a connection in that kernel's conntrack table:
+// on the server that holds the connection. On every other server the error
+// matches no entry, is invalid, not new, and falls to the filter's final
+// drop. So the error is accepted by the one server that needs it (which is
+// the owner of the client's bucket once a change has settled, and the old
+// owner for a connection that survived a change), and nowhere else; the
+// end-to-end test shows it with a counting chain behind the filter and
+// with the servers' route caches (only the connection's server learns the
+// path MTU).
 
 const (
 	protoICMP   = 1
