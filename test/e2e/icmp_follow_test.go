@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ghostrouter/ghostrouter/test/harness"
 )
@@ -22,6 +23,9 @@ import (
 //
 //	pc 192.0.2.x ── c0 (1500) ─── m-c (1280) [mid 192.0.2.1 | 198.51.100.2] m-up ── u-m ─ br-up ── up0 [ghostrouter] lan0 ── br-lan ── srv0, srv1
 //
+// The same for IPv6 (packet too big, mid at 2001:db8:1::2, the client in
+// 2001:db8:3::/64).
+//
 // The error's outer source (mid) and the client are chosen to hash to
 // different servers, so an error dispatched by its outer source would reach
 // the wrong one. The evidence: each server's capture (which server's TCP
@@ -31,10 +35,15 @@ import (
 // which kernels accepted the error), and the download's sha256.
 
 const (
-	midUp      = "198.51.100.2"
-	midDown    = "192.0.2.1"
-	narrowMTU  = 1280
-	pmtuSeed   = 1191
+	midUp     = "198.51.100.2"
+	midDown   = "192.0.2.1"
+	midUp6    = "2001:db8:1::2"
+	midDown6  = "2001:db8:3::1"
+	ghost6PM  = "2001:db8:ffff::30"
+	second6PM = "2001:db8:2::fb"
+	narrowMTU = 1280
+	pmtuSeed  = 1191
+	// acceptedTb is the test's counting table on each server.
 	acceptedTb = "grtest"
 )
 
@@ -42,11 +51,32 @@ var fragNeededMTU = regexp.MustCompile(`\bmtu (\d+)\b`)
 
 func TestICMPErrorsFollowTheirFlow(t *testing.T) {
 	for _, mode := range []string{"routing", "broadcast"} {
-		t.Run(mode, func(t *testing.T) { icmpErrorsFollowTheirFlow(t, mode) })
+		t.Run(mode, func(t *testing.T) { icmpErrorsFollowTheirFlow(t, mode, false) })
 	}
 }
 
-func icmpErrorsFollowTheirFlow(t *testing.T, mode string) {
+func TestICMPv6ErrorsFollowTheirFlow(t *testing.T) {
+	for _, mode := range []string{"routing", "broadcast"} {
+		t.Run(mode, func(t *testing.T) { icmpErrorsFollowTheirFlow(t, mode, true) })
+	}
+}
+
+// pmtuFamily is what differs between the IPv4 and the IPv6 run.
+type pmtuFamily struct {
+	v6                          bool
+	ghost, midUp, midDown, cand string // cand: the clients' prefix
+	nft, icmpType               string // nftables family and the error's name
+	ip                          []string
+}
+
+func icmpErrorsFollowTheirFlow(t *testing.T, mode string, v6 bool) {
+	fam := pmtuFamily{ghost: ghostAddr, midUp: midUp, midDown: midDown, cand: "192.0.2.", nft: "ip",
+		icmpType: "icmp type destination-unreachable", ip: []string{"ip"}}
+	if v6 {
+		fam = pmtuFamily{v6: true, ghost: ghost6PM, midUp: midUp6, midDown: midDown6, cand: "2001:db8:3::", nft: "ip6",
+			icmpType: "icmpv6 type packet-too-big", ip: []string{"ip", "-6"}}
+	}
+	ipc := func(args ...string) []string { return append(append([]string(nil), fam.ip...), args...) }
 	tp := newTopo(t, topoOptions{servers: 2})
 	h := tp.h
 	mid, pc := h.NS("mid"), h.NS("pc")
@@ -54,61 +84,99 @@ func icmpErrorsFollowTheirFlow(t *testing.T, mode string) {
 	tp.rtr.MustRun("ip", "link", "set", "u-m", "master", "br-up")
 	h.Veth(pc, "c0", mid, "m-c")
 	mid.MustRun("ip", "link", "set", "m-c", "mtu", strconv.Itoa(narrowMTU))
-	mid.AddrAdd("m-up", midUp+"/24")
-	mid.AddrAdd("m-c", midDown+"/24")
-	mid.MustRun("ip", "route", "add", "default", "via", upAddr)
-	mid.Sysctl("net.ipv4.ip_forward", "1")
-
+	var cfg string
 	extra := ""
-	if mode == "broadcast" {
-		extra = broadcastExtra("")
+	if !v6 {
+		mid.AddrAdd("m-up", midUp+"/24")
+		mid.AddrAdd("m-c", midDown+"/24")
+		mid.MustRun("ip", "route", "add", "default", "via", upAddr)
+		mid.Sysctl("net.ipv4.ip_forward", "1")
+		if mode == "broadcast" {
+			extra = broadcastExtra("")
+		}
+		cfg = tp.baseConfig() + fmt.Sprintf("\n[[route]]\nto = \"192.0.2.0/24\"\nvia = %q\ninterface = \"up0\"\n", midUp) +
+			tp.clusterConfig(mode, "jhash", extra)
+	} else {
+		for _, ns := range []*harness.NS{mid, pc} {
+			ns.Sysctl("net.ipv6.conf.all.disable_ipv6", "0")
+		}
+		tp.enableIPv6(0, 0)
+		mid.AddrAdd("m-up", midUp6+"/64")
+		mid.AddrAdd("m-c", midDown6+"/64")
+		mid.MustRun("ip", "-6", "route", "add", "default", "via", "2001:db8:1::1")
+		mid.Sysctl("net.ipv6.conf.all.forwarding", "1")
+		more := "mode = \"routing\"\n"
+		if mode == "broadcast" {
+			more = fmt.Sprintf("mode = \"broadcast\"\nbroadcast_address = %q\n", second6PM)
+		}
+		cfg = tp.ipv6Config(`"`+lanAddr+`/24", "2001:db8:2::1/64"`, ghost6PM, more) +
+			fmt.Sprintf("\n[[route]]\nto = \"2001:db8:3::/64\"\nvia = %q\ninterface = \"up0\"\n", midUp6)
 	}
-	route := fmt.Sprintf("\n[[route]]\nto = \"192.0.2.0/24\"\nvia = %q\ninterface = \"up0\"\n", midUp)
-	tp.start(tp.baseConfig() + route + tp.clusterConfig(mode, "jhash", extra))
+	tp.start(cfg)
 	tp.setupNodes()
 
 	// A client address that hashes away from mid's (lookup only picks the
 	// set-up; the checks below read the servers, not lookup).
 	var cands []string
 	for i := 10; i < 40; i++ {
-		cands = append(cands, fmt.Sprintf("192.0.2.%d", i))
+		cands = append(cands, fmt.Sprintf("%s%d", fam.cand, i))
 	}
-	m := tp.lookup(append([]string{midUp}, cands...))
+	m := tp.lookup(append([]string{fam.midUp}, cands...))
 	client := ""
 	for _, c := range cands {
-		if m[c] != m[midUp] {
+		if m[c] != m[fam.midUp] {
 			client = c
 			break
 		}
 	}
 	if client == "" {
-		t.Fatalf("every candidate client hashes with mid's address %s to server %d", midUp, m[midUp])
+		t.Fatalf("every candidate client hashes with mid's address %s to server %d", fam.midUp, m[fam.midUp])
 	}
-	pc.AddrAdd("c0", client+"/24")
-	pc.MustRun("ip", "route", "add", "default", "via", midDown)
-	t.Logf("client %s (behind mid, %s, whose address hashes to server %d)", client, midUp, m[midUp])
+	bits := "/24"
+	if v6 {
+		bits = "/64"
+	}
+	pc.AddrAdd("c0", client+bits)
+	pc.MustRun(ipc("route", "add", "default", "via", fam.midDown)...)
+	if v6 {
+		for _, ns := range []*harness.NS{mid, pc} {
+			harness.WaitFor(t, 10*time.Second, "IPv6 duplicate address detection in "+ns.Name, func() bool {
+				out, err := ns.Run("ip", "-6", "addr", "show", "tentative")
+				return err == nil && strings.TrimSpace(out) == ""
+			})
+		}
+	}
+	t.Logf("client %s (behind mid, %s, whose address hashes to server %d)", client, fam.midUp, m[fam.midUp])
 
-	ghost := netip.MustParseAddr(ghostAddr)
+	ghost := netip.MustParseAddr(fam.ghost)
 	for _, s := range tp.servers {
 		transferServer(t, s.ns)
 		if mode == "broadcast" {
 			// A chain after the ghost filter (priority mangle) sees only
 			// what that filter accepted: it counts the ICMP errors.
-			nftScript(t, s.ns, fmt.Sprintf(`table ip %s {
+			nftScript(t, s.ns, fmt.Sprintf(`table %s %s {
 	chain pre {
 		type filter hook prerouting priority 0; policy accept;
-		ip daddr %s icmp type destination-unreachable counter
+		%s daddr %s %s counter
 	}
 }
-`, acceptedTb, ghostAddr))
+`, fam.nft, acceptedTb, fam.nft, fam.ghost, fam.icmpType))
 		}
 	}
 
+	filter := "icmp or (tcp port 9200 and tcp[tcpflags] & tcp-syn != 0)"
+	if v6 {
+		filter = "icmp6 or (ip6 and tcp port 9200 and ip6[53] & 0x02 != 0)"
+	}
 	var caps []*harness.Capture
 	for _, s := range tp.servers {
-		caps = append(caps, s.ns.Capture("e0", "icmp or (tcp port 9200 and tcp[tcpflags] & tcp-syn != 0)"))
+		caps = append(caps, s.ns.Capture("e0", filter))
 	}
-	caps = append(caps, mid.Capture("m-up", "icmp"))
+	midFilter := "icmp"
+	if v6 {
+		midFilter = "icmp6"
+	}
+	caps = append(caps, mid.Capture("m-up", midFilter))
 	transfer(t, pc, ghost, false, pmtuSeed)
 	all := harness.StopAll(caps...)
 
@@ -128,9 +196,21 @@ func icmpErrorsFollowTheirFlow(t *testing.T, mode string) {
 		t.Fatal("no server's capture shows a SYN-ACK to the client")
 	}
 
-	// mid sent fragmentation needed to the ghost: path-MTU discovery ran.
+	// mid sent fragmentation needed (packet too big) to the ghost, quoting
+	// a packet from the ghost to the client: path-MTU discovery ran.
 	isFragNeeded := func(p harness.Packet) bool {
-		if p.Proto != harness.ProtoICMP || p.ICMPType != 3 || p.ICMPCode != 4 || p.Src.String() != midUp || p.Dst != ghost {
+		if p.Src.String() != fam.midUp || p.Dst != ghost {
+			return false
+		}
+		if v6 {
+			if p.Proto != harness.ProtoICMPv6 || p.ICMPType != 2 || len(p.Network) < 48+40 {
+				return false
+			}
+			q := p.Network[48:]
+			return binary.BigEndian.Uint32(p.Network[44:48]) == narrowMTU &&
+				netip.AddrFrom16([16]byte(q[8:24])) == ghost && netip.AddrFrom16([16]byte(q[24:40])).String() == client
+		}
+		if p.Proto != harness.ProtoICMP || p.ICMPType != 3 || p.ICMPCode != 4 {
 			return false
 		}
 		hl := int(p.Network[0]&0x0f) * 4
@@ -145,7 +225,7 @@ func icmpErrorsFollowTheirFlow(t *testing.T, mode string) {
 		}
 	}
 	if sent == 0 {
-		t.Fatalf("mid sent no fragmentation needed (MTU %d) to the ghost: path-MTU discovery never ran, the test proves nothing", narrowMTU)
+		t.Fatalf("mid sent no ICMP error with MTU %d to the ghost: path-MTU discovery never ran, the test proves nothing", narrowMTU)
 	}
 	for i, s := range tp.servers {
 		got := 0
@@ -159,17 +239,17 @@ func icmpErrorsFollowTheirFlow(t *testing.T, mode string) {
 				wantMAC = "ff:ff:ff:ff:ff:ff"
 			}
 			if p.DstMAC.String() != wantMAC {
-				t.Errorf("server %d: fragmentation needed to %s, want %s", i, p.DstMAC, wantMAC)
+				t.Errorf("server %d: the ICMP error went to %s, want %s", i, p.DstMAC, wantMAC)
 			}
 		}
 		switch {
 		case i == holder && got == 0:
-			t.Errorf("server %d holds the connection but no fragmentation needed reached it (%d sent by mid)", i, sent)
+			t.Errorf("server %d holds the connection but no ICMP error reached it (%d sent by mid)", i, sent)
 		case i != holder && mode == "routing" && got != 0:
-			t.Errorf("server %d does not hold the connection but %d fragmentation needed reached it", i, got)
+			t.Errorf("server %d does not hold the connection but %d ICMP errors reached it", i, got)
 		}
 		// The kernel's own word: the route cache for the client.
-		rt := s.ns.MustRun("ip", "route", "get", client, "from", ghostAddr)
+		rt := s.ns.MustRun(ipc("route", "get", client, "from", fam.ghost)...)
 		learned := fragNeededMTU.FindStringSubmatch(rt)
 		if i == holder && (learned == nil || learned[1] != strconv.Itoa(narrowMTU)) {
 			t.Errorf("server %d (the connection's) has not learned MTU %d for %s:\n%s", i, narrowMTU, client, rt)
@@ -178,16 +258,16 @@ func icmpErrorsFollowTheirFlow(t *testing.T, mode string) {
 			t.Errorf("server %d (not the connection's) learned a path MTU for %s:\n%s", i, client, rt)
 		}
 		if mode == "broadcast" {
-			n := acceptedICMP(t, s.ns)
+			n := acceptedICMP(t, s.ns, fam.nft)
 			if i == holder && n == 0 {
 				t.Errorf("server %d: its ghost filter accepted none of the errors about its connection", i)
 			}
 			if i != holder && n != 0 {
 				t.Errorf("server %d: its ghost filter accepted %d errors about another server's connection", i, n)
 			}
-			t.Logf("server %d: fragmentation needed seen %d, accepted by the ghost filter %d", i, got, n)
+			t.Logf("server %d: ICMP errors seen %d, accepted by the ghost filter %d", i, got, n)
 		} else {
-			t.Logf("server %d: fragmentation needed received %d", i, got)
+			t.Logf("server %d: ICMP errors received %d", i, got)
 		}
 	}
 	if mode == "routing" {
@@ -199,7 +279,7 @@ func icmpErrorsFollowTheirFlow(t *testing.T, mode string) {
 			t.Errorf("drop_icmp_malformed = %d, want 0", n)
 		}
 	}
-	t.Logf("%s mode: server %d holds the connection; mid sent %d fragmentation needed", mode, holder, sent)
+	t.Logf("%s mode: server %d holds the connection; mid sent %d ICMP errors", mode, holder, sent)
 }
 
 // nftScript loads an nft script in ns.
@@ -215,9 +295,9 @@ func nftScript(t *testing.T, ns *harness.NS, script string) {
 var nftCounter = regexp.MustCompile(`counter packets (\d+) bytes`)
 
 // acceptedICMP reads the counting chain's packets.
-func acceptedICMP(t *testing.T, ns *harness.NS) int {
+func acceptedICMP(t *testing.T, ns *harness.NS, family string) int {
 	t.Helper()
-	out := ns.MustRun("nft", "list", "table", "ip", acceptedTb)
+	out := ns.MustRun("nft", "list", "table", family, acceptedTb)
 	m := nftCounter.FindStringSubmatch(out)
 	if m == nil {
 		t.Fatalf("no counter in:\n%s", out)
