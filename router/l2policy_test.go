@@ -167,3 +167,60 @@ func TestNoRedirectForBroadcastCluster(t *testing.T) {
 		t.Fatalf("redirect names %s, want %s", gw, other)
 	}
 }
+
+func TestUnicastInGroupFrameAllocatesNothing(t *testing.T) {
+	r, _, _ := newTestRouter(t)
+	v4 := icmpEcho(macA, bcastMAC, ipA, ipB, 64, 1)
+	v6 := make([]byte, 14+40)
+	copy(v6, []byte{0x33, 0x33, 0, 0, 0, 1})
+	v6[12], v6[13], v6[14] = 0x86, 0xdd, 0x60
+	v6[14+24] = 0x20
+	if a := testing.AllocsPerRun(1000, func() { r.unicastInGroupFrame(v4); r.unicastInGroupFrame(v6) }); a != 0 {
+		t.Fatalf("%v allocations per frame", a)
+	}
+}
+
+// FuzzUnicastInGroupFrame: whatever the frame, the policy drops only frames
+// to a group MAC carrying an IPv4 or IPv6 header, never one to a unicast
+// MAC, never one for the router's own addresses or a group address, and
+// counts exactly what it drops.
+func FuzzUnicastInGroupFrame(f *testing.F) {
+	f.Add(icmpEcho(macA, bcastMAC, ipA, ipB, 64, 1))
+	f.Add(icmpEcho(macA, bcastMAC, ipA, ipRA, 64, 1))
+	f.Add(icmpEcho(macA, macRA, ipA, ipB, 64, 1))
+	f.Add(arpReply(macA, bcastMAC, ipA, ipRA))
+	// Only the router's address sets matter here: a router without links.
+	r := &Router{local: map[[4]byte]struct{}{}}
+	for _, a := range []string{"192.0.2.1", "192.0.2.255", "198.51.100.1", "198.51.100.255"} {
+		r.local[netip.MustParseAddr(a).As4()] = struct{}{}
+	}
+	r.setPolicy(&config.Config{})
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		before := r.Stats().UnicastInGroupFrame.Load()
+		drop := r.unicastInGroupFrame(frame)
+		if d := r.Stats().UnicastInGroupFrame.Load() - before; d != uint64(btoi(drop)) {
+			t.Fatalf("dropped %v, counted %d", drop, d)
+		}
+		if !drop {
+			return
+		}
+		if frame[0]&1 == 0 {
+			t.Fatal("a frame to a unicast MAC dropped")
+		}
+		switch {
+		case len(frame) >= 34 && frame[12] == 0x08 && frame[13] == 0x00:
+			d := netip.AddrFrom4([4]byte(frame[30:34]))
+			if d.IsMulticast() || d == netip.MustParseAddr("255.255.255.255") || d == ipRA || d == netip.MustParseAddr("198.51.100.1") ||
+				d == netip.MustParseAddr("192.0.2.255") || d == netip.MustParseAddr("198.51.100.255") {
+				t.Fatalf("a packet for the router itself or a group (%s) dropped", d)
+			}
+		case len(frame) >= 54 && frame[12] == 0x86 && frame[13] == 0xdd:
+			d := netip.AddrFrom16([16]byte(frame[38:54]))
+			if d.IsMulticast() || d.IsLinkLocalUnicast() {
+				t.Fatalf("a packet to %s dropped", d)
+			}
+		default:
+			t.Fatalf("a frame that is not IP (type %x, %d bytes) dropped", frame[12:14], len(frame))
+		}
+	})
+}
