@@ -69,6 +69,9 @@ type Stats struct {
 	// UnicastInGroupFrame: unicast IP packets for another host that arrived
 	// in a link-layer broadcast or multicast frame: dropped (l2policy.go).
 	UnicastInGroupFrame atomic.Uint64
+	// Refragmented: IPv4 fragments in transit too big for their egress
+	// link, cut keeping their offset (refrag.go).
+	Refragmented atomic.Uint64
 }
 
 // Options are the parts of a router that other packages supply.
@@ -396,6 +399,9 @@ func (h *linkHook) Inbound(ep *tap.Endpoint, frame []byte) bool {
 		return true
 	}
 	if h.r.ttlGuard(h.l, frame) {
+		return true
+	}
+	if h.r.refragment(h.l, frame) {
 		return true
 	}
 	if h.r.fast.forward(h.l, frame) {

@@ -61,6 +61,7 @@ func (a *appliance) status(path string) Status {
 	}
 	st.Counters["unicast_in_broadcast_dropped"] = a.r.Stats().UnicastInGroupFrame.Load()
 	st.Counters["redirects_sent"] = a.r.Stats().RedirectsSent.Load()
+	st.Counters["refragmented"] = a.r.Stats().Refragmented.Load()
 	fp := a.r.FastPathStats()
 	st.Counters["fastpath_forwarded"] = fp.Forwarded.Load()
 	st.Counters["fastpath_bytes"] = fp.Bytes.Load()
