@@ -12,6 +12,10 @@
 //	                                                                                                   cache         is on (never
 //	                                                                                                                 for clusters)
 //
+// Between the TTL guard and the fast path, IPv4 fragments in transit that
+// are too big for their egress link are cut keeping their offset
+// (refrag.go): netstack would number the pieces from 0.
+//
 // netstack then does what a router does: ARP, ICMP echo for its own
 // addresses, longest-prefix routing, TTL decrement, ICMP unreachable errors.
 // tcpip.Error values are converted to Go errors here, once.
