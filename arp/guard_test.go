@@ -1,6 +1,7 @@
 package arp
 
 import (
+	"bytes"
 	"encoding/binary"
 	"log/slog"
 	"net"
@@ -65,10 +66,76 @@ func TestGuard(t *testing.T) {
 	}
 }
 
+// FuzzGuard checks every outcome against the guard's contract, worked out
+// here from the frame: consumed exactly when it is an Ethernet/IPv4 ARP
+// packet whose sender address is protected; then exactly one counter rises,
+// the one for its kind (gratuitous when sender == target, else reply or
+// request by the opcode), and the address's conflict record gains one claim
+// by the sender MAC; otherwise nothing is counted; the frame is never
+// changed.
 func FuzzGuard(f *testing.F) {
-	f.Add(arpFrame(opReply, netip.MustParseAddr("203.0.113.10"), netip.MustParseAddr("10.0.0.1")))
-	g := NewGuard(map[netip.Addr]Role{netip.MustParseAddr("203.0.113.10"): {KindGhost, "web"}}, nil)
-	f.Fuzz(func(t *testing.T, b []byte) { g.Inbound(nil, b) })
+	ghost, second := netip.MustParseAddr("203.0.113.10"), netip.MustParseAddr("10.0.0.250")
+	me := netip.MustParseAddr("10.0.0.1")
+	f.Add(arpFrame(opReply, ghost, me))
+	f.Add(arpFrame(opRequest, ghost, ghost))
+	f.Add(arpFrame(opRequest, second, me))
+	f.Add(arpFrame(opRequest, me, ghost))       // a request for the ghost: not a claim
+	f.Add(arpFrame(opReply, ghost, me)[:41])    // one byte short
+	f.Add(append(arpFrame(3, ghost, me), 0, 0)) // an odd opcode, padded
+	protected := map[[4]byte]bool{ghost.As4(): true, second.As4(): true}
+	g := NewGuard(map[netip.Addr]Role{ghost: {KindGhost, "web"}, second: {KindSecondGhost, "web"}}, nil)
+	claims := func(a [4]byte) (int, string) {
+		for _, c := range g.Conflicts() {
+			if c.Address == netip.AddrFrom4(a) {
+				return int(c.Claims), c.MAC
+			}
+		}
+		return 0, ""
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		in := append([]byte(nil), b...)
+		s := g.Stats()
+		req, rep, grat := s.Requests.Load(), s.Replies.Load(), s.Gratuitous.Load()
+		claim := len(b) >= 42 && b[12] == 0x08 && b[13] == 0x06 &&
+			bytes.Equal(b[14:20], []byte{0, 1, 0x08, 0, 6, 4}) && protected[[4]byte(b[28:32])]
+		var sender [4]byte
+		before := 0
+		if claim {
+			sender = [4]byte(b[28:32])
+			before, _ = claims(sender)
+		}
+		got := g.Inbound(nil, in)
+		if got != claim {
+			t.Fatalf("consumed %v, want %v", got, claim)
+		}
+		if !bytes.Equal(in, b) {
+			t.Fatal("the guard changed the frame")
+		}
+		dReq, dRep, dGrat := s.Requests.Load()-req, s.Replies.Load()-rep, s.Gratuitous.Load()-grat
+		if !claim {
+			if dReq+dRep+dGrat != 0 {
+				t.Fatalf("a frame that is no claim was counted (%d %d %d)", dReq, dRep, dGrat)
+			}
+			return
+		}
+		op := binary.BigEndian.Uint16(b[20:22])
+		want := [3]uint64{}
+		switch {
+		case sender == [4]byte(b[38:42]):
+			want[2] = 1
+		case op == opReply:
+			want[1] = 1
+		default:
+			want[0] = 1
+		}
+		if [3]uint64{dReq, dRep, dGrat} != want {
+			t.Fatalf("counted requests/replies/gratuitous %d/%d/%d, want %v (op %d)", dReq, dRep, dGrat, want, op)
+		}
+		after, mac := claims(sender)
+		if after != before+1 || mac != net.HardwareAddr(b[22:28]).String() {
+			t.Fatalf("conflict record: %d claims by %s, want %d by %s", after, mac, before+1, net.HardwareAddr(b[22:28]))
+		}
+	})
 }
 
 func TestConflictsRecordedAndKeptAcrossProtect(t *testing.T) {

@@ -39,6 +39,10 @@ type ClusterStats struct {
 	// super-frame (segmentation offload) or too short an MTU to carry a
 	// fragment: dropped.
 	Unfragmentable atomic.Uint64
+	// ICMPErrors: ICMP errors dispatched by the client their quoted packet
+	// was sent to; ICMPMalformed: ICMP errors whose quoted header is not a
+	// whole header of a packet from the ghost: dropped.
+	ICMPErrors, ICMPMalformed atomic.Uint64
 }
 
 // ServerStats counts what one server was sent.
@@ -174,7 +178,14 @@ func (f *Forwarder) dispatch4(c *Cluster, in *tap.Endpoint, frame []byte) {
 		}
 		return
 	}
-	v, idx, mac, ok := c.pick(netip.AddrFrom4([4]byte(ip[12:16])))
+	client := netip.AddrFrom4([4]byte(ip[12:16]))
+	if ip[9] == protoICMP {
+		var ok bool
+		if client, ok = c.errorClient4(ip[:tot], hl, client); !ok {
+			return
+		}
+	}
+	v, idx, mac, ok := c.pick(client)
 	if !ok {
 		return
 	}
@@ -224,6 +235,10 @@ func (f *Forwarder) fragment(c *Cluster, v *View, idx int, mac [6]byte, ip []byt
 	fw := binary.BigEndian.Uint16(ip[6:8])
 	baseOff := int(fw & 0x1fff)
 	payload := ip[hl:]
+	if !fragmentFits(baseOff, len(payload)) {
+		c.stats.Malformed.Add(1)
+		return
+	}
 	for off := 0; off < len(payload); {
 		opts := ip[ipv4Min:hl]
 		if off > 0 {
@@ -312,7 +327,14 @@ func (f *Forwarder) dispatch6(c *Cluster, in *tap.Endpoint, frame []byte) {
 		}
 		return
 	}
-	v, idx, mac, ok := c.pick(netip.AddrFrom16([16]byte(ip[8:24])))
+	client := netip.AddrFrom16([16]byte(ip[8:24]))
+	if ip[6] == protoICMPv6 {
+		var ok bool
+		if client, ok = c.errorClient6(ip[:tot], client); !ok {
+			return
+		}
+	}
+	v, idx, mac, ok := c.pick(client)
 	if !ok {
 		return
 	}

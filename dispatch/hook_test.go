@@ -263,25 +263,6 @@ func TestForwarderZeroAllocs(t *testing.T) {
 	}
 }
 
-func FuzzForwarderInbound(f *testing.F) {
-	f.Add(udpFrame(netip.MustParseAddr("198.51.100.10"), hookGhost, 64)) // a good packet
-	f.Add(udpFrame(netip.MustParseAddr("198.51.100.10"), hookGhost, 1))  // TTL 1
-	f.Add([]byte{0x02, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x86, 0xdd})     // IPv6 with no header
-	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-	if err != nil {
-		f.Fatal(err)
-	}
-	defer null.Close()
-	lan, err := tap.NewEndpoint(tap.EndpointConfig{Name: "null", Files: []*os.File{null}, MAC: hookLANMAC, MTU: 1500})
-	if err != nil {
-		f.Fatal(err)
-	}
-	fw, _, _ := testForwarder(f, lan, &recordedError{})
-	f.Fuzz(func(t *testing.T, frame []byte) {
-		fw.Inbound(nil, frame) // must not panic
-	})
-}
-
 func BenchmarkForwarderInbound(b *testing.B) {
 	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {

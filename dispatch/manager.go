@@ -510,6 +510,8 @@ func (m *Manager) Status() []ClusterStatus {
 			cs.Counters["drop_too_big"] = st.TooBig.Load()
 			cs.Counters["drop_unfragmentable"] = st.Unfragmentable.Load()
 			cs.Counters["fragmented"] = st.Fragmented.Load()
+			cs.Counters["icmp_errors"] = st.ICMPErrors.Load()
+			cs.Counters["drop_icmp_malformed"] = st.ICMPMalformed.Load()
 		}
 		out = append(out, cs)
 	}

@@ -86,6 +86,7 @@ func (r *Router) Reconfigure(cfg *config.Config) error {
 	if err := r.setStatics(wantStatics(cfg)); err != nil {
 		return err
 	}
+	r.setPolicy(cfg)
 	r.sendRedirects.Store(cfg.Router.SendRedirects)
 	return nil
 }

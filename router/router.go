@@ -5,11 +5,16 @@
 // The datapath of every link is a chain of small stages run on each inbound
 // frame before netstack sees it:
 //
-//	TAP ──> tap.Endpoint ──> [stages: ARP guard, dispatcher, ...] ──> TTL guard ──> fast path ──> [redirect] ──> netstack
-//	         drops runts and    each may consume the frame            IPv4 TTL<=1 in  plain IPv4    RFC 1812 host
-//	         foreign unicast    (forward, drop+count)                  transit: ICMP   transit from  redirect, when
-//	                                                                   time exceeded   a next-hop    send_redirects
-//	                                                                                   cache         is on
+//	TAP ──> tap.Endpoint ──> [stages: ARP guard, dispatcher, ...] ──> L2 policy ──> TTL guard ──> fast path ──> [redirect] ──> netstack
+//	         drops runts and    each may consume the frame            unicast IP in   IPv4 TTL<=1 in  plain IPv4    RFC 1812 host
+//	         foreign unicast    (forward, drop+count)                  a broadcast     transit: ICMP   transit from  redirect, when
+//	                                                                   frame: drop     time exceeded   a next-hop    send_redirects
+//	                                                                                                   cache         is on (never
+//	                                                                                                                 for clusters)
+//
+// Between the TTL guard and the fast path, IPv4 fragments in transit that
+// are too big for their egress link are cut keeping their offset
+// (refrag.go): netstack would number the pieces from 0.
 //
 // netstack then does what a router does: ARP, ICMP echo for its own
 // addresses, longest-prefix routing, TTL decrement, ICMP unreachable errors.
@@ -65,6 +70,12 @@ type Stats struct {
 	RedirectsSent    atomic.Uint64 // ICMP host redirects sent for ordinary traffic (send_redirects = true)
 	ICMPRateLimited  atomic.Uint64 // ICMP errors not sent because of the rate limit
 	MalformedDropped atomic.Uint64 // IPv4 packets in transit with a bad header: dropped
+	// UnicastInGroupFrame: unicast IP packets for another host that arrived
+	// in a link-layer broadcast or multicast frame: dropped (l2policy.go).
+	UnicastInGroupFrame atomic.Uint64
+	// Refragmented: IPv4 fragments in transit too big for their egress
+	// link, cut keeping their offset (refrag.go).
+	Refragmented atomic.Uint64
 }
 
 // Options are the parts of a router that other packages supply.
@@ -97,7 +108,8 @@ type Router struct {
 	sendRedirects atomic.Bool
 	statics       []static // permanent neighbors installed from the config
 	faults        chan error
-	fast          *fastPath // the forwarding fast path, the last stage (fastpath.go)
+	fast          *fastPath                  // the forwarding fast path, the last stage (fastpath.go)
+	policy        atomic.Pointer[addrPolicy] // ghosts and own IPv6 addresses (l2policy.go)
 }
 
 // New builds the router described by cfg: it opens (or creates) the TAP
@@ -151,6 +163,7 @@ func New(cfg *config.Config, opts Options) (_ *Router, err error) {
 	if err := r.setStatics(wantStatics(cfg)); err != nil {
 		return nil, err
 	}
+	r.setPolicy(cfg)
 	r.fast = newFastPath(r)
 	for _, l := range r.links {
 		l.EP.SetHook(&linkHook{r: r, l: l})
@@ -386,7 +399,13 @@ func (h *linkHook) Inbound(ep *tap.Endpoint, frame []byte) bool {
 			return true
 		}
 	}
+	if h.r.unicastInGroupFrame(frame) {
+		return true
+	}
 	if h.r.ttlGuard(h.l, frame) {
+		return true
+	}
+	if h.r.refragment(h.l, frame) {
 		return true
 	}
 	if h.r.fast.forward(h.l, frame) {
@@ -408,8 +427,10 @@ type fibEntry struct {
 // maybeRedirect sends an ICMP host redirect (RFC 1812 5.2.7.2) for an
 // ordinary IPv4 packet in transit that will leave by the link it came in on,
 // toward a next hop on the sender's own subnet: the sender could have sent it
-// there directly. The packet is still forwarded. Cluster traffic never gets
-// here: the dispatcher stage has consumed it.
+// there directly. The packet is still forwarded. Cluster traffic never
+// draws one: a routing-mode cluster's has been consumed by the dispatcher
+// stage, and a packet to or from any ghost (a broadcast cluster's goes via
+// its second ghost, on the LAN) is left alone here.
 func (r *Router) maybeRedirect(l *Link, frame []byte) {
 	if len(frame) < header.EthernetMinimumSize+header.IPv4MinimumSize || frame[12] != 0x08 || frame[13] != 0x00 || frame[0]&1 != 0 {
 		return
@@ -420,6 +441,9 @@ func (r *Router) maybeRedirect(l *Link, frame []byte) {
 	}
 	dst := netip.AddrFrom4([4]byte(ip[16:20]))
 	if _, ok := r.local[dst.As4()]; ok || dst.IsMulticast() {
+		return
+	}
+	if r.isGhost4(dst.As4()) || r.isGhost4([4]byte(ip[12:16])) {
 		return
 	}
 	var route *fibEntry

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -37,6 +38,12 @@ const (
 	// "fwmark"; see topo_test.go.
 	EnvKernelDispatch = "GHOSTROUTER_BENCH_KERNEL_DISPATCH"
 )
+
+// strict makes TestBench fail when a figure misses its target. Without it
+// the benchmark only measures and reports ("NOT met" in the table and in the
+// test log): a shared, noisy machine must not turn a measurement into a red
+// build by default. Use: go test ./test/bench/ -run '^TestBench$' -args -strict
+var strict = flag.Bool("strict", false, "TestBench fails when a figure misses its target")
 
 // Bounds of the HTTP and ping measurements.
 const (
@@ -120,6 +127,20 @@ func TestBench(t *testing.T) {
 		t.Errorf("writing the report: %v", err)
 	} else {
 		fmt.Printf("\nreport written to %s\n", outPath)
+	}
+	checkTargets(t, *strict, Unmet(Figures, samples[Kernel], samples[Appliance]))
+}
+
+// checkTargets reports the figures that missed their targets: an error
+// under -strict, a log line otherwise.
+func checkTargets(t testing.TB, strict bool, unmet []string) {
+	t.Helper()
+	for _, u := range unmet {
+		if strict {
+			t.Errorf("target NOT met: %s", u)
+		} else {
+			t.Logf("target NOT met (not a failure without -strict): %s", u)
+		}
 	}
 }
 

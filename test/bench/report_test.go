@@ -188,3 +188,36 @@ UdpLite: 0 0 0 0 0 0 0 0 0
 		t.Errorf("ParseSNMPUDP(no Udp) = nil error")
 	}
 }
+
+func TestUnmetAndStrict(t *testing.T) {
+	figs := []Figure{
+		{Key: "up", Name: "up", Better: Higher, Target: 0.5},
+		{Key: "lat", Name: "lat", Better: Lower, Target: 1.5},
+		{Key: "none", Name: "none", Better: Higher},
+		{Key: "gone", Name: "gone", Better: Higher, Target: 0.7},
+	}
+	kernel := Samples{"up": {10, 10, 10}, "lat": {1, 1, 1}, "none": {1}}
+	app := Samples{"up": {6, 6, 6}, "lat": {2, 2, 2}, "none": {0.1}}
+	got := Unmet(figs, kernel, app)
+	if len(got) != 2 || !strings.HasPrefix(got[0], "lat: ratio 2.00") || !strings.HasPrefix(got[1], "gone: ratio -") {
+		t.Fatalf("Unmet = %q, want lat (2.00 > 1.5) and gone (no data)", got)
+	}
+	// Without -strict a miss is logged; with it, it fails the test.
+	for _, strict := range []bool{false, true} {
+		rec := &recordingTB{TB: t}
+		checkTargets(rec, strict, got)
+		if rec.failed != strict || rec.logged == strict {
+			t.Errorf("strict=%v: failed %v logged %v", strict, rec.failed, rec.logged)
+		}
+	}
+}
+
+// recordingTB notes Errorf and Logf instead of acting on them.
+type recordingTB struct {
+	testing.TB
+	failed, logged bool
+}
+
+func (r *recordingTB) Errorf(string, ...any) { r.failed = true }
+func (r *recordingTB) Logf(string, ...any)   { r.logged = true }
+func (r *recordingTB) Helper()               {}

@@ -107,11 +107,17 @@ func (tp *topo) lookup(clients []string) map[string]int {
 	return m
 }
 
-// TestRoutingModeDispatch: 4 servers, 64 client addresses. Every client is
-// answered (HTTP and UDP) by exactly the server `lookup` names; on the LAN,
-// every packet to the ghost appears once, with the ghost as destination IP and
-// the predicted server's MAC; no server sees a ghost packet meant for
-// another; no ICMP redirect anywhere.
+// TestRoutingModeDispatch: 4 servers, 64 client addresses plus pairs of
+// addresses that share a bucket. The oracle is independent of the
+// appliance: each server's kernel computes nftables' jhash bucket of every
+// ghost packet it receives, which must be the hash contract's (a reference
+// written in the test); every client's packets reach exactly one server;
+// clients of one bucket reach the same server, whatever their address; the
+// table is balanced (contract 2). Then, on the wire: every packet to the
+// ghost appears once on the LAN, with the ghost as destination IP and that
+// server's MAC; no server sees a ghost packet meant for another; no ICMP
+// redirect anywhere. `lookup` (the offline tool) must agree with what the
+// datapath did.
 func TestRoutingModeDispatch(t *testing.T) {
 	const nClients = 64
 	tp := newTopo(t, topoOptions{servers: 4, clientAddrs: nClients})
@@ -120,13 +126,30 @@ func TestRoutingModeDispatch(t *testing.T) {
 	tp.start(withMetrics + tp.clusterConfig("routing", "jhash", ""))
 	tp.setupNodes()
 	clients := tp.clientSources(nClients)
+	used := map[string]bool{clientAddr: true, upAddr: true}
+	for _, c := range clients {
+		used[c] = true
+	}
+	pairs := bucketPairs(used, 0x5eed, 4096, 6)
+	if len(pairs) < 2 {
+		t.Fatalf("only %d pairs of addresses sharing a bucket", len(pairs))
+	}
+	for _, p := range pairs {
+		for _, a := range p {
+			tp.cli.AddrAdd("c0", a+"/32")
+			clients = append(clients, a)
+		}
+	}
+	for _, s := range tp.servers {
+		recordKernelBuckets(t, s.ns, 0x5eed, 4096)
+	}
 	want := tp.lookup(clients)
 	perServer := map[int]int{}
 	for _, id := range want {
 		perServer[id]++
 	}
 	if len(perServer) != 4 {
-		t.Fatalf("64 clients map to only %d servers: %v", len(perServer), perServer)
+		t.Fatalf("%d clients map to only %d servers: %v", len(clients), len(perServer), perServer)
 	}
 
 	capLAN := tp.rtr.Capture("br-lan", "ip")
@@ -196,7 +219,8 @@ func TestRoutingModeDispatch(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d clients over 4 servers %v; %d client->ghost packets upstream, each once on the LAN to its server's MAC", nClients, perServer, len(upCount))
+	checkAgainstKernel(t, tp, clients, pairs, want)
+	t.Logf("%d clients over 4 servers %v; %d client->ghost packets upstream, each once on the LAN to its server's MAC", len(clients), perServer, len(upCount))
 	metrics := tp.rtr.MustRun("curl", "-sf", "http://127.0.0.1:9469/metrics")
 	if !strings.Contains(metrics, fmt.Sprintf(`ghostrouter_cluster_packets_total{cluster="web"} %d`, upTotal)) {
 		t.Errorf("metrics do not count the %d dispatched packets:\n%s", upTotal, metrics)
@@ -208,5 +232,60 @@ func TestRoutingModeDispatch(t *testing.T) {
 	// Servers set up by ghostnode never claim the ghost, whatever the traffic.
 	if !strings.Contains(st, "address conflicts (ARP claims of protected addresses, dropped)\n  none") {
 		t.Errorf("address conflicts with correctly set-up servers:\n%s", st)
+	}
+}
+
+// checkAgainstKernel checks the dispatch against the servers' kernels: each
+// client reached exactly one server, in the bucket the hash contract gives
+// (the reference and the kernel's nft jhash agree), every bucket went to one
+// server, the pairs sharing a bucket went together, the table is balanced,
+// and lookup names the server the datapath chose.
+func checkAgainstKernel(t *testing.T, tp *topo, clients []string, pairs [][2]string, lookup map[string]int) {
+	t.Helper()
+	seenAt := map[netip.Addr][]int{}
+	kbucket := map[netip.Addr]int{}
+	for i, s := range tp.servers {
+		for a, b := range kernelBuckets(t, s.ns) {
+			seenAt[a] = append(seenAt[a], i)
+			kbucket[a] = b
+		}
+	}
+	serverOfBucket := map[int]int{}
+	for _, c := range clients {
+		a := netip.MustParseAddr(c)
+		at := seenAt[a]
+		if len(at) != 1 {
+			t.Errorf("client %s reached servers %v, want exactly one", c, at)
+			continue
+		}
+		if ref := refBucket4(a, 0x5eed, 4096); kbucket[a] != ref {
+			t.Errorf("client %s: the kernel's jhash bucket %d, the contract's %d", c, kbucket[a], ref)
+		}
+		if o, ok := serverOfBucket[kbucket[a]]; ok && o != at[0] {
+			t.Errorf("bucket %d went to servers %d and %d", kbucket[a], o, at[0])
+		}
+		serverOfBucket[kbucket[a]] = at[0]
+		if lookup[c] != at[0] {
+			t.Errorf("client %s reached server %d; lookup names %d", c, at[0], lookup[c])
+		}
+	}
+	for _, p := range pairs {
+		x, y := seenAt[netip.MustParseAddr(p[0])], seenAt[netip.MustParseAddr(p[1])]
+		if len(x) != 1 || len(y) != 1 || x[0] != y[0] {
+			t.Errorf("%s and %s share bucket %d but reached servers %v and %v", p[0], p[1], refBucket4(netip.MustParseAddr(p[0]), 0x5eed, 4096), x, y)
+		}
+	}
+	d := tp.statusJSON()
+	total := 0
+	for _, c := range d.Clusters {
+		for _, s := range c.Servers {
+			total += s.Buckets
+			if s.Buckets < 4096/4*99/100 || s.Buckets > 4096/4*101/100+1 {
+				t.Errorf("server %d owns %d of 4096 buckets, want 1024 within 1%%", s.ID, s.Buckets)
+			}
+		}
+	}
+	if total != 4096 {
+		t.Errorf("the servers own %d buckets, want 4096", total)
 	}
 }

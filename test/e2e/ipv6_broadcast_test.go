@@ -47,10 +47,7 @@ func broadcastIPv6(t *testing.T, v6only bool) {
 	} else {
 		tp.setupNodes()
 	}
-	st := tp.status()
-	if !strings.Contains(st, "second ghost "+second6+" -> ff:ff:ff:ff:ff:ff (permanent)") {
-		t.Fatalf("status does not show the IPv6 second ghost's permanent entry:\n%s", st)
-	}
+	requirePermanentBroadcast(t, tp.statusJSON(), "lan0", netip.MustParseAddr(second6))
 	want := tp.lookup(clients)
 	seen := map[int]bool{}
 	for _, id := range want {

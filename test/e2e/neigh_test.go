@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -15,53 +14,8 @@ import (
 	"github.com/ghostrouter/ghostrouter/test/harness"
 )
 
-// jsonStatus is the part of `ghostrouter status --json` these tests read.
-type jsonStatus struct {
-	ServerNeighbors []struct {
-		Address string `json:"address"`
-		MAC     string `json:"mac"`
-		State   string `json:"state"`
-		AgeMS   int64  `json:"age_ms"`
-		Changes int    `json:"changes"`
-	} `json:"server_neighbors"`
-	Conflicts []struct {
-		Address string `json:"address"`
-		Role    string `json:"role"`
-		MAC     string `json:"mac"`
-		Claims  uint64 `json:"claims"`
-	} `json:"conflicts"`
-	Neighbors []struct {
-		Interface string
-		Addr      string
-		MAC       string
-		Permanent bool
-	} `json:"neighbors"`
-	Links []struct {
-		Name string `json:"name"`
-		MAC  string `json:"mac"`
-	} `json:"links"`
-	Counters map[string]uint64 `json:"counters"`
-	Clusters []struct {
-		Name    string `json:"name"`
-		Servers []struct {
-			ID int  `json:"id"`
-			Up bool `json:"up"`
-		} `json:"servers"`
-	} `json:"clusters"`
-}
-
-func (tp *topo) statusJSON() jsonStatus {
-	tp.t.Helper()
-	var st jsonStatus
-	out := tp.rtr.MustRun(tp.bin, "status", "--socket", tp.sock, "--json")
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		tp.t.Fatalf("status --json: %v\n%s", err, out)
-	}
-	return st
-}
-
 // serverMACs maps each server address in st to its MAC ("" unresolved).
-func (st jsonStatus) serverMACs() map[string]string {
+func (st statusDoc) serverMACs() map[string]string {
 	m := map[string]string{}
 	for _, e := range st.ServerNeighbors {
 		m[e.Address] = e.MAC
@@ -228,7 +182,7 @@ func TestServerMACGuard(t *testing.T) {
 	}
 	v4 := func(i int) string { return tp.servers[i].addr.String() }
 	v6 := func(i int) string { return fmt.Sprintf("2001:db8:2::%x", 0x11+i) }
-	var st jsonStatus
+	var st statusDoc
 	harness.WaitFor(t, 10*time.Second, "every server address resolved by the appliance", func() bool {
 		st = tp.statusJSON()
 		macs := st.serverMACs()
@@ -357,7 +311,7 @@ func TestServerMACGuard(t *testing.T) {
 	}
 	perm := 0
 	for _, n := range st.Neighbors {
-		if n.Addr == v4(0) || n.Addr == v6(0) {
+		if a := n.Addr.String(); a == v4(0) || a == v6(0) {
 			if !n.Permanent || n.MAC != tp.servers[0].mac.String() {
 				t.Errorf("netstack's entry for %s: %s permanent=%v, want %s permanent", n.Addr, n.MAC, n.Permanent, tp.servers[0].mac)
 			}

@@ -193,8 +193,8 @@ func TestForeignMACAndLinkDown(t *testing.T) {
 	if !strings.Contains(out, " 0% packet loss") {
 		t.Fatalf("traffic did not continue after foreign-MAC frames:\n%s", out)
 	}
-	if !strings.Contains(tp.status(), "rx_foreign=5") {
-		t.Errorf("status does not count 5 foreign frames:\n%s", tp.status())
+	if n := tp.statusJSON().linkCounter(t, "up0", "rx_foreign"); n != 5 {
+		t.Errorf("up0 counted %d foreign frames, want 5:\n%s", n, tp.status())
 	}
 
 	// lan0 down under traffic: writes fail with EIO; the router must live.

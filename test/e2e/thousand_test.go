@@ -128,7 +128,7 @@ func TestThousandServers(t *testing.T) {
 	cfg = strings.Replace(cfg, `log_level = "debug"`, `log_level = "info"`, 1) + b.String()
 	t0 := time.Now()
 	tp.start(cfg)
-	var st jsonStatus
+	var st statusDoc
 	harness.WaitFor(t, 20*time.Second, "all 1,000 servers resolved", func() bool {
 		st = tp.statusJSON()
 		n := 0
@@ -334,7 +334,7 @@ func kernelBucket(a netip.Addr, seed, buckets uint32) uint32 {
 	return uint32(uint64(hc) * uint64(buckets) >> 32)
 }
 
-func upCount(st jsonStatus) int {
+func upCount(st statusDoc) int {
 	n := 0
 	for _, c := range st.Clusters {
 		for _, s := range c.Servers {
