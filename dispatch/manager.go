@@ -70,6 +70,7 @@ type managed struct {
 	checker *health.Checker
 	down    map[int]bool
 	events  []string // the last transitions, newest last
+	win     *window  // routing mode: the open transition window, or nil (window.go)
 }
 
 const maxEvents = 16
@@ -136,8 +137,12 @@ func (m *Manager) applyLocked(cfg *config.Config) (retired []*health.Checker, _ 
 	// Commit: health checkers, snapshots, forwarder, announcements.
 	var routing []*Cluster
 	keep := map[string]bool{}
+	now := time.Now()
 	for _, mc := range next {
 		prev := old[mc.cfg.Name]
+		if prev != nil && prev.c != nil && prev.c == mc.c {
+			mc.transit(prev, true, now) // a planned change: keep the moved buckets' connections
+		}
 		if prev != nil && prev.checker != nil && reflect.DeepEqual(prev.cfg.Health, mc.cfg.Health) && sameTargets(prev.cfg, mc.cfg) {
 			mc.checker = prev.checker
 			keep[mc.cfg.Name] = true
@@ -234,6 +239,9 @@ func (m *Manager) healthChanged(cluster string, ev health.Event) {
 		*mc = prev
 		return
 	}
+	// A recovery is planned (its buckets' connections stay on the servers
+	// that took them); a failure moves the failed server's buckets at once.
+	mc.transit(&prev, ev.Up, time.Now())
 	mc.publish()
 	m.announce(mc)
 	after := ownerCounts(mc)
@@ -298,15 +306,22 @@ func (mc *managed) publish() {
 	if mc.c == nil {
 		return
 	}
+	sel, servers, macs := mc.inEffect()
 	v := &View{
 		Version:  mc.version,
-		Selector: mc.sel,
-		Servers:  mc.servers,
-		MACs:     append([][6]byte(nil), mc.macs...),
-		Stats:    make([]*ServerStats, len(mc.servers)),
+		Selector: sel,
+		Servers:  servers,
+		MACs:     append([][6]byte(nil), macs...),
+		Stats:    make([]*ServerStats, len(servers)),
 	}
-	for i, s := range mc.servers {
+	for i, s := range servers {
+		if mc.stats[s.ID] == nil {
+			mc.stats[s.ID] = &ServerStats{}
+		}
 		v.Stats[i] = mc.stats[s.ID]
+	}
+	if mc.win != nil {
+		v.Trans = mc.win.tr
 	}
 	mc.c.Publish(v)
 }
@@ -362,6 +377,14 @@ func (m *Manager) loop() {
 		m.mu.Lock()
 		wait := time.Second
 		for _, mc := range m.clusters {
+			if mc.sweepWindow(now) {
+				mc.publish()
+			}
+			if d, ok := mc.nextWake(now); ok {
+				wait = min(wait, d)
+			}
+		}
+		for _, mc := range m.clusters {
 			if mc.cfg.Mode != config.ModeBroadcast || mc.cfg.AnnounceKey == "" {
 				continue
 			}
@@ -407,6 +430,14 @@ func (m *Manager) resolveOnce() bool {
 				changed = true
 			}
 		}
+		if w := mc.win; w != nil && w.learning() { // the table still in effect
+			for i, s := range w.effServers {
+				if mac, ok := m.d.Resolver.LinkAddress(mc.cfg.Interface, s.Addr); ok && mac != w.effMacs[i] {
+					w.effMacs[i] = mac
+					changed = true
+				}
+			}
+		}
 		if changed {
 			mc.publish()
 		}
@@ -445,6 +476,8 @@ type ClusterStatus struct {
 	Servers          []ServerStatus    `json:"servers"`
 	Counters         map[string]uint64 `json:"counters"`
 	Events           []string          `json:"events,omitempty"`
+	// Transition is the open transition window (routing mode), if any.
+	Transition *TransitionStatus `json:"transition,omitempty"`
 }
 
 // Status reports every cluster.
@@ -500,6 +533,13 @@ func (m *Manager) Status() []ClusterStatus {
 			cs.Counters["drop_too_big"] = st.TooBig.Load()
 			cs.Counters["drop_unfragmentable"] = st.Unfragmentable.Load()
 			cs.Counters["fragmented"] = st.Fragmented.Load()
+			fl := mc.c.FlowStats()
+			cs.Counters["flow_remembered"] = fl.Remembered.Load()
+			cs.Counters["flow_overflow"] = fl.Overflow.Load()
+			cs.Counters["flow_released"] = fl.Released.Load()
+			cs.Counters["flow_held_packets"] = fl.Held.Load()
+			cs.Counters["flow_windows"] = fl.Windows.Load()
+			cs.Transition = mc.transitionStatus()
 		}
 		out = append(out, cs)
 	}

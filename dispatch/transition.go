@@ -1,0 +1,254 @@
+package dispatch
+
+import (
+	"cmp"
+	"encoding/binary"
+	"net/netip"
+	"slices"
+	"sync/atomic"
+	"time"
+)
+
+// # Keeping connections across a planned change (routing mode)
+//
+// In routing mode the dispatcher is stateless: the bucket table alone names
+// a client's server, and the servers accept whatever reaches them. When a
+// bucket changes owner, every connection of its clients would land on a
+// server that does not know it and be reset. A transition window prevents
+// that for planned changes: a server added, drained (drain = true, weight
+// 0), reweighted, recovered after a failure, or any reload that moves
+// buckets. The steady state stays stateless; only while a window is open
+// does the dispatcher remember flows, and only those of the buckets that
+// move ("touched" buckets). It runs in two phases.
+//
+// Learning (learnPeriod, 500 ms, at most drain_timeout): the old table stays
+// in effect. Every TCP or UDP flow of a touched bucket that sends a packet is
+// remembered with the server that receives it, its old owner.
+//
+// Switched: the new table is in effect. For a packet of a touched bucket:
+//   - a remembered flow goes to its remembered server (if that server is
+//     still up and resolved; otherwise the current owner takes it);
+//   - a TCP SYN without ACK opens a new connection: it goes to the current
+//     owner and the flow is remembered, so that the rest of its handshake and
+//     its data follow it there even when its bucket moves again;
+//   - any other TCP packet of a flow not remembered belongs to a connection
+//     that predates the window (every connection opened since is remembered
+//     from its SYN): it goes to the bucket's owner when the window opened and
+//     is remembered. This covers a handshake that straddles the change: its
+//     SYN reached the old owner, and so do its final ACK and its data;
+//   - a UDP datagram of a flow not remembered is new: it goes to the current
+//     owner and is remembered. A UDP flow seen before the switch therefore
+//     stays with its old server until it is idle;
+//   - ICMP (echo included: any server answers it, and no state is kept for
+//     it), other protocols and non-first IPv4 fragments have no ports: they
+//     go to the current owner.
+//
+// Entries are released when the client sends RST (at once) or FIN (after
+// finLinger without further packets), when idle for flowIdle (30 s, at most
+// drain_timeout), when their server fails or leaves the configuration (its
+// connections are lost anyway), and all at once when the window closes. The
+// window closes drain_timeout after the switch of the last change it
+// absorbed, or earlier once it has been switched for flowIdle (at most
+// drain_timeout) and no remembered flow is held away from its bucket's
+// current owner. A change while a window is open joins it: the memory and
+// the window's original owners are kept, the touched set grows.
+//
+// A failed server's buckets move at once: a failure ends the learning phase
+// of a pending change and opens no window of its own, and flows remembered
+// for a failed server go to the current owner.
+//
+// The memory is bounded (flow_memory entries per cluster, allocated when a
+// window opens, freed when it closes). What cannot be remembered is counted
+// (flow_overflow). A SYN that cannot be remembered goes to the bucket's
+// original owner instead: with its later packets (unknown, so sent to the
+// original owner too) it stays consistent until the window closes. With
+// hash = "modulo", or across a change of bucket count or seed, touched is
+// decided per client by comparing the original, current and pending owners.
+
+// Timing of a transition window.
+const (
+	learnPeriod = 500 * time.Millisecond
+	finLinger   = 2 * time.Second
+	flowIdle    = 30 * time.Second
+)
+
+// DefaultFlowMemory is the default capacity of a cluster's transition
+// memory, in flows.
+const DefaultFlowMemory = 65536
+
+// FlowStats are a routing cluster's transition-memory counters.
+type FlowStats struct {
+	Remembered atomic.Uint64 // flows entered into the memory
+	Overflow   atomic.Uint64 // flows that could not be remembered: the memory was full
+	Released   atomic.Uint64 // entries released: RST, FIN, idle, server gone, window closed
+	Held       atomic.Uint64 // packets sent to a server other than the current owner to keep their connection
+	Windows    atomic.Uint64 // transition windows opened
+}
+
+// transition is what the packet path reads of an open window. It is
+// immutable but for the memory; a new one is published at each change.
+type transition struct {
+	mem   *flowMemory
+	epoch time.Time // the memory's clock starts here
+
+	// origin is the selector that was in effect when the window opened;
+	// originServers are the servers its indices refer to.
+	origin        Selector
+	originServers []Server
+	// pending, during learning, is the selector that takes effect at the
+	// switch (the view's Selector is still the old one); nil after.
+	pending        Selector
+	pendingServers []Server
+	// touched is a bitmap over the buckets that moved during the window; nil
+	// means "compare owners per client" (modulo, or bucket count or seed
+	// changed).
+	touched []uint64
+}
+
+// now is the memory's clock.
+func (tr *transition) now() int64 { return int64(time.Since(tr.epoch)) }
+
+// ownerID is the ID of the server sel's servers list names for client, or -1.
+func ownerID(sel Selector, servers []Server, client netip.Addr) int {
+	i, _, ok := sel.Select(client)
+	if !ok || i < 0 || i >= len(servers) {
+		return -1
+	}
+	return servers[i].ID
+}
+
+// touches reports whether client's packets need the memory.
+func (tr *transition) touches(v *View, client netip.Addr, bucket uint32) bool {
+	if tr.touched != nil {
+		w := int(bucket / 64)
+		return w < len(tr.touched) && tr.touched[w]&(1<<(bucket%64)) != 0
+	}
+	cur := ownerID(v.Selector, v.Servers, client)
+	if ownerID(tr.origin, tr.originServers, client) != cur {
+		return true
+	}
+	return tr.pending != nil && ownerID(tr.pending, tr.pendingServers, client) != cur
+}
+
+// liveIndex is the index in v.Servers of server id if it is up and its MAC
+// is resolved.
+func (v *View) liveIndex(id int) (int, bool) {
+	i, found := slices.BinarySearchFunc(v.Servers, id, func(s Server, id int) int { return cmp.Compare(s.ID, id) })
+	if !found || !v.Servers[i].Up || i >= len(v.MACs) || v.MACs[i] == ([6]byte{}) {
+		return 0, false
+	}
+	return i, true
+}
+
+const (
+	protoTCP  = 6
+	protoUDP  = 17
+	tcpFIN    = 0x01
+	tcpSYN    = 0x02
+	tcpRST    = 0x04
+	tcpACK    = 0x10
+	noL4      = -1 // pickFlow: the packet has no transport header to read
+	tcpMinLen = 20
+)
+
+// pickFlow chooses the server for a packet from client: ip is its IP packet,
+// l4 the offset of its transport header (or noL4) and proto the protocol
+// there. In the steady state it is pick; while a transition window is open it
+// consults the window's memory (see the comment at the top of this file).
+func (c *Cluster) pickFlow(client netip.Addr, ip []byte, l4 int, proto uint8) (v *View, idx int, mac [6]byte, ok bool) {
+	v = c.view.Load()
+	if v == nil {
+		c.stats.NoServer.Add(1)
+		return nil, 0, mac, false
+	}
+	idx, bucket, ok := v.Selector.Select(client)
+	if tr := v.Trans; tr != nil && l4 >= 0 && tr.touches(v, client, bucket) {
+		idx, ok = c.steer(v, tr, client, idx, ok, ip, l4, proto)
+	}
+	if !ok {
+		c.stats.NoServer.Add(1)
+		return nil, 0, mac, false
+	}
+	if mac = v.MACs[idx]; mac == ([6]byte{}) {
+		c.stats.NoMAC.Add(1)
+		return nil, 0, mac, false
+	}
+	return v, idx, mac, true
+}
+
+// steer applies the window's rules to a packet of a touched client whose
+// current owner is (idx, ok).
+func (c *Cluster) steer(v *View, tr *transition, client netip.Addr, idx int, ok bool, ip []byte, l4 int, proto uint8) (int, bool) {
+	var k flowKey
+	var flags uint8
+	switch proto {
+	case protoTCP:
+		if len(ip) < l4+tcpMinLen {
+			return idx, ok
+		}
+		flags = ip[l4+13]
+	case protoUDP:
+		if len(ip) < l4+8 {
+			return idx, ok
+		}
+	default:
+		return idx, ok
+	}
+	k.addr = client.As16()
+	k.sport = binary.BigEndian.Uint16(ip[l4 : l4+2])
+	k.dport = binary.BigEndian.Uint16(ip[l4+2 : l4+4])
+	k.proto = proto
+	fin, rst := flags&tcpFIN != 0, flags&tcpRST != 0
+	now := tr.now()
+
+	if id, res := tr.mem.lookup(&k, now, fin, rst); res != flowMissed {
+		if res == flowReleasedR {
+			c.flows.Released.Add(1)
+		}
+		return c.held(v, int(id), idx, ok)
+	}
+	choice, chOK := idx, ok
+	syn := proto == protoTCP && flags&(tcpSYN|tcpACK) == tcpSYN
+	if proto == protoTCP && !syn {
+		// A connection that predates the window: its original owner.
+		if j, live := v.liveIndex(ownerID(tr.origin, tr.originServers, client)); live {
+			choice, chOK = j, true
+		}
+	}
+	if !chOK {
+		return idx, ok
+	}
+	if rst { // the connection ends: nothing to remember
+		return c.held(v, v.Servers[choice].ID, idx, ok)
+	}
+	id, res := tr.mem.insert(&k, int32(v.Servers[choice].ID), now, fin)
+	switch res {
+	case flowInserted:
+		c.flows.Remembered.Add(1)
+	case flowOverflow:
+		c.flows.Overflow.Add(1)
+		if syn { // keep it consistent with its later packets: see above
+			if j, live := v.liveIndex(ownerID(tr.origin, tr.originServers, client)); live {
+				choice = j
+			}
+		}
+		return c.held(v, v.Servers[choice].ID, idx, ok)
+	}
+	return c.held(v, int(id), idx, ok)
+}
+
+// held returns the index of server id if it can take the packet, counting
+// it when that is not the current owner; otherwise the current owner.
+func (c *Cluster) held(v *View, id int, idx int, ok bool) (int, bool) {
+	j, live := v.liveIndex(id)
+	if !live {
+		return idx, ok
+	}
+	if !ok || j != idx {
+		c.flows.Held.Add(1)
+	}
+	return j, true
+}
+
+// FlowStats returns the cluster's transition-memory counters.
+func (c *Cluster) FlowStats() *FlowStats { return &c.flows }

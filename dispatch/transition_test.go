@@ -1,0 +1,468 @@
+package dispatch
+
+import (
+	"encoding/binary"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+
+	"github.com/ghostrouter/ghostrouter/dispatch/health"
+	"github.com/ghostrouter/ghostrouter/router/config"
+	"github.com/ghostrouter/ghostrouter/router/tap"
+)
+
+// The flow memory against a map: every operation sequence gives the same
+// answers, deletions (backward shift) never lose an entry, and the bound
+// holds.
+func TestFlowMemoryMatchesMap(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	m := newFlowMemory(2048)
+	ref := map[flowKey]int32{}
+	key := func() flowKey {
+		var k flowKey
+		k.addr[15] = byte(rng.IntN(8)) // few addresses: many collisions in a shard
+		k.sport = uint16(rng.IntN(600))
+		k.dport = 80
+		k.proto = protoTCP
+		return k
+	}
+	for i := 0; i < 200000; i++ {
+		k := key()
+		switch op := rng.IntN(10); {
+		case op < 5:
+			srv := int32(rng.IntN(4))
+			got, res := m.insert(&k, srv, int64(i), false)
+			want, had := ref[k]
+			switch {
+			case had && (res != flowHit || got != want):
+				t.Fatalf("op %d: insert of a remembered flow: %d %v, want %d hit", i, got, res, want)
+			case !had && res == flowInserted:
+				ref[k] = srv
+			case !had && res != flowOverflow:
+				t.Fatalf("op %d: insert of a new flow: %v", i, res)
+			}
+		case op < 8:
+			got, res := m.lookup(&k, int64(i), false, false)
+			want, had := ref[k]
+			if had != (res == flowHit) || had && got != want {
+				t.Fatalf("op %d: lookup %v %d, want present=%v %d", i, res, got, had, want)
+			}
+		default:
+			_, res := m.lookup(&k, int64(i), false, true)
+			_, had := ref[k]
+			if had != (res == flowReleasedR) {
+				t.Fatalf("op %d: release %v, want present=%v", i, res, had)
+			}
+			delete(ref, k)
+		}
+		if int(m.entries.Load()) != len(ref) {
+			t.Fatalf("op %d: %d entries, want %d", i, m.entries.Load(), len(ref))
+		}
+	}
+	// A sweep that drops every odd port keeps exactly the even ones.
+	m.sweep(func(e *flowEntry) bool { return e.key.sport%2 == 1 })
+	for k, want := range ref {
+		got, res := m.lookup(&k, 0, false, false)
+		if k.sport%2 == 1 && res != flowMissed || k.sport%2 == 0 && (res != flowHit || got != want) {
+			t.Fatalf("after the sweep: port %d: %v %d", k.sport, res, got)
+		}
+	}
+}
+
+func TestFlowMemoryBound(t *testing.T) {
+	m := newFlowMemory(1000)
+	inserted, overflow := 0, 0
+	for i := 0; i < 5000; i++ {
+		k := flowKey{sport: uint16(i), dport: 80, proto: protoTCP}
+		k.addr[0] = byte(i >> 8)
+		switch _, res := m.insert(&k, 1, 0, false); res {
+		case flowInserted:
+			inserted++
+		case flowOverflow:
+			overflow++
+		}
+	}
+	if inserted > m.capacity || inserted < 1000 || int(m.entries.Load()) != inserted || overflow != 5000-inserted {
+		t.Fatalf("inserted %d (capacity %d, entries %d), overflow %d", inserted, m.capacity, m.entries.Load(), overflow)
+	}
+}
+
+// tcpFrame builds an Ethernet frame with a TCP segment from src:sport to the
+// ghost's port 80 with the given flags.
+func tcpFrame(src netip.Addr, sport uint16, flags uint8) []byte {
+	f := make([]byte, 14+20+20)
+	copy(f[0:6], hookLANMAC)
+	copy(f[6:12], hookInMAC)
+	f[12], f[13] = 0x08, 0x00
+	ip := f[14:]
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], 40)
+	ip[6] = 0x40 // DF
+	ip[8], ip[9] = 64, protoTCP
+	s, d := src.As4(), hookGhost.As4()
+	copy(ip[12:16], s[:])
+	copy(ip[16:20], d[:])
+	binary.BigEndian.PutUint16(ip[10:], ^checksum.Checksum(ip[:20], 0))
+	binary.BigEndian.PutUint16(ip[20:], sport)
+	binary.BigEndian.PutUint16(ip[22:], 80)
+	ip[32] = 5 << 4
+	ip[33] = flags
+	return f
+}
+
+// udpFrom is udpFrame from src:sport.
+func udpFrom(src netip.Addr, sport uint16) []byte {
+	f := udpFrame(src, hookGhost, 64)
+	binary.BigEndian.PutUint16(f[14+20:], sport)
+	return f
+}
+
+// transitionRig is a manager with one routing cluster on a socketpair LAN:
+// send hands it a frame and reports which server ID received it (-1: none).
+type transitionRig struct {
+	t    *testing.T
+	m    *Manager
+	peer *os.File
+	cfg  *config.Config
+}
+
+func routingConfig(n int, drainTimeout time.Duration, mem int) *config.Config {
+	cfg := testConfig(config.ModeRouting, n)
+	cfg.Clusters[0].DrainTimeout = drainTimeout
+	cfg.Clusters[0].FlowMemory = mem
+	return cfg
+}
+
+func newTransitionRig(t *testing.T, cfg *config.Config) *transitionRig {
+	t.Helper()
+	lan, peer := lanPair(t)
+	m, err := NewManager(cfg, Deps{
+		Endpoint: func(name string) (*tap.Endpoint, bool) { return lan, name == "lan0" },
+		Resolver: fakeResolver{},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	m.resolveOnce()
+	return &transitionRig{t: t, m: m, peer: peer, cfg: cfg}
+}
+
+func (r *transitionRig) send(frame []byte) int {
+	r.t.Helper()
+	work := append([]byte(nil), frame...)
+	if !r.m.Forwarder().Inbound(nil, work) {
+		r.t.Fatal("the forwarder did not take a ghost packet")
+	}
+	out := readFrameQuick(r.peer)
+	if out == nil {
+		return -1
+	}
+	return int(out[5]) - 11 // fakeResolver: 10.0.0.(11+id) has MAC ...:00:(11+id)
+}
+
+func readFrameQuick(f *os.File) []byte {
+	buf := make([]byte, 2048)
+	f.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	n, err := f.Read(buf)
+	if err != nil {
+		return nil
+	}
+	return buf[:n]
+}
+
+func (r *transitionRig) mc() *managed { return r.m.clusters[0] }
+
+func (r *transitionRig) cluster() *Cluster { return r.mc().c }
+
+// sweep runs the manager's window step at now.
+func (r *transitionRig) sweep(now time.Time) {
+	r.m.mu.Lock()
+	defer r.m.mu.Unlock()
+	if mc := r.mc(); mc.sweepWindow(now) {
+		mc.publish()
+	}
+}
+
+func (r *transitionRig) apply(cfg *config.Config) {
+	r.t.Helper()
+	if err := r.m.Apply(cfg); err != nil {
+		r.t.Fatal(err)
+	}
+	r.m.resolveOnce()
+}
+
+// owner is the server ID sel names for client.
+func (r *transitionRig) owner(client netip.Addr) int {
+	mc := r.mc()
+	return ownerID(mc.sel, mc.servers, client)
+}
+
+// clients finds, among 198.51.0.0/16, n clients whose owner changes from
+// the first table to the second (moved) and n whose owner does not.
+func movedClients(t *testing.T, before, after func(netip.Addr) int, n int) (moved, kept []netip.Addr) {
+	t.Helper()
+	for i := 0; i < 65536 && (len(moved) < n || len(kept) < n); i++ {
+		a := netip.AddrFrom4([4]byte{198, 51, byte(i >> 8), byte(i)})
+		switch b, c := before(a), after(a); {
+		case b != c && len(moved) < n:
+			moved = append(moved, a)
+		case b == c && len(kept) < n:
+			kept = append(kept, a)
+		}
+	}
+	if len(moved) < n || len(kept) < n {
+		t.Fatalf("found %d moved and %d kept clients", len(moved), len(kept))
+	}
+	return moved, kept
+}
+
+func ownerFunc(t *testing.T, cfg *config.Config, down map[int]bool) func(netip.Addr) int {
+	t.Helper()
+	sel, servers, err := SelectorFor(&cfg.Clusters[0], down)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(a netip.Addr) int { return ownerID(sel, servers, a) }
+}
+
+// Adding a server: connections of moved clients that predate the change
+// stay on their old server (seen in the learning phase or not: an idle one
+// that shows up later too), a handshake that straddles the change finishes
+// where it started, new connections and new UDP flows go to the new owner
+// and stay there, clients that do not move are not remembered, and the
+// memory is released when the window closes.
+func TestTransitionKeepsConnectionsAcrossAnAddedServer(t *testing.T) {
+	three, four := routingConfig(3, 10*time.Second, 1024), routingConfig(4, 10*time.Second, 1024)
+	r := newTransitionRig(t, three)
+	moved, kept := movedClients(t, ownerFunc(t, three, nil), ownerFunc(t, four, nil), 4)
+	oldOf, newOf := ownerFunc(t, three, nil), ownerFunc(t, four, nil)
+	a := moved[0]
+	if r.send(tcpFrame(a, 1000, tcpACK)) != oldOf(a) {
+		t.Fatal("before the change the client is not at its owner")
+	}
+
+	r.apply(four)
+	st := r.m.Status()[0]
+	if st.Transition == nil || st.Transition.Phase != "learning" || st.Transition.Moved == 0 {
+		t.Fatalf("after the reload: transition %+v, want learning with moved buckets", st.Transition)
+	}
+	// Learning: the old table is still in effect; flows are remembered.
+	if got := r.send(tcpFrame(a, 1000, tcpACK)); got != oldOf(a) {
+		t.Fatalf("learning: established connection at %d, want %d", got, oldOf(a))
+	}
+	if got := r.send(tcpFrame(a, 1001, tcpSYN)); got != oldOf(a) { // the straddling handshake
+		t.Fatalf("learning: SYN at %d, want the table in effect's %d", got, oldOf(a))
+	}
+	if got := r.send(udpFrom(a, 5000)); got != oldOf(a) {
+		t.Fatalf("learning: UDP at %d, want %d", got, oldOf(a))
+	}
+	r.sweep(time.Now().Add(learnPeriod))
+	if ph := r.m.Status()[0].Transition.Phase; ph != "switched" {
+		t.Fatalf("phase %q after the learning period", ph)
+	}
+
+	for _, c := range []struct {
+		what  string
+		frame []byte
+		want  int
+	}{
+		{"an established connection's data", tcpFrame(a, 1000, tcpACK|0x08), oldOf(a)},
+		{"the straddling handshake's final ACK", tcpFrame(a, 1001, tcpACK), oldOf(a)},
+		{"a new connection's SYN", tcpFrame(a, 1002, tcpSYN), newOf(a)},
+		{"the new connection's ACK", tcpFrame(a, 1002, tcpACK), newOf(a)},
+		{"the new connection's data", tcpFrame(a, 1002, tcpACK|0x08), newOf(a)},
+		{"an idle old connection's first packet since the change", tcpFrame(a, 1003, tcpACK), oldOf(a)},
+		{"the idle old connection's next", tcpFrame(a, 1003, tcpACK), oldOf(a)},
+		{"a UDP flow seen before the switch", udpFrom(a, 5000), oldOf(a)},
+		{"a new UDP flow", udpFrom(a, 5001), newOf(a)},
+		{"a new UDP flow's next datagram", udpFrom(a, 5001), newOf(a)},
+		{"an ICMP-less other client", tcpFrame(kept[0], 1000, tcpSYN), oldOf(kept[0])},
+	} {
+		if got := r.send(c.frame); got != c.want {
+			t.Errorf("%s: server %d, want %d", c.what, got, c.want)
+		}
+	}
+	fl := r.cluster().FlowStats()
+	// Remembered: 1000, 1001, 5000 (learning); 1002, 1003, 5001 (switched).
+	if n := fl.Remembered.Load(); n != 6 {
+		t.Errorf("%d flows remembered, want 6 (kept clients must not be)", n)
+	}
+	if fl.Held.Load() == 0 {
+		t.Error("no packet counted as held on its old server")
+	}
+
+	// RST releases at once; FIN after the linger.
+	r.send(tcpFrame(a, 1000, tcpRST))
+	r.send(tcpFrame(a, 1001, tcpFIN|tcpACK))
+	if got := r.send(tcpFrame(a, 1001, tcpACK)); got != oldOf(a) {
+		t.Errorf("an ACK after FIN at %d, want %d", got, oldOf(a))
+	}
+	before := fl.Released.Load()
+	r.sweep(time.Now().Add(finLinger + time.Second))
+	if got := fl.Released.Load() - before; got != 1 {
+		t.Errorf("%d entries released after the FIN linger, want 1", got)
+	}
+	if e := r.m.Status()[0].Transition.Entries; e != 4 {
+		t.Errorf("%d entries, want 4", e)
+	}
+	// The deadline closes the window and releases everything.
+	r.sweep(time.Now().Add(learnPeriod + 10*time.Second + time.Second))
+	st = r.m.Status()[0]
+	if st.Transition != nil || r.cluster().View().Trans != nil {
+		t.Fatalf("window still open after drain_timeout: %+v", st.Transition)
+	}
+	if fl.Released.Load() != fl.Remembered.Load() || st.Counters["flow_released"] != 6 {
+		t.Errorf("released %d of %d remembered", fl.Released.Load(), fl.Remembered.Load())
+	}
+	if got := r.send(tcpFrame(a, 1000, tcpACK)); got != newOf(a) {
+		t.Errorf("after the window: server %d, want the new owner %d", got, newOf(a))
+	}
+	for _, k := range kept {
+		if got := r.send(tcpFrame(k, 7, tcpACK)); got != newOf(k) {
+			t.Errorf("unmoved client %s at %d, want %d", k, got, newOf(k))
+		}
+	}
+}
+
+// Draining a server keeps its connections on it and sends no new ones
+// there; its failure during the window moves them at once.
+func TestTransitionDrainAndFailure(t *testing.T) {
+	cfg := routingConfig(3, time.Minute, 1024)
+	r := newTransitionRig(t, cfg)
+	drained := routingConfig(3, time.Minute, 1024)
+	drained.Clusters[0].Servers[1].Drain = true
+	moved, _ := movedClients(t, ownerFunc(t, cfg, nil), ownerFunc(t, drained, nil), 8)
+	var onOne []netip.Addr
+	for _, a := range moved {
+		if ownerFunc(t, cfg, nil)(a) == 1 {
+			onOne = append(onOne, a)
+		}
+	}
+	if len(onOne) < 4 {
+		t.Fatalf("only %d of %d moved clients were server 1's", len(onOne), len(moved))
+	}
+	a := onOne[0]
+	r.apply(drained)
+	r.send(tcpFrame(a, 2000, tcpACK))
+	r.sweep(time.Now().Add(learnPeriod))
+	if got := r.send(tcpFrame(a, 2000, tcpACK)); got != 1 {
+		t.Fatalf("drained server's connection at %d", got)
+	}
+	for i, c := range onOne {
+		if got := r.send(tcpFrame(c, uint16(3000+i), tcpSYN)); got == 1 || got < 0 {
+			t.Fatalf("a new connection from %s went to %d (server 1 is drained)", c, got)
+		}
+	}
+	n := r.cluster().FlowStats().Remembered.Load()
+	// Server 1 fails: its connection goes to the current owner at once.
+	r.m.healthChanged("web", healthEvent(1, false))
+	if got, want := r.send(tcpFrame(a, 2000, tcpACK)), ownerFunc(t, drained, map[int]bool{1: true})(a); got != want {
+		t.Fatalf("after the drained server failed: %d, want %d", got, want)
+	}
+	if r.cluster().FlowStats().Remembered.Load() != n {
+		t.Error("packets of a failed server's connection were remembered")
+	}
+	rel := r.cluster().FlowStats().Released.Load()
+	r.sweep(time.Now().Add(learnPeriod + time.Second))
+	if got := r.cluster().FlowStats().Released.Load() - rel; got != 1 {
+		t.Fatalf("%d entries released after server 1 failed, want its one connection", got)
+	}
+	if tr := r.m.Status()[0].Transition; tr == nil || tr.Entries != int64(len(onOne)) {
+		t.Fatalf("transition %+v: want the %d new connections still remembered", tr, len(onOne))
+	}
+}
+
+func healthEvent(id int, up bool) health.Event {
+	return health.Event{ServerID: id, Up: up, At: time.Now(), Reason: "test"}
+}
+
+// With the memory full, a new connection goes to the bucket's original
+// owner and keeps going there (so it is not broken), counted as overflow.
+func TestTransitionOverflow(t *testing.T) {
+	cfg := routingConfig(3, time.Minute, 64)
+	r := newTransitionRig(t, cfg)
+	four := routingConfig(4, time.Minute, 64)
+	moved, _ := movedClients(t, ownerFunc(t, cfg, nil), ownerFunc(t, four, nil), 1)
+	a := moved[0]
+	oldOf, newOf := ownerFunc(t, cfg, nil), ownerFunc(t, four, nil)
+	r.apply(four)
+	r.sweep(time.Now().Add(learnPeriod))
+	over := -1
+	for p := 0; p < 500; p++ {
+		got := r.send(tcpFrame(a, uint16(10000+p), tcpSYN))
+		if r.cluster().FlowStats().Overflow.Load() > 0 {
+			over = p
+			if got != oldOf(a) {
+				t.Fatalf("an unremembered SYN went to %d, want the original owner %d", got, oldOf(a))
+			}
+			break
+		}
+		if got != newOf(a) {
+			t.Fatalf("a remembered SYN went to %d, want %d", got, newOf(a))
+		}
+	}
+	if over < 0 {
+		t.Fatal("the memory never overflowed")
+	}
+	if got := r.send(tcpFrame(a, uint16(10000+over), tcpACK)); got != oldOf(a) {
+		t.Fatalf("the unremembered connection's ACK at %d, want %d with its SYN", got, oldOf(a))
+	}
+	if e := r.m.Status()[0].Transition.Entries; e > 64+flowShards {
+		t.Fatalf("%d entries: the bound is not kept", e)
+	}
+}
+
+// A reload that changes nothing opens no window; drain_timeout = 0 keeps
+// routing mode stateless.
+func TestTransitionNotOpenedWithoutMoves(t *testing.T) {
+	cfg := routingConfig(3, time.Minute, 1024)
+	r := newTransitionRig(t, cfg)
+	r.apply(routingConfig(3, time.Minute, 1024))
+	if r.m.Status()[0].Transition != nil || r.cluster().View().Trans != nil {
+		t.Fatal("a reload that moves nothing opened a window")
+	}
+	r.apply(routingConfig(4, 0, 1024))
+	if r.m.Status()[0].Transition != nil {
+		t.Fatal("drain_timeout = 0 opened a window")
+	}
+}
+
+// The forwarder allocates nothing with a window open, remembering or not.
+func TestTransitionZeroAllocs(t *testing.T) {
+	cfg := routingConfig(3, time.Minute, 1<<16)
+	r := newTransitionRig(t, cfg)
+	four := routingConfig(4, time.Minute, 1<<16)
+	moved, _ := movedClients(t, ownerFunc(t, cfg, nil), ownerFunc(t, four, nil), 1)
+	r.apply(four)
+	r.sweep(time.Now().Add(learnPeriod))
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	c := r.cluster()
+	c.LAN, _ = tap.NewEndpoint(tap.EndpointConfig{Name: "null", Files: []*os.File{null}, MAC: hookLANMAC, MTU: 1500})
+	f := r.m.Forwarder()
+	port := uint16(0)
+	for _, flags := range []uint8{tcpACK, tcpSYN} { // hits, then inserts
+		frame := tcpFrame(moved[0], 1, flags)
+		work := make([]byte, len(frame))
+		allocs := testing.AllocsPerRun(1000, func() {
+			copy(work, frame)
+			port++
+			binary.BigEndian.PutUint16(work[14+20:], port)
+			f.Inbound(nil, work)
+		})
+		if allocs != 0 {
+			t.Fatalf("flags %#x: %v allocations per packet with a window open", flags, allocs)
+		}
+	}
+	if c.FlowStats().Remembered.Load() < 1000 {
+		t.Fatalf("only %d flows remembered", c.FlowStats().Remembered.Load())
+	}
+}
