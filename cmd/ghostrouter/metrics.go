@@ -57,6 +57,13 @@ func writeMetrics(w io.Writer, st Status) {
 	for _, c := range st.Clusters {
 		cl := "cluster=" + q(c.Name)
 		add("ghostrouter_cluster_table_version", "Version of the cluster's bucket table.", cl, c.Version)
+		if c.Mode == "routing" {
+			var entries uint64
+			if c.Transition != nil {
+				entries = uint64(c.Transition.Entries)
+			}
+			add("ghostrouter_cluster_flow_entries", "Flows the routing cluster's transition memory holds now.", cl, entries)
+		}
 		for k, v := range c.Counters {
 			add("ghostrouter_cluster_"+k+"_total", "Dispatch outcome counter.", cl, v)
 		}
