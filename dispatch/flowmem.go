@@ -60,6 +60,7 @@ type flowMemory struct {
 	shards   [flowShards]flowShard
 	capacity int
 	entries  atomic.Int64 // entries held now
+	clock    atomic.Int64 // nanoseconds since the window opened, advanced by the manager
 }
 
 // newFlowMemory returns a memory that holds at least capacity entries

@@ -105,8 +105,9 @@ type transition struct {
 	touched []uint64
 }
 
-// now is the memory's clock.
-func (tr *transition) now() int64 { return int64(time.Since(tr.epoch)) }
+// now is the memory's clock: nanoseconds since the window opened, as of the
+// manager's last sweep (a coarse clock, read without a system call).
+func (tr *transition) now() int64 { return tr.mem.clock.Load() }
 
 // ownerID is the ID of the server sel's servers list names for client, or -1.
 func ownerID(sel Selector, servers []Server, client netip.Addr) int {

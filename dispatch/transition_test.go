@@ -466,3 +466,99 @@ func TestTransitionZeroAllocs(t *testing.T) {
 		t.Fatalf("only %d flows remembered", c.FlowStats().Remembered.Load())
 	}
 }
+
+// BenchmarkTransition measures the dispatch stage per packet, in one run:
+// stateless (no window: the steady state), a window open but the clients'
+// buckets not moved (one bitmap test more), and the clients' buckets moved
+// with their flows remembered (a memory lookup per packet). 256 clients, one
+// TCP flow each.
+func BenchmarkTransition(b *testing.B) {
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer null.Close()
+	lan, err := tap.NewEndpoint(tap.EndpointConfig{Name: "null", Files: []*os.File{null}, MAC: hookLANMAC, MTU: 1500})
+	if err != nil {
+		b.Fatal(err)
+	}
+	three, four := routingConfig(3, time.Hour, 1<<16), routingConfig(4, time.Hour, 1<<16)
+	before, after := ownerFunc(&testing.T{}, three, nil), ownerFunc(&testing.T{}, four, nil)
+	var moved, kept [][]byte
+	for i := 0; i < 65536 && (len(moved) < 256 || len(kept) < 256); i++ {
+		a := netip.AddrFrom4([4]byte{198, 51, byte(i >> 8), byte(i)})
+		f := tcpFrame(a, 40000, tcpACK)
+		switch {
+		case before(a) != after(a) && len(moved) < 256:
+			moved = append(moved, f)
+		case before(a) == after(a) && len(kept) < 256:
+			kept = append(kept, f)
+		}
+	}
+	newManager := func(cfg *config.Config) *Manager {
+		m, err := NewManager(cfg, Deps{
+			Endpoint: func(name string) (*tap.Endpoint, bool) { return lan, name == "lan0" },
+			Resolver: fakeResolver{},
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		m.resolveOnce()
+		return m
+	}
+	// Each case runs the whole stage (Inbound, with the write to /dev/null)
+	// and the server choice alone (pickFlow), which is what the window adds to.
+	run := func(b *testing.B, f *Forwarder, frames [][]byte) {
+		work := make([]byte, len(frames[0]))
+		for _, fr := range frames { // the window's learning: every flow remembered
+			copy(work, fr)
+			f.Inbound(nil, work)
+		}
+		c := f.Clusters()[hookGhost]
+		b.Run("stage", func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				copy(work, frames[i&255])
+				f.Inbound(nil, work)
+			}
+		})
+		b.Run("choice", func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				ip := frames[i&255][ethLen:]
+				if _, _, _, ok := c.pickFlow(netip.AddrFrom4([4]byte(ip[12:16])), ip, ipv4Min, ip[9]); !ok {
+					b.Fatal("no server")
+				}
+			}
+		})
+	}
+	b.Run("stateless", func(b *testing.B) {
+		m := newManager(four)
+		defer m.Close()
+		run(b, m.Forwarder(), moved)
+	})
+	for _, c := range []struct {
+		name   string
+		frames [][]byte
+	}{{"window-unmoved", kept}, {"window-remembered", moved}} {
+		b.Run(c.name, func(b *testing.B) {
+			m := newManager(three)
+			defer m.Close()
+			if err := m.Apply(four); err != nil {
+				b.Fatal(err)
+			}
+			m.resolveOnce()
+			m.mu.Lock()
+			m.clusters[0].sweepWindow(time.Now().Add(learnPeriod))
+			m.clusters[0].publish()
+			m.mu.Unlock()
+			if m.clusters[0].c.View().Trans == nil {
+				b.Fatal("no window open")
+			}
+			run(b, m.Forwarder(), c.frames)
+			if c.name == "window-remembered" && m.clusters[0].c.FlowStats().Remembered.Load() != 256 {
+				b.Fatalf("%d flows remembered, want 256", m.clusters[0].c.FlowStats().Remembered.Load())
+			}
+		})
+	}
+}

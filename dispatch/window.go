@@ -169,6 +169,7 @@ func (mc *managed) sweepWindow(now time.Time) (republish bool) {
 		return false
 	}
 	if w.learning() {
+		w.tr.mem.clock.Store(int64(now.Sub(w.tr.epoch)))
 		if now.Before(w.learnUntil) {
 			return false
 		}
@@ -177,6 +178,7 @@ func (mc *managed) sweepWindow(now time.Time) (republish bool) {
 	}
 	tr := w.tr
 	t := int64(now.Sub(tr.epoch))
+	tr.mem.clock.Store(t)
 	idle := int64(min(flowIdle, mc.cfg.DrainTimeout))
 	divergent := 0
 	released := tr.mem.sweep(func(e *flowEntry) bool {
