@@ -32,9 +32,9 @@ import (
 //     owner and the flow is remembered, so that the rest of its handshake and
 //     its data follow it there even when its bucket moves again;
 //   - any other TCP packet of a flow not remembered belongs to a connection
-//     that predates the window (every connection opened since is remembered
-//     from its SYN): it goes to the bucket's owner when the window opened and
-//     is remembered. This covers a handshake that straddles the change: its
+//     that predates the bucket's move (every connection opened since is
+//     remembered from its SYN): it goes to the bucket's origin, its owner just
+//     before it first moved in the window, and is remembered. This covers a handshake that straddles the change: its
 //     SYN reached the old owner, and so do its final ACK and its data;
 //   - a UDP datagram of a flow not remembered is new: it goes to the current
 //     owner and is remembered. A UDP flow seen before the switch therefore
@@ -51,7 +51,10 @@ import (
 // absorbed, or earlier once it has been switched for flowIdle (at most
 // drain_timeout) and no remembered flow is held away from its bucket's
 // current owner. A change while a window is open joins it: the memory and
-// the window's original owners are kept, the touched set grows.
+// the buckets' origins are kept, the touched set grows. If a bucket's origin
+// fails, the owner in effect at the failure becomes its origin (the
+// connections still alive are there), so a server that fails and recovers
+// within one window gets back only new connections.
 //
 // A failed server's buckets move at once: a failure ends the learning phase
 // of a pending change and opens no window of its own, and flows remembered
@@ -60,10 +63,12 @@ import (
 // The memory is bounded (flow_memory entries per cluster, allocated when a
 // window opens, freed when it closes). What cannot be remembered is counted
 // (flow_overflow). A SYN that cannot be remembered goes to the bucket's
-// original owner instead: with its later packets (unknown, so sent to the
-// original owner too) it stays consistent until the window closes. With
-// hash = "modulo", or across a change of bucket count or seed, touched is
-// decided per client by comparing the original, current and pending owners.
+// origin instead: with its later packets (unknown, so sent to the origin
+// too) it stays consistent until the window closes. With hash = "modulo", or
+// across a change of bucket count or seed, there are no stable buckets:
+// touched is decided per client by comparing the owners when the window
+// opened, now and (while learning) after the switch, and the origin is the
+// owner when the window opened.
 
 // Timing of a transition window.
 const (
@@ -99,10 +104,12 @@ type transition struct {
 	// switch (the view's Selector is still the old one); nil after.
 	pending        Selector
 	pendingServers []Server
-	// touched is a bitmap over the buckets that moved during the window; nil
-	// means "compare owners per client" (modulo, or bucket count or seed
-	// changed).
-	touched []uint64
+	// origins, by bucket, is the ID of the server that owned the bucket just
+	// before it first moved during the window (-1: not moved, "untouched").
+	// A bucket's origin that fails is replaced by the owner in effect then.
+	// nil means "compare owners per client" through origin (modulo, or a
+	// change of bucket count or seed).
+	origins []int32
 }
 
 // now is the memory's clock: nanoseconds since the window opened, as of the
@@ -118,11 +125,19 @@ func ownerID(sel Selector, servers []Server, client netip.Addr) int {
 	return servers[i].ID
 }
 
+// originOf is the ID of the server that held client's connections before
+// its bucket moved.
+func (tr *transition) originOf(client netip.Addr, bucket uint32) int {
+	if tr.origins != nil {
+		return int(tr.origins[bucket]) // touched: in range
+	}
+	return ownerID(tr.origin, tr.originServers, client)
+}
+
 // touches reports whether client's packets need the memory.
 func (tr *transition) touches(v *View, client netip.Addr, bucket uint32) bool {
-	if tr.touched != nil {
-		w := int(bucket / 64)
-		return w < len(tr.touched) && tr.touched[w]&(1<<(bucket%64)) != 0
+	if tr.origins != nil {
+		return int(bucket) < len(tr.origins) && tr.origins[bucket] >= 0
 	}
 	cur := ownerID(v.Selector, v.Servers, client)
 	if ownerID(tr.origin, tr.originServers, client) != cur {
@@ -164,7 +179,7 @@ func (c *Cluster) pickFlow(client netip.Addr, ip []byte, l4 int, proto uint8) (v
 	}
 	idx, bucket, ok := v.Selector.Select(client)
 	if tr := v.Trans; tr != nil && l4 >= 0 && tr.touches(v, client, bucket) {
-		idx, ok = c.steer(v, tr, client, idx, ok, ip, l4, proto)
+		idx, ok = c.steer(v, tr, client, bucket, idx, ok, ip, l4, proto)
 	}
 	if !ok {
 		c.stats.NoServer.Add(1)
@@ -179,7 +194,7 @@ func (c *Cluster) pickFlow(client netip.Addr, ip []byte, l4 int, proto uint8) (v
 
 // steer applies the window's rules to a packet of a touched client whose
 // current owner is (idx, ok).
-func (c *Cluster) steer(v *View, tr *transition, client netip.Addr, idx int, ok bool, ip []byte, l4 int, proto uint8) (int, bool) {
+func (c *Cluster) steer(v *View, tr *transition, client netip.Addr, bucket uint32, idx int, ok bool, ip []byte, l4 int, proto uint8) (int, bool) {
 	var k flowKey
 	var flags uint8
 	switch proto {
@@ -212,7 +227,7 @@ func (c *Cluster) steer(v *View, tr *transition, client netip.Addr, idx int, ok 
 	syn := proto == protoTCP && flags&(tcpSYN|tcpACK) == tcpSYN
 	if proto == protoTCP && !syn {
 		// A connection that predates the window: its original owner.
-		if j, live := v.liveIndex(ownerID(tr.origin, tr.originServers, client)); live {
+		if j, live := v.liveIndex(tr.originOf(client, bucket)); live {
 			choice, chOK = j, true
 		}
 	}
@@ -229,7 +244,7 @@ func (c *Cluster) steer(v *View, tr *transition, client netip.Addr, idx int, ok 
 	case flowOverflow:
 		c.flows.Overflow.Add(1)
 		if syn { // keep it consistent with its later packets: see above
-			if j, live := v.liveIndex(ownerID(tr.origin, tr.originServers, client)); live {
+			if j, live := v.liveIndex(tr.originOf(client, bucket)); live {
 				choice = j
 			}
 		}

@@ -562,3 +562,39 @@ func BenchmarkTransition(b *testing.B) {
 		})
 	}
 }
+
+// A server fails while a window is open and recovers in it: connections
+// opened meanwhile on the servers that took its buckets stay there when the
+// buckets go back, even one that sends nothing while the recovery is learnt.
+func TestTransitionRecoveryAfterFailureInWindow(t *testing.T) {
+	three, four := routingConfig(3, time.Minute, 1024), routingConfig(4, time.Minute, 1024)
+	r := newTransitionRig(t, three)
+	r.apply(four) // opens the window
+	r.sweep(time.Now().Add(learnPeriod))
+	r.m.healthChanged("web", healthEvent(0, false))
+	healthy, failed := ownerFunc(t, four, nil), ownerFunc(t, four, map[int]bool{0: true})
+	var a netip.Addr
+	for i := 0; i < 65536; i++ {
+		c := netip.AddrFrom4([4]byte{198, 51, byte(i >> 8), byte(i)})
+		if healthy(c) == 0 && ownerFunc(t, three, nil)(c) == 0 { // s0's, untouched by the add
+			a = c
+			break
+		}
+	}
+	interim := failed(a)
+	if got := r.send(tcpFrame(a, 4000, tcpSYN)); got != interim {
+		t.Fatalf("during the failure: SYN at %d, want %d", got, interim)
+	}
+	r.send(tcpFrame(a, 4000, tcpACK))
+	r.m.healthChanged("web", healthEvent(0, true))
+	if st := r.m.Status()[0].Transition; st == nil || st.Phase != "learning" {
+		t.Fatalf("the recovery did not start learning: %+v", st)
+	}
+	r.sweep(time.Now().Add(2 * learnPeriod))
+	if got := r.send(tcpFrame(a, 4000, tcpACK)); got != interim {
+		t.Fatalf("after the recovery the connection opened during the failure went to %d, want %d", got, interim)
+	}
+	if got := r.send(tcpFrame(a, 4001, tcpSYN)); got != 0 {
+		t.Fatalf("after the recovery a new connection went to %d, want the recovered server 0", got)
+	}
+}

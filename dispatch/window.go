@@ -2,7 +2,6 @@ package dispatch
 
 import (
 	"cmp"
-	"math/bits"
 	"net/netip"
 	"slices"
 	"time"
@@ -59,31 +58,42 @@ func (mc *managed) transit(prev *managed, planned bool, now time.Time) {
 	}
 
 	// The buckets this change moves away from a server that is still up.
-	var touched []uint64
+	var origins []int32
 	newly, moved := 0, 0
 	nj, ok1 := mc.sel.(*JHashSelector)
 	ej, ok2 := effSel.(*JHashSelector)
 	oj, ok3 := origin.(*JHashSelector)
-	if ok1 && ok2 && ok3 && sameBuckets(nj, ej) && sameBuckets(nj, oj) && (old == nil || old.tr.touched != nil) {
+	if ok1 && ok2 && ok3 && sameBuckets(nj, ej) && sameBuckets(nj, oj) && (old == nil || old.tr.origins != nil) {
 		n := nj.Table().Buckets()
-		touched = make([]uint64, (n+63)/64)
+		origins = make([]int32, n)
 		if old != nil {
-			copy(touched, old.tr.touched)
+			copy(origins, old.tr.origins)
+		} else {
+			for b := range origins {
+				origins[b] = -1
+			}
 		}
 		for b := 0; b < n; b++ {
-			was, ok := ej.Table().OwnerID(uint32(b))
-			if !ok || !liveIn(mc.servers, was) {
-				continue // no owner, or one that failed or left: nothing to keep
-			}
-			if is, ok := nj.Table().OwnerID(uint32(b)); !ok || is != was {
-				if touched[b/64]&(1<<(b%64)) == 0 {
-					newly++
+			was, wok := ej.Table().OwnerID(uint32(b))
+			is, iok := nj.Table().OwnerID(uint32(b))
+			wasLive := wok && liveIn(mc.servers, was)
+			switch o := origins[b]; {
+			case o >= 0 && !liveIn(mc.servers, int(o)):
+				// Its original owner failed or left, with its connections:
+				// those still alive are on the owner in effect until now.
+				switch {
+				case wasLive:
+					origins[b] = int32(was)
+				case iok:
+					origins[b] = int32(is)
 				}
-				touched[b/64] |= 1 << (b % 64)
+			case o < 0 && wasLive && (!iok || is != was):
+				origins[b] = int32(was)
+				newly++
 			}
-		}
-		for _, w := range touched {
-			moved += bits.OnesCount64(w)
+			if origins[b] >= 0 {
+				moved++
+			}
 		}
 	} else if !sameMembership(effServers, mc.servers) || !sameKind(effSel, mc.sel) {
 		newly = 1 // decided per client
@@ -93,7 +103,7 @@ func (mc *managed) transit(prev *managed, planned bool, now time.Time) {
 	}
 
 	w := &window{moved: moved}
-	tr := &transition{origin: origin, originServers: originServers, touched: touched}
+	tr := &transition{origin: origin, originServers: originServers, origins: origins}
 	if old != nil {
 		tr.mem, tr.epoch = old.tr.mem, old.tr.epoch
 		w.switched, w.deadline, w.learnUntil = old.switched, old.deadline, old.learnUntil
