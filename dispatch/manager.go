@@ -306,18 +306,14 @@ func (mc *managed) publish() {
 	if mc.c == nil {
 		return
 	}
-	sel, servers, macs := mc.inEffect()
 	v := &View{
 		Version:  mc.version,
-		Selector: sel,
-		Servers:  servers,
-		MACs:     append([][6]byte(nil), macs...),
-		Stats:    make([]*ServerStats, len(servers)),
+		Selector: mc.sel,
+		Servers:  mc.servers,
+		MACs:     append([][6]byte(nil), mc.macs...),
+		Stats:    make([]*ServerStats, len(mc.servers)),
 	}
-	for i, s := range servers {
-		if mc.stats[s.ID] == nil {
-			mc.stats[s.ID] = &ServerStats{}
-		}
+	for i, s := range mc.servers {
 		v.Stats[i] = mc.stats[s.ID]
 	}
 	if mc.win != nil {
@@ -428,14 +424,6 @@ func (m *Manager) resolveOnce() bool {
 				m.log.Info("server link address", "cluster", mc.cfg.Name, "server", s.ID, "address", s.Addr, "mac", net.HardwareAddr(mac[:]).String())
 				mc.macs[i] = mac
 				changed = true
-			}
-		}
-		if w := mc.win; w != nil && w.learning() { // the table still in effect
-			for i, s := range w.effServers {
-				if mac, ok := m.d.Resolver.LinkAddress(mc.cfg.Interface, s.Addr); ok && mac != w.effMacs[i] {
-					w.effMacs[i] = mac
-					changed = true
-				}
 			}
 		}
 		if changed {

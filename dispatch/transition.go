@@ -19,13 +19,11 @@ import (
 // 0), reweighted, recovered after a failure, or any reload that moves
 // buckets. The steady state stays stateless; only while a window is open
 // does the dispatcher remember flows, and only those of the buckets that
-// move ("touched" buckets). It runs in two phases.
+// move ("touched" buckets).
 //
-// Learning (learnPeriod, 500 ms, at most drain_timeout): the old table stays
-// in effect. Every TCP or UDP flow of a touched bucket that sends a packet is
-// remembered with the server that receives it, its old owner.
-//
-// Switched: the new table is in effect. For a packet of a touched bucket:
+// The new table takes effect at once, for the packets that need no memory
+// (those of untouched buckets, new connections, ICMP). For a packet of a
+// touched bucket:
 //   - a remembered flow goes to its remembered server (if that server is
 //     still up and resolved; otherwise the current owner takes it);
 //   - a TCP SYN without ACK opens a new connection: it goes to the current
@@ -34,11 +32,15 @@ import (
 //   - any other TCP packet of a flow not remembered belongs to a connection
 //     that predates the bucket's move (every connection opened since is
 //     remembered from its SYN): it goes to the bucket's origin, its owner just
-//     before it first moved in the window, and is remembered. This covers a handshake that straddles the change: its
-//     SYN reached the old owner, and so do its final ACK and its data;
-//   - a UDP datagram of a flow not remembered is new: it goes to the current
-//     owner and is remembered. A UDP flow seen before the switch therefore
-//     stays with its old server until it is idle;
+//     before it first moved in the window, and is remembered. This covers a
+//     handshake that straddles the change: its SYN reached the old owner, and
+//     so do its final ACK and its data;
+//   - a UDP datagram of a flow not remembered goes, during the learning
+//     phase (learnPeriod, 500 ms, at most drain_timeout, after each change),
+//     to the bucket's owner before the change, and after it to the current
+//     owner; either way the flow is remembered. So a UDP flow active before
+//     the change stays with its old server until it is idle, and a new one
+//     stays with its first server even if its bucket moves again;
 //   - ICMP (echo included: any server answers it, and no state is kept for
 //     it), other protocols and non-first IPv4 fragments have no ports: they
 //     go to the current owner.
@@ -56,9 +58,9 @@ import (
 // connections still alive are there), so a server that fails and recovers
 // within one window gets back only new connections.
 //
-// A failed server's buckets move at once: a failure ends the learning phase
-// of a pending change and opens no window of its own, and flows remembered
-// for a failed server go to the current owner.
+// A failed server's buckets move at once: a failure opens no window of its
+// own and ends the learning phase of a change, and flows remembered for a
+// failed server go to the current owner.
 //
 // The memory is bounded (flow_memory entries per cluster, allocated when a
 // window opens, freed when it closes). What cannot be remembered is counted
@@ -67,8 +69,8 @@ import (
 // too) it stays consistent until the window closes. With hash = "modulo", or
 // across a change of bucket count or seed, there are no stable buckets:
 // touched is decided per client by comparing the owners when the window
-// opened, now and (while learning) after the switch, and the origin is the
-// owner when the window opened.
+// opened, now and (while learning) before the latest change, and the origin
+// is the owner when the window opened.
 
 // Timing of a transition window.
 const (
@@ -100,10 +102,10 @@ type transition struct {
 	// originServers are the servers its indices refer to.
 	origin        Selector
 	originServers []Server
-	// pending, during learning, is the selector that takes effect at the
-	// switch (the view's Selector is still the old one); nil after.
-	pending        Selector
-	pendingServers []Server
+	// prev, while learning, is the selector in effect before the latest
+	// change: UDP flows not yet seen go to its owner. nil after the switch.
+	prev        Selector
+	prevServers []Server
 	// origins, by bucket, is the ID of the server that owned the bucket just
 	// before it first moved during the window (-1: not moved, "untouched").
 	// A bucket's origin that fails is replaced by the owner in effect then.
@@ -143,7 +145,7 @@ func (tr *transition) touches(v *View, client netip.Addr, bucket uint32) bool {
 	if ownerID(tr.origin, tr.originServers, client) != cur {
 		return true
 	}
-	return tr.pending != nil && ownerID(tr.pending, tr.pendingServers, client) != cur
+	return tr.prev != nil && ownerID(tr.prev, tr.prevServers, client) != cur
 }
 
 // liveIndex is the index in v.Servers of server id if it is up and its MAC
@@ -225,9 +227,15 @@ func (c *Cluster) steer(v *View, tr *transition, client netip.Addr, bucket uint3
 	}
 	choice, chOK := idx, ok
 	syn := proto == protoTCP && flags&(tcpSYN|tcpACK) == tcpSYN
-	if proto == protoTCP && !syn {
-		// A connection that predates the window: its original owner.
+	switch {
+	case proto == protoTCP && !syn:
+		// A connection that predates the bucket's move: its origin.
 		if j, live := v.liveIndex(tr.originOf(client, bucket)); live {
+			choice, chOK = j, true
+		}
+	case proto == protoUDP && tr.prev != nil:
+		// Learning: a UDP flow not seen yet may predate the change.
+		if j, live := v.liveIndex(ownerID(tr.prev, tr.prevServers, client)); live {
 			choice, chOK = j, true
 		}
 	}

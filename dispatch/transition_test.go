@@ -245,21 +245,25 @@ func TestTransitionKeepsConnectionsAcrossAnAddedServer(t *testing.T) {
 	if r.send(tcpFrame(a, 1000, tcpACK)) != oldOf(a) {
 		t.Fatal("before the change the client is not at its owner")
 	}
+	if r.send(tcpFrame(a, 1001, tcpSYN)) != oldOf(a) { // a handshake that straddles the change
+		t.Fatal("before the change a SYN is not at its owner")
+	}
 
 	r.apply(four)
 	st := r.m.Status()[0]
 	if st.Transition == nil || st.Transition.Phase != "learning" || st.Transition.Moved == 0 {
 		t.Fatalf("after the reload: transition %+v, want learning with moved buckets", st.Transition)
 	}
-	// Learning: the old table is still in effect; flows are remembered.
+	// Learning: flows are remembered; new connections already go to the
+	// new owner, UDP flows not seen yet still to the old one.
 	if got := r.send(tcpFrame(a, 1000, tcpACK)); got != oldOf(a) {
 		t.Fatalf("learning: established connection at %d, want %d", got, oldOf(a))
 	}
-	if got := r.send(tcpFrame(a, 1001, tcpSYN)); got != oldOf(a) { // the straddling handshake
-		t.Fatalf("learning: SYN at %d, want the table in effect's %d", got, oldOf(a))
-	}
 	if got := r.send(udpFrom(a, 5000)); got != oldOf(a) {
 		t.Fatalf("learning: UDP at %d, want %d", got, oldOf(a))
+	}
+	if got := r.send(tcpFrame(a, 1004, tcpSYN)); got != newOf(a) {
+		t.Fatalf("learning: a new connection at %d, want the new owner %d", got, newOf(a))
 	}
 	r.sweep(time.Now().Add(learnPeriod))
 	if ph := r.m.Status()[0].Transition.Phase; ph != "switched" {
@@ -273,6 +277,7 @@ func TestTransitionKeepsConnectionsAcrossAnAddedServer(t *testing.T) {
 	}{
 		{"an established connection's data", tcpFrame(a, 1000, tcpACK|0x08), oldOf(a)},
 		{"the straddling handshake's final ACK", tcpFrame(a, 1001, tcpACK), oldOf(a)},
+		{"a connection opened while learning", tcpFrame(a, 1004, tcpACK), newOf(a)},
 		{"a new connection's SYN", tcpFrame(a, 1002, tcpSYN), newOf(a)},
 		{"the new connection's ACK", tcpFrame(a, 1002, tcpACK), newOf(a)},
 		{"the new connection's data", tcpFrame(a, 1002, tcpACK|0x08), newOf(a)},
@@ -288,9 +293,9 @@ func TestTransitionKeepsConnectionsAcrossAnAddedServer(t *testing.T) {
 		}
 	}
 	fl := r.cluster().FlowStats()
-	// Remembered: 1000, 1001, 5000 (learning); 1002, 1003, 5001 (switched).
-	if n := fl.Remembered.Load(); n != 6 {
-		t.Errorf("%d flows remembered, want 6 (kept clients must not be)", n)
+	// Remembered: 1000, 5000, 1004 (learning); 1001, 1002, 1003, 5001 (switched).
+	if n := fl.Remembered.Load(); n != 7 {
+		t.Errorf("%d flows remembered, want 7 (kept clients must not be)", n)
 	}
 	if fl.Held.Load() == 0 {
 		t.Error("no packet counted as held on its old server")
@@ -307,8 +312,8 @@ func TestTransitionKeepsConnectionsAcrossAnAddedServer(t *testing.T) {
 	if got := fl.Released.Load() - before; got != 1 {
 		t.Errorf("%d entries released after the FIN linger, want 1", got)
 	}
-	if e := r.m.Status()[0].Transition.Entries; e != 4 {
-		t.Errorf("%d entries, want 4", e)
+	if e := r.m.Status()[0].Transition.Entries; e != 5 {
+		t.Errorf("%d entries, want 5", e)
 	}
 	// The deadline closes the window and releases everything.
 	r.sweep(time.Now().Add(learnPeriod + 10*time.Second + time.Second))
@@ -316,7 +321,7 @@ func TestTransitionKeepsConnectionsAcrossAnAddedServer(t *testing.T) {
 	if st.Transition != nil || r.cluster().View().Trans != nil {
 		t.Fatalf("window still open after drain_timeout: %+v", st.Transition)
 	}
-	if fl.Released.Load() != fl.Remembered.Load() || st.Counters["flow_released"] != 6 {
+	if fl.Released.Load() != fl.Remembered.Load() || st.Counters["flow_released"] != 7 {
 		t.Errorf("released %d of %d remembered", fl.Released.Load(), fl.Remembered.Load())
 	}
 	if got := r.send(tcpFrame(a, 1000, tcpACK)); got != newOf(a) {
@@ -349,6 +354,9 @@ func TestTransitionDrainAndFailure(t *testing.T) {
 	a := onOne[0]
 	r.apply(drained)
 	r.send(tcpFrame(a, 2000, tcpACK))
+	if got := r.send(tcpFrame(onOne[1], 2999, tcpSYN)); got == 1 || got < 0 {
+		t.Fatalf("right after the drain a new connection went to %d", got)
+	}
 	r.sweep(time.Now().Add(learnPeriod))
 	if got := r.send(tcpFrame(a, 2000, tcpACK)); got != 1 {
 		t.Fatalf("drained server's connection at %d", got)
@@ -372,8 +380,8 @@ func TestTransitionDrainAndFailure(t *testing.T) {
 	if got := r.cluster().FlowStats().Released.Load() - rel; got != 1 {
 		t.Fatalf("%d entries released after server 1 failed, want its one connection", got)
 	}
-	if tr := r.m.Status()[0].Transition; tr == nil || tr.Entries != int64(len(onOne)) {
-		t.Fatalf("transition %+v: want the %d new connections still remembered", tr, len(onOne))
+	if tr := r.m.Status()[0].Transition; tr == nil || tr.Entries != int64(len(onOne)+1) {
+		t.Fatalf("transition %+v: want the %d new connections still remembered", tr, len(onOne)+1)
 	}
 }
 

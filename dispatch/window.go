@@ -15,21 +15,9 @@ type window struct {
 	switched   time.Time   // zero while learning
 	deadline   time.Time   // the window closes at the latest then
 	moved      int         // touched buckets (0 when decided per client)
-	// While learning, the selector still in effect, its servers and their MACs.
-	effSel     Selector
-	effServers []Server
-	effMacs    [][6]byte
 }
 
 func (w *window) learning() bool { return !w.learnUntil.IsZero() }
-
-// inEffect is the selector the packet path uses now, its servers and MACs.
-func (mc *managed) inEffect() (Selector, []Server, [][6]byte) {
-	if w := mc.win; w != nil && w.learning() {
-		return w.effSel, w.effServers, w.effMacs
-	}
-	return mc.sel, mc.servers, mc.macs
-}
 
 // liveIn reports whether server id is in servers and up.
 func liveIn(servers []Server, id int) bool {
@@ -51,7 +39,7 @@ func (mc *managed) transit(prev *managed, planned bool, now time.Time) {
 		mc.closeWindow(old)
 		return
 	}
-	effSel, effServers, effMacs := prev.inEffect()
+	effSel, effServers := prev.sel, prev.servers
 	origin, originServers := effSel, effServers
 	if old != nil {
 		origin, originServers = old.tr.origin, old.tr.originServers
@@ -116,14 +104,12 @@ func (mc *managed) transit(prev *managed, planned bool, now time.Time) {
 		w.deadline = now.Add(learn + mc.cfg.DrainTimeout)
 	}
 	switch {
-	case planned && (newly > 0 || w.learning()):
-		// Learn before switching: the table in effect stays for now.
-		if !w.learning() {
-			w.learnUntil = now.Add(learn)
-		}
-		w.switched = time.Time{}
-		w.effSel, w.effServers, w.effMacs = effSel, effServers, append([][6]byte(nil), effMacs...)
-		tr.pending, tr.pendingServers = mc.sel, mc.servers
+	case planned && newly > 0:
+		// Learn: UDP flows not yet seen still go to their old owner.
+		w.learnUntil, w.switched = now.Add(learn), time.Time{}
+		tr.prev, tr.prevServers = effSel, effServers
+	case planned && w.learning():
+		tr.prev, tr.prevServers = old.tr.prev, old.tr.prevServers
 	default:
 		// A failure, or nothing left to learn: the new table takes effect now.
 		w.learnUntil = time.Time{}
@@ -139,10 +125,9 @@ func (mc *managed) transit(prev *managed, planned bool, now time.Time) {
 func (mc *managed) switchWindow(now time.Time) {
 	w := mc.win
 	tr := *w.tr
-	tr.pending, tr.pendingServers = nil, nil
+	tr.prev, tr.prevServers = nil, nil
 	w.tr = &tr
 	w.learnUntil, w.switched = time.Time{}, now
-	w.effSel, w.effServers, w.effMacs = nil, nil, nil
 }
 
 // closeWindow releases a window's memory (counted) once it is no longer
