@@ -100,15 +100,16 @@ func (s *flowShard) find(k *flowKey, h uint64) int {
 // probe sequence is broken (deletion without tombstones). s.mu is held.
 func (s *flowShard) remove(i int) {
 	mask := len(s.slots) - 1
+	s.slots[i] = flowEntry{}
 	for j := (i + 1) & mask; s.slots[j].state != slotEmpty; j = (j + 1) & mask {
 		home := int(s.slots[j].key.hash()) & mask
-		// Move j into the hole at i unless its home lies cyclically in (i, j].
-		if (j > i && (home <= i || home > j)) || (j < i && home <= i && home > j) {
-			s.slots[i] = s.slots[j]
-			i = j
+		// j stays where it is if its home lies cyclically in (i, j].
+		if i <= j && i < home && home <= j || i > j && (i < home || home <= j) {
+			continue
 		}
+		s.slots[i], s.slots[j] = s.slots[j], flowEntry{}
+		i = j
 	}
-	s.slots[i] = flowEntry{}
 	s.n--
 }
 

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 
 	"github.com/ghostrouter/ghostrouter/dispatch/health"
@@ -605,4 +606,175 @@ func TestTransitionRecoveryAfterFailureInWindow(t *testing.T) {
 	if got := r.send(tcpFrame(a, 4001, tcpSYN)); got != 0 {
 		t.Fatalf("after the recovery a new connection went to %d, want the recovered server 0", got)
 	}
+}
+
+// Packets from several goroutines while the manager applies changes,
+// fails and recovers a server and sweeps: no race (go test -race), and the
+// memory's count matches its slots and its bound.
+func TestTransitionConcurrent(t *testing.T) {
+	three, four := routingConfig(3, time.Minute, 512), routingConfig(4, time.Minute, 512)
+	r := newTransitionRig(t, three)
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	lan, _ := tap.NewEndpoint(tap.EndpointConfig{Name: "null", Files: []*os.File{null}, MAC: hookLANMAC, MTU: 1500})
+	r.cluster().LAN = lan
+	f := r.m.Forwarder()
+	done := make(chan struct{})
+	for g := 0; g < 3; g++ {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			rng := rand.New(rand.NewPCG(uint64(g), 7))
+			flags := []uint8{tcpSYN, tcpACK, tcpACK | tcpFIN, tcpRST, tcpSYN | tcpACK}
+			for i := 0; i < 20000; i++ {
+				a := netip.AddrFrom4([4]byte{198, 51, byte(rng.IntN(4)), byte(rng.IntN(256))})
+				var fr []byte
+				if rng.IntN(4) == 0 {
+					fr = udpFrom(a, uint16(rng.IntN(2000)))
+				} else {
+					fr = tcpFrame(a, uint16(rng.IntN(2000)), flags[rng.IntN(len(flags))])
+				}
+				f.Inbound(nil, fr)
+			}
+		}()
+	}
+	now := time.Now()
+	for i := 0; i < 40; i++ {
+		now = now.Add(300 * time.Millisecond)
+		switch i % 4 {
+		case 0:
+			r.apply(four)
+		case 1:
+			r.m.healthChanged("web", healthEvent(i%3, false))
+		case 2:
+			r.m.healthChanged("web", healthEvent((i-1)%3, true))
+		case 3:
+			r.apply(three)
+		}
+		r.sweep(now)
+	}
+	for g := 0; g < 3; g++ {
+		<-done
+	}
+	r.m.mu.Lock()
+	defer r.m.mu.Unlock()
+	if w := r.mc().win; w != nil {
+		n := 0
+		w.tr.mem.each(func(*flowEntry) { n++ })
+		if int64(n) != w.tr.mem.entries.Load() || n > w.tr.mem.capacity {
+			t.Fatalf("%d slots in use, entries %d, capacity %d", n, w.tr.mem.entries.Load(), w.tr.mem.capacity)
+		}
+	}
+}
+
+// FuzzTransitionInbound feeds arbitrary frames to the dispatch stage with a
+// window open over every bucket (a server drained, so all its clients'
+// flows are remembered, and a server added). Invariants: a frame is sent
+// only to a server of the view, with the packet's addresses;
+// each frame adds at most one entry; entries = remembered - released and
+// never exceed the capacity.
+func FuzzTransitionInbound(f *testing.F) {
+	a := netip.MustParseAddr("198.51.100.10")
+	syn := tcpFrame(a, 1000, tcpSYN)
+	f.Add(syn)
+	f.Add(tcpFrame(a, 1000, tcpACK|tcpFIN))
+	f.Add(tcpFrame(a, 1000, tcpRST))
+	f.Add(udpFrom(a, 5000))
+	f.Add(tcpFrame(a, 1000, tcpACK)[:14+20+12]) // TCP header cut short
+	three := routingConfig(3, time.Minute, 64)
+	drained := routingConfig(4, time.Minute, 64)
+	drained.Clusters[0].Servers[0].Drain = true
+	lan, peer := lanPair(f)
+	m, err := NewManager(three, Deps{
+		Endpoint: func(name string) (*tap.Endpoint, bool) { return lan, name == "lan0" },
+		Resolver: fakeResolver{},
+	})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer m.Close()
+	m.resolveOnce()
+	if err := m.Apply(drained); err != nil {
+		f.Fatal(err)
+	}
+	m.resolveOnce()
+	c := m.clusters[0].c
+	mem := c.View().Trans.mem
+	buf := make([]byte, 4096)
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		before := mem.entries.Load()
+		work := append([]byte(nil), frame...)
+		m.Forwarder().Inbound(nil, work)
+		sent := 0
+		defer func() {
+			if string(frame) == string(syn) && sent != 1 { // the reading is real
+				t.Fatalf("a good SYN made %d frames, want 1", sent)
+			}
+		}()
+		for { // every frame sent (fragments included): to a server, the packet's addresses kept
+			n := readNow(t, peer, buf)
+			if n < 0 {
+				break
+			}
+			sent++
+			out := buf[:n]
+			okMAC := false
+			for _, mac := range c.View().MACs {
+				okMAC = okMAC || [6]byte(out[0:6]) == mac
+			}
+			if !okMAC || len(out) < 14+20 || len(frame) < 14+20 || string(out[14+12:14+20]) != string(frame[14+12:14+20]) {
+				t.Fatalf("sent %x for %x", out, frame)
+			}
+		}
+		fl := c.FlowStats()
+		e := mem.entries.Load()
+		if e > before+1 || e > int64(mem.capacity) || uint64(e) != fl.Remembered.Load()-fl.Released.Load() {
+			t.Fatalf("entries %d (before %d, capacity %d), remembered %d, released %d", e, before, mem.capacity, fl.Remembered.Load(), fl.Released.Load())
+		}
+	})
+}
+
+// A shard filled to its bound, then emptied in every order: deletion never
+// loops and never loses an entry (tiny shards wrap around).
+func TestFlowMemoryFullShardDeletion(t *testing.T) {
+	for _, capacity := range []int{64, 128, 192, 640} {
+		m := newFlowMemory(capacity)
+		var keys []flowKey
+		for p := 0; len(keys) < 100000 && m.entries.Load() < int64(m.capacity); p++ {
+			k := flowKey{sport: uint16(p), dport: 80, proto: protoTCP}
+			k.addr[1] = byte(p >> 16)
+			if _, res := m.insert(&k, int32(p), 0, false); res == flowInserted {
+				keys = append(keys, k)
+			}
+		}
+		rng := rand.New(rand.NewPCG(uint64(capacity), 3))
+		rng.Shuffle(len(keys), func(i, j int) { keys[i], keys[j] = keys[j], keys[i] })
+		for n, k := range keys {
+			if _, res := m.lookup(&k, 0, false, true); res != flowReleasedR {
+				t.Fatalf("capacity %d: entry %d of %d lost before its release", capacity, n, len(keys))
+			}
+		}
+		if m.entries.Load() != 0 {
+			t.Fatalf("capacity %d: %d entries left", capacity, m.entries.Load())
+		}
+	}
+}
+
+// readNow reads one frame from f if one is waiting, without waiting; -1 if
+// none is.
+func readNow(t *testing.T, f *os.File, buf []byte) int {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := -1
+	rc.Read(func(fd uintptr) bool {
+		if m, err := unix.Read(int(fd), buf); err == nil {
+			n = m
+		}
+		return true // never wait
+	})
+	return n
 }
