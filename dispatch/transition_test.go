@@ -157,7 +157,7 @@ func (r *transitionRig) send(frame []byte) int {
 	r.t.Helper()
 	work := append([]byte(nil), frame...)
 	if !r.m.Forwarder().Inbound(nil, work) {
-		r.t.Fatal("the forwarder did not take a ghost packet")
+		r.t.Fatalf("the forwarder did not take a ghost packet: %x", frame)
 	}
 	out := readFrameQuick(r.peer)
 	if out == nil {
@@ -777,4 +777,62 @@ func readNow(t *testing.T, f *os.File, buf []byte) int {
 		return true // never wait
 	})
 	return n
+}
+
+// tcp6Frame is tcpFrame for IPv6, to ghost6.
+func tcp6Frame(src, ghost6 netip.Addr, sport uint16, flags uint8) []byte {
+	f := make([]byte, 14+40+20)
+	copy(f[0:6], hookLANMAC)
+	copy(f[6:12], hookInMAC)
+	f[12], f[13] = 0x86, 0xdd
+	ip := f[14:]
+	ip[0] = 0x60
+	binary.BigEndian.PutUint16(ip[4:], 20)
+	ip[6], ip[7] = protoTCP, 64
+	s, d := src.As16(), ghost6.As16()
+	copy(ip[8:24], s[:])
+	copy(ip[24:40], d[:])
+	binary.BigEndian.PutUint16(ip[40:], sport)
+	binary.BigEndian.PutUint16(ip[42:], 80)
+	ip[52] = 5 << 4
+	ip[53] = flags
+	return f
+}
+
+// IPv6 clients: the same rules (an old connection stays, a new one goes to
+// the new owner).
+func TestTransitionIPv6(t *testing.T) {
+	ghost6 := netip.MustParseAddr("2001:db8::10")
+	v6 := func(n int) *config.Config {
+		cfg := routingConfig(n, time.Minute, 1024)
+		cfg.Clusters[0].Address = ghost6
+		return cfg
+	}
+	r := newTransitionRig(t, v6(3))
+	before, after := ownerFunc(t, v6(3), nil), ownerFunc(t, v6(4), nil)
+	var a netip.Addr
+	for i := 1; i < 65536; i++ {
+		c := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 1, 14: byte(i >> 8), 15: byte(i)})
+		if before(c) != after(c) {
+			a = c
+			break
+		}
+	}
+	if !a.IsValid() {
+		t.Fatal("no IPv6 client moves")
+	}
+	if got := r.send(tcp6Frame(a, ghost6, 1000, tcpSYN)); got != before(a) {
+		t.Fatalf("before the change: %d, want %d", got, before(a))
+	}
+	r.apply(v6(4))
+	r.sweep(time.Now().Add(learnPeriod))
+	if got := r.send(tcp6Frame(a, ghost6, 1000, tcpACK)); got != before(a) {
+		t.Fatalf("the straddling handshake's ACK at %d, want %d", got, before(a))
+	}
+	if got := r.send(tcp6Frame(a, ghost6, 1001, tcpSYN)); got != after(a) {
+		t.Fatalf("a new connection at %d, want %d", got, after(a))
+	}
+	if got := r.send(tcp6Frame(a, ghost6, 1001, tcpACK)); got != after(a) {
+		t.Fatalf("the new connection's ACK at %d, want %d", got, after(a))
+	}
 }
