@@ -55,7 +55,9 @@ type flowShard struct {
 // flowMemory is the bounded flow table of a transition window: flow ->
 // server ID. It holds at most its capacity; an insert beyond that fails and
 // the caller counts it. It allocates only when built; lookups, inserts and
-// deletes take one shard's lock and allocate nothing.
+// deletes take one shard's lock and allocate nothing. Lock order: the
+// manager's lock (sweeps run under it), then one shard's lock at a time; the
+// packet path takes only a shard's lock.
 type flowMemory struct {
 	shards   [flowShards]flowShard
 	capacity int
