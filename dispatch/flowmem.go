@@ -124,11 +124,14 @@ const (
 	flowInserted                    // newly remembered with the given server
 	flowOverflow                    // not remembered: the memory is full
 	flowReleasedR                   // remembered, and released by this packet (RST)
+	flowReleasedSYN                 // was remembered as closing; released for a new connection
 )
 
 // lookup returns the server remembered for k, refreshing its time; with fin
-// it marks the entry closing, with rst it releases it.
-func (m *flowMemory) lookup(k *flowKey, now int64, fin, rst bool) (server int32, res flowResult) {
+// it marks the entry closing, with rst it releases it. A SYN (syn) for a
+// closing entry opens a new connection on the same ports: the entry is
+// released and the lookup misses.
+func (m *flowMemory) lookup(k *flowKey, now int64, fin, rst, syn bool) (server int32, res flowResult) {
 	h := k.hash()
 	s := m.shard(h)
 	s.mu.Lock()
@@ -141,6 +144,11 @@ func (m *flowMemory) lookup(k *flowKey, now int64, fin, rst bool) (server int32,
 	server = e.server
 	e.last = now
 	switch {
+	case syn && e.state == slotClosing:
+		s.remove(i)
+		s.mu.Unlock()
+		m.entries.Add(-1)
+		return -1, flowReleasedSYN
 	case rst:
 		s.remove(i)
 		s.mu.Unlock()

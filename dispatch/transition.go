@@ -236,16 +236,19 @@ func (c *Cluster) steer(v *View, tr *transition, client netip.Addr, bucket uint3
 	k.dport = binary.BigEndian.Uint16(ip[l4+2 : l4+4])
 	k.proto = proto
 	fin, rst := flags&tcpFIN != 0, flags&tcpRST != 0
+	syn := proto == protoTCP && flags&(tcpSYN|tcpACK) == tcpSYN
 	now := tr.now()
 
-	if id, res := tr.mem.lookup(&k, now, fin, rst); res != flowMissed {
-		if res == flowReleasedR {
-			c.flows.Released.Add(1)
-		}
+	switch id, res := tr.mem.lookup(&k, now, fin, rst, syn); res {
+	case flowHit:
 		return c.held(v, int(id), idx, ok)
+	case flowReleasedR:
+		c.flows.Released.Add(1)
+		return c.held(v, int(id), idx, ok)
+	case flowReleasedSYN:
+		c.flows.Released.Add(1) // and remembered anew below
 	}
 	choice, chOK := idx, ok
-	syn := proto == protoTCP && flags&(tcpSYN|tcpACK) == tcpSYN
 	switch {
 	case proto == protoTCP && !syn:
 		// A connection that predates the bucket's move: its origin.

@@ -47,13 +47,13 @@ func TestFlowMemoryMatchesMap(t *testing.T) {
 				t.Fatalf("op %d: insert of a new flow: %v", i, res)
 			}
 		case op < 8:
-			got, res := m.lookup(&k, int64(i), false, false)
+			got, res := m.lookup(&k, int64(i), false, false, false)
 			want, had := ref[k]
 			if had != (res == flowHit) || had && got != want {
 				t.Fatalf("op %d: lookup %v %d, want present=%v %d", i, res, got, had, want)
 			}
 		default:
-			_, res := m.lookup(&k, int64(i), false, true)
+			_, res := m.lookup(&k, int64(i), false, true, false)
 			_, had := ref[k]
 			if had != (res == flowReleasedR) {
 				t.Fatalf("op %d: release %v, want present=%v", i, res, had)
@@ -67,7 +67,7 @@ func TestFlowMemoryMatchesMap(t *testing.T) {
 	// A sweep that drops every odd port keeps exactly the even ones.
 	m.sweep(func(e *flowEntry) bool { return e.key.sport%2 == 1 })
 	for k, want := range ref {
-		got, res := m.lookup(&k, 0, false, false)
+		got, res := m.lookup(&k, 0, false, false, false)
 		if k.sport%2 == 1 && res != flowMissed || k.sport%2 == 0 && (res != flowHit || got != want) {
 			t.Fatalf("after the sweep: port %d: %v %d", k.sport, res, got)
 		}
@@ -308,6 +308,12 @@ func TestTransitionKeepsConnectionsAcrossAnAddedServer(t *testing.T) {
 	if got := r.send(tcpFrame(a, 1001, tcpACK)); got != oldOf(a) {
 		t.Errorf("an ACK after FIN at %d, want %d", got, oldOf(a))
 	}
+	// The client reuses the ports of a connection it closed: a new
+	// connection, for the new owner.
+	r.send(tcpFrame(a, 1002, tcpFIN|tcpACK))
+	if got := r.send(tcpFrame(a, 1002, tcpSYN)); got != newOf(a) {
+		t.Errorf("a SYN on the ports of a closed connection at %d, want the new owner %d", got, newOf(a))
+	}
 	before := fl.Released.Load()
 	r.sweep(time.Now().Add(finLinger + time.Second))
 	if got := fl.Released.Load() - before; got != 1 {
@@ -322,7 +328,7 @@ func TestTransitionKeepsConnectionsAcrossAnAddedServer(t *testing.T) {
 	if st.Transition != nil || r.cluster().View().Trans != nil {
 		t.Fatalf("window still open after drain_timeout: %+v", st.Transition)
 	}
-	if fl.Released.Load() != fl.Remembered.Load() || st.Counters["flow_released"] != 7 {
+	if fl.Released.Load() != fl.Remembered.Load() || st.Counters["flow_released"] != 8 {
 		t.Errorf("released %d of %d remembered", fl.Released.Load(), fl.Remembered.Load())
 	}
 	if got := r.send(tcpFrame(a, 1000, tcpACK)); got != newOf(a) {
@@ -752,7 +758,7 @@ func TestFlowMemoryFullShardDeletion(t *testing.T) {
 		rng := rand.New(rand.NewPCG(uint64(capacity), 3))
 		rng.Shuffle(len(keys), func(i, j int) { keys[i], keys[j] = keys[j], keys[i] })
 		for n, k := range keys {
-			if _, res := m.lookup(&k, 0, false, true); res != flowReleasedR {
+			if _, res := m.lookup(&k, 0, false, true, false); res != flowReleasedR {
 				t.Fatalf("capacity %d: entry %d of %d lost before its release", capacity, n, len(keys))
 			}
 		}
