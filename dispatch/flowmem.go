@@ -119,12 +119,12 @@ func (s *flowShard) remove(i int) {
 type flowResult uint8
 
 const (
-	flowMissed    flowResult = iota // not remembered (and not inserted)
-	flowHit                         // remembered: server is its server
-	flowInserted                    // newly remembered with the given server
-	flowOverflow                    // not remembered: the memory is full
-	flowReleasedR                   // remembered, and released by this packet (RST)
-	flowReleasedSYN                 // was remembered as closing; released for a new connection
+	flowMissed      flowResult = iota // not remembered (and not inserted)
+	flowHit                           // remembered: server is its server
+	flowInserted                      // newly remembered with the given server
+	flowOverflow                      // not remembered: the memory is full
+	flowReleasedR                     // remembered, and released by this packet (RST)
+	flowReleasedSYN                   // was remembered as closing; released for a new connection
 )
 
 // lookup returns the server remembered for k, refreshing its time; with fin
