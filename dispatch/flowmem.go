@@ -161,6 +161,18 @@ func (m *flowMemory) lookup(k *flowKey, now int64, fin, rst, syn bool) (server i
 	return server, flowHit
 }
 
+// peek returns the server remembered for k without touching the entry.
+func (m *flowMemory) peek(k *flowKey) (int32, bool) {
+	h := k.hash()
+	s := m.shard(h)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i := s.find(k, h); i >= 0 {
+		return s.slots[i].server, true
+	}
+	return -1, false
+}
+
 // insert remembers k -> server unless k is already remembered (then the
 // remembered server wins and is returned) or the shard is full.
 func (m *flowMemory) insert(k *flowKey, server int32, now int64, closing bool) (int32, flowResult) {

@@ -283,6 +283,46 @@ func (c *Cluster) steer(v *View, tr *transition, client netip.Addr, bucket uint3
 	return c.held(v, int(id), idx, ok)
 }
 
+// pickQuoted chooses the server for an ICMP error about a packet the ghost
+// sent to client (the quoted packet: ghost:ghostPort -> client:clientPort,
+// protocol proto): the server that the client's own packets of that flow
+// reach. In the steady state that is pick(client); while a window is open
+// the memory is consulted as for the flow's packets, but never changed.
+func (c *Cluster) pickQuoted(client netip.Addr, proto uint8, clientPort, ghostPort uint16) (v *View, idx int, mac [6]byte, ok bool) {
+	v = c.view.Load()
+	if v == nil {
+		c.stats.NoServer.Add(1)
+		return nil, 0, mac, false
+	}
+	idx, bucket, ok := v.Selector.Select(client)
+	if tr := v.Trans; tr != nil && (proto == protoTCP || proto == protoUDP) && tr.touches(v, client, bucket) {
+		k := flowKey{addr: client.As16(), sport: clientPort, dport: ghostPort, proto: proto}
+		var other int
+		switch id, hit := tr.mem.peek(&k); {
+		case hit:
+			other = int(id)
+		case proto == protoTCP:
+			other = tr.originOf(client, bucket)
+		case tr.prev != nil:
+			other = ownerID(tr.prev, tr.prevServers, client)
+		default:
+			other = -1
+		}
+		if j, live := v.liveIndex(other); live {
+			idx, ok = j, true
+		}
+	}
+	if !ok {
+		c.stats.NoServer.Add(1)
+		return nil, 0, mac, false
+	}
+	if mac = v.MACs[idx]; mac == ([6]byte{}) {
+		c.stats.NoMAC.Add(1)
+		return nil, 0, mac, false
+	}
+	return v, idx, mac, true
+}
+
 // held returns the index of server id if it can take the packet, counting
 // it when that is not the current owner; otherwise the current owner.
 func (c *Cluster) held(v *View, id int, idx int, ok bool) (int, bool) {

@@ -842,3 +842,48 @@ func TestTransitionIPv6(t *testing.T) {
 		t.Fatalf("the new connection's ACK at %d, want %d", got, after(a))
 	}
 }
+
+// An ICMP error about a flow (a quoted packet from the ghost to the client)
+// goes where the flow's own packets go, window or not, and changes nothing.
+func TestTransitionPickQuoted(t *testing.T) {
+	three, four := routingConfig(3, time.Minute, 1024), routingConfig(4, time.Minute, 1024)
+	r := newTransitionRig(t, three)
+	moved, _ := movedClients(t, ownerFunc(t, three, nil), ownerFunc(t, four, nil), 1)
+	a := moved[0]
+	oldOf, newOf := ownerFunc(t, three, nil), ownerFunc(t, four, nil)
+	quoted := func(port uint16, proto uint8) int {
+		ghostPort := uint16(80) // tcpFrame's
+		if proto == protoUDP {
+			ghostPort = 9000 // udpFrame's
+		}
+		_, idx, _, ok := r.cluster().pickQuoted(a, proto, port, ghostPort)
+		if !ok {
+			return -1
+		}
+		return r.cluster().View().Servers[idx].ID
+	}
+	if got := quoted(1000, protoTCP); got != oldOf(a) {
+		t.Fatalf("steady state: %d, want %d", got, oldOf(a))
+	}
+	r.apply(four)
+	r.send(tcpFrame(a, 1000, tcpACK)) // an old connection
+	r.send(udpFrom(a, 5000))          // an old UDP flow
+	r.sweep(time.Now().Add(learnPeriod))
+	r.send(tcpFrame(a, 1001, tcpSYN)) // a new connection
+	n := r.cluster().FlowStats().Remembered.Load()
+	for _, c := range []struct {
+		port  uint16
+		proto uint8
+		want  int
+	}{
+		{1000, protoTCP, oldOf(a)}, {1001, protoTCP, newOf(a)}, {1002, protoTCP, oldOf(a)},
+		{5000, protoUDP, oldOf(a)}, {5001, protoUDP, newOf(a)},
+	} {
+		if got := quoted(c.port, c.proto); got != c.want {
+			t.Errorf("error about %d/%d: server %d, want %d", c.port, c.proto, got, c.want)
+		}
+	}
+	if r.cluster().FlowStats().Remembered.Load() != n {
+		t.Error("an ICMP error changed the memory")
+	}
+}
