@@ -60,7 +60,8 @@ import (
 //
 // A failed server's buckets move at once: a failure opens no window of its
 // own and ends the learning phase of a change, and flows remembered for a
-// failed server go to the current owner.
+// failed server go to the current owner. The same holds for a server removed
+// from the configuration (drain it first to keep its connections).
 //
 // The memory is bounded (flow_memory entries per cluster, allocated when a
 // window opens, freed when it closes). What cannot be remembered is counted
