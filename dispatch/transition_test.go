@@ -887,3 +887,30 @@ func TestTransitionPickQuoted(t *testing.T) {
 		t.Error("an ICMP error changed the memory")
 	}
 }
+
+// A reload that changes the bucket count moves clients without stable
+// buckets: the window decides per client, and keeps an old connection.
+func TestTransitionBucketCountChange(t *testing.T) {
+	before := routingConfig(3, time.Minute, 1024)
+	after := routingConfig(3, time.Minute, 1024)
+	after.Clusters[0].Buckets = 1000
+	r := newTransitionRig(t, before)
+	moved, kept := movedClients(t, ownerFunc(t, before, nil), ownerFunc(t, after, nil), 1)
+	a := moved[0]
+	r.apply(after)
+	if r.m.Status()[0].Transition == nil {
+		t.Fatal("a change of bucket count opened no window")
+	}
+	r.sweep(time.Now().Add(learnPeriod))
+	if got, want := r.send(tcpFrame(a, 1, tcpACK)), ownerFunc(t, before, nil)(a); got != want {
+		t.Fatalf("an old connection at %d, want %d", got, want)
+	}
+	if got, want := r.send(tcpFrame(a, 2, tcpSYN)), ownerFunc(t, after, nil)(a); got != want {
+		t.Fatalf("a new connection at %d, want %d", got, want)
+	}
+	n := r.cluster().FlowStats().Remembered.Load()
+	r.send(tcpFrame(kept[0], 3, tcpACK))
+	if r.cluster().FlowStats().Remembered.Load() != n {
+		t.Fatal("a client that did not move was remembered")
+	}
+}

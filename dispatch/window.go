@@ -83,7 +83,7 @@ func (mc *managed) transit(prev *managed, planned bool, now time.Time) {
 				moved++
 			}
 		}
-	} else if !sameMembership(effServers, mc.servers) || !sameKind(effSel, mc.sel) {
+	} else if !sameMembership(effServers, mc.servers) || !sameKind(effSel, mc.sel) || ok1 && ok2 && !sameBuckets(nj, ej) {
 		newly = 1 // decided per client
 	}
 	if newly == 0 && old == nil {
