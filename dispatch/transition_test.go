@@ -914,3 +914,28 @@ func TestTransitionBucketCountChange(t *testing.T) {
 		t.Fatal("a client that did not move was remembered")
 	}
 }
+
+// hash = "modulo" (the patent's CA mod N): adding a server moves most
+// clients; the window keeps their old connections all the same.
+func TestTransitionModulo(t *testing.T) {
+	mod := func(n int) *config.Config {
+		cfg := routingConfig(n, time.Minute, 1024)
+		cfg.Clusters[0].Hash = config.HashModulo
+		return cfg
+	}
+	r := newTransitionRig(t, mod(3))
+	before, after := ownerFunc(t, mod(3), nil), ownerFunc(t, mod(4), nil)
+	moved, kept := movedClients(t, before, after, 1)
+	a := moved[0]
+	r.apply(mod(4))
+	r.sweep(time.Now().Add(learnPeriod))
+	if got := r.send(tcpFrame(a, 1, tcpACK)); got != before(a) {
+		t.Fatalf("an old connection at %d, want %d", got, before(a))
+	}
+	if got := r.send(tcpFrame(a, 2, tcpSYN)); got != after(a) {
+		t.Fatalf("a new connection at %d, want %d", got, after(a))
+	}
+	if got := r.send(tcpFrame(kept[0], 3, tcpACK)); got != after(kept[0]) {
+		t.Fatalf("an unmoved client at %d, want %d", got, after(kept[0]))
+	}
+}
