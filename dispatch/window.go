@@ -10,11 +10,14 @@ import (
 // window is a routing cluster's open transition window as the manager keeps
 // it (transition.go describes the behaviour). Guarded by Manager.mu.
 type window struct {
-	tr         *transition // what the packet path reads now
-	learnUntil time.Time   // the switch; zero once switched
-	switched   time.Time   // zero while learning
-	deadline   time.Time   // the window closes at the latest then
-	moved      int         // touched buckets (0 when decided per client)
+	tr *transition // what the packet path reads now
+	// learnUntil ends the learning phase of the latest change (UDP flows not
+	// seen yet still go to their old owner: transition.go); zero after it,
+	// the "switch".
+	learnUntil time.Time
+	switched   time.Time // when the last learning phase ended; zero while learning
+	deadline   time.Time // the window closes at the latest then
+	moved      int       // touched buckets (0 when decided per client)
 }
 
 func (w *window) learning() bool { return !w.learnUntil.IsZero() }
