@@ -307,6 +307,7 @@ func TestRoutingPlannedChangesKeepConnections(t *testing.T) {
 // connections of the same clients are answered by others), and the flow
 // memory is empty and released once drain_timeout has passed.
 func TestRoutingDrainKeepsConnections(t *testing.T) {
+	harness.RequireRoot(t, "tcpdump", "nft", "ss")
 	const nClients = 48
 	tp := newTopo(t, topoOptions{servers: 3, clientAddrs: nClients})
 	tp.startServers()
