@@ -63,6 +63,7 @@ type flowMemory struct {
 	capacity int
 	entries  atomic.Int64 // entries held now
 	clock    atomic.Int64 // nanoseconds since the window opened, advanced by the manager
+	closed   atomic.Bool  // the window closed: nothing more is remembered
 }
 
 // newFlowMemory returns a memory that holds at least capacity entries
@@ -125,6 +126,7 @@ const (
 	flowOverflow                      // not remembered: the memory is full
 	flowReleasedR                     // remembered, and released by this packet (RST)
 	flowReleasedSYN                   // was remembered as closing; released for a new connection
+	flowClosed                        // not remembered: the window has closed
 )
 
 // lookup returns the server remembered for k, refreshing its time; with fin
@@ -180,6 +182,9 @@ func (m *flowMemory) insert(k *flowKey, server int32, now int64, closing bool) (
 	s := m.shard(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if m.closed.Load() { // checked under the lock: close's sweep then sees every entry
+		return server, flowClosed
+	}
 	mask := len(s.slots) - 1
 	for i := int(h) & mask; ; i = (i + 1) & mask {
 		e := &s.slots[i]
@@ -223,6 +228,14 @@ func (m *flowMemory) sweep(drop func(e *flowEntry) bool) int {
 	}
 	m.entries.Add(-int64(released))
 	return released
+}
+
+// close stops the memory from remembering more and releases every entry;
+// it returns how many it released. Packets still holding the memory after
+// it closed get flowClosed from insert.
+func (m *flowMemory) close() int {
+	m.closed.Store(true)
+	return m.sweep(func(*flowEntry) bool { return true })
 }
 
 // each calls fn for every entry; the entry must not be kept.

@@ -140,8 +140,9 @@ func (m *Manager) applyLocked(cfg *config.Config) (retired []*health.Checker, _ 
 	now := time.Now()
 	for _, mc := range next {
 		prev := old[mc.cfg.Name]
+		var stale *window
 		if prev != nil && prev.c != nil && prev.c == mc.c {
-			mc.transit(prev, true, now) // a planned change: keep the moved buckets' connections
+			stale = mc.transit(prev, true, now) // a planned change: keep the moved buckets' connections
 		}
 		if prev != nil && prev.checker != nil && reflect.DeepEqual(prev.cfg.Health, mc.cfg.Health) && sameTargets(prev.cfg, mc.cfg) {
 			mc.checker = prev.checker
@@ -154,6 +155,7 @@ func (m *Manager) applyLocked(cfg *config.Config) (retired []*health.Checker, _ 
 			mc.checker = m.newChecker(mc, states)
 		}
 		mc.publish()
+		mc.closeWindow(stale)
 		if mc.c != nil {
 			routing = append(routing, mc.c)
 		}
@@ -241,8 +243,9 @@ func (m *Manager) healthChanged(cluster string, ev health.Event) {
 	}
 	// A recovery is planned (its buckets' connections stay on the servers
 	// that took them); a failure moves the failed server's buckets at once.
-	mc.transit(&prev, ev.Up, time.Now())
+	stale := mc.transit(&prev, ev.Up, time.Now())
 	mc.publish()
+	mc.closeWindow(stale)
 	m.announce(mc)
 	after := ownerCounts(mc)
 	moved := 0

@@ -621,7 +621,8 @@ func TestTransitionRecoveryAfterFailureInWindow(t *testing.T) {
 // fails and recovers a server and sweeps: no race (go test -race), and the
 // memory's count matches its slots and its bound.
 func TestTransitionConcurrent(t *testing.T) {
-	three, four := routingConfig(3, time.Minute, 512), routingConfig(4, time.Minute, 512)
+	// drain_timeout 2 s: windows close and open again while packets flow.
+	three, four := routingConfig(3, 2*time.Second, 512), routingConfig(4, 2*time.Second, 512)
 	r := newTransitionRig(t, three)
 	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
@@ -650,7 +651,13 @@ func TestTransitionConcurrent(t *testing.T) {
 		}()
 	}
 	now := time.Now()
-	for i := 0; i < 40; i++ {
+	running := 3
+	for i := 0; running > 0 && i < 100000; i++ {
+		select {
+		case <-done:
+			running--
+		default:
+		}
 		now = now.Add(300 * time.Millisecond)
 		switch i % 4 {
 		case 0:
@@ -664,17 +671,26 @@ func TestTransitionConcurrent(t *testing.T) {
 		}
 		r.sweep(now)
 	}
-	for g := 0; g < 3; g++ {
+	for ; running > 0; running-- {
 		<-done
 	}
+	if n := r.cluster().FlowStats().Windows.Load(); n < 2 {
+		t.Fatalf("%d windows opened, want several", n)
+	}
 	r.m.mu.Lock()
-	defer r.m.mu.Unlock()
 	if w := r.mc().win; w != nil {
 		n := 0
 		w.tr.mem.each(func(*flowEntry) { n++ })
 		if int64(n) != w.tr.mem.entries.Load() || n > w.tr.mem.capacity {
 			t.Fatalf("%d slots in use, entries %d, capacity %d", n, w.tr.mem.entries.Load(), w.tr.mem.capacity)
 		}
+	}
+	r.m.mu.Unlock()
+	// Closing the window releases exactly what was remembered, windows
+	// closed while packets were in flight included.
+	r.sweep(now.Add(time.Hour))
+	if fl := r.cluster().FlowStats(); fl.Remembered.Load() != fl.Released.Load() || fl.Remembered.Load() == 0 {
+		t.Fatalf("remembered %d, released %d", fl.Remembered.Load(), fl.Released.Load())
 	}
 }
 

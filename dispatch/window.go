@@ -31,16 +31,16 @@ func liveIn(servers []Server, id int) bool {
 // transit opens, joins or closes mc's transition window for the change from
 // prev (the state before, nil for a new cluster) to mc's freshly rebuilt
 // selector. planned is false for a server's failure: then nothing waits. It
-// is called before mc.publish.
-func (mc *managed) transit(prev *managed, planned bool, now time.Time) {
+// is called before mc.publish; a window it returns is to be closed
+// (closeWindow) after that publish.
+func (mc *managed) transit(prev *managed, planned bool, now time.Time) (stale *window) {
 	var old *window
 	if prev != nil {
 		old = prev.win
 	}
 	mc.win = nil
 	if mc.c == nil || prev == nil || prev.sel == nil || mc.cfg.DrainTimeout <= 0 {
-		mc.closeWindow(old)
-		return
+		return old
 	}
 	effSel, effServers := prev.sel, prev.servers
 	origin, originServers := effSel, effServers
@@ -90,7 +90,7 @@ func (mc *managed) transit(prev *managed, planned bool, now time.Time) {
 		newly = 1 // decided per client
 	}
 	if newly == 0 && old == nil {
-		return // nothing moved: stay stateless
+		return nil // nothing moved: stay stateless
 	}
 
 	w := &window{moved: moved}
@@ -122,6 +122,7 @@ func (mc *managed) transit(prev *managed, planned bool, now time.Time) {
 	}
 	w.tr = tr
 	mc.win = w
+	return nil
 }
 
 // switchWindow ends mc's learning phase: the new table takes effect.
@@ -134,12 +135,12 @@ func (mc *managed) switchWindow(now time.Time) {
 }
 
 // closeWindow releases a window's memory (counted) once it is no longer
-// published.
+// published: packets that still read it remember nothing more.
 func (mc *managed) closeWindow(w *window) {
 	if w == nil || mc.c == nil {
 		return
 	}
-	mc.c.flows.Released.Add(uint64(w.tr.mem.entries.Load()))
+	mc.c.flows.Released.Add(uint64(w.tr.mem.close()))
 }
 
 func sameBuckets(a, b *JHashSelector) bool {
@@ -159,8 +160,8 @@ func sameMembership(a, b []Server) bool {
 }
 
 // sweepWindow advances mc's window at now: the switch after learning, the
-// release of ended, idle and orphaned flows, and the close. It reports
-// whether mc must be published again.
+// release of ended, idle and orphaned flows, and the close (publishing the
+// view without it first). It reports whether mc must be published again.
 func (mc *managed) sweepWindow(now time.Time) (republish bool) {
 	w := mc.win
 	if w == nil {
@@ -196,8 +197,9 @@ func (mc *managed) sweepWindow(now time.Time) (republish bool) {
 	quiet := min(flowIdle, mc.cfg.DrainTimeout)
 	if !now.Before(w.deadline) || (now.Sub(w.switched) >= quiet && divergent == 0) {
 		mc.win = nil
+		mc.publish()
 		mc.closeWindow(w)
-		republish = true
+		return false
 	}
 	return republish
 }
