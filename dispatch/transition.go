@@ -19,7 +19,11 @@ import (
 // 0), reweighted, recovered after a failure, or any reload that moves
 // buckets. The steady state stays stateless; only while a window is open
 // does the dispatcher remember flows, and only those of the buckets that
-// move ("touched" buckets).
+// move ("touched" buckets). (GLB's "second chance" would instead send a
+// moved bucket's packets to the new owner with the old one named, and have
+// the new owner's kernel module pass on the packets of connections it does
+// not know; routing-mode servers here are plain hosts with the ghost as an
+// alias, so the dispatcher keeps the state itself, bounded and short-lived.)
 //
 // The new table takes effect at once, for the packets that need no memory
 // (those of untouched buckets, new connections, ICMP). For a packet of a
