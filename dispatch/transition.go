@@ -103,10 +103,6 @@ const (
 	flowIdle    = 30 * time.Second
 )
 
-// DefaultFlowMemory is the default capacity of a cluster's transition
-// memory, in flows.
-const DefaultFlowMemory = 65536
-
 // FlowStats are a routing cluster's transition-memory counters.
 type FlowStats struct {
 	Remembered atomic.Uint64 // flows entered into the memory
