@@ -78,6 +78,13 @@
 // ModuloSelector is the patent's literal k = CA mod N with its failure rule;
 // see its documentation for how the rule extends to several failures.
 //
+// # Planned changes in routing mode
+//
+// While buckets change owner in a planned change, the forwarding stage keeps
+// the moved buckets' established connections on their old servers with a
+// bounded flow memory; transition.go documents the rules, the counters and
+// the cost per packet beside the stateless path.
+//
 // # Concurrency
 //
 // Tables and selectors are immutable after construction and safe for

@@ -60,6 +60,7 @@ type Cluster struct {
 	lanMAC [6]byte
 	view   atomic.Pointer[View]
 	stats  ClusterStats
+	flows  FlowStats // the transition memory's (transition.go)
 }
 
 // View is an immutable snapshot of what the packet path needs for one
@@ -71,6 +72,9 @@ type View struct {
 	Servers  []Server
 	MACs     [][6]byte // per server; all zero when unresolved
 	Stats    []*ServerStats
+	// Trans is the open transition window (transition.go); nil in the
+	// steady state.
+	Trans *transition
 }
 
 // NewCluster returns a cluster dispatching ghost traffic out of lan.
@@ -178,14 +182,20 @@ func (f *Forwarder) dispatch4(c *Cluster, in *tap.Endpoint, frame []byte) {
 		}
 		return
 	}
-	client := netip.AddrFrom4([4]byte(ip[12:16]))
+	var v *View
+	var idx int
+	var mac [6]byte
+	var ok bool
 	if ip[9] == protoICMP {
-		var ok bool
-		if client, ok = c.errorClient4(ip[:tot], hl, client); !ok {
-			return
+		// An ICMP error goes where the flow it quotes goes (icmperr.go).
+		v, idx, mac, ok = c.pickICMP4(ip[:tot], hl)
+	} else {
+		l4 := hl
+		if binary.BigEndian.Uint16(ip[6:8])&0x1fff != 0 {
+			l4 = noL4 // a later fragment: no ports
 		}
+		v, idx, mac, ok = c.pickFlow(netip.AddrFrom4([4]byte(ip[12:16])), ip[:tot], l4, ip[9])
 	}
-	v, idx, mac, ok := c.pick(client)
 	if !ok {
 		return
 	}
@@ -327,14 +337,15 @@ func (f *Forwarder) dispatch6(c *Cluster, in *tap.Endpoint, frame []byte) {
 		}
 		return
 	}
-	client := netip.AddrFrom16([16]byte(ip[8:24]))
+	var v *View
+	var idx int
+	var mac [6]byte
+	var ok bool
 	if ip[6] == protoICMPv6 {
-		var ok bool
-		if client, ok = c.errorClient6(ip[:tot], client); !ok {
-			return
-		}
+		v, idx, mac, ok = c.pickICMP6(ip[:tot])
+	} else {
+		v, idx, mac, ok = c.pickFlow(netip.AddrFrom16([16]byte(ip[8:24])), ip[:tot], ipv6Len, ip[6])
 	}
-	v, idx, mac, ok := c.pick(client)
 	if !ok {
 		return
 	}
@@ -353,21 +364,7 @@ func (f *Forwarder) dispatch6(c *Cluster, in *tap.Endpoint, frame []byte) {
 // pick chooses the server for client in the current snapshot; when there
 // is none to send to, it counts why and reports false.
 func (c *Cluster) pick(client netip.Addr) (v *View, idx int, mac [6]byte, ok bool) {
-	v = c.view.Load()
-	if v == nil {
-		c.stats.NoServer.Add(1)
-		return nil, 0, mac, false
-	}
-	idx, _, ok = v.Selector.Select(client)
-	if !ok {
-		c.stats.NoServer.Add(1)
-		return nil, 0, mac, false
-	}
-	if mac = v.MACs[idx]; mac == ([6]byte{}) {
-		c.stats.NoMAC.Add(1)
-		return nil, 0, mac, false
-	}
-	return v, idx, mac, true
+	return c.pickFlow(client, nil, noL4, 0)
 }
 
 // send rewrites the Ethernet header in place and writes the frame to the LAN.

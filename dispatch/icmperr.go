@@ -1,6 +1,9 @@
 package dispatch
 
-import "net/netip"
+import (
+	"encoding/binary"
+	"net/netip"
+)
 
 // ICMP errors follow their flow. An ICMP error addressed to the ghost is
 // about a packet a server sent from the ghost to a client: a router on the
@@ -93,4 +96,43 @@ func (c *Cluster) errorClient6(ip []byte, src netip.Addr) (client netip.Addr, ok
 	}
 	c.stats.ICMPErrors.Add(1)
 	return netip.AddrFrom16([16]byte(q[24:40])), true
+}
+
+// pickICMP4 chooses the server for an ICMP packet ip (header length hl,
+// exactly its total length) sent to the ghost. An error goes to the server
+// that the flow it quotes reaches (transition memory included, see
+// pickQuoted); a malformed error is dropped (ok false, counted); anything
+// else (echo) goes by its source like any packet without ports.
+func (c *Cluster) pickICMP4(ip []byte, hl int) (v *View, idx int, mac [6]byte, ok bool) {
+	src := netip.AddrFrom4([4]byte(ip[12:16]))
+	client, ok := c.errorClient4(ip, hl, src)
+	if !ok {
+		return nil, 0, mac, false
+	}
+	if ip[6]&0x1f == 0 && ip[7] == 0 && len(ip) >= hl+icmpHdr && isError4(ip[hl]) {
+		q := ip[hl+icmpHdr:]
+		qhl := int(q[0]&0x0f) * 4 // validated by errorClient4
+		if p := q[9]; (p == protoTCP || p == protoUDP) && q[6]&0x1f == 0 && q[7] == 0 && len(q) >= qhl+4 {
+			// The quoted packet is ghost:gport -> client:cport.
+			return c.pickQuoted(client, p, binary.BigEndian.Uint16(q[qhl+2:]), binary.BigEndian.Uint16(q[qhl:]))
+		}
+	}
+	return c.pickFlow(client, ip, noL4, protoICMP)
+}
+
+// pickICMP6 is pickICMP4 for IPv6 (ip exactly its length). Only a quoted
+// packet whose transport header follows its fixed header gives ports.
+func (c *Cluster) pickICMP6(ip []byte) (v *View, idx int, mac [6]byte, ok bool) {
+	src := netip.AddrFrom16([16]byte(ip[8:24]))
+	client, ok := c.errorClient6(ip, src)
+	if !ok {
+		return nil, 0, mac, false
+	}
+	if len(ip) >= ipv6Len+icmpHdr && isError6(ip[ipv6Len]) {
+		q := ip[ipv6Len+icmpHdr:]
+		if p := q[6]; (p == protoTCP || p == protoUDP) && len(q) >= ipv6Len+4 {
+			return c.pickQuoted(client, p, binary.BigEndian.Uint16(q[ipv6Len+2:]), binary.BigEndian.Uint16(q[ipv6Len:]))
+		}
+	}
+	return c.pickFlow(client, ip, noL4, protoICMPv6)
 }

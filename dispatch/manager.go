@@ -72,6 +72,7 @@ type managed struct {
 	down    map[int]bool
 	events  []string // the last transitions, newest last
 	obs     Observer // may be nil
+	win     *window  // routing mode: the open transition window, or nil (window.go)
 }
 
 const maxEvents = 16
@@ -138,8 +139,13 @@ func (m *Manager) applyLocked(cfg *config.Config) (retired []*health.Checker, _ 
 	// Commit: health checkers, snapshots, forwarder, announcements.
 	var routing []*Cluster
 	keep := map[string]bool{}
+	now := time.Now()
 	for _, mc := range next {
 		prev := old[mc.cfg.Name]
+		var stale *window
+		if prev != nil && prev.c != nil && prev.c == mc.c {
+			stale = mc.transit(prev, true, now) // a planned change: keep the moved buckets' connections
+		}
 		if prev != nil && prev.checker != nil && reflect.DeepEqual(prev.cfg.Health, mc.cfg.Health) && sameTargets(prev.cfg, mc.cfg) {
 			mc.checker = prev.checker
 			keep[mc.cfg.Name] = true
@@ -151,6 +157,7 @@ func (m *Manager) applyLocked(cfg *config.Config) (retired []*health.Checker, _ 
 			mc.checker = m.newChecker(mc, states)
 		}
 		mc.publish()
+		mc.closeWindow(stale)
 		if mc.c != nil {
 			routing = append(routing, mc.c)
 		}
@@ -240,7 +247,11 @@ func (m *Manager) healthChanged(cluster string, ev health.Event) {
 		*mc = prev
 		return
 	}
+	// A recovery is planned (its buckets' connections stay on the servers
+	// that took them); a failure moves the failed server's buckets at once.
+	stale := mc.transit(&prev, ev.Up, time.Now())
 	mc.publish()
+	mc.closeWindow(stale)
 	m.announce(mc)
 	after := ownerCounts(mc)
 	moved := 0
@@ -318,6 +329,9 @@ func (mc *managed) publish() {
 	for i, s := range mc.servers {
 		v.Stats[i] = mc.stats[s.ID]
 	}
+	if mc.win != nil {
+		v.Trans = mc.win.tr
+	}
 	mc.c.Publish(v)
 }
 
@@ -371,6 +385,14 @@ func (m *Manager) loop() {
 		now := time.Now()
 		m.mu.Lock()
 		wait := time.Second
+		for _, mc := range m.clusters {
+			if mc.sweepWindow(now) {
+				mc.publish()
+			}
+			if d, ok := mc.nextWake(now); ok {
+				wait = min(wait, d)
+			}
+		}
 		for _, mc := range m.clusters {
 			if mc.cfg.Mode != config.ModeBroadcast || mc.cfg.AnnounceKey == "" {
 				continue
@@ -455,6 +477,8 @@ type ClusterStatus struct {
 	Servers          []ServerStatus    `json:"servers"`
 	Counters         map[string]uint64 `json:"counters"`
 	Events           []string          `json:"events,omitempty"`
+	// Transition is the open transition window (routing mode), if any.
+	Transition *TransitionStatus `json:"transition,omitempty"`
 }
 
 // Status reports every cluster.
@@ -512,6 +536,13 @@ func (m *Manager) Status() []ClusterStatus {
 			cs.Counters["fragmented"] = st.Fragmented.Load()
 			cs.Counters["icmp_errors"] = st.ICMPErrors.Load()
 			cs.Counters["drop_icmp_malformed"] = st.ICMPMalformed.Load()
+			fl := mc.c.FlowStats()
+			cs.Counters["flow_remembered"] = fl.Remembered.Load()
+			cs.Counters["flow_overflow"] = fl.Overflow.Load()
+			cs.Counters["flow_released"] = fl.Released.Load()
+			cs.Counters["flow_held_packets"] = fl.Held.Load()
+			cs.Counters["flow_windows"] = fl.Windows.Load()
+			cs.Transition = mc.transitionStatus()
 		}
 		out = append(out, cs)
 	}

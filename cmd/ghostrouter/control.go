@@ -255,6 +255,10 @@ func printStatus(w io.Writer, st *Status) {
 			}
 		}
 		printCounters(tw, "  counters:", c.Counters)
+		if tr := c.Transition; tr != nil {
+			fmt.Fprintf(tw, "  transition: %s, %d buckets moved, %d of %d flows remembered, closes by %s\n",
+				tr.Phase, tr.Moved, tr.Entries, tr.Capacity, tr.Closes)
+		}
 		for _, e := range c.Events {
 			fmt.Fprintf(tw, "  event: %s\n", e)
 		}

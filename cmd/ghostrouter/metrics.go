@@ -150,6 +150,13 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	cl, srv, lnk := []string{"cluster"}, []string{"cluster", "server", "address"}, []string{"interface"}
 	for _, c := range st.Clusters {
 		emit("ghostrouter_cluster_table_version", "Version of the cluster's bucket table.", prometheus.GaugeValue, c.Version, cl, c.Name)
+		if c.Mode == "routing" {
+			var entries uint64
+			if c.Transition != nil {
+				entries = uint64(c.Transition.Entries)
+			}
+			emit("ghostrouter_cluster_flow_entries", "Flows the routing cluster's transition memory holds now.", prometheus.GaugeValue, entries, cl, c.Name)
+		}
 		for k, v := range c.Counters {
 			emit("ghostrouter_cluster_"+k+"_total", clusterHelp(k), prometheus.CounterValue, v, cl, c.Name)
 		}

@@ -54,6 +54,12 @@ const (
 	DefaultRise         = 2
 	DefaultFall         = 3
 
+	DefaultDrainTimeout = 5 * time.Minute // how long a planned change keeps the old connections of moved buckets
+	MaxDrainTimeout     = 24 * time.Hour
+	DefaultFlowMemory   = 65536 // flows a routing cluster remembers while buckets move
+	MinFlowMemory       = 64
+	MaxFlowMemory       = 1 << 22
+
 	DefaultAnnouncePort     = 9470
 	DefaultAnnounceInterval = time.Second
 	MinAnnounceKey          = 16 // bytes
@@ -135,7 +141,14 @@ type Cluster struct {
 	AnnounceKey      string
 	AnnouncePort     int           // UDP port of the announcements
 	AnnounceInterval time.Duration // how often the current table is repeated
-	Line             int
+	// DrainTimeout bounds how long, after a planned change (a server added,
+	// drained, reweighted or recovered; a reload), the connections of moved
+	// buckets are kept on their old server; 0 moves them at once.
+	DrainTimeout time.Duration
+	// FlowMemory is how many flows a routing cluster remembers while its
+	// buckets move.
+	FlowMemory int
+	Line       int
 }
 
 // Server is one [[cluster.server]].

@@ -180,6 +180,8 @@ announce_port = 9999
 			AnnounceKey:      "0123456789abcdef-web",
 			AnnouncePort:     9999,
 			AnnounceInterval: time.Second,
+			DrainTimeout:     DefaultDrainTimeout,
+			FlowMemory:       DefaultFlowMemory,
 			Line:             38,
 		}},
 	}
@@ -720,6 +722,30 @@ interface = "lan0"
 mode = "routing"
 announce_key = "0123456789abcdef" #! cluster "r": announce_key ~ only for mode = "broadcast"
 server = [{ id = 0, address = "10.0.0.11" }]
+`},
+		{"drain timeout and flow memory", twoArms + `
+[[cluster]]
+name = "a"
+address = "203.0.113.1"
+interface = "lan0"
+mode = "routing"
+drain_timeout = "-1s" #! cluster "a": drain_timeout ~ between "0s" and "24h0m0s", not "-1s"
+flow_memory = 10 #! cluster "a": flow_memory ~ between 64 and 4194304, not 10
+server = [{ id = 0, address = "10.0.0.11" }]
+[[cluster]]
+name = "b"
+address = "203.0.113.2"
+interface = "lan0"
+mode = "routing"
+drain_timeout = "forever" #! cluster "b": drain_timeout ~ not a duration
+server = [{ id = 0, address = "10.0.0.12" }]
+[[cluster]]
+name = "c"
+address = "203.0.113.3"
+interface = "lan0"
+mode = "routing"
+drain_timeout = 30 #! cluster "c": drain_timeout ~ must be a duration string
+server = [{ id = 0, address = "10.0.0.13" }]
 `},
 		{"broadcast addresses", twoArms + `
 [[cluster]]

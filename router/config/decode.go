@@ -311,7 +311,7 @@ func (d *decoder) cluster(t *table) Cluster {
 		t.missing("name", "")
 	}
 	t.known("name", "address", "interface", "mode", "broadcast_address", "hash", "seed", "buckets", "server", "health",
-		"announce_key", "announce_port", "announce_interval")
+		"announce_key", "announce_port", "announce_interval", "drain_timeout", "flow_memory")
 	if a, ok := t.unicast("address"); ok {
 		c.Address = a
 	} else if !t.has("address") {
@@ -358,6 +358,8 @@ func (d *decoder) cluster(t *table) Cluster {
 	if c.AnnounceInterval <= 0 {
 		c.AnnounceInterval = DefaultAnnounceInterval
 	}
+	c.DrainTimeout = t.drainTimeout("drain_timeout")
+	c.FlowMemory = t.intRange("flow_memory", DefaultFlowMemory, MinFlowMemory, MaxFlowMemory)
 	if c.Mode == ModeRouting {
 		for _, k := range []string{"announce_key", "announce_port", "announce_interval"} {
 			if t.has(k) {

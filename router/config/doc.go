@@ -43,6 +43,14 @@
 // example); reference_test.go asks the decoder which keys it knows in every
 // table and fails when the reference and the decoder disagree.
 //
+// Two cluster keys bound what a routing-mode cluster remembers while a
+// planned change (a server added, drained, reweighted or recovered; a
+// reload) moves buckets: drain_timeout (a duration, "0s" to "24h", default
+// "5m"; "0s" moves connections at once) is the longest the connections of
+// moved buckets stay on their old server, and flow_memory (64 to 4194304,
+// default 65536, about 5 MB, allocated only while buckets move) is how
+// many flows it remembers meanwhile.
+//
 // The package has no state: a Config is a plain value, safe to share once
 // built and never modified by this package after Parse returns.
 package config

@@ -14,6 +14,10 @@
 //	    For each source address (which must already be on an interface), count requests
 //	    bound to it; one line each, in source order: "SRC OK BODY" or "SRC FAIL reason".
 //	    Exit status 0 whatever the requests' outcome; 2 on a usage error.
+//	peer udpstream -dst ADDR:PORT (-src ... | -src-range ...) -duration 10s [-interval 100ms] [-timeout 1s]
+//	    One UDP flow per source (one socket, one port, for the whole run) sending "seq N"
+//	    every -interval; the server answers "NAME CLIENTIP seq N". One line per source at
+//	    the end: "SRC sent N answered A dup D lost L foreign F servers NAME=COUNT,...".
 package main
 
 import (
@@ -62,6 +66,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = client(args[1:], "udp", stdout, stderr)
 	case "load":
 		err = load(args[1:], stdout, stderr)
+	case "udpstream":
+		err = udpStream(args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		usage(stdout)
 		return 0
@@ -94,6 +100,7 @@ func usage(w io.Writer) {
   peer http -url URL (-src A,B,C | -src-range FIRST-LAST) [-count 1] [-timeout 2s] [-parallel 8]
   peer udp  -dst ADDR:PORT (-src A,B,C | -src-range FIRST-LAST) [-count 1] [-timeout 1s] [-parallel 8]
   peer load -url URL (-src A,B,C | -src-range FIRST-LAST) -duration 10s [-interval 100ms] [-timeout 1s] [-reuse]
+  peer udpstream -dst ADDR:PORT (-src A,B,C | -src-range FIRST-LAST) -duration 10s [-interval 100ms] [-timeout 1s]
 `)
 }
 
@@ -241,7 +248,7 @@ func serveUDP(conn *net.UDPConn, name string, out io.Writer) error {
 	buf := make([]byte, 2048)
 	oob := make([]byte, 256)
 	for {
-		_, oobn, _, from, err := conn.ReadMsgUDPAddrPort(buf, oob)
+		n, oobn, _, from, err := conn.ReadMsgUDPAddrPort(buf, oob)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
@@ -251,6 +258,9 @@ func serveUDP(conn *net.UDPConn, name string, out io.Writer) error {
 		client := from.Addr().Unmap()
 		fmt.Fprintf(out, "%s udp %s\n", name, client)
 		reply := []byte(fmt.Sprintf("%s %s\n", name, client))
+		if seq, ok := seqOf(buf[:n]); ok { // a udpstream request: echo its number
+			reply = []byte(fmt.Sprintf("%s %s seq %d\n", name, client, seq))
+		}
 		ctl := replyControl(oob[:oobn])
 		if _, _, err := conn.WriteMsgUDPAddrPort(reply, ctl, from); err != nil && ctl != nil {
 			// The destination was not a local unicast address (e.g. a broadcast):
