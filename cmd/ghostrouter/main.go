@@ -207,6 +207,7 @@ func newAppliance(cfg *config.Config, log *slog.Logger) (*appliance, error) {
 	}
 	sender := newAnnounceSender(r)
 	ann := announce.NewAnnouncer(uint64(time.Now().UnixNano()), sender.send, log)
+	sender.onAck = ann.HandleAck
 	m, err := dispatch.NewManager(cfg, dispatch.Deps{
 		Endpoint: r.Endpoint,
 		Resolver: r,
@@ -228,6 +229,7 @@ func newAppliance(cfg *config.Config, log *slog.Logger) (*appliance, error) {
 	guard := arp.NewGuard(protectedAddresses(cfg), log)
 	r.SetStages(guard, m.Forwarder())
 	m.Start()
+	ann.Start()
 	r.AnnounceAddresses()
 	probe(r, cfg)
 	return &appliance{log: log, cfg: cfg, r: r, m: m, guard: guard, ann: ann, sender: sender}, nil
@@ -308,6 +310,7 @@ func (a *appliance) reload(path string) string {
 
 func (a *appliance) close() error {
 	a.m.Close()
+	a.ann.Close()
 	a.sender.close()
 	return a.r.Close()
 }

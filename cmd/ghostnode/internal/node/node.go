@@ -435,14 +435,14 @@ func (r *setupRun) table(prev *State, f *filter.Spec) error {
 		r.n.printf("replaced nftables table %s %s (%s): %s", fam, name, why, summary)
 		return nil
 	}
-	if slices.Equal(cur.Owned, f.Owned) {
+	if slices.Equal(cur.Owned, f.Owned) && slices.Equal(cur.Unowned, f.Unowned) {
 		return nil
 	}
 	if err := h.NFT(ctx, f.UpdateScript()); err != nil {
 		return fmt.Errorf("updating the owned set: %w", err)
 	}
 	back := *f
-	back.Owned = cur.Owned
+	back.Owned, back.Unowned = cur.Owned, cur.Unowned
 	r.undo = append(r.undo, func() error { return h.NFT(context.WithoutCancel(ctx), back.UpdateScript()) })
 	r.changes++
 	r.n.printf("updated set %s of %s %s: %s", filter.SetName, fam, name, ownedChange(cur.Owned, f.Owned, f.Buckets))

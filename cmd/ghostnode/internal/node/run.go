@@ -60,6 +60,9 @@ type AppliedTable struct {
 	Members int       `json:"members"`
 	Live    int       `json:"live"`  // members up with weight > 0
 	Owned   int       `json:"owned"` // buckets this server owns in it
+	// Unowned is the buckets it grants no server: new connections to them
+	// wait until their next owner has them.
+	Unowned int `json:"unowned"`
 }
 
 // Floor orders announcements: see package announce.

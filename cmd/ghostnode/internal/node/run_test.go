@@ -34,7 +34,7 @@ func TestApply(t *testing.T) {
 	}
 	out.Reset()
 
-	h.tables["ip ghost_web"].counters[1].Packets = 7
+	h.tables["ip ghost_web"].counters[2].Packets = 7
 	ops := len(h.ops)
 	if err := n.Apply(ctx, broadcast("web", ghost, 3, 4, 5)); err != nil {
 		t.Fatal(err)
@@ -42,7 +42,7 @@ func TestApply(t *testing.T) {
 	if got := h.ops[ops:]; !slices.Equal(got, []string{"nft update ip ghost_web"}) {
 		t.Errorf("Apply of new buckets made %v, want one set update", got)
 	}
-	if tb := h.tables["ip ghost_web"]; !slices.Equal(tb.owned, []uint32{3, 4, 5}) || tb.counters[1].Packets != 7 {
+	if tb := h.tables["ip ghost_web"]; !slices.Equal(tb.owned, []uint32{3, 4, 5}) || tb.counters[2].Packets != 7 {
 		t.Errorf("after Apply: %+v", tb)
 	}
 	if out.Len() != 0 {
