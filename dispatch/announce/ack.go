@@ -116,4 +116,3 @@ func UnmarshalAck(b, key []byte) (*Ack, error) {
 		Seq:     binary.BigEndian.Uint64(b[18:]),
 	}, nil
 }
-

@@ -143,7 +143,7 @@ func TestWireFormat(t *testing.T) {
 		t.Fatalf("Marshal(transition):\n% x\nwant (reference encoder)\n% x", got, want)
 	}
 	tail := []byte{
-		1,                // one further table
+		1,             // one further table
 		0, 0, 0, 1, 1, // member 0: weight 1, up
 		0, 0, 0, 1, 1, // member 1: weight 1, up
 		0, 0, 0, 1, 0, // member 2: weight 1, down
