@@ -35,6 +35,8 @@ type Announcer struct {
 	send  Sender
 	log   *slog.Logger
 	now   func() time.Time
+	// ackTimeout, when set, replaces AckTimeout(interval) (tests).
+	ackTimeout time.Duration
 
 	tx      atomic.Uint64 // the last Tx used, for all clusters
 	sent    atomic.Uint64
@@ -129,6 +131,9 @@ func (a *Announcer) Announce(cl *config.Cluster, version uint64, servers []dispa
 	}
 	cs.cfg, cs.lastCall = *cl, now
 	cs.tr.AckTimeout = AckTimeout(cl.AnnounceInterval)
+	if a.ackTimeout > 0 {
+		cs.tr.AckTimeout = a.ackTimeout
+	}
 	hash := cl.Hash
 	if hash == "" {
 		hash = config.HashJhash
