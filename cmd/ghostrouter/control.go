@@ -291,7 +291,7 @@ func printAnnounce(w io.Writer, all []announce.ClusterStatus, cluster string) {
 			a.Epoch, a.Seq, state, a.AckTimeoutMS, a.Excused, a.Stalls)
 		fmt.Fprintf(w, "  acks: accepted=%d bad_mac=%d other_epoch=%d unknown_server=%d future=%d\n",
 			a.Acks.Accepted, a.Acks.BadMAC, a.Acks.OtherEpoch, a.Acks.UnknownServer, a.Acks.Future)
-		fmt.Fprintln(w, "  SERVER\tRUNS SEQ\tBEHIND\tACKED AT\tFROM\tGRANTED\tEXCUSED")
+		fmt.Fprintln(w, "  ACKNOWLEDGED\tRUNS\tBEHIND\tACKED AT\tFROM\tGRANTED\tEXCUSED")
 		for _, s := range a.Servers {
 			at, from := s.AckedAt, s.From
 			if at == "" {
@@ -304,7 +304,7 @@ func printAnnounce(w io.Writer, all []announce.ClusterStatus, cluster string) {
 			if s.Late {
 				late = " (late)"
 			}
-			fmt.Fprintf(w, "  %d\tseq %d\t%d\t%s\t%s\t%d\t%d%s\n", s.ID, s.AckedSeq, s.Behind, at, from, s.Owned, s.Excused, late)
+			fmt.Fprintf(w, "  by server %d\tseq %d\t%d\t%s\t%s\t%d\t%d%s\n", s.ID, s.AckedSeq, s.Behind, at, from, s.Owned, s.Excused, late)
 		}
 	}
 }

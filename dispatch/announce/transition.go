@@ -47,6 +47,13 @@ type Transition struct {
 	excused  uint64
 	stalls   uint64 // acquisitions that had to wait for an acknowledgement
 	waitFrom time.Time
+
+	// The release last computed, for the announcement in force (relSeq)
+	// and target (relGen): computing it builds up to four tables.
+	gen            uint64 // counts target changes
+	relSeq, relGen uint64
+	rel            [][]Member
+	relGrants      []int32
 }
 
 // issued is one announcement as issued.
@@ -111,6 +118,7 @@ func (t *Transition) SetTarget(hash string, seed uint32, buckets int, members []
 		return false, err
 	}
 	t.target, t.hash, t.seed, t.buckets, t.tgrants, t.hasTgt = tgt, hash, seed, buckets, g, true
+	t.gen++
 	if t.parties == nil {
 		t.parties = map[int]*Party{}
 	}
@@ -190,15 +198,7 @@ func (t *Transition) Step(now time.Time) (bool, error) {
 			t.waitFrom = time.Time{}
 			return true, t.issue(now, [][]Member{t.target})
 		}
-		// Release: the target together with the tables in force, so that
-		// only buckets on which they all agree keep their owner.
-		rel := append([][]Member{t.target}, c.tables...)
-		if len(rel) > 1+MaxAlso || t.tooBig(rel) {
-			// More changes in flight than one announcement carries: release
-			// every bucket instead (still only a release).
-			rel = [][]Member{t.target, {}}
-		}
-		g, err := t.grantsOf(rel)
+		rel, g, err := t.release(c)
 		if err != nil {
 			return false, err
 		}
@@ -227,6 +227,27 @@ func (t *Transition) Step(now time.Time) (bool, error) {
 	// comparable. Release everything under the new parameters, then
 	// acquire once every server has acknowledged (or was excused).
 	return true, t.issue(now, [][]Member{t.target, {}})
+}
+
+// release is the release from c towards the target: the target together
+// with the tables in force, so that only buckets on which they all agree
+// keep their owner; and its grants.
+func (t *Transition) release(c *issued) ([][]Member, []int32, error) {
+	if t.rel != nil && t.relSeq == c.seq && t.relGen == t.gen {
+		return t.rel, t.relGrants, nil
+	}
+	rel := append([][]Member{t.target}, c.tables...)
+	if len(rel) > 1+MaxAlso || t.tooBig(rel) {
+		// More changes in flight than one announcement carries: release
+		// every bucket instead (still only a release).
+		rel = [][]Member{t.target, {}}
+	}
+	g, err := t.grantsOf(rel)
+	if err != nil {
+		return nil, nil, err
+	}
+	t.rel, t.relGrants, t.relSeq, t.relGen = rel, g, c.seq, t.gen
+	return rel, g, nil
 }
 
 // tooBig reports whether the announcement of tables would not fit in a

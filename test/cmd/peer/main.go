@@ -62,6 +62,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = client(args[1:], "udp", stdout, stderr)
 	case "load":
 		err = load(args[1:], stdout, stderr)
+	case "udpload":
+		err = udpLoad(args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		usage(stdout)
 		return 0
@@ -94,6 +96,7 @@ func usage(w io.Writer) {
   peer http -url URL (-src A,B,C | -src-range FIRST-LAST) [-count 1] [-timeout 2s] [-parallel 8]
   peer udp  -dst ADDR:PORT (-src A,B,C | -src-range FIRST-LAST) [-count 1] [-timeout 1s] [-parallel 8]
   peer load -url URL (-src A,B,C | -src-range FIRST-LAST) -duration 10s [-interval 100ms] [-timeout 1s] [-reuse]
+  peer udpload -dst ADDR:PORT (-src A,B,C | -src-range FIRST-LAST) -duration 10s [-interval 100ms] [-retry 250ms] [-tries 8]
 `)
 }
 
@@ -241,7 +244,7 @@ func serveUDP(conn *net.UDPConn, name string, out io.Writer) error {
 	buf := make([]byte, 2048)
 	oob := make([]byte, 256)
 	for {
-		_, oobn, _, from, err := conn.ReadMsgUDPAddrPort(buf, oob)
+		n, oobn, _, from, err := conn.ReadMsgUDPAddrPort(buf, oob)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
@@ -251,6 +254,9 @@ func serveUDP(conn *net.UDPConn, name string, out io.Writer) error {
 		client := from.Addr().Unmap()
 		fmt.Fprintf(out, "%s udp %s\n", name, client)
 		reply := []byte(fmt.Sprintf("%s %s\n", name, client))
+		if tok, ok := requestToken(buf[:n]); ok { // udpload: the answer names the request
+			reply = []byte(fmt.Sprintf("%s %s %s\n", name, client, tok))
+		}
 		ctl := replyControl(oob[:oobn])
 		if _, _, err := conn.WriteMsgUDPAddrPort(reply, ctl, from); err != nil && ctl != nil {
 			// The destination was not a local unicast address (e.g. a broadcast):

@@ -470,6 +470,13 @@ func ownedChange(from, to []uint32, buckets int) string {
 // cluster must be set up, with the filter as setup made it. This is what the
 // listener of `ghostnode run` calls for each new table version.
 func (n *Node) Update(ctx context.Context, cluster string, owned []uint32) error {
+	return n.UpdateSets(ctx, cluster, owned, nil)
+}
+
+// UpdateSets is Update with the buckets no server owns as well (the
+// filter counts new connections to them apart): what `ghostnode run`
+// installs for each announced table.
+func (n *Node) UpdateSets(ctx context.Context, cluster string, owned, unowned []uint32) error {
 	if err := n.Host.Need("nft"); err != nil {
 		return err
 	}
@@ -489,6 +496,7 @@ func (n *Node) Update(ctx context.Context, cluster string, owned []uint32) error
 		return fmt.Errorf("cluster %s: %w: it is set up in %s mode", cluster, ErrNoFilter, st.Mode)
 	}
 	f := st.FilterSpec(owned)
+	f.Unowned = unowned
 	if err := f.Check(); err != nil {
 		return err
 	}
@@ -503,7 +511,7 @@ func (n *Node) Update(ctx context.Context, cluster string, owned []uint32) error
 	if ok, why := f.Matches(cur); !ok {
 		return fmt.Errorf("cluster %s: table %s %s %w (%s): run ghostnode setup again", cluster, f.Family(), f.Table(), ErrDifferent, why)
 	}
-	if slices.Equal(cur.Owned, f.Owned) {
+	if slices.Equal(cur.Owned, f.Owned) && slices.Equal(cur.Unowned, f.Unowned) {
 		n.printf("set %s of %s %s unchanged: %d of %d buckets", filter.SetName, f.Family(), f.Table(), len(owned), f.Buckets)
 		return nil
 	}

@@ -173,7 +173,7 @@ func (n *Node) Apply(ctx context.Context, spec Spec) error {
 		st.Table.Buckets == f.Buckets && st.Table.Seed == f.Seed && st.Table.Server == f.Server {
 		quiet := *n
 		quiet.Out = nil
-		err := quiet.Update(ctx, spec.Cluster, f.Owned)
+		err := quiet.UpdateSets(ctx, spec.Cluster, f.Owned, f.Unowned)
 		if !errors.Is(err, ErrNoTable) && !errors.Is(err, ErrDifferent) {
 			return err
 		}
