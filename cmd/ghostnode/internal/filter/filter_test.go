@@ -235,6 +235,8 @@ func TestSpecCheck(t *testing.T) {
 		{func(s *Spec) { s.Buckets = MaxBuckets + 1 }, "65537 buckets"},
 		{func(s *Spec) { s.Owned = []uint32{2, 1} }, "not ascending"},
 		{func(s *Spec) { s.Owned = []uint32{8} }, "out of range"},
+		{func(s *Spec) { s.Owned, s.Unowned = []uint32{1, 2}, []uint32{2, 3} }, "bucket 2 is both owned and unowned"},
+		{func(s *Spec) { s.Unowned = []uint32{3, 3} }, "unowned buckets"},
 	} {
 		s := good
 		tc.mod(&s)
