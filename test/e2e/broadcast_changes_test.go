@@ -404,10 +404,57 @@ func TestBroadcastChangesUnderLoad(t *testing.T) {
 		strings.Join(names, ", "), len(shortRes), shortFailed, doubly, rsts, len(longOn), longOnDrained, longBroken,
 		len(udpRes), len(udpRes)-udpUnanswered-udpDup, udpRetried, udpUnanswered, udpDup, gs, gapMax, unowned,
 		final.Seq, final.Stalls, final.Excused-excusedBefore)
+	tp.ignoredAgentIsVisible(weighted)
 	if unowned < uint64(udpRetried) {
 		t.Errorf("the filters counted %d new connections and datagrams to unowned buckets, fewer than the %d UDP requests that had to be retried", unowned, udpRetried)
 	}
 	if gapMax > 500*time.Millisecond {
 		t.Errorf("the longest no-owner gap was %v, want well under the acknowledgement bound", gapMax)
 	}
+}
+
+// ignoredAgentIsVisible stops server 0's agent (SIGSTOP: its filter stays,
+// it acknowledges nothing) and changes a weight: the change goes ahead
+// after the acknowledgement bound, and the appliance's status shows server
+// 0 behind, late and excused. Once the agent continues it catches up.
+func (tp *topo) ignoredAgentIsVisible(members []bcastMember) {
+	t := tp.t
+	t.Helper()
+	var run struct {
+		PID int `json:"pid"`
+	}
+	b, err := os.ReadFile(tp.h.ArtifactDir() + "/node-s0/run/web.json")
+	if err != nil || json.Unmarshal(b, &run) != nil || run.PID <= 0 {
+		t.Fatalf("server 0's run status: %v\n%s", err, b)
+	}
+	if err := syscall.Kill(run.PID, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(run.PID, syscall.SIGCONT) })
+	before := tp.announceState()
+	changed := append([]bcastMember(nil), members...)
+	changed[2].weight = 1
+	tp.writeConfig(tp.bcastConfig(changed))
+	tp.app.Signal(syscall.SIGHUP)
+	var st announceState
+	harness.WaitFor(t, 5*time.Second, "the change to go ahead without server 0", func() bool {
+		st = tp.announceState()
+		return st.Settled && st.Seq > before.Seq
+	})
+	text := tp.status()
+	row := regexp.MustCompile(`(?m)^\s+by server 0\s+seq (\d+)\s+(\d+)\s.*\(late\)$`)
+	m := row.FindStringSubmatch(text)
+	s0 := st.Servers[0]
+	if m == nil || s0.ID != 0 || !s0.Late || s0.Behind == 0 || st.Excused != before.Excused+1 {
+		t.Errorf("a stopped agent is not visible: %+v (excused %d, before %d)\n%s", s0, st.Excused, before.Excused, text)
+	}
+	if err := syscall.Kill(run.PID, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	harness.WaitFor(t, 5*time.Second, "server 0's agent to catch up", func() bool {
+		st = tp.announceState()
+		return st.Servers[0].AckedSeq == st.Seq && !st.Servers[0].Late
+	})
+	fmt.Fprintf(os.Stdout, "IGNORED APPLIANCE REPORT: with server 0's agent stopped, a change went ahead after the bound; status showed %q; after SIGCONT it runs seq %d\n",
+		strings.TrimSpace(m[0]), st.Servers[0].AckedSeq)
 }
