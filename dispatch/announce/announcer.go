@@ -206,37 +206,55 @@ func (a *Announcer) sendLocked(cs *clusterState, now time.Time) {
 }
 
 // HandleAck takes one datagram that arrived at an announcement socket from
-// from: an acknowledgement is checked (form, cluster, HMAC, epoch, seq,
-// server) and recorded; one that completes a release lets the acquisition
-// go out at once. Everything else is counted and dropped. b is not
-// retained.
+// from: an acknowledgement is checked (length, form, cluster, HMAC, epoch,
+// seq, server) and recorded; one that completes a release lets the
+// acquisition go out at once. Everything else is counted and dropped. The
+// MAC is checked outside the Announcer's lock, and only an acknowledgement
+// that tells something new makes the Transition work, so a flood of forged
+// or replayed datagrams costs an HMAC each. b is not retained.
 func (a *Announcer) HandleAck(b []byte, from netip.AddrPort) {
+	if len(b) > MaxAck {
+		a.ackDrops.malformed.Add(1)
+		return
+	}
 	name, err := PeekAck(b)
-	if err != nil || len(b) > MaxAck {
-		a.drops().malformed.Add(1)
+	if err != nil {
+		a.ackDrops.malformed.Add(1)
 		return
 	}
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	cs := a.clusters[name]
+	var key string
+	if cs != nil {
+		key = cs.cfg.AnnounceKey
+	}
+	a.mu.Unlock()
 	if cs == nil {
-		a.drops().unknownCluster.Add(1)
+		a.ackDrops.unknownCluster.Add(1)
 		return
 	}
-	ack, err := UnmarshalAck(b, []byte(cs.cfg.AnnounceKey))
+	ack, err := UnmarshalAck(b, []byte(key))
+
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.clusters[name] != cs { // replaced meanwhile: the key may have changed
+		a.ackDrops.unknownCluster.Add(1)
+		return
+	}
 	switch {
 	case errors.Is(err, ErrBadMAC) || errors.Is(err, ErrKey):
 		cs.acks.BadMAC++
 		return
 	case err != nil:
-		a.drops().malformed.Add(1)
+		a.ackDrops.malformed.Add(1)
 		return
 	case ack.Epoch != a.epoch:
 		cs.acks.OtherEpoch++
 		return
 	}
 	now := a.now()
-	switch err := cs.tr.Ack(ack.Server, ack.Seq, now); {
+	advanced, err := cs.tr.Ack(ack.Server, ack.Seq, now)
+	switch {
 	case errors.Is(err, ErrAckFuture):
 		cs.acks.Future++
 		return
@@ -246,13 +264,10 @@ func (a *Announcer) HandleAck(b []byte, from netip.AddrPort) {
 	}
 	cs.acks.Accepted++
 	cs.from[ack.Server] = from
-	if !cs.tr.Settled() && a.stepLocked(cs, now) {
+	if advanced && !cs.tr.Settled() && a.stepLocked(cs, now) {
 		a.sendLocked(cs, now)
 	}
 }
-
-// drops are the acknowledgement counters that belong to no cluster.
-func (a *Announcer) drops() *ackDrops { return &a.ackDrops }
 
 // Start runs the Announcer's own timer: while a cluster's change is in
 // progress it issues what is due (excusing servers past AckTimeout) and
@@ -316,7 +331,7 @@ func (a *Announcer) Tick() {
 		if cs.tr.Settled() {
 			continue
 		}
-		issued := a.stepLocked(cs, now)
+		issued := cs.tr.Due(now) && a.stepLocked(cs, now)
 		if issued || now.Sub(cs.lastSent) >= RetransmitEvery(iv) {
 			a.sendLocked(cs, now)
 		}

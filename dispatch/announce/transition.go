@@ -172,6 +172,13 @@ func (t *Transition) sameParams(c *issued) bool {
 	return c.hash == t.hash && c.seed == t.seed && c.buckets == t.buckets
 }
 
+// Due reports whether Step has something to do because time passed: a
+// change has waited AckTimeout since the announcement in force was issued.
+// (Targets and acknowledgements call for a Step of their own.)
+func (t *Transition) Due(now time.Time) bool {
+	return len(t.hist) > 0 && !t.Settled() && now.Sub(t.cur().at) >= t.AckTimeout
+}
+
 // Step issues the next announcement if one is due and reports whether it
 // did: the first (which grants nothing: servers may hold anything from
 // before this epoch), a release, an acquisition once nothing blocks it, or,
@@ -413,27 +420,30 @@ func (t *Transition) prune() {
 
 // Ack records that server id has applied announcement seq (ErrAckFuture
 // for a seq not issued yet, ErrAckUnknown for a server that is no party).
-// Later acknowledgements of older announcements change nothing.
-func (t *Transition) Ack(id int, seq uint64, now time.Time) error {
+// It reports whether that may unblock something (the server had not
+// acknowledged as much before); later acknowledgements of older
+// announcements change nothing.
+func (t *Transition) Ack(id int, seq uint64, now time.Time) (bool, error) {
 	if seq == 0 || seq > t.seq {
-		return fmt.Errorf("%w: server %d seq %d, the last issued is %d", ErrAckFuture, id, seq, t.seq)
+		return false, fmt.Errorf("%w: server %d seq %d, the last issued is %d", ErrAckFuture, id, seq, t.seq)
 	}
 	p := t.parties[id]
 	if p == nil {
-		return fmt.Errorf("%w: server %d", ErrAckUnknown, id)
+		return false, fmt.Errorf("%w: server %d", ErrAckUnknown, id)
 	}
 	p.AckedAt = now
 	if seq > p.Real {
 		p.Real = seq
 	}
-	if seq > p.Acked {
-		p.Acked = seq
-	}
 	if p.Real >= t.seq {
 		p.Late = false
 	}
+	if seq <= p.Acked {
+		return false, nil
+	}
+	p.Acked = seq
 	t.prune()
-	return nil
+	return true, nil
 }
 
 // Parties is every server the Transition knows, by ascending ID.
