@@ -43,8 +43,12 @@ type Announcer struct {
 	failed  atomic.Uint64
 	failing atomic.Bool // the last send failed: log only the first failure of a run
 
-	mu       sync.Mutex // guards clusters and stop
+	mu       sync.Mutex // guards clusters, seqs and stop
 	clusters map[string]*clusterState
+	// seqs keeps the last seq of a cluster whose state was dropped or
+	// replaced: seqs only grow within an epoch, or servers would take the
+	// new announcements for old ones.
+	seqs map[string]uint64
 	ackDrops ackDrops
 
 	stop chan struct{}
@@ -85,7 +89,7 @@ func NewAnnouncer(epoch uint64, send Sender, log *slog.Logger) *Announcer {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Announcer{epoch: epoch, send: send, log: log, now: time.Now, clusters: map[string]*clusterState{}}
+	return &Announcer{epoch: epoch, send: send, log: log, now: time.Now, clusters: map[string]*clusterState{}, seqs: map[string]uint64{}}
 }
 
 // Epoch is the announcer's epoch.
@@ -126,7 +130,11 @@ func (a *Announcer) Announce(cl *config.Cluster, version uint64, servers []dispa
 	now := a.now()
 	cs := a.clusters[cl.Name]
 	if cs == nil || cs.cfg.Address != cl.Address || cs.cfg.AnnounceKey != cl.AnnounceKey {
+		if cs != nil {
+			a.seqs[cl.Name] = cs.tr.Seq()
+		}
 		cs = &clusterState{from: map[int]netip.AddrPort{}}
+		cs.tr.StartAfter(a.seqs[cl.Name])
 		a.clusters[cl.Name] = cs
 	}
 	cs.cfg, cs.lastCall = *cl, now
@@ -325,6 +333,7 @@ func (a *Announcer) Tick() {
 			iv = time.Second
 		}
 		if now.Sub(cs.lastCall) > 10*iv {
+			a.seqs[name] = cs.tr.Seq()
 			delete(a.clusters, name)
 			continue
 		}

@@ -229,3 +229,29 @@ func TestAnnouncerFailures(t *testing.T) {
 		t.Errorf("log:\n%s", out)
 	}
 }
+
+// TestAnnouncerSeqAcrossReplacement: a cluster whose key changes gets a new
+// Transition, whose announcements go on counting up from the old seq (a
+// server would take a lower seq of the same epoch for an old table).
+func TestAnnouncerSeqAcrossReplacement(t *testing.T) {
+	var last []byte
+	a := NewAnnouncer(1000, func(_ *config.Cluster, b []byte) error { last = bytes.Clone(b); return nil }, nil)
+	cl := webCluster()
+	one := []dispatch.Server{{ID: 0, Addr: netip.MustParseAddr("10.0.0.11"), Weight: 1, Up: true}}
+	a.Announce(cl, 1, one)
+	m, err := Unmarshal(last, testKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := m.Seq
+	cl2 := webCluster()
+	cl2.AnnounceKey = "another-key-0123456789"
+	a.Announce(cl2, 2, one)
+	m2, err := Unmarshal(last, []byte(cl2.AnnounceKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m2.Seq <= first {
+		t.Errorf("after the key changed the seq went from %d to %d, want more", first, m2.Seq)
+	}
+}

@@ -137,6 +137,18 @@ func (t *Transition) party(id int) *Party {
 	return p
 }
 
+// StartAfter makes the first announcement's seq follow seq: a cluster
+// whose Transition is replaced within an epoch (its key or ghost changed)
+// keeps counting up. Call it before anything else.
+func (t *Transition) StartAfter(seq uint64) {
+	if len(t.hist) == 0 && t.seq < seq {
+		t.seq = seq
+	}
+}
+
+// Seq is the last seq issued (0: none).
+func (t *Transition) Seq() uint64 { return t.seq }
+
 // Current is the announcement in force (nil before the first): its Seq,
 // Hash, Seed, Buckets, Members and Also; the caller fills in the rest.
 func (t *Transition) Current() *Message {
@@ -402,6 +414,24 @@ func (t *Transition) prune() {
 			}
 		}
 		t.hist = slices.Clone(keep)
+	}
+	// A server that may hold nothing (no announcement since its last
+	// acknowledgement grants it a bucket) is as good as up to date: the
+	// announcements it skips grant it nothing either.
+	for _, p := range t.parties {
+		if p.Acked == 0 || p.Acked == t.seq {
+			continue
+		}
+		holds := false
+		for _, u := range t.hist {
+			if u.seq >= p.Acked && u.holds[p.ID] > 0 {
+				holds = true
+				break
+			}
+		}
+		if !holds {
+			p.Acked = t.seq
+		}
 	}
 	// A server that acknowledged nothing yet may later acknowledge an old
 	// announcement: keep all until it does (or is excused).
