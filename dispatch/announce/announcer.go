@@ -48,7 +48,7 @@ type Announcer struct {
 	// seqs keeps the last seq of a cluster whose state was dropped or
 	// replaced: seqs only grow within an epoch, or servers would take the
 	// new announcements for old ones.
-	seqs map[string]uint64
+	seqs     map[string]uint64
 	ackDrops ackDrops
 
 	stop chan struct{}
@@ -96,10 +96,11 @@ func NewAnnouncer(epoch uint64, send Sender, log *slog.Logger) *Announcer {
 func (a *Announcer) Epoch() uint64 { return a.epoch }
 
 // AckTimeout is how long an acquisition waits for the old owners'
-// acknowledgements of the release before it excuses them: two announcement
-// intervals, at least 100ms and at most 5s.
+// acknowledgements of the release before it excuses them: three
+// announcement intervals, at least 1s (an nft transaction on a busy server
+// can take most of a second) and at most 10s.
 func AckTimeout(interval time.Duration) time.Duration {
-	return min(max(2*interval, 100*time.Millisecond), 5*time.Second)
+	return min(max(3*interval, time.Second), 10*time.Second)
 }
 
 // RetransmitEvery is how often the announcement in force is repeated while

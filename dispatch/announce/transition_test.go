@@ -47,6 +47,8 @@ type model struct {
 	delay   time.Duration
 	checks  int
 	applied int
+	// lastAnnounce is the manager's last periodic Announce.
+	lastAnnounce time.Time
 	// excuseDeaf leaves deaf hosts out of the check: once the bound has
 	// excused them, their stale filters are what the bound costs.
 	excuseDeaf bool
@@ -214,13 +216,12 @@ func (ms *membership) change(rng *rand.Rand) string {
 // manager's periodic Announce, deliveries and replays.
 func (m *model) run(d time.Duration, ms *membership, replays float64) {
 	end := m.clk.t.Add(d)
-	lastAnnounce := m.clk.t
 	for m.clk.t.Before(end) {
 		m.clk.advance(time.Millisecond)
 		m.a.Tick()
-		if m.clk.t.Sub(lastAnnounce) >= m.cl.AnnounceInterval {
+		if m.clk.t.Sub(m.lastAnnounce) >= m.cl.AnnounceInterval {
 			m.a.Announce(m.cl, 0, ms.servers())
-			lastAnnounce = m.clk.t
+			m.lastAnnounce = m.clk.t
 		}
 		if m.rng.Float64() < replays {
 			m.replay()

@@ -408,8 +408,8 @@ func TestBroadcastChangesUnderLoad(t *testing.T) {
 	if unowned < uint64(udpRetried) {
 		t.Errorf("the filters counted %d new connections and datagrams to unowned buckets, fewer than the %d UDP requests that had to be retried", unowned, udpRetried)
 	}
-	if gapMax > 500*time.Millisecond {
-		t.Errorf("the longest no-owner gap was %v, want well under the acknowledgement bound", gapMax)
+	if gapMax >= time.Second {
+		t.Errorf("the longest no-owner gap was %v, want under the acknowledgement bound (1s)", gapMax)
 	}
 }
 
