@@ -322,3 +322,117 @@ func TestTransitionBound(t *testing.T) {
 	}
 	t.Logf("a dead agent held the change up for %v (bound %v); status %+v", acquired.Sub(changed), bound, st.Servers[0])
 }
+
+// members3 is three equal servers, those in down failed.
+func members3(down ...int) []Member {
+	var out []Member
+	for id := range 3 {
+		out = append(out, Member{ID: id, Addr: netip.AddrFrom4([4]byte{10, 0, 0, byte(11 + id)}), Weight: 1, Up: !slices.Contains(down, id)})
+	}
+	return out
+}
+
+// settleAll acknowledges the announcement in force from every party and
+// steps until nothing is due.
+func settleAll(t *testing.T, tr *Transition, now time.Time) {
+	t.Helper()
+	for range 8 {
+		for _, p := range tr.Parties() {
+			if _, err := tr.Ack(p.ID, tr.Seq(), now); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if did, err := tr.Step(now); err != nil {
+			t.Fatal(err)
+		} else if !did {
+			break
+		}
+	}
+	if !tr.Settled() {
+		t.Fatal("not settled")
+	}
+}
+
+// TestTransitionNewParameters: a new seed (or bucket count) makes the
+// buckets of the two tables incomparable: everything is released under the
+// new parameters, and the new table follows once every server has
+// acknowledged the release.
+func TestTransitionNewParameters(t *testing.T) {
+	now := time.Unix(1000, 0)
+	tr := &Transition{AckTimeout: time.Hour}
+	if _, err := tr.SetTarget("jhash", 1, 64, members3()); err != nil {
+		t.Fatal(err)
+	}
+	tr.Step(now)
+	settleAll(t, tr, now)
+	if _, err := tr.SetTarget("jhash", 2, 128, members3()); err != nil {
+		t.Fatal(err)
+	}
+	if did, _ := tr.Step(now); !did {
+		t.Fatal("no release for the new parameters")
+	}
+	m := tr.Current()
+	if m.Seed != 2 || m.Buckets != 128 || len(Unowned(tr.CurrentGrants())) != 128 {
+		t.Fatalf("release: seed %d, %d buckets, %d unowned; want seed 2, 128 buckets, all unowned", m.Seed, m.Buckets, len(Unowned(tr.CurrentGrants())))
+	}
+	for _, id := range []int{0, 1} {
+		tr.Ack(id, tr.Seq(), now)
+	}
+	if did, _ := tr.Step(now); did {
+		t.Fatal("the new table went out before server 2 acknowledged the release")
+	}
+	tr.Ack(2, tr.Seq(), now)
+	if did, _ := tr.Step(now); !did || !tr.Settled() || len(Unowned(tr.CurrentGrants())) != 0 {
+		t.Fatalf("after every acknowledgement: issued %v, settled %v", did, tr.Settled())
+	}
+}
+
+// TestTransitionChangesInFlight: changes that arrive while none is
+// acknowledged are folded into releases carrying the tables in force (at
+// most MaxAlso further ones); each only takes buckets away, and nothing is
+// acquired until the servers acknowledge.
+func TestTransitionChangesInFlight(t *testing.T) {
+	now := time.Unix(1000, 0)
+	tr := &Transition{AckTimeout: time.Hour}
+	tr.SetTarget("jhash", 1, 64, members3())
+	tr.Step(now)
+	settleAll(t, tr, now)
+	// Without acknowledgements every server may still hold whatever any
+	// announcement since the last one acknowledged gave it.
+	mayHold := make([]map[int32]bool, 64)
+	for b, o := range tr.CurrentGrants() {
+		mayHold[b] = map[int32]bool{o: true}
+	}
+	for i, down := range [][]int{{0}, {0, 1}, {1}, {2}, {}} {
+		tr.SetTarget("jhash", 1, 64, members3(down...))
+		if _, err := tr.Step(now); err != nil {
+			t.Fatalf("change %d: %v", i, err)
+		}
+		for b, o := range tr.CurrentGrants() {
+			if o == Nobody {
+				continue
+			}
+			for h := range mayHold[b] {
+				if h != Nobody && h != o {
+					t.Fatalf("change %d: bucket %d given to %d while %d may still hold it", i, b, o, h)
+				}
+			}
+			mayHold[b][o] = true
+		}
+		if n := len(tr.Current().Also); n > MaxAlso {
+			t.Fatalf("change %d: %d further tables", i, n)
+		}
+	}
+	settleAll(t, tr, now)
+	tb, _ := dispatch.NewTable(toServers(members3()), 64)
+	for id := range 3 {
+		if got := OwnedBy(tr.CurrentGrants(), id); !slices.Equal(got, tb.Owned(id)) {
+			t.Errorf("server %d: %v, want %v", id, got, tb.Owned(id))
+		}
+	}
+}
+
+func toServers(ms []Member) []dispatch.Server {
+	m := Message{Members: ms}
+	return m.Servers()
+}
