@@ -185,10 +185,10 @@ func (t *Transition) sameParams(c *issued) bool {
 }
 
 // Due reports whether Step has something to do because time passed: a
-// change has waited AckTimeout since the announcement in force was issued.
+// change has waited AckTimeout for acknowledgements.
 // (Targets and acknowledgements call for a Step of their own.)
 func (t *Transition) Due(now time.Time) bool {
-	return len(t.hist) > 0 && !t.Settled() && now.Sub(t.cur().at) >= t.AckTimeout
+	return !t.waitFrom.IsZero() && !t.Settled() && now.Sub(t.waitFrom) >= t.AckTimeout
 }
 
 // Step issues the next announcement if one is due and reports whether it
@@ -200,6 +200,7 @@ func (t *Transition) Step(now time.Time) (bool, error) {
 		return false, nil
 	}
 	if len(t.hist) == 0 {
+		t.waitFrom = now
 		return true, t.issue(now, [][]Member{t.target, {}})
 	}
 	if t.Settled() {
@@ -222,15 +223,13 @@ func (t *Transition) Step(now time.Time) (bool, error) {
 			return false, err
 		}
 		if !slices.Equal(g, c.grants) {
-			if t.waitFrom.IsZero() {
-				t.waitFrom = now
-			}
+			t.waitFrom = now // each release gets the whole bound
 			return true, t.issue(now, rel)
 		}
 		if t.waitFrom.IsZero() {
-			t.waitFrom = c.at
+			t.waitFrom = now
 		}
-		if now.Sub(c.at) < t.AckTimeout {
+		if now.Sub(t.waitFrom) < t.AckTimeout {
 			return false, nil
 		}
 		for _, id := range blockers {
@@ -245,6 +244,7 @@ func (t *Transition) Step(now time.Time) (bool, error) {
 	// New bucket count, seed or hash: the buckets of the two tables are not
 	// comparable. Release everything under the new parameters, then
 	// acquire once every server has acknowledged (or was excused).
+	t.waitFrom = now
 	return true, t.issue(now, [][]Member{t.target, {}})
 }
 
