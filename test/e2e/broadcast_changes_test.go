@@ -203,7 +203,7 @@ func TestBroadcastChangesUnderLoad(t *testing.T) {
 	const (
 		nClients = 48
 		nLong    = 12
-		loadFor  = 26 * time.Second
+		loadFor  = 18 * time.Second
 	)
 	tp := newTopo(t, topoOptions{servers: 5, clientAddrs: nClients})
 	tp.startServers()
@@ -288,6 +288,9 @@ func TestBroadcastChangesUnderLoad(t *testing.T) {
 		t.Errorf("a reload that changes nothing announced seq %d (was %d), settled %v", after.Seq, before.Seq, after.Settled)
 	}
 	mark("reload without change", tp.announceState())
+	if left := time.Until(start.Add(loadFor)); left < time.Second {
+		t.Errorf("the changes took until %v before the load's end: the last ones were not under load", -left)
+	}
 
 	shortRes, longRes := waitShort(), waitLong()
 	if err := udp.Wait(loadFor + 30*time.Second); err != nil {
