@@ -111,6 +111,20 @@ func (u *UDPSender) Send(b []byte, dst netip.AddrPort) error {
 	return err
 }
 
+// Recv reads the next datagram sent to the socket (answers to what it
+// sent) into b; it returns an error once the socket is closed.
+func (u *UDPSender) Recv(b []byte) (int, netip.AddrPort, error) {
+	n, from, err := u.conn.ReadFrom(b)
+	if err != nil {
+		return 0, netip.AddrPort{}, err
+	}
+	ua, ok := from.(*net.UDPAddr)
+	if !ok {
+		return n, netip.AddrPort{}, nil
+	}
+	return n, ua.AddrPort(), nil
+}
+
 // Close closes the socket.
 func (u *UDPSender) Close() error { return u.conn.Close() }
 

@@ -476,7 +476,8 @@ func printReport(w io.Writer, r node.Report) {
 		for _, x := range []struct {
 			name string
 			c    filter.Counter
-		}{{"accepted new        ", c.New}, {"accepted established", c.Established}, {"dropped             ", c.Dropped}} {
+		}{{"accepted new        ", c.New}, {"accepted established", c.Established}, {"accepted related    ", c.Related},
+			{"accepted datagram   ", c.Datagram}, {"unowned (waiting)   ", c.Unowned}, {"dropped             ", c.Dropped}} {
 			fmt.Fprintf(w, "  %s %d packets, %d bytes\n", x.name, x.c.Packets, x.c.Bytes)
 		}
 	}

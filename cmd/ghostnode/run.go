@@ -312,12 +312,12 @@ var _ runloop.Installer = (*nodeInstaller)(nil)
 // ghost takes a teardown).
 var errGhost = errors.New("the announcement's ghost address differs from this server's")
 
-func (i *nodeInstaller) Install(ctx context.Context, m *announce.Message, owned []uint32) error {
+func (i *nodeInstaller) Install(ctx context.Context, m *announce.Message, owned, unowned []uint32) error {
 	if m.Ghost != i.spec.Ghost {
 		return fmt.Errorf("%w: %s, not %s", errGhost, m.Ghost, i.spec.Ghost)
 	}
 	s := i.spec
-	s.Filter = &filter.Spec{Cluster: s.Cluster, Ghost: s.Ghost, Buckets: m.Buckets, Seed: m.Seed, Server: i.id, Owned: owned}
+	s.Filter = &filter.Spec{Cluster: s.Cluster, Ghost: s.Ghost, Buckets: m.Buckets, Seed: m.Seed, Server: i.id, Owned: owned, Unowned: unowned}
 	return i.n.Apply(ctx, s)
 }
 

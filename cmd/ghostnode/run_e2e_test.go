@@ -55,18 +55,45 @@ func (a *announcer) marshal(m *announce.Message, key string) []byte {
 // 10.0.0.1.
 func (a *announcer) send(b []byte, dst string) {
 	a.t.Helper()
+	a.exchange(b, dst, 0)
+}
+
+// exchange broadcasts b to dst from 10.0.0.1 and, when wait > 0, reads the
+// acknowledgements that come back to the sending socket until wait has
+// passed, decoded with the test key.
+func (a *announcer) exchange(b []byte, dst string, wait time.Duration) []*announce.Ack {
+	a.t.Helper()
+	var acks []*announce.Ack
 	err := a.ns.Do(func() error {
 		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("10.0.0.1:0")))
 		if err != nil {
 			return err
 		}
 		defer c.Close()
-		_, err = c.WriteToUDPAddrPort(b, netip.MustParseAddrPort(dst)) // Go sockets may broadcast by default
-		return err
+		if _, err = c.WriteToUDPAddrPort(b, netip.MustParseAddrPort(dst)); err != nil { // Go sockets may broadcast by default
+			return err
+		}
+		if wait <= 0 {
+			return nil
+		}
+		c.SetReadDeadline(time.Now().Add(wait))
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return nil // the deadline
+			}
+			ack, err := announce.UnmarshalAck(buf[:n], []byte(e2eKey))
+			if err != nil || from.Addr() != netip.MustParseAddr("10.0.0.12") {
+				return fmt.Errorf("from %v: not an acknowledgement of server 1's address: %v", from, err)
+			}
+			acks = append(acks, ack)
+		}
 	})
 	if err != nil {
 		a.t.Fatalf("sending an announcement to %s from %s: %v", dst, a.ns.Name, err)
 	}
+	return acks
 }
 
 // ownedIn is server 1's buckets in the table of m.
@@ -125,7 +152,11 @@ func TestPrivilegedRun(t *testing.T) {
 	first := a.message(1, 0)
 	firstBytes := a.marshal(first, e2eKey)
 	want := ownedIn(t, first)
-	a.send(firstBytes, "10.0.0.255:9470")
+	// The run acknowledges the table it applied, unicast to the sender.
+	if acks := a.exchange(firstBytes, "10.0.0.255:9470", 3*time.Second); len(acks) != 1 ||
+		*acks[0] != (announce.Ack{Cluster: "web", Server: 1, Epoch: a.epoch, Seq: 1}) {
+		t.Errorf("acknowledgements of the first table: %+v, want one of seq 1 from server 1", acks)
+	}
 	harness.WaitFor(t, 10*time.Second, "the announced table in the nft set", func() bool {
 		r := tp.status(t, "web")
 		return r.Run != nil && r.Run.Applied != nil && slices.Equal(r.Owned, want)
@@ -137,13 +168,15 @@ func TestPrivilegedRun(t *testing.T) {
 	forged := a.message(2, 0, 2) // would give server 1 every bucket
 	a.send(a.marshal(forged, "0123456789abcdef-not-the-key"), "10.0.0.255:9470")
 	a.send(firstBytes, "10.0.0.255:9470")
-	a.send(a.marshal(a.message(1, 0), e2eKey), "255.255.255.255:9470")
+	if acks := a.exchange(a.marshal(a.message(1, 0), e2eKey), "255.255.255.255:9470", 2*time.Second); len(acks) != 1 || acks[0].Seq != 1 {
+		t.Errorf("acknowledgements of a repeat: %+v, want one of seq 1", acks)
+	}
 	var r node.Report
 	harness.WaitFor(t, 10*time.Second, "4 announcements counted", func() bool {
 		r = tp.status(t, "web")
 		return r.Run != nil && r.Run.Counters.Received >= 4
 	})
-	wantCounters := announce.Counters{Received: 4, Newer: 1, Applied: 1, Repeats: 1, Stale: 1, BadMAC: 1}
+	wantCounters := announce.Counters{Received: 4, Newer: 1, Applied: 1, Repeats: 1, Stale: 1, BadMAC: 1, Acks: 2}
 	if r.Run.Counters != wantCounters || !slices.Equal(r.Owned, want) {
 		t.Errorf("after a forged announcement, a replay and a repeat: counters %+v (want %+v), owned %d buckets (want the first announcement's %d)",
 			r.Run.Counters, wantCounters, len(r.Owned), len(want))

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sync"
 
+	"github.com/ghostrouter/ghostrouter/dispatch/announce"
 	"github.com/ghostrouter/ghostrouter/router"
 	"github.com/ghostrouter/ghostrouter/router/config"
 )
@@ -12,15 +13,36 @@ import (
 // announceSender sends broadcast clusters' table announcements from the
 // appliance's own address on the cluster's LAN to that LAN's subnet
 // broadcast address, or on an IPv6-only LAN to the all-nodes group ff02::1
-// (config.Interface.AnnounceTo), one UDP socket per interface.
+// (config.Interface.AnnounceTo), one UDP socket per interface. The servers
+// acknowledge to that socket: one reader goroutine per socket hands what
+// arrives to onAck (announce.Announcer.HandleAck), until close.
 type announceSender struct {
 	r     *router.Router
+	onAck func(b []byte, from netip.AddrPort)
 	mu    sync.Mutex // guards socks
 	socks map[string]*router.UDPSender
+	wg    sync.WaitGroup
 }
 
 func newAnnounceSender(r *router.Router) *announceSender {
 	return &announceSender{r: r, socks: map[string]*router.UDPSender{}}
+}
+
+// readAcks reads one socket's incoming datagrams until it is closed. A
+// datagram longer than any acknowledgement is cut short by the buffer and
+// then refused by HandleAck's length check.
+func (s *announceSender) readAcks(sock *router.UDPSender) {
+	defer s.wg.Done()
+	buf := make([]byte, announce.MaxAck+1)
+	for {
+		n, from, err := sock.Recv(buf)
+		if err != nil {
+			return
+		}
+		if s.onAck != nil {
+			s.onAck(buf[:n], from)
+		}
+	}
 }
 
 // send implements announce.Sender.
@@ -42,15 +64,18 @@ func (s *announceSender) send(cl *config.Cluster, datagram []byte) error {
 			return err
 		}
 		s.socks[cl.Interface] = sock
+		s.wg.Add(1)
+		go s.readAcks(sock)
 	}
 	return sock.Send(datagram, netip.AddrPortFrom(dst, uint16(cl.AnnouncePort)))
 }
 
 func (s *announceSender) close() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	for name, sock := range s.socks {
 		sock.Close()
 		delete(s.socks, name)
 	}
+	s.mu.Unlock()
+	s.wg.Wait()
 }

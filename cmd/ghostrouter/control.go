@@ -17,6 +17,7 @@ import (
 	"github.com/ghostrouter/ghostrouter/arp"
 	"github.com/ghostrouter/ghostrouter/arp/neigh"
 	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/dispatch/announce"
 	"github.com/ghostrouter/ghostrouter/router"
 	"github.com/ghostrouter/ghostrouter/router/bgp"
 	"github.com/ghostrouter/ghostrouter/router/vrrp"
@@ -40,7 +41,10 @@ type Status struct {
 	ServerNeighbors []neigh.Entry       `json:"server_neighbors"`
 	VRRP            []vrrp.Status       `json:"vrrp"`
 	BGP             []bgp.SessionStatus `json:"bgp,omitempty"`
-	Message         string              `json:"message,omitempty"`
+	// Announce is each broadcast cluster's announcements: the table in
+	// force and, per server, the last one it acknowledged.
+	Announce []announce.ClusterStatus `json:"announce,omitempty"`
+	Message  string                   `json:"message,omitempty"`
 }
 
 // LinkStatus is one interface's counters.
@@ -93,6 +97,8 @@ func (a *appliance) status(path string) Status {
 	for k, v := range a.vr.Counters() {
 		st.Counters[k] = v
 	}
+	st.Counters["acks_malformed"], st.Counters["acks_unknown_cluster"] = a.ann.AckDrops()
+	st.Announce = a.ann.Status()
 	for _, l := range a.r.Links() {
 		s := l.EP.Stats()
 		st.Links = append(st.Links, LinkStatus{
@@ -259,6 +265,7 @@ func printStatus(w io.Writer, st *Status) {
 			fmt.Fprintf(tw, "  transition: %s, %d buckets moved, %d of %d flows remembered, closes by %s\n",
 				tr.Phase, tr.Moved, tr.Entries, tr.Capacity, tr.Closes)
 		}
+		printAnnounce(tw, st.Announce, c.Name)
 		for _, e := range c.Events {
 			fmt.Fprintf(tw, "  event: %s\n", e)
 		}
@@ -316,6 +323,43 @@ func printStatus(w io.Writer, st *Status) {
 	}
 	printCounters(tw, "\nrouter:", st.Counters)
 	tw.Flush()
+}
+
+// printAnnounce prints a broadcast cluster's announcements: the table in
+// force, whether a change waits for acknowledgements, and per server the
+// last table it acknowledged.
+func printAnnounce(w io.Writer, all []announce.ClusterStatus, cluster string) {
+	for _, a := range all {
+		if a.Cluster != cluster {
+			continue
+		}
+		state := "settled"
+		if !a.Settled {
+			state = fmt.Sprintf("changing: %d buckets owned by nobody", a.Unowned)
+			if a.WaitingSince != "" {
+				state += ", waiting for acknowledgements since " + a.WaitingSince
+			}
+		}
+		fmt.Fprintf(w, "  announcements: epoch %d seq %d, %s; ack timeout %dms, %d servers excused, %d acquisitions waited\n",
+			a.Epoch, a.Seq, state, a.AckTimeoutMS, a.Excused, a.Stalls)
+		fmt.Fprintf(w, "  acks: accepted=%d bad_mac=%d other_epoch=%d unknown_server=%d future=%d\n",
+			a.Acks.Accepted, a.Acks.BadMAC, a.Acks.OtherEpoch, a.Acks.UnknownServer, a.Acks.Future)
+		fmt.Fprintln(w, "  ACKNOWLEDGED\tRUNS\tBEHIND\tACKED AT\tFROM\tGRANTED\tEXCUSED")
+		for _, s := range a.Servers {
+			at, from := s.AckedAt, s.From
+			if at == "" {
+				at = "never"
+			}
+			if from == "" {
+				from = "-"
+			}
+			late := ""
+			if s.Late {
+				late = " (late)"
+			}
+			fmt.Fprintf(w, "  by server %d\tseq %d\t%d\t%s\t%s\t%d\t%d%s\n", s.ID, s.AckedSeq, s.Behind, at, from, s.Owned, s.Excused, late)
+		}
+	}
 }
 
 func printCounters(w io.Writer, title string, m map[string]uint64) {

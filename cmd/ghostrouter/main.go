@@ -253,6 +253,7 @@ func newAppliance(cfg *config.Config, log *slog.Logger, obs dispatch.Observer) (
 	}
 	warnVRRP(cfg, log)
 	ann := newAnnounceGate(vr, sender.send, log)
+	sender.onAck = ann.HandleAck
 	m, err = dispatch.NewManager(cfg, dispatch.Deps{
 		Endpoint: r.Endpoint,
 		Resolver: nb,
@@ -281,6 +282,7 @@ func newAppliance(cfg *config.Config, log *slog.Logger, obs dispatch.Observer) (
 	nb.Start()
 	m.Start()
 	vr.Start()
+	ann.Start()
 	r.AnnounceAddresses()
 	probe(r, cfg)
 	return &appliance{log: log, cfg: cfg, r: r, m: m, guard: guard, nb: nb, ann: ann, sender: sender, vr: vr,
@@ -375,6 +377,7 @@ func (a *appliance) close() error {
 	a.captures.Close()
 	a.m.Close()
 	a.nb.Close()
+	a.ann.Close()
 	a.sender.close()
 	return a.r.Close()
 }

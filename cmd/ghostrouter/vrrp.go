@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"reflect"
 	"slices"
 	"strconv"
@@ -158,6 +159,9 @@ type announceGate struct {
 	master     map[string]bool          // per cluster: master at the last call
 	sentBefore uint64                   // by retired announcers
 	failBefore uint64
+	malBefore  uint64
+	unkBefore  uint64
+	started    bool
 
 	suppressed atomic.Uint64 // announcements not sent: this appliance is backup
 }
@@ -185,28 +189,74 @@ func newAnnounceGate(vr *vrrp.Set, send announce.Sender, log *slog.Logger) *anno
 	return g
 }
 
-// newEpochLocked replaces the announcer with one of a new, larger epoch.
+// newEpochLocked replaces the announcer with one of a new, larger epoch
+// (started if the old one was).
 func (g *announceGate) newEpochLocked() {
 	sent, failed := g.cur.Stats()
 	g.sentBefore += sent
 	g.failBefore += failed
+	m, u := g.cur.AckDrops()
+	g.malBefore += m
+	g.unkBefore += u
+	g.cur.Close()
 	g.cur = g.mk(max(uint64(time.Now().UnixNano()), g.cur.Epoch()+1))
+	if g.started {
+		g.cur.Start()
+	}
+}
+
+// Start starts the current announcer's timer (break before make needs it).
+func (g *announceGate) Start() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.started = true
+	g.cur.Start()
+}
+
+// Close stops the current announcer.
+func (g *announceGate) Close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.started = false
+	g.cur.Close()
+}
+
+// HandleAck hands a server's acknowledgement to the current announcer; one
+// for a retired epoch is refused there like any stale one.
+func (g *announceGate) HandleAck(b []byte, from netip.AddrPort) {
+	g.mu.Lock()
+	cur := g.cur
+	g.mu.Unlock()
+	cur.HandleAck(b, from)
+}
+
+// AckDrops are the acknowledgements refused as malformed or for an unknown
+// cluster, over every epoch.
+func (g *announceGate) AckDrops() (malformed, unknownCluster uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	m, u := g.cur.AckDrops()
+	return g.malBefore + m, g.unkBefore + u
+}
+
+// Status is the current announcer's view of the servers.
+func (g *announceGate) Status() []announce.ClusterStatus {
+	g.mu.Lock()
+	cur := g.cur
+	g.mu.Unlock()
+	return cur.Status()
 }
 
 // Announce implements dispatch.Announcer.
 func (g *announceGate) Announce(cl *config.Cluster, version uint64, servers []dispatch.Server) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	prev := g.last[cl.Name]
 	g.last[cl.Name] = &lastAnnounce{cl: *cl, version: version, servers: append([]dispatch.Server(nil), servers...)}
 	master := g.vr.Master(cl.Interface)
 	g.master[cl.Name] = master
 	if !master {
 		g.suppressed.Add(1)
 		return
-	}
-	if prev != nil && prev.version != version && !g.vr.Empty() {
-		g.newEpochLocked()
 	}
 	g.cur.Announce(cl, version, servers)
 }

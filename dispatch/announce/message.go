@@ -23,8 +23,9 @@ const (
 	DefaultPort = config.DefaultAnnouncePort
 	// Magic opens every announcement.
 	Magic = "GHRT"
-	// FormatVersion is the format this package writes and reads.
-	FormatVersion = 1
+	// FormatVersion is the format this package writes and reads (2: the
+	// member flag "absent" and the further tables of a transition).
+	FormatVersion = 2
 	// MACSize is the length of the trailing HMAC-SHA256.
 	MACSize = sha256.Size
 	// MinKey is the shortest key Marshal and Unmarshal accept, in bytes:
@@ -35,13 +36,21 @@ const (
 	// MaxMembers is the most servers one announcement carries: 2048 IPv6
 	// members still fit in one UDP datagram.
 	MaxMembers = 2048
+	// MaxAlso is the most further tables (Message.Also) one announcement
+	// carries.
+	MaxAlso = 3
 	// MaxDatagram is the largest UDP payload over IPv4; no announcement is
 	// longer.
 	MaxDatagram = 65507
 
 	fixedLen  = 45 // magic .. name length, see the layout
 	memberLen = 10 // a member without its address
+	shareLen  = 5  // a member's weight and flags in a further table
 	flagUp    = 0x01
+	// flagAbsent: the server is not a member of this table (weight 0, not
+	// up); it is listed because another table of the message has it.
+	flagAbsent = 0x02
+	flagsKnown = flagUp | flagAbsent
 )
 
 // Hash kinds on the wire.
@@ -77,6 +86,9 @@ type Member struct {
 	Addr   netip.Addr // the server's primary address
 	Weight int
 	Up     bool
+	// Absent: not a member of the target table (Weight 0, !Up); listed
+	// because a table of Also has it.
+	Absent bool
 }
 
 // Message is one announcement: a cluster's membership and the parameters
@@ -102,8 +114,23 @@ type Message struct {
 	Buckets  int
 	Ghost    netip.Addr // the cluster address
 	// Members, in any order for Marshal; Unmarshal returns them by
-	// ascending ID.
+	// ascending ID. Their Weight, Up and Absent make the target table.
 	Members []Member
+	// Also lists further tables of the same members (each has one Share
+	// per member, in the order of Members sorted by ID), at most MaxAlso.
+	// A server owns a bucket only when the target table and every table of
+	// Also give it that bucket: while buckets move, the appliance announces
+	// the table in force together with the next one, so a moved bucket has
+	// no owner until every old owner has released it (see Transitions in
+	// the package documentation and Grants).
+	Also [][]Share
+}
+
+// Share is one member's part in a table of Message.Also.
+type Share struct {
+	Weight int
+	Up     bool
+	Absent bool // not a member of this table
 }
 
 // Newer reports whether m's table is newer than than's: (Epoch, Seq)
@@ -121,9 +148,11 @@ func (m *Message) Newer(than *Message) bool {
 
 // Servers is the membership as dispatch.NewTable takes it.
 func (m *Message) Servers() []dispatch.Server {
-	out := make([]dispatch.Server, len(m.Members))
-	for i, s := range m.Members {
-		out[i] = dispatch.Server{ID: s.ID, Addr: s.Addr, Weight: s.Weight, Up: s.Up}
+	out := make([]dispatch.Server, 0, len(m.Members))
+	for _, s := range m.Members {
+		if !s.Absent {
+			out = append(out, dispatch.Server{ID: s.ID, Addr: s.Addr, Weight: s.Weight, Up: s.Up})
+		}
 	}
 	return out
 }
@@ -193,10 +222,22 @@ func (m *Message) Marshal(key []byte) ([]byte, error) {
 		return bad("ghost address %v: want an IPv4 or IPv6 address without zone", m.Ghost)
 	case len(m.Members) > MaxMembers:
 		return bad("%d members: want at most %d", len(m.Members), MaxMembers)
+	case len(m.Also) > MaxAlso:
+		return bad("%d further tables: want at most %d", len(m.Also), MaxAlso)
+	}
+	for i, t := range m.Also {
+		if len(t) != len(m.Members) {
+			return bad("further table %d has %d shares for %d members", i+1, len(t), len(m.Members))
+		}
+		for j, sh := range t {
+			if sh.Weight < 0 || sh.Weight > dispatch.MaxWeight || sh.Absent && (sh.Weight != 0 || sh.Up) {
+				return bad("further table %d: share %d: weight %d up %v absent %v", i+1, j, sh.Weight, sh.Up, sh.Absent)
+			}
+		}
 	}
 	members := slices.Clone(m.Members)
 	slices.SortFunc(members, func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
-	size := fixedLen + len(m.Cluster) + 1 + addrLen(m.Ghost) + MACSize
+	size := fixedLen + len(m.Cluster) + 1 + addrLen(m.Ghost) + 1 + len(m.Also)*len(m.Members)*shareLen + MACSize
 	for i, s := range members {
 		switch {
 		case s.ID < 0 || s.ID > math.MaxUint32:
@@ -207,6 +248,8 @@ func (m *Message) Marshal(key []byte) ([]byte, error) {
 			return bad("server %d: weight %d: want 0..%d", s.ID, s.Weight, dispatch.MaxWeight)
 		case !okAddr(s.Addr):
 			return bad("server %d: address %v: want an IPv4 or IPv6 address without zone", s.ID, s.Addr)
+		case s.Absent && (s.Weight != 0 || s.Up):
+			return bad("server %d: absent with weight %d up %v", s.ID, s.Weight, s.Up)
 		}
 		size += memberLen + addrLen(s.Addr)
 	}
@@ -230,13 +273,10 @@ func (m *Message) Marshal(key []byte) ([]byte, error) {
 	for _, s := range members {
 		b = binary.BigEndian.AppendUint32(b, uint32(s.ID))
 		b = binary.BigEndian.AppendUint32(b, uint32(s.Weight))
-		var flags byte
-		if s.Up {
-			flags |= flagUp
-		}
-		b = append(b, flags)
+		b = append(b, shareFlags(s.Up, s.Absent))
 		b = appendAddr(b, s.Addr)
 	}
+	b = appendAlso(b, m.Members, members, m.Also)
 	return appendMAC(b, key), nil
 }
 
@@ -337,10 +377,10 @@ func Unmarshal(b, key []byte) (*Message, error) {
 		}
 		s := Member{ID: int(r.u32()), Weight: int(r.u32())}
 		flags := r.byte()
-		if flags&^flagUp != 0 {
-			return nil, malformed("member %d: reserved flags %#x", s.ID, flags)
+		if err := checkFlags(flags, s.Weight); err != nil {
+			return nil, malformed("member %d: %v", s.ID, err)
 		}
-		s.Up = flags&flagUp != 0
+		s.Up, s.Absent = flags&flagUp != 0, flags&flagAbsent != 0
 		if s.Weight > dispatch.MaxWeight {
 			return nil, malformed("member %d: weight %d: at most %d", s.ID, s.Weight, dispatch.MaxWeight)
 		}
@@ -351,6 +391,9 @@ func Unmarshal(b, key []byte) (*Message, error) {
 			return nil, malformed("member %d: address: %v", s.ID, err)
 		}
 		m.Members = append(m.Members, s)
+	}
+	if m.Also, err = r.also(len(m.Members)); err != nil {
+		return nil, malformed("%v", err)
 	}
 	if r.len() != 0 {
 		return nil, malformed("%d bytes after the last member", r.len())

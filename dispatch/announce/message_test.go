@@ -60,7 +60,7 @@ func sorted(m *Message) *Message {
 func reference(m *Message, key []byte) []byte {
 	var b bytes.Buffer
 	b.WriteString("GHRT")
-	b.WriteByte(1)
+	b.WriteByte(2)
 	b.WriteByte(map[string]byte{"jhash": 1, "modulo": 2}[m.Hash])
 	binary.Write(&b, binary.BigEndian, uint16(len(m.Members)))
 	binary.Write(&b, binary.BigEndian, m.Epoch)
@@ -77,15 +77,28 @@ func reference(m *Message, key []byte) []byte {
 		b.Write(s)
 	}
 	addr(m.Ghost)
+	flags := func(up, absent bool) byte {
+		var f byte
+		if up {
+			f |= 1
+		}
+		if absent {
+			f |= 2
+		}
+		return f
+	}
 	for _, s := range m.Members {
 		binary.Write(&b, binary.BigEndian, uint32(s.ID))
 		binary.Write(&b, binary.BigEndian, uint32(s.Weight))
-		if s.Up {
-			b.WriteByte(1)
-		} else {
-			b.WriteByte(0)
-		}
+		b.WriteByte(flags(s.Up, s.Absent))
 		addr(s.Addr)
+	}
+	b.WriteByte(byte(len(m.Also)))
+	for _, tbl := range m.Also {
+		for _, sh := range tbl {
+			binary.Write(&b, binary.BigEndian, uint32(sh.Weight))
+			b.WriteByte(flags(sh.Up, sh.Absent))
+		}
 	}
 	h := hmac.New(sha256.New, key)
 	h.Write(b.Bytes())
@@ -101,7 +114,7 @@ func TestWireFormat(t *testing.T) {
 		t.Fatalf("Marshal(sample):\n% x\nwant (reference encoder)\n% x", got, want)
 	}
 	head := []byte{
-		'G', 'H', 'R', 'T', 1, 1, 0, 3, // magic, version, jhash, 3 members
+		'G', 'H', 'R', 'T', 2, 1, 0, 3, // magic, version, jhash, 3 members
 		0x18, 0x7b, 0x80, 0xee, 0x86, 0xee, 0x0a, 0x00, // epoch 1764145441000000000
 		0, 0, 0, 0, 0, 0, 0, 7, // seq
 		0, 0, 0, 0, 0, 0, 0, 42, // tx
@@ -110,12 +123,38 @@ func TestWireFormat(t *testing.T) {
 		0, 0, 0, 0, 0, 0, 0, 1, 1, 4, 10, 0, 0, 11, // member 0: weight 1, up
 		0, 0, 0, 1, 0, 0, 0, 0, 1, 4, 10, 0, 0, 12, // member 1: drained
 		0, 0, 0, 2, 0, 0, 0, 1, 0, 4, 10, 0, 0, 13, // member 2: down
+		0, // no further table
 	}
 	if !bytes.HasPrefix(got, head) || len(got) != len(head)+MACSize {
 		t.Errorf("Marshal(sample):\n% x\nwant the body\n% x\nand a 32-byte MAC", got, head)
 	}
-	if len(got) != 82+3+3*14 {
-		t.Errorf("len = %d, want 82 + L + 14 per IPv4 member = %d", len(got), 82+3+3*14)
+	if len(got) != 83+3+3*14 {
+		t.Errorf("len = %d, want 83 + L + 14 per IPv4 member = %d", len(got), 83+3+3*14)
+	}
+
+	// A transition: server 3 joins (absent from the table in force, which is
+	// the further table), server 2 is drained in the target.
+	tr := sample()
+	tr.Members = append(sorted(tr).Members, Member{ID: 3, Addr: netip.MustParseAddr("10.0.0.14"), Weight: 2, Up: true})
+	tr.Members[1].Weight = 0
+	tr.Also = [][]Share{{{Weight: 1, Up: true}, {Weight: 1, Up: true}, {Weight: 1}, {Absent: true}}}
+	got = mustMarshal(t, tr, testKey)
+	if want := reference(tr, testKey); !bytes.Equal(got, want) {
+		t.Fatalf("Marshal(transition):\n% x\nwant (reference encoder)\n% x", got, want)
+	}
+	tail := []byte{
+		1,             // one further table
+		0, 0, 0, 1, 1, // member 0: weight 1, up
+		0, 0, 0, 1, 1, // member 1: weight 1, up
+		0, 0, 0, 1, 0, // member 2: weight 1, down
+		0, 0, 0, 0, 2, // member 3: absent
+	}
+	if body := got[:len(got)-MACSize]; !bytes.HasSuffix(body, tail) {
+		t.Errorf("transition body ends\n% x\nwant\n% x", body[len(body)-len(tail):], tail)
+	}
+	back, err := Unmarshal(got, testKey)
+	if err != nil || !reflect.DeepEqual(back.Also, tr.Also) || !reflect.DeepEqual(back.Members, tr.Members) {
+		t.Errorf("Unmarshal(transition) = %+v, %v", back, err)
 	}
 }
 
@@ -130,8 +169,8 @@ func TestSize(t *testing.T) {
 		t.Errorf("99 IPv4 members: %d bytes, more than a 1500-byte frame's UDP payload", n)
 	}
 	m.Members = m.Members[:64]
-	if n := len(mustMarshal(t, m, testKey)); n != 981 {
-		t.Errorf("64 IPv4 members: %d bytes, want 981", n)
+	if n := len(mustMarshal(t, m, testKey)); n != 982 {
+		t.Errorf("64 IPv4 members: %d bytes, want 982", n)
 	}
 	m.Members = nil
 	for i := range MaxMembers {
@@ -264,11 +303,21 @@ func TestMalformedAuthentic(t *testing.T) {
 		{"count one more", edit(func(b []byte) []byte { b[7] = 4; return b }), "member 4 of 4: truncated"},
 		{"count one less", edit(func(b []byte) []byte { b[7] = 2; return b }), "14 bytes after the last member"},
 		{"ghost length 5", edit(func(b []byte) []byte { b[ghostAt] = 5; return b }), "ghost address: length 5"},
-		{"reserved flag", edit(func(b []byte) []byte { b[m0+8] |= 0x02; return b }), "reserved flags 0x3"},
+		{"reserved flag", edit(func(b []byte) []byte { b[m0+8] |= 0x04; return b }), "reserved flags 0x5"},
+		{"absent with weight", edit(func(b []byte) []byte { b[m0+8] |= 0x02; return b }), "absent, yet weight 1"},
+		{"further tables 4", edit(func(b []byte) []byte { b[len(b)-1] = 4; return b }), "4 further tables"},
+		{"further table truncated", edit(func(b []byte) []byte { b[len(b)-1] = 1; return b }), "truncated"},
 		{"weight too large", edit(func(b []byte) []byte { copy(b[m0+4:], []byte{0, 0x10, 0, 1}); return b }), "weight 1048577"},
 		{"ids not ascending", edit(func(b []byte) []byte { b[m0+14+3] = 0; return b }), "member 0 after 0"},
 		{"member address length 0", edit(func(b []byte) []byte { b[m0+9] = 0; return b }), "member 0: address: length 0"},
 		{"trailing byte", edit(func(b []byte) []byte { return append(b, 0) }), "1 bytes after the last member"},
+		{"further share absent with weight", edit(func(b []byte) []byte {
+			b[len(b)-1] = 1
+			for range 3 {
+				b = append(b, 0, 0, 0, 1, 2)
+			}
+			return b
+		}), "further table 1, member 1: absent, yet weight 1"},
 		{"bad name", edit(func(b []byte) []byte { b[fixedLen] = '-'; return b }), `cluster name "-eb"`},
 		{"empty name", edit(func(b []byte) []byte { b[fixedLen-1] = 0; return b }), `cluster name ""`},
 		{"name past the end", edit(func(b []byte) []byte { b[fixedLen-1] = 255; return b }), "truncated cluster name"},
@@ -279,9 +328,11 @@ func TestMalformedAuthentic(t *testing.T) {
 			t.Errorf("%s: Unmarshal = %+v, %v; want ErrMalformed mentioning %q", tc.name, m, err, tc.want)
 		}
 	}
-	v2 := edit(func(b []byte) []byte { b[4] = 2; return b })
-	if _, err := Unmarshal(v2, testKey); !errors.Is(err, ErrVersion) {
-		t.Errorf("version 2: %v, want ErrVersion", err)
+	for _, v := range []byte{1, 3} {
+		other := edit(func(b []byte) []byte { b[4] = v; return b })
+		if _, err := Unmarshal(other, testKey); !errors.Is(err, ErrVersion) {
+			t.Errorf("version %d: %v, want ErrVersion", v, err)
+		}
 	}
 }
 
@@ -372,7 +423,9 @@ func FuzzUnmarshal(f *testing.F) {
 	v6.Members[2].Addr = netip.MustParseAddr("2001:db8::13")
 	empty := sample()
 	empty.Members = nil
-	for _, m := range []*Message{sample(), v6, empty} {
+	moving := sample()
+	moving.Also = [][]Share{{{Weight: 1, Up: true}, {Absent: true}, {Weight: 3}}, {{}, {}, {Weight: 1, Up: true}}}
+	for _, m := range []*Message{sample(), v6, empty, moving} {
 		b := mustMarshal(f, m, testKey)
 		f.Add(b)
 		f.Add(b[:len(b)-MACSize])
@@ -403,6 +456,22 @@ func FuzzUnmarshal(f *testing.F) {
 			}
 			if _, err := m.Table(); err != nil {
 				t.Fatalf("decoded message's table: %v", err)
+			}
+			g, err := m.Grants()
+			if err != nil || len(g) != m.Buckets {
+				t.Fatalf("decoded message's grants: %d, %v", len(g), err)
+			}
+			// A bucket is granted only to a server every table gives it.
+			for i := 0; i <= len(m.Also); i++ {
+				tbl, err := dispatch.NewTable(m.tableServers(i), m.Buckets)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for b, o := range g {
+					if id, ok := tbl.OwnerID(uint32(b)); o != Nobody && (!ok || id != int(o)) {
+						t.Fatalf("bucket %d granted to %d; table %d gives it to %d (%v)", b, o, i, id, ok)
+					}
+				}
 			}
 		}
 	})

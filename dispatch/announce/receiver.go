@@ -66,6 +66,7 @@ type Counters struct {
 	Malformed    uint64 `json:"malformed"`
 	OtherCluster uint64 `json:"other_cluster"`
 	Unsupported  uint64 `json:"unsupported"`
+	Acks         uint64 `json:"acks"` // acknowledgements made (Ack)
 }
 
 // Result is the outcome of Receiver.Handle.
@@ -74,9 +75,13 @@ type Result struct {
 	// Msg is the decoded announcement for the authentic verdicts (Apply,
 	// Repeat, IgnoreStale, IgnoreUnsupported); nil otherwise.
 	Msg *Message
-	// Owned (Apply only) is this server's buckets in Msg's table,
-	// ascending; empty, not nil, when it owns none.
+	// Owned (Apply only) is the buckets Msg grants this server
+	// (Message.Grants), ascending; empty, not nil, when it owns none.
 	Owned []uint32
+	// Unowned (Apply only) is the buckets Msg grants nobody: new
+	// connections to them wait (their SYNs are dropped and counted) until
+	// the bucket's new owner has it.
+	Unowned []uint32
 	// Err says why a datagram was ignored.
 	Err error
 }
@@ -155,17 +160,13 @@ func (r *Receiver) Handle(b []byte) Result {
 		return Result{Verdict: IgnoreStale, Msg: m, Err: fmt.Errorf(
 			"announce: table epoch %d seq %d is older than the applied epoch %d seq %d", m.Epoch, m.Seq, a.Epoch, a.Seq)}
 	}
-	t, err := m.Table()
+	grants, err := m.Grants()
 	if err != nil { // Unmarshal's checks make this unreachable
 		r.stats.Malformed++
 		return Result{Verdict: IgnoreMalformed, Msg: m, Err: fmt.Errorf("%w: %v", ErrMalformed, err)}
 	}
-	owned := t.Owned(r.id)
-	if owned == nil {
-		owned = []uint32{}
-	}
 	r.stats.Newer++
-	return Result{Verdict: Apply, Msg: m, Owned: owned}
+	return Result{Verdict: Apply, Msg: m, Owned: OwnedBy(grants, r.id), Unowned: Unowned(grants)}
 }
 
 // Applied records that res (an Apply) is installed: its table is the one
@@ -205,3 +206,22 @@ func (r *Receiver) SetFloor(epoch, tx uint64) {
 
 // Stats returns the counters.
 func (r *Receiver) Stats() Counters { return r.stats }
+
+// Ack is the acknowledgement of the table applied last, to be sent back
+// to the appliance (unicast, to the source of the announcement): the
+// appliance gives a released bucket to its next owner only once the old
+// owner has acknowledged the release. ok is false before the first table
+// is applied. The caller sends it after Applied, and again for every
+// Repeat, so that a lost acknowledgement heals with the next repetition.
+func (r *Receiver) Ack() (b []byte, ok bool) {
+	if r.applied == nil {
+		return nil, false
+	}
+	a := &Ack{Cluster: r.cluster, Server: r.id, Epoch: r.applied.Epoch, Seq: r.applied.Seq}
+	b, err := a.Marshal(r.key)
+	if err != nil { // the receiver's own fields: cannot fail
+		return nil, false
+	}
+	r.stats.Acks++
+	return b, true
+}

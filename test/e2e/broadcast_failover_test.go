@@ -47,7 +47,8 @@ func (tp *topo) applianceBuckets() map[int]int {
 }
 
 // waitInStep waits until the filters of servers [0, n) own exactly the
-// buckets the appliance's table gives them.
+// buckets the appliance's table gives them, and the appliance has heard
+// every server acknowledge the announcement in force.
 func (tp *topo) waitInStep(n int, what string) {
 	tp.t.Helper()
 	harness.WaitFor(tp.t, 10*time.Second, "servers' filters in step with the appliance "+what, func() bool {
@@ -57,7 +58,13 @@ func (tp *topo) waitInStep(n int, what string) {
 				return false
 			}
 		}
-		return true
+		st := tp.announceState()
+		for _, s := range st.Servers {
+			if s.AckedSeq != st.Seq {
+				return false
+			}
+		}
+		return st.Settled
 	})
 }
 

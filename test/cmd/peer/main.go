@@ -68,6 +68,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = load(args[1:], stdout, stderr)
 	case "udpstream":
 		err = udpStream(args[1:], stdout, stderr)
+	case "udpload":
+		err = udpLoad(args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		usage(stdout)
 		return 0
@@ -101,6 +103,7 @@ func usage(w io.Writer) {
   peer udp  -dst ADDR:PORT (-src A,B,C | -src-range FIRST-LAST) [-count 1] [-timeout 1s] [-parallel 8]
   peer load -url URL (-src A,B,C | -src-range FIRST-LAST) -duration 10s [-interval 100ms] [-timeout 1s] [-reuse]
   peer udpstream -dst ADDR:PORT (-src A,B,C | -src-range FIRST-LAST) -duration 10s [-interval 100ms] [-timeout 1s]
+  peer udpload -dst ADDR:PORT (-src A,B,C | -src-range FIRST-LAST) -duration 10s [-interval 100ms] [-retry 250ms] [-tries 8]
 `)
 }
 
@@ -260,6 +263,8 @@ func serveUDP(conn *net.UDPConn, name string, out io.Writer) error {
 		reply := []byte(fmt.Sprintf("%s %s\n", name, client))
 		if seq, ok := seqOf(buf[:n]); ok { // a udpstream request: echo its number
 			reply = []byte(fmt.Sprintf("%s %s seq %d\n", name, client, seq))
+		} else if tok, ok := requestToken(buf[:n]); ok { // udpload: the answer names the request
+			reply = []byte(fmt.Sprintf("%s %s %s\n", name, client, tok))
 		}
 		ctl := replyControl(oob[:oobn])
 		if _, _, err := conn.WriteMsgUDPAddrPort(reply, ctl, from); err != nil && ctl != nil {

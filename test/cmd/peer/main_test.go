@@ -122,3 +122,21 @@ func cmsg(level, typ int32, data []byte) []byte {
 	copy(b[syscall.CmsgLen(0):], data)
 	return b
 }
+
+// TestRequestToken: only udpload's "seq N try T" requests are echoed in the
+// answer; the plain client's request keeps the plain answer.
+func TestRequestToken(t *testing.T) {
+	for in, want := range map[string]string{
+		"seq 12 try 3\n":        "seq 12 try 3",
+		"seq 0 try 1":           "seq 0 try 1",
+		"peer 198.51.100.100\n": "",
+		"seq x try 1":           "",
+		"seq 1 try 300":         "",
+		"seq 1 try 1 extra":     "",
+	} {
+		got, ok := requestToken([]byte(in))
+		if got != want || ok != (want != "") {
+			t.Errorf("requestToken(%q) = %q, %v; want %q", in, got, ok, want)
+		}
+	}
+}

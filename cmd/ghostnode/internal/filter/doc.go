@@ -26,16 +26,28 @@
 //
 //	table ip ghost_web {
 //	  set owned { typeof meta length; flags interval; comment "..."; elements = { 0-3, 7, ... } }
+//	  set unowned { typeof meta length; flags interval; elements = { ... } }
 //	  chain pre {
 //	    type filter hook prerouting priority mangle; policy accept;
-//	    ip daddr GHOST ct state established,related counter meta pkttype set host accept comment "established"
-//	    ip daddr GHOST ct state new jhash ip saddr mod B seed S @owned counter meta pkttype set host accept comment "new"
+//	    ip daddr GHOST meta l4proto tcp ct state established counter meta pkttype set host accept comment "established"
+//	    ip daddr GHOST ct state related counter meta pkttype set host accept comment "related"
+//	    ip daddr GHOST meta l4proto tcp ct state new jhash ip saddr mod B seed S @owned counter meta pkttype set host accept comment "new"
+//	    ip daddr GHOST meta l4proto != tcp jhash ip saddr mod B seed S @owned counter meta pkttype set host accept comment "datagram"
+//	    ip daddr GHOST ct state new jhash ip saddr mod B seed S @unowned counter drop comment "unowned"
 //	    ip daddr GHOST counter drop comment "dropped"
 //	  }
 //	}
 //
-// This is DESIGN.md's verified shape with two changes, both found on the
-// stock nftables 1.0.6:
+// TCP connections known here stay here whatever the owned set says (a
+// drained server finishes them); new TCP connections follow the owned set.
+// Everything else follows the owned set alone, not conntrack, so that after
+// a change exactly one server answers each UDP datagram. The unowned set
+// holds the buckets no server owns while a change is in progress (break
+// before make); their new connections are counted apart and wait for a
+// retransmission.
+//
+// The sets differ from the obvious declaration in two ways, both found on
+// the stock nftables 1.0.6:
 //
 //   - The set is declared `typeof meta length`, not `typeof jhash ip saddr
 //     mod B seed S`. nft 1.0.6 loads the latter but segfaults whenever it
@@ -50,6 +62,6 @@
 //     (`byteorder reg 1 = hton(...)` in `nft --debug=netlink`), so ranges
 //     match numerically.
 //
-// Counters sit on all three rules and the rules carry comments, which is how
+// Counters sit on every rule and the rules carry comments, which is how
 // [ParseTable] finds them in the JSON listing.
 package filter

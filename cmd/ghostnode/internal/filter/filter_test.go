@@ -62,7 +62,7 @@ func TestRulesetGolden(t *testing.T) {
 		spec Spec
 	}{
 		{"web-server1.nft", Spec{Cluster: "web", Ghost: netip.MustParseAddr("203.0.113.10"), Buckets: 64, Seed: 0x5eed, Server: 1, Owned: membership(t, 64, 1)}},
-		{"web-flags.nft", Spec{Cluster: "web", Ghost: netip.MustParseAddr("203.0.113.10"), Buckets: 16, Seed: 7, Server: -1, Owned: []uint32{1, 2, 5, 6, 7, 8, 9}}},
+		{"web-flags.nft", Spec{Cluster: "web", Ghost: netip.MustParseAddr("203.0.113.10"), Buckets: 16, Seed: 7, Server: -1, Owned: []uint32{1, 2, 5, 6, 7, 8, 9}, Unowned: []uint32{3, 4, 15}}},
 		{"drained.nft", Spec{Cluster: "web", Ghost: netip.MustParseAddr("203.0.113.10"), Buckets: 4096, Seed: 0, Server: 3}},
 		{"v6-all.nft", Spec{Cluster: "web6", Ghost: netip.MustParseAddr("2001:db8::10"), Buckets: 4096, Seed: 0x5eed, Server: 0, Owned: all}},
 	} {
@@ -235,6 +235,8 @@ func TestSpecCheck(t *testing.T) {
 		{func(s *Spec) { s.Buckets = MaxBuckets + 1 }, "65537 buckets"},
 		{func(s *Spec) { s.Owned = []uint32{2, 1} }, "not ascending"},
 		{func(s *Spec) { s.Owned = []uint32{8} }, "out of range"},
+		{func(s *Spec) { s.Owned, s.Unowned = []uint32{1, 2}, []uint32{2, 3} }, "bucket 2 is both owned and unowned"},
+		{func(s *Spec) { s.Unowned = []uint32{3, 3} }, "unowned buckets"},
 	} {
 		s := good
 		tc.mod(&s)
@@ -245,8 +247,12 @@ func TestSpecCheck(t *testing.T) {
 }
 
 // TestParseTable reads listings captured from nftables 1.0.6 (`nft -j list
-// table`) after loading web-flags.nft and sending UDP from 198.51.100.10-19
-// (six owned clients, answered, each sending a second datagram; four dropped).
+// table`) after loading web-flags.nft and sending two UDP datagrams from
+// each of 198.51.100.10-19 (buckets 15 7 1 7 7 2 8 15 14 11 of jhash mod 16
+// seed 7): six clients in owned buckets, answered, both datagrams accepted
+// by the bucket rule (UDP follows the bucket, not conntrack: none counts as
+// established); .10 and .17 in the unowned bucket 15, counted apart; .18
+// and .19 in another server's buckets, dropped.
 func TestParseTable(t *testing.T) {
 	data, err := os.ReadFile("testdata/web-flags.json")
 	if err != nil {
@@ -256,15 +262,16 @@ func TestParseTable(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ParseTable: %v", err)
 	}
-	spec := Spec{Cluster: "web", Ghost: netip.MustParseAddr("203.0.113.10"), Buckets: 16, Seed: 7, Server: -1, Owned: []uint32{1, 2, 5, 6, 7, 8, 9}}
+	spec := Spec{Cluster: "web", Ghost: netip.MustParseAddr("203.0.113.10"), Buckets: 16, Seed: 7, Server: -1, Owned: []uint32{1, 2, 5, 6, 7, 8, 9}, Unowned: []uint32{3, 4, 15}}
 	if ok, why := spec.Matches(tbl); !ok {
 		t.Errorf("Matches = false (%s), want true", why)
 	}
-	if !slices.Equal(tbl.Owned, spec.Owned) {
-		t.Errorf("Owned = %v, want %v", tbl.Owned, spec.Owned)
+	if !slices.Equal(tbl.Owned, spec.Owned) || !slices.Equal(tbl.Unowned, spec.Unowned) {
+		t.Errorf("Owned = %v, Unowned = %v; want %v, %v", tbl.Owned, tbl.Unowned, spec.Owned, spec.Unowned)
 	}
 	c, ok := tbl.Counters()
-	want := Counters{Established: Counter{6, 198}, New: Counter{6, 216}, Dropped: Counter{4, 144}}
+	// 31 bytes: a 20-byte IP header, 8 of UDP, "one" or "two".
+	want := Counters{Datagram: Counter{12, 12 * 31}, Unowned: Counter{4, 4 * 31}, Dropped: Counter{4, 4 * 31}}
 	if !ok || c != want {
 		t.Errorf("Counters() = %+v, %v; want %+v, true", c, ok, want)
 	}
@@ -290,7 +297,7 @@ func TestParseTable(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ParseTable(cut): %v", err)
 	}
-	if ok, _ := spec.Matches(tbl2); ok || len(tbl2.Rules) != 2 {
+	if ok, _ := spec.Matches(tbl2); ok || len(tbl2.Rules) != 5 {
 		t.Errorf("a table without the drop rule matches (%d rules)", len(tbl2.Rules))
 	}
 	if _, ok := tbl2.Counters(); ok {

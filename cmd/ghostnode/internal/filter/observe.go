@@ -25,6 +25,7 @@ type Rule struct {
 	Comment  string
 	Daddr    netip.Addr // the `ip daddr X` / `ip6 daddr X` match; zero if none
 	CtState  []string   // the `ct state` match, sorted; nil if none
+	L4proto  string     // the `meta l4proto` match: "tcp", "!tcp" (for != tcp); "" if none
 	Hash     string     // the jhash lookup as Spec.Hash writes it, "" if none
 	HashSet  string     // the set the hash is looked up in, without '@'
 	Counter  *Counter   // nil if the rule has no counter
@@ -43,25 +44,32 @@ type Table struct {
 	SetComment  string
 	Owned       []uint32 // its elements, expanded, ascending
 
+	HasUnowned bool     // the unowned set exists with flags interval
+	Unowned    []uint32 // its elements, expanded, ascending
+
 	HasChain bool // the chain exists as a prerouting filter chain at mangle priority, policy accept
 	Rules    []Rule
 }
 
-// Counters are the filter's three counters.
+// Counters are the filter's counters.
 type Counters struct {
-	Established Counter // accepted: packets of connections known here
-	New         Counter // accepted: first packets of connections in owned buckets
+	Established Counter // accepted: packets of TCP connections known here
+	Related     Counter // accepted: ICMP errors about connections known here
+	New         Counter // accepted: first packets of TCP connections in owned buckets
+	Datagram    Counter // accepted: packets other than TCP in owned buckets
+	Unowned     Counter // dropped: new connections to buckets no server owns (a change in progress)
 	Dropped     Counter // dropped: everything else for the ghost
 }
 
-// Counters finds the three rules by their comments; ok is false when one is
+// Counters finds the rules by their comments; ok is false when one is
 // missing or has no counter.
 func (t *Table) Counters() (c Counters, ok bool) {
 	ok = true
 	for _, x := range []struct {
 		comment string
 		dst     *Counter
-	}{{CommentEstablished, &c.Established}, {CommentNew, &c.New}, {CommentDropped, &c.Dropped}} {
+	}{{CommentEstablished, &c.Established}, {CommentRelated, &c.Related}, {CommentNew, &c.New},
+		{CommentDatagram, &c.Datagram}, {CommentUnowned, &c.Unowned}, {CommentDropped, &c.Dropped}} {
 		i := slices.IndexFunc(t.Rules, func(r Rule) bool { return r.Comment == x.comment })
 		if i < 0 || t.Rules[i].Counter == nil {
 			ok = false
@@ -84,12 +92,17 @@ func (s *Spec) Matches(t *Table) (ok bool, reason string) {
 		return false, "no interval set " + SetName
 	case t.SetComment != s.SetComment():
 		return false, fmt.Sprintf("set comment %q, want %q", t.SetComment, s.SetComment())
+	case !t.HasUnowned:
+		return false, "no interval set " + UnownedName
 	case !t.HasChain:
 		return false, "no prerouting chain " + ChainName + " at mangle priority"
 	}
 	want := []Rule{
-		{Comment: CommentEstablished, Daddr: s.Ghost, CtState: []string{"established", "related"}, Pkttype: "host", Verdict: "accept"},
-		{Comment: CommentNew, Daddr: s.Ghost, CtState: []string{"new"}, Hash: s.Hash(), HashSet: SetName, Pkttype: "host", Verdict: "accept"},
+		{Comment: CommentEstablished, Daddr: s.Ghost, L4proto: "tcp", CtState: []string{"established"}, Pkttype: "host", Verdict: "accept"},
+		{Comment: CommentRelated, Daddr: s.Ghost, CtState: []string{"related"}, Pkttype: "host", Verdict: "accept"},
+		{Comment: CommentNew, Daddr: s.Ghost, L4proto: "tcp", CtState: []string{"new"}, Hash: s.Hash(), HashSet: SetName, Pkttype: "host", Verdict: "accept"},
+		{Comment: CommentDatagram, Daddr: s.Ghost, L4proto: "!tcp", Hash: s.Hash(), HashSet: SetName, Pkttype: "host", Verdict: "accept"},
+		{Comment: CommentUnowned, Daddr: s.Ghost, CtState: []string{"new"}, Hash: s.Hash(), HashSet: UnownedName, Verdict: "drop"},
 		{Comment: CommentDropped, Daddr: s.Ghost, Verdict: "drop"},
 	}
 	if len(t.Rules) != len(want) {
@@ -97,7 +110,7 @@ func (s *Spec) Matches(t *Table) (ok bool, reason string) {
 	}
 	for i, w := range want {
 		r := t.Rules[i]
-		if r.Comment != w.Comment || r.Daddr != w.Daddr || !slices.Equal(r.CtState, w.CtState) ||
+		if r.Comment != w.Comment || r.Daddr != w.Daddr || !slices.Equal(r.CtState, w.CtState) || r.L4proto != w.L4proto ||
 			r.Hash != w.Hash || r.HashSet != w.HashSet || r.Pkttype != w.Pkttype ||
 			r.Verdict != w.Verdict || r.Counter == nil || len(r.Unknown) > 0 {
 			return false, fmt.Sprintf("rule %d (%q) differs: %s", i+1, r.Comment, r.original)
@@ -159,11 +172,15 @@ func (t *Table) parseSet(raw json.RawMessage) error {
 	if err := json.Unmarshal(raw, &x); err != nil {
 		return err
 	}
-	if x.Name != SetName {
+	if x.Name != SetName && x.Name != UnownedName {
 		return nil
 	}
-	t.HasSet, t.SetComment = true, x.Comment
-	t.SetInterval = slices.Contains(x.Flags, "interval")
+	if x.Name == SetName {
+		t.HasSet, t.SetComment = true, x.Comment
+		t.SetInterval = slices.Contains(x.Flags, "interval")
+	} else {
+		t.HasUnowned = slices.Contains(x.Flags, "interval")
+	}
 	var rs []Range
 	for _, e := range x.Elem {
 		var v uint32
@@ -178,7 +195,11 @@ func (t *Table) parseSet(raw json.RawMessage) error {
 		rs = append(rs, Range{r.Range[0], r.Range[1]})
 	}
 	slices.SortFunc(rs, func(a, b Range) int { return cmp.Compare(a.Lo, b.Lo) })
-	t.Owned = Expand(rs)
+	if x.Name == SetName {
+		t.Owned = Expand(rs)
+	} else {
+		t.Unowned = Expand(rs)
+	}
 	return nil
 }
 
@@ -263,6 +284,18 @@ func (r *Rule) match(v json.RawMessage) bool {
 			return false
 		}
 		r.Daddr = a
+		return true
+	}
+	if raw, ok := m.Left["meta"]; ok && (m.Op == "==" || m.Op == "!=") {
+		var k struct{ Key string }
+		var proto string
+		if json.Unmarshal(raw, &k) != nil || k.Key != "l4proto" || json.Unmarshal(m.Right, &proto) != nil {
+			return false
+		}
+		if m.Op == "!=" {
+			proto = "!" + proto
+		}
+		r.L4proto = proto
 		return true
 	}
 	if raw, ok := m.Left["ct"]; ok {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/ghostrouter/ghostrouter/router/config"
@@ -15,12 +16,16 @@ const MaxBuckets = 65536
 
 // Names inside the table. Package node and ParseTable rely on them.
 const (
-	SetName   = "owned" // the set of owned buckets
-	ChainName = "pre"   // the prerouting chain
+	SetName     = "owned"   // the set of owned buckets
+	UnownedName = "unowned" // the set of buckets owned by no server (a change in progress)
+	ChainName   = "pre"     // the prerouting chain
 
 	// Rule comments: how the rules are found again in `nft -j` output.
 	CommentEstablished = "established"
+	CommentRelated     = "related"
 	CommentNew         = "new"
+	CommentDatagram    = "datagram"
+	CommentUnowned     = "unowned"
 	CommentDropped     = "dropped"
 
 	// mangle is the numeric priority of `priority mangle`, as `nft -j` reports it.
@@ -40,6 +45,11 @@ type Spec struct {
 	Seed    uint32     // S of `jhash ... seed S`
 	Server  int        // this server's id, for the set's comment; -1 when unknown
 	Owned   []uint32   // the buckets this server accepts: ascending, distinct, < Buckets
+	// Unowned are the buckets no server accepts new connections for while
+	// a change is in progress (ascending, distinct, < Buckets, none of
+	// Owned): their new connections are dropped and counted apart, and
+	// wait for a SYN retransmission.
+	Unowned []uint32
 }
 
 // Family is the nftables family of the table: "ip" for an IPv4 ghost, "ip6"
@@ -73,6 +83,14 @@ func (s *Spec) Check() error {
 	if err := CheckOwned(s.Owned, s.Buckets); err != nil {
 		return fmt.Errorf("%w: owned buckets: %v", ErrSpec, err)
 	}
+	if err := CheckOwned(s.Unowned, s.Buckets); err != nil {
+		return fmt.Errorf("%w: unowned buckets: %v", ErrSpec, err)
+	}
+	for _, b := range s.Unowned {
+		if _, found := slices.BinarySearch(s.Owned, b); found {
+			return fmt.Errorf("%w: bucket %d is both owned and unowned", ErrSpec, b)
+		}
+	}
 	return nil
 }
 
@@ -99,8 +117,10 @@ func (s *Spec) Ruleset() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# ghostnode: broadcast-mode filter of cluster %s on %s: %d of %d buckets.\n",
 		s.Cluster, s.who(), len(s.Owned), s.Buckets)
-	fmt.Fprintf(&b, "# Accepts a packet for the ghost %s when its connection is known here, or it\n", g)
-	fmt.Fprintf(&b, "# opens one and %s is an owned bucket; drops the rest.\n", s.Hash())
+	fmt.Fprintf(&b, "# Accepts a packet for the ghost %s when its TCP connection is known here (or it\n", g)
+	fmt.Fprintf(&b, "# is an ICMP error about one), or when %s is an owned\n", s.Hash())
+	fmt.Fprintf(&b, "# bucket and it opens a TCP connection or is not TCP (UDP follows the bucket, not\n")
+	fmt.Fprintf(&b, "# conntrack); counts new connections to buckets no server owns; drops the rest.\n")
 	fmt.Fprintf(&b, "# Loading it creates or replaces the table in one transaction.\n")
 	fmt.Fprintf(&b, "table %s %s\n", fam, tbl)
 	fmt.Fprintf(&b, "delete table %s %s\n", fam, tbl)
@@ -113,12 +133,25 @@ func (s *Spec) Ruleset() string {
 		fmt.Fprintf(&b, "\t\telements = {%s\n\t\t}\n", elements(s.Owned, "\n\t\t\t"))
 	}
 	fmt.Fprintf(&b, "\t}\n\n")
+	fmt.Fprintf(&b, "\tset %s {\n", UnownedName)
+	fmt.Fprintf(&b, "\t\ttypeof meta length\n")
+	fmt.Fprintf(&b, "\t\tflags interval\n")
+	if len(s.Unowned) > 0 {
+		fmt.Fprintf(&b, "\t\telements = {%s\n\t\t}\n", elements(s.Unowned, "\n\t\t\t"))
+	}
+	fmt.Fprintf(&b, "\t}\n\n")
 	fmt.Fprintf(&b, "\tchain %s {\n", ChainName)
 	fmt.Fprintf(&b, "\t\ttype filter hook prerouting priority mangle; policy accept;\n")
-	fmt.Fprintf(&b, "\t\t%s daddr %s ct state established,related counter meta pkttype set host accept comment %q\n",
+	fmt.Fprintf(&b, "\t\t%s daddr %s meta l4proto tcp ct state established counter meta pkttype set host accept comment %q\n",
 		fam, g, CommentEstablished)
-	fmt.Fprintf(&b, "\t\t%s daddr %s ct state new %s @%s counter meta pkttype set host accept comment %q\n",
+	fmt.Fprintf(&b, "\t\t%s daddr %s ct state related counter meta pkttype set host accept comment %q\n",
+		fam, g, CommentRelated)
+	fmt.Fprintf(&b, "\t\t%s daddr %s meta l4proto tcp ct state new %s @%s counter meta pkttype set host accept comment %q\n",
 		fam, g, s.Hash(), SetName, CommentNew)
+	fmt.Fprintf(&b, "\t\t%s daddr %s meta l4proto != tcp %s @%s counter meta pkttype set host accept comment %q\n",
+		fam, g, s.Hash(), SetName, CommentDatagram)
+	fmt.Fprintf(&b, "\t\t%s daddr %s ct state new %s @%s counter drop comment %q\n",
+		fam, g, s.Hash(), UnownedName, CommentUnowned)
 	fmt.Fprintf(&b, "\t\t%s daddr %s counter drop comment %q\n", fam, g, CommentDropped)
 	fmt.Fprintf(&b, "\t}\n}\n")
 	return b.String()
@@ -131,14 +164,19 @@ func (s *Spec) who() string {
 	return "this server"
 }
 
-// UpdateScript is the nft script that replaces the owned set's elements
-// with s.Owned in one transaction; the table must exist with s's shape.
+// UpdateScript is the nft script that replaces the owned and unowned
+// sets' elements with s.Owned and s.Unowned in one transaction; the table
+// must exist with s's shape.
 func (s *Spec) UpdateScript() string {
 	fam, tbl := s.Family(), s.Table()
 	var b strings.Builder
 	fmt.Fprintf(&b, "flush set %s %s %s\n", fam, tbl, SetName)
+	fmt.Fprintf(&b, "flush set %s %s %s\n", fam, tbl, UnownedName)
 	if len(s.Owned) > 0 {
 		fmt.Fprintf(&b, "add element %s %s %s {%s\n}\n", fam, tbl, SetName, elements(s.Owned, "\n\t"))
+	}
+	if len(s.Unowned) > 0 {
+		fmt.Fprintf(&b, "add element %s %s %s {%s\n}\n", fam, tbl, UnownedName, elements(s.Unowned, "\n\t"))
 	}
 	return b.String()
 }

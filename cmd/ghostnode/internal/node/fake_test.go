@@ -37,7 +37,8 @@ type fakeTable struct {
 	ghost        string
 	hash         string // "jhash ip saddr mod B seed S"
 	owned        []uint32
-	counters     [3]filter.Counter // established, new, dropped
+	unowned      []uint32
+	counters     [6]filter.Counter // established, related, new, datagram, unowned, dropped
 }
 
 var _ Host = (*fakeHost)(nil)
@@ -166,31 +167,41 @@ var (
 	reCreate   = regexp.MustCompile(`(?m)^table (\S+) (\S+) \{$`)
 	reFlush    = regexp.MustCompile(`(?m)^flush set (\S+) (\S+) owned$`)
 	reComment  = regexp.MustCompile(`(?m)^\t\tcomment "(.*)"$`)
-	reNewRule  = regexp.MustCompile(`(?m)daddr (\S+) ct state new (jhash .*) @owned`)
-	reElements = regexp.MustCompile(`(?s)(?:elements = |add element \S+ \S+ owned )\{(.*?)\}`)
+	reNewRule  = regexp.MustCompile(`(?m)daddr (\S+) meta l4proto tcp ct state new (jhash .*) @owned`)
+	reSetBlock = regexp.MustCompile(`(?s)\tset (owned|unowned) \{(.*?)\n\t\}`)
+	reElements = regexp.MustCompile(`(?s)elements = \{(.*?)\}`)
+	reAdd      = regexp.MustCompile(`(?s)add element \S+ \S+ (owned|unowned) \{(.*?)\}`)
 )
 
 func (h *fakeHost) NFT(_ context.Context, script string) error {
-	elements := func() ([]uint32, error) {
-		m := reElements.FindStringSubmatch(script)
-		if m == nil {
-			return []uint32{}, nil
+	// elements returns the elements the script gives set (owned or unowned).
+	elements := func(set string) ([]uint32, error) {
+		text := ""
+		for _, m := range reSetBlock.FindAllStringSubmatch(script, -1) {
+			if e := reElements.FindStringSubmatch(m[2]); m[1] == set && e != nil {
+				text = e[1]
+			}
 		}
-		f := strings.Join(strings.Fields(m[1]), "")
-		return filter.ParseList(f, filter.MaxBuckets)
+		for _, m := range reAdd.FindAllStringSubmatch(script, -1) {
+			if m[1] == set {
+				text = m[2]
+			}
+		}
+		return filter.ParseList(strings.Join(strings.Fields(text), ""), filter.MaxBuckets)
 	}
 	switch {
 	case reCreate.MatchString(script):
 		c := reCreate.FindStringSubmatch(script)
 		cm, nr := reComment.FindStringSubmatch(script), reNewRule.FindStringSubmatch(script)
-		owned, err := elements()
-		if cm == nil || nr == nil || err != nil {
-			return fmt.Errorf("fake nft: script not understood (%v):\n%s", err, script)
+		owned, err := elements("owned")
+		unowned, err2 := elements("unowned")
+		if cm == nil || nr == nil || err != nil || err2 != nil {
+			return fmt.Errorf("fake nft: script not understood (%v, %v):\n%s", err, err2, script)
 		}
 		if err := h.change("nft create " + c[1] + " " + c[2]); err != nil {
 			return err
 		}
-		h.tables[c[1]+" "+c[2]] = &fakeTable{family: c[1], name: c[2], setComment: cm[1], ghost: nr[1], hash: nr[2], owned: owned}
+		h.tables[c[1]+" "+c[2]] = &fakeTable{family: c[1], name: c[2], setComment: cm[1], ghost: nr[1], hash: nr[2], owned: owned, unowned: unowned}
 	case reDelete.MatchString(script):
 		d := reDelete.FindStringSubmatch(script)
 		if err := h.change("nft delete " + d[1] + " " + d[2]); err != nil {
@@ -203,14 +214,15 @@ func (h *fakeHost) NFT(_ context.Context, script string) error {
 		if t == nil {
 			return fmt.Errorf("nft: Error: No such file or directory; did you mean table %s %s?", f[1], f[2])
 		}
-		owned, err := elements()
-		if err != nil {
-			return fmt.Errorf("fake nft: %v", err)
+		owned, err := elements("owned")
+		unowned, err2 := elements("unowned")
+		if err != nil || err2 != nil {
+			return fmt.Errorf("fake nft: %v %v", err, err2)
 		}
 		if err := h.change("nft update " + f[1] + " " + f[2]); err != nil {
 			return err
 		}
-		t.owned = owned
+		t.owned, t.unowned = owned, unowned
 	default:
 		return fmt.Errorf("fake nft: script not understood:\n%s", script)
 	}
@@ -230,17 +242,37 @@ func (h *fakeHost) ListTable(_ context.Context, family, name string) ([]byte, er
 	var mod, seed uint32
 	var proto string
 	fmt.Sscanf(t.hash, "jhash %s saddr mod %d seed %v", &proto, &mod, &seed)
-	var elem []any
-	for _, r := range filter.Ranges(t.owned) {
-		if r.Lo == r.Hi {
-			elem = append(elem, r.Lo)
-		} else {
-			elem = append(elem, obj{"range": []uint32{r.Lo, r.Hi}})
+	elems := func(bs []uint32) []any {
+		var elem []any
+		for _, r := range filter.Ranges(bs) {
+			if r.Lo == r.Hi {
+				elem = append(elem, r.Lo)
+			} else {
+				elem = append(elem, obj{"range": []uint32{r.Lo, r.Hi}})
+			}
 		}
+		return elem
 	}
 	set := obj{"family": family, "name": "owned", "table": name, "type": "integer", "handle": 2, "comment": t.setComment, "flags": []string{"interval"}}
-	if len(elem) > 0 {
-		set["elem"] = elem
+	if e := elems(t.owned); len(e) > 0 {
+		set["elem"] = e
+	}
+	unset := obj{"family": family, "name": "unowned", "table": name, "type": "integer", "handle": 3, "flags": []string{"interval"}}
+	if e := elems(t.unowned); len(e) > 0 {
+		unset["elem"] = e
+	}
+	l4 := func(op string) obj {
+		return obj{"match": obj{"op": op, "left": obj{"meta": obj{"key": "l4proto"}}, "right": "tcp"}}
+	}
+	ct := func(states ...string) obj {
+		var right any = states
+		if len(states) == 1 {
+			right = states[0]
+		}
+		return obj{"match": obj{"op": "in", "left": obj{"ct": obj{"key": "state"}}, "right": right}}
+	}
+	jh := func(set string) obj {
+		return obj{"match": obj{"op": "==", "left": obj{"jhash": obj{"mod": mod, "seed": seed, "expr": obj{"payload": obj{"protocol": proto, "field": "saddr"}}}}, "right": "@" + set}}
 	}
 	host := obj{"mangle": obj{"key": obj{"meta": obj{"key": "pkttype"}}, "value": "host"}}
 	rule := func(comment string, c filter.Counter, exprs ...any) obj {
@@ -251,12 +283,14 @@ func (h *fakeHost) ListTable(_ context.Context, family, name string) ([]byte, er
 		obj{"metainfo": obj{"version": "1.0.6", "json_schema_version": 1}},
 		obj{"table": obj{"family": family, "name": name, "handle": 1}},
 		obj{"set": set},
+		obj{"set": unset},
 		obj{"chain": obj{"family": family, "table": name, "name": "pre", "handle": 1, "type": "filter", "hook": "prerouting", "prio": -150, "policy": "accept"}},
-		rule("established", t.counters[0], daddr, obj{"match": obj{"op": "in", "left": obj{"ct": obj{"key": "state"}}, "right": []string{"established", "related"}}}, counter(t.counters[0]), host, obj{"accept": nil}),
-		rule("new", t.counters[1], daddr, obj{"match": obj{"op": "in", "left": obj{"ct": obj{"key": "state"}}, "right": "new"}},
-			obj{"match": obj{"op": "==", "left": obj{"jhash": obj{"mod": mod, "seed": seed, "expr": obj{"payload": obj{"protocol": proto, "field": "saddr"}}}}, "right": "@owned"}},
-			counter(t.counters[1]), host, obj{"accept": nil}),
-		rule("dropped", t.counters[2], daddr, counter(t.counters[2]), obj{"drop": nil}),
+		rule("established", t.counters[0], daddr, l4("=="), ct("established"), counter(t.counters[0]), host, obj{"accept": nil}),
+		rule("related", t.counters[1], daddr, ct("related"), counter(t.counters[1]), host, obj{"accept": nil}),
+		rule("new", t.counters[2], daddr, l4("=="), ct("new"), jh("owned"), counter(t.counters[2]), host, obj{"accept": nil}),
+		rule("datagram", t.counters[3], daddr, l4("!="), jh("owned"), counter(t.counters[3]), host, obj{"accept": nil}),
+		rule("unowned", t.counters[4], daddr, ct("new"), jh("unowned"), counter(t.counters[4]), obj{"drop": nil}),
+		rule("dropped", t.counters[5], daddr, counter(t.counters[5]), obj{"drop": nil}),
 	}}
 	return json.Marshal(doc)
 }

@@ -435,14 +435,14 @@ func (r *setupRun) table(prev *State, f *filter.Spec) error {
 		r.n.printf("replaced nftables table %s %s (%s): %s", fam, name, why, summary)
 		return nil
 	}
-	if slices.Equal(cur.Owned, f.Owned) {
+	if slices.Equal(cur.Owned, f.Owned) && slices.Equal(cur.Unowned, f.Unowned) {
 		return nil
 	}
 	if err := h.NFT(ctx, f.UpdateScript()); err != nil {
 		return fmt.Errorf("updating the owned set: %w", err)
 	}
 	back := *f
-	back.Owned = cur.Owned
+	back.Owned, back.Unowned = cur.Owned, cur.Unowned
 	r.undo = append(r.undo, func() error { return h.NFT(context.WithoutCancel(ctx), back.UpdateScript()) })
 	r.changes++
 	r.n.printf("updated set %s of %s %s: %s", filter.SetName, fam, name, ownedChange(cur.Owned, f.Owned, f.Buckets))
@@ -470,6 +470,13 @@ func ownedChange(from, to []uint32, buckets int) string {
 // cluster must be set up, with the filter as setup made it. This is what the
 // listener of `ghostnode run` calls for each new table version.
 func (n *Node) Update(ctx context.Context, cluster string, owned []uint32) error {
+	return n.UpdateSets(ctx, cluster, owned, nil)
+}
+
+// UpdateSets is Update with the buckets no server owns as well (the
+// filter counts new connections to them apart): what `ghostnode run`
+// installs for each announced table.
+func (n *Node) UpdateSets(ctx context.Context, cluster string, owned, unowned []uint32) error {
 	if err := n.Host.Need("nft"); err != nil {
 		return err
 	}
@@ -489,6 +496,7 @@ func (n *Node) Update(ctx context.Context, cluster string, owned []uint32) error
 		return fmt.Errorf("cluster %s: %w: it is set up in %s mode", cluster, ErrNoFilter, st.Mode)
 	}
 	f := st.FilterSpec(owned)
+	f.Unowned = unowned
 	if err := f.Check(); err != nil {
 		return err
 	}
@@ -503,7 +511,7 @@ func (n *Node) Update(ctx context.Context, cluster string, owned []uint32) error
 	if ok, why := f.Matches(cur); !ok {
 		return fmt.Errorf("cluster %s: table %s %s %w (%s): run ghostnode setup again", cluster, f.Family(), f.Table(), ErrDifferent, why)
 	}
-	if slices.Equal(cur.Owned, f.Owned) {
+	if slices.Equal(cur.Owned, f.Owned) && slices.Equal(cur.Unowned, f.Unowned) {
 		n.printf("set %s of %s %s unchanged: %d of %d buckets", filter.SetName, f.Family(), f.Table(), len(owned), f.Buckets)
 		return nil
 	}

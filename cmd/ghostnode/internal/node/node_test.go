@@ -154,12 +154,12 @@ func TestSetupTeardownBroadcast(t *testing.T) {
 	}
 
 	// Setup with another membership updates only the set.
-	h.tables["ip ghost_web"].counters[1] = filter.Counter{Packets: 9, Bytes: 900}
+	h.tables["ip ghost_web"].counters[2] = filter.Counter{Packets: 9, Bytes: 900}
 	mustSetup(t, n, broadcast("web", ghost, 1, 2, 3))
 	checkLines(t, out,
 		"updated set owned of ip ghost_web: 5 -> 3 of 16 buckets (+1 -3)",
 		"cluster web: set up (broadcast mode, ghost 203.0.113.10 on lo, LAN eth0)")
-	if h.tables["ip ghost_web"].counters[1].Packets != 9 {
+	if h.tables["ip ghost_web"].counters[2].Packets != 9 {
 		t.Error("updating the set reset the counters")
 	}
 

@@ -60,6 +60,9 @@ type AppliedTable struct {
 	Members int       `json:"members"`
 	Live    int       `json:"live"`  // members up with weight > 0
 	Owned   int       `json:"owned"` // buckets this server owns in it
+	// Unowned is the buckets it grants no server: new connections to them
+	// wait until their next owner has them.
+	Unowned int `json:"unowned"`
 }
 
 // Floor orders announcements: see package announce.
@@ -170,7 +173,7 @@ func (n *Node) Apply(ctx context.Context, spec Spec) error {
 		st.Table.Buckets == f.Buckets && st.Table.Seed == f.Seed && st.Table.Server == f.Server {
 		quiet := *n
 		quiet.Out = nil
-		err := quiet.Update(ctx, spec.Cluster, f.Owned)
+		err := quiet.UpdateSets(ctx, spec.Cluster, f.Owned, f.Unowned)
 		if !errors.Is(err, ErrNoTable) && !errors.Is(err, ErrDifferent) {
 			return err
 		}

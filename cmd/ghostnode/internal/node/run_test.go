@@ -34,7 +34,7 @@ func TestApply(t *testing.T) {
 	}
 	out.Reset()
 
-	h.tables["ip ghost_web"].counters[1].Packets = 7
+	h.tables["ip ghost_web"].counters[2].Packets = 7
 	ops := len(h.ops)
 	if err := n.Apply(ctx, broadcast("web", ghost, 3, 4, 5)); err != nil {
 		t.Fatal(err)
@@ -42,11 +42,23 @@ func TestApply(t *testing.T) {
 	if got := h.ops[ops:]; !slices.Equal(got, []string{"nft update ip ghost_web"}) {
 		t.Errorf("Apply of new buckets made %v, want one set update", got)
 	}
-	if tb := h.tables["ip ghost_web"]; !slices.Equal(tb.owned, []uint32{3, 4, 5}) || tb.counters[1].Packets != 7 {
+	if tb := h.tables["ip ghost_web"]; !slices.Equal(tb.owned, []uint32{3, 4, 5}) || tb.counters[2].Packets != 7 {
 		t.Errorf("after Apply: %+v", tb)
 	}
 	if out.Len() != 0 {
 		t.Errorf("a set update printed:\n%s", out)
+	}
+	// A release: the same owned buckets, others owned by nobody. Only the
+	// unowned set changes, in one update.
+	rel := broadcast("web", ghost, 3, 4, 5)
+	rel.Filter.Unowned = []uint32{0, 1, 2}
+	ops = len(h.ops)
+	if err := n.Apply(ctx, rel); err != nil {
+		t.Fatal(err)
+	}
+	if tb := h.tables["ip ghost_web"]; !slices.Equal(tb.owned, []uint32{3, 4, 5}) || !slices.Equal(tb.unowned, []uint32{0, 1, 2}) ||
+		!slices.Equal(h.ops[ops:], []string{"nft update ip ghost_web"}) {
+		t.Errorf("after a release: %+v, ops %v", tb, h.ops[ops:])
 	}
 
 	s := broadcast("web", ghost, 9)

@@ -27,17 +27,20 @@ import (
 	"github.com/ghostrouter/ghostrouter/dispatch/announce"
 )
 
-// Installer changes the host: it makes the server's filter accept exactly
-// the owned buckets of m's table (m's ghost, bucket count and seed), in one
-// transaction. Called from the loop's goroutine only.
+// Installer changes the host: it makes the server's filter accept new
+// connections for exactly the owned buckets that m grants it (m's ghost,
+// bucket count and seed), and count those for the unowned buckets m grants
+// nobody, in one transaction. Called from the loop's goroutine only.
 type Installer interface {
-	Install(ctx context.Context, m *announce.Message, owned []uint32) error
+	Install(ctx context.Context, m *announce.Message, owned, unowned []uint32) error
 }
 
-// Source is where datagrams come from: a *net.UDPConn, or a fake. Close
-// must make a blocked ReadFromUDPAddrPort return.
+// Source is where datagrams come from, and where acknowledgements go back
+// (to the announcement's source): a *net.UDPConn, or a fake. Close must
+// make a blocked ReadFromUDPAddrPort return.
 type Source interface {
 	ReadFromUDPAddrPort(b []byte) (n int, from netip.AddrPort, err error)
+	WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error)
 	Close() error
 }
 
@@ -88,6 +91,7 @@ type Loop struct {
 	interval  time.Duration           // the appliance's announcement interval, as last heard
 	quiet     bool                    // the appliance went quiet (and was logged so)
 	lastError string                  // the last apply error
+	ackErrors uint64                  // acknowledgements that could not be sent
 	limits    map[string]*rateLimited // by reason
 	dirty     bool                    // the status changed since it was last given out
 }
@@ -190,8 +194,12 @@ func (l *Loop) handle(ctx context.Context, d datagram) {
 	}
 	switch res.Verdict {
 	case announce.Apply:
-		l.apply(ctx, res, d.from, now)
+		if l.apply(ctx, res, d.from, now) {
+			l.ack(d.from)
+			l.writeStatus(false)
+		}
 	case announce.Repeat:
+		l.ack(d.from)
 	case announce.IgnoreBadMAC, announce.IgnoreMalformed, announce.IgnoreUnsupported:
 		l.limited(slog.LevelWarn, res.Verdict.String(), "cluster "+l.cluster+": ignored announcement: "+res.Verdict.String(),
 			"from", d.from.String(), "err", res.Err)
@@ -210,13 +218,28 @@ func (l *Loop) heardFresh(now time.Time, m *announce.Message) {
 	l.interval = m.Interval
 }
 
-func (l *Loop) apply(ctx context.Context, res announce.Result, from netip.AddrPort, now time.Time) {
+// ack tells the appliance (at to, the announcement's source) which table
+// this server runs: the appliance gives a released bucket to its next
+// owner only once the old owners have acknowledged the release.
+func (l *Loop) ack(to netip.AddrPort) {
+	b, ok := l.c.Receiver.Ack()
+	if !ok || !to.IsValid() {
+		return
+	}
+	if _, err := l.c.Source.WriteToUDPAddrPort(b, to); err != nil {
+		l.ackErrors++
+		l.limited(slog.LevelWarn, "ack", fmt.Sprintf("cluster %s: acknowledgement to %s not sent: %v", l.cluster, to, err))
+	}
+}
+
+// apply installs an Apply result; it reports whether it did.
+func (l *Loop) apply(ctx context.Context, res announce.Result, from netip.AddrPort, now time.Time) bool {
 	m, r := res.Msg, l.c.Receiver
-	if err := l.c.Installer.Install(ctx, m, res.Owned); err != nil {
+	if err := l.c.Installer.Install(ctx, m, res.Owned, res.Unowned); err != nil {
 		r.Failed(res)
 		l.lastError = err.Error()
 		l.limited(slog.LevelError, "apply", fmt.Sprintf("cluster %s: table epoch %d seq %d not applied (the last table stays): %v", l.cluster, m.Epoch, m.Seq, err))
-		return
+		return false
 	}
 	r.Applied(res)
 	live := 0
@@ -234,8 +257,8 @@ func (l *Loop) apply(ctx context.Context, res announce.Result, from netip.AddrPo
 	l.owned = len(res.Owned)
 	l.lastError = ""
 	l.applied = &node.AppliedTable{Epoch: m.Epoch, Seq: m.Seq, At: now, From: from.String(), Buckets: m.Buckets, Seed: m.Seed,
-		Members: len(m.Members), Live: live, Owned: len(res.Owned)}
-	l.writeStatus(false)
+		Members: len(m.Members), Live: live, Owned: len(res.Owned), Unowned: len(res.Unowned)}
+	return true
 }
 
 // limited logs msg at level unless a line about reason was logged less

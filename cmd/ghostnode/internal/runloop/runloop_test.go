@@ -32,6 +32,22 @@ type fakeSource struct {
 	closed  chan struct{}
 	once    sync.Once
 	nClosed atomic.Int32
+
+	mu   sync.Mutex
+	sent []datagram // acknowledgements written back
+}
+
+func (f *fakeSource) WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sent = append(f.sent, datagram{slices.Clone(b), to})
+	return len(b), nil
+}
+
+func (f *fakeSource) acks() []datagram {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.sent)
 }
 
 func newSource() *fakeSource {
@@ -68,7 +84,7 @@ type install struct {
 	owned []uint32
 }
 
-func (f *fakeNode) Install(_ context.Context, m *announce.Message, owned []uint32) error {
+func (f *fakeNode) Install(_ context.Context, m *announce.Message, owned, _ []uint32) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.fail != nil {
@@ -258,9 +274,23 @@ func TestLoopAppliesNewerIgnoresTheRest(t *testing.T) {
 		t.Errorf("installs %+v; want seq 1 with %v, seq 2 with %v", got, owned1, owned2)
 	}
 	st := h.waitStatus("applied seq 2", func(s *node.RunStatus) bool { return s.Applied != nil && s.Applied.Seq == 2 })
-	want := announce.Counters{Received: 9, Newer: 2, Applied: 2, Repeats: 1, Stale: 1, BadMAC: 3, OtherCluster: 1, Malformed: 1}
+	want := announce.Counters{Received: 9, Newer: 2, Applied: 2, Repeats: 1, Stale: 1, BadMAC: 3, OtherCluster: 1, Malformed: 1, Acks: 3}
 	if st.Counters != want {
 		t.Errorf("counters %+v\nwant %+v", st.Counters, want)
+	}
+	// Each applied table and each repeat is acknowledged to the
+	// announcement's source, naming the table this server runs.
+	var acked []uint64
+	for _, d := range h.src.acks() {
+		a, err := announce.UnmarshalAck(d.b, key)
+		if err != nil || d.from != appliance || a.Cluster != "web" || a.Server != 1 || a.Epoch != 100 {
+			t.Errorf("acknowledgement %+v to %v: %v", a, d.from, err)
+			continue
+		}
+		acked = append(acked, a.Seq)
+	}
+	if !slices.Equal(acked, []uint64{1, 1, 2}) {
+		t.Errorf("acknowledged seqs %v, want [1 1 2] (apply, repeat, apply)", acked)
 	}
 	if a := st.Applied; a.Epoch != 100 || a.Owned != len(owned2) || a.Members != 3 || a.Live != 2 || a.From != appliance.String() || a.Buckets != 64 {
 		t.Errorf("applied %+v", a)
