@@ -162,6 +162,7 @@ type announceGate struct {
 	malBefore  uint64
 	unkBefore  uint64
 	started    bool
+	silent     bool // the announcer is retired and not started: backup
 
 	suppressed atomic.Uint64 // announcements not sent: this appliance is backup
 }
@@ -200,6 +201,7 @@ func (g *announceGate) newEpochLocked() {
 	g.unkBefore += u
 	g.cur.Close()
 	g.cur = g.mk(max(uint64(time.Now().UnixNano()), g.cur.Epoch()+1))
+	g.silent = false
 	if g.started {
 		g.cur.Start()
 	}
@@ -210,7 +212,9 @@ func (g *announceGate) Start() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.started = true
-	g.cur.Start()
+	if !g.silent {
+		g.cur.Start()
+	}
 }
 
 // Close stops the current announcer.
@@ -252,7 +256,7 @@ func (g *announceGate) Announce(cl *config.Cluster, version uint64, servers []di
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.last[cl.Name] = &lastAnnounce{cl: *cl, version: version, servers: append([]dispatch.Server(nil), servers...)}
-	master := g.vr.Master(cl.Interface)
+	master := g.vr.GroupMaster(cl.Interface)
 	g.master[cl.Name] = master
 	if !master {
 		g.suppressed.Add(1)
@@ -262,17 +266,20 @@ func (g *announceGate) Announce(cl *config.Cluster, version uint64, servers []di
 }
 
 // changed runs after a virtual router's state changed (or another master
-// was seen): a master starts a new epoch and announces every table now.
+// was seen): a master starts a new epoch and announces every table now; an
+// appliance master of no cluster's LAN stops its announcer altogether (its
+// own timer would otherwise go on repeating and completing changes).
 func (g *announceGate) changed() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	epoch := false
+	epoch, any := false, false
 	for name, la := range g.last {
-		master := g.vr.Master(la.cl.Interface)
+		master := g.vr.GroupMaster(la.cl.Interface)
 		g.master[name] = master
 		if !master {
 			continue
 		}
+		any = true
 		if !epoch {
 			g.newEpochLocked()
 			epoch = true
@@ -280,6 +287,24 @@ func (g *announceGate) changed() {
 		}
 		g.cur.Announce(&la.cl, la.version, la.servers)
 	}
+	if !any && len(g.last) > 0 && !g.silent {
+		g.silenceLocked()
+		g.log.Info("not master: announcing nothing")
+	}
+}
+
+// silenceLocked retires the current announcer for one that is never
+// started: nothing more goes out until this appliance is master again.
+func (g *announceGate) silenceLocked() {
+	sent, failed := g.cur.Stats()
+	g.sentBefore += sent
+	g.failBefore += failed
+	m, u := g.cur.AckDrops()
+	g.malBefore += m
+	g.unkBefore += u
+	g.cur.Close()
+	g.cur = g.mk(g.cur.Epoch() + 1)
+	g.silent = true
 }
 
 // Stats are the datagrams sent, those that failed, and those not sent

@@ -263,6 +263,28 @@ func (s *Set) Master(ifname string) bool {
 	return on || any
 }
 
+// GroupMaster is Master for the interface, and moreover every virtual
+// router in a sync group with one on it is master too: a group in the
+// middle of changing state together is not yet master. With no virtual
+// routers configured, it always is.
+func (s *Set) GroupMaster(ifname string) bool {
+	if !s.Master(ifname) || len(s.insts) == 0 {
+		return len(s.insts) == 0 || s.Master(ifname)
+	}
+	groups := map[string]bool{}
+	for _, in := range s.insts {
+		if in.cfg.Interface == ifname && in.cfg.Group != "" {
+			groups[in.cfg.Group] = true
+		}
+	}
+	for _, in := range s.insts {
+		if groups[in.cfg.Group] && !in.master.Load() {
+			return false
+		}
+	}
+	return true
+}
+
 func (s *Set) run() {
 	defer close(s.done)
 	if !s.waitReady() {
