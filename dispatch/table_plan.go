@@ -344,14 +344,27 @@ func (p *plan) match(bkts []uint32, cands []int32, caps []int) []int32 {
 // (bucket, member).
 func (p *plan) top(bk uint32, active []int32, akey []uint64, keys []uint64, idxs []int32, below bool, lk uint64, li int32) int {
 	k, n := len(keys), 0
-	var thr uint64 // keys[k-1] once the window is full
+	var thr uint64   // keys[k-1] once the window is full
+	var thrF float64 // thr as a weighted score
 	bkm := uint64(bk) * 0x9e3779b97f4a7c15
 	weighted := p.weighted
 	akey = akey[:len(active)]
 	for j, c := range active {
 		var s uint64
 		if weighted {
-			s = math.Float64bits(p.weight[c] / negLog2(mix64(akey[j]+bkm)))
+			h := mix64(akey[j] + bkm)
+			w := p.weight[c]
+			if n == k {
+				// The score is w / negLog2(h), and negLog2(h) is at least
+				// -log2(u) >= (1-u)/ln 2 (less rounding), so when
+				// w / that bound is below the window's worst score this
+				// candidate cannot enter: skip the logarithm.
+				oneMinusU := float64(1<<54-(h>>10|1)) * (1.0 / (1 << 54))
+				if thrF*(oneMinusU*(1/math.Ln2)*(1-1e-9)-1e-14) > w*(1+1e-9) {
+					continue
+				}
+			}
+			s = math.Float64bits(w / negLog2(h))
 		} else {
 			s = mix64(akey[j] + bkm)
 		}
@@ -373,6 +386,7 @@ func (p *plan) top(bk uint32, active []int32, akey []uint64, keys []uint64, idxs
 		n++
 		if n == k {
 			thr = keys[k-1]
+			thrF = math.Float64frombits(thr)
 		}
 	}
 	return n
