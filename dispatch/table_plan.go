@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"unsafe"
 )
 
 // cappedDepth is the deepest level of a bucket's preference list that is
@@ -348,6 +349,31 @@ func (p *plan) top(bk uint32, active []int32, akey []uint64, keys []uint64, idxs
 	var thrF float64 // thr as a weighted score
 	bkm := uint64(bk) * 0x9e3779b97f4a7c15
 	weighted := p.weighted
+	if !weighted && !below {
+		// The common pass, kept tight: one hash and one compare per
+		// candidate.
+		for j, hk := range akey {
+			s := mix64(hk + bkm)
+			if s < thr {
+				continue
+			}
+			c := active[j]
+			if n == k {
+				n--
+			}
+			i := n
+			for i > 0 && (keys[i-1] < s || (keys[i-1] == s && idxs[i-1] < c)) {
+				keys[i], idxs[i] = keys[i-1], idxs[i-1]
+				i--
+			}
+			keys[i], idxs[i] = s, c
+			n++
+			if n == k {
+				thr = keys[k-1]
+			}
+		}
+		return n
+	}
 	akey = akey[:len(active)]
 	for j, c := range active {
 		var s uint64
@@ -475,4 +501,24 @@ func (p *plan) score(bk uint32, s int32) uint64 {
 		return math.Float64bits(p.weight[s] / negLog2(h))
 	}
 	return h
+}
+
+// memory returns the bytes t holds alone (its owner array and deep list) and
+// those its plan holds, shared with every table Update derives from it.
+func (t *Table) memory() (own, shared int) {
+	own = 4*cap(t.owner) + 4*cap(t.deep) + int(unsafe.Sizeof(Server{}))*cap(t.servers)
+	p := t.plan
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for l := range p.pref {
+		shared += 4 * cap(p.pref[l])
+		for _, bs := range p.by[l] {
+			shared += 4*cap(bs) + int(unsafe.Sizeof(bs))
+		}
+	}
+	for _, h := range p.heaps {
+		shared += int(unsafe.Sizeof(entry{}))*cap(h) + int(unsafe.Sizeof(h))
+	}
+	shared += (8+8+4+1+1+8)*len(p.servers) + 40*len(p.done2) + int(unsafe.Sizeof(appItem{}))*cap(p.appScr)
+	return own, shared
 }

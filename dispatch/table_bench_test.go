@@ -1,0 +1,191 @@
+package dispatch
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ghostrouter/ghostrouter/router/tap"
+)
+
+// benchBuckets is the table size of the scale benchmarks: the most a
+// configuration allows.
+const benchBuckets = MaxBuckets
+
+// buildTime is the fastest of a few builds of servers.
+func buildTime(b *testing.B, servers []Server) time.Duration {
+	best := time.Duration(1 << 62)
+	for range 3 {
+		start := time.Now()
+		mustTable(b, servers, benchBuckets)
+		best = min(best, time.Since(start))
+	}
+	return best
+}
+
+func weighted(s []Server) []Server {
+	for i := range s {
+		s[i].Weight = 1 + i%4
+	}
+	return s
+}
+
+// BenchmarkTableBuild is a full build of a 65536-bucket table, reported
+// against the 64-server build measured in the same run ("x64" is the ratio)
+// with the table's memory: "table-B" it holds alone, "plan-B" the
+// preference lists it shares with the tables Update derives from it.
+func BenchmarkTableBuild(b *testing.B) {
+	for _, bc := range []struct {
+		n, down  int
+		weighted bool
+	}{{64, 0, false}, {1000, 0, false}, {1000, 0, true}, {1000, 1, false}, {1000, 500, false}, {4096, 0, false}} {
+		name := fmt.Sprintf("servers=%d/down=%d", bc.n, bc.down)
+		if bc.weighted {
+			name += "/weighted"
+		}
+		b.Run(name, func(b *testing.B) {
+			s := cluster(bc.n)
+			base := cluster(64)
+			if bc.weighted {
+				s, base = weighted(s), weighted(base)
+			}
+			for i := range bc.down {
+				s[i*bc.n/max(bc.down, 1)].Up = false
+			}
+			t64 := buildTime(b, base)
+			var tb *Table
+			b.ResetTimer()
+			for b.Loop() {
+				tb = mustTable(b, s, benchBuckets)
+			}
+			perOp := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+			own, shared := tb.memory()
+			b.ReportMetric(perOp/1e6, "ms/build")
+			b.ReportMetric(perOp/float64(t64.Nanoseconds()), "x64")
+			b.ReportMetric(float64(own), "table-B")
+			b.ReportMetric(float64(shared), "plan-B")
+		})
+	}
+}
+
+// BenchmarkTableFailure is one server of 1000 failing in a 65536-bucket
+// table: the derived table, its selector, published through an
+// atomic.Pointer as the manager does. Every iteration fails a server that
+// has not failed before on that plan, so no preference list is reused from
+// an earlier iteration. "recover" is the same server coming back.
+func BenchmarkTableFailure(b *testing.B) {
+	const n = 1000
+	for _, bc := range []struct {
+		name    string
+		recover bool
+	}{{"fail", false}, {"recover", true}} {
+		b.Run(bc.name, func(b *testing.B) {
+			all := cluster(n)
+			var base *Table
+			var pub atomic.Pointer[JHashSelector]
+			moved := 0
+			for i := 0; b.Loop(); i++ {
+				if i%n == 0 {
+					b.StopTimer()
+					base = mustTable(b, all, benchBuckets)
+					b.StartTimer()
+				}
+				from, to := base, withDown(all, all[i%n].ID)
+				if bc.recover {
+					b.StopTimer()
+					down, err := base.Update(to)
+					if err != nil {
+						b.Fatal(err)
+					}
+					from, to = down, all
+					b.StartTimer()
+				}
+				t, err := from.Update(to)
+				if err != nil {
+					b.Fatal(err)
+				}
+				pub.Store(NewJHashSelector(t, 1))
+				if i == 0 {
+					b.StopTimer()
+					moved = countMoved(from, t)
+					b.StartTimer()
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1e6, "ms/change")
+			b.ReportMetric(float64(moved), "buckets-moved")
+		})
+	}
+}
+
+func countMoved(a, b *Table) int {
+	n := 0
+	for i := range a.owner {
+		if a.owner[i] != b.owner[i] {
+			n++
+		}
+	}
+	return n
+}
+
+// BenchmarkForwarderDuringBuild is the forwarding stage's per-packet cost
+// (as BenchmarkForwarderInbound) measured twice in one run: with nothing
+// else running, then while another goroutine builds 1000-server tables
+// without pause. "ratio" is the second over the first.
+func BenchmarkForwarderDuringBuild(b *testing.B) {
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer null.Close()
+	lan, err := tap.NewEndpoint(tap.EndpointConfig{Name: "null", Files: []*os.File{null}, MAC: hookLANMAC, MTU: 1500})
+	if err != nil {
+		b.Fatal(err)
+	}
+	f, _, _ := testForwarder(b, lan, nil)
+	frames := make([][]byte, 256)
+	for i := range frames {
+		frames[i] = udpFrame(netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}), hookGhost, 64)
+	}
+	work := make([]byte, len(frames[0]))
+	run := func(n int) time.Duration {
+		start := time.Now()
+		for i := range n {
+			copy(work, frames[i&255])
+			f.Inbound(nil, work)
+		}
+		return time.Since(start)
+	}
+	run(10000) // warm up
+	b.ResetTimer()
+	idle := run(b.N)
+
+	stop, builds := make(chan struct{}), make(chan int)
+	go func() {
+		servers, n := cluster(1000), 0
+		for {
+			select {
+			case <-stop:
+				builds <- n
+				return
+			default:
+			}
+			if _, err := NewTable(servers, benchBuckets); err == nil {
+				n++
+			}
+			runtime.Gosched()
+		}
+	}()
+	time.Sleep(20 * time.Millisecond) // the build is under way
+	busy := run(b.N)
+	close(stop)
+	n := <-builds
+	b.StopTimer()
+	b.ReportMetric(float64(idle.Nanoseconds())/float64(b.N), "ns/pkt-idle")
+	b.ReportMetric(float64(busy.Nanoseconds())/float64(b.N), "ns/pkt-building")
+	b.ReportMetric(float64(busy)/float64(idle), "ratio")
+	b.ReportMetric(float64(n), "builds")
+}
