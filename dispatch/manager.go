@@ -50,6 +50,7 @@ type Manager struct {
 	log *slog.Logger
 	fwd *Forwarder
 
+	applyMu  sync.Mutex // serializes Apply, whose table builds run outside mu
 	mu       sync.Mutex // guards clusters and everything in them
 	clusters []*managed
 
@@ -63,6 +64,7 @@ type managed struct {
 	cfg     config.Cluster
 	c       *Cluster // routing mode: the forwarding path's cluster; nil in broadcast mode
 	sel     Selector
+	table   *Table   // jhash: sel's table, which the next change starts from
 	servers []Server // the order the selector's indices refer to
 	macs    [][6]byte
 	stats   map[int]*ServerStats // by server id, kept across table changes
@@ -92,8 +94,17 @@ func NewManager(cfg *config.Config, d Deps) (*Manager, error) {
 // health and MACs, its counters) while its table is rebuilt. It fails, and
 // changes nothing, if a table cannot be built.
 func (m *Manager) Apply(cfg *config.Config) error {
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
+	// The expensive part, the new tables, is built without holding mu: the
+	// datapath keeps the published tables and health changes keep being
+	// applied meanwhile.
+	built, err := m.buildTables(cfg)
+	if err != nil {
+		return err
+	}
 	m.mu.Lock()
-	retired, err := m.applyLocked(cfg)
+	retired, err := m.applyLocked(cfg, built)
 	m.mu.Unlock()
 	// Stopped outside the lock: a checker may be waiting for it to report.
 	for _, c := range retired {
@@ -102,7 +113,7 @@ func (m *Manager) Apply(cfg *config.Config) error {
 	return err
 }
 
-func (m *Manager) applyLocked(cfg *config.Config) (retired []*health.Checker, _ error) {
+func (m *Manager) applyLocked(cfg *config.Config, built map[string]*Table) (retired []*health.Checker, _ error) {
 	old := map[string]*managed{}
 	for _, mc := range m.clusters {
 		old[mc.cfg.Name] = mc
@@ -121,6 +132,9 @@ func (m *Manager) applyLocked(cfg *config.Config) (retired []*health.Checker, _ 
 				}
 			}
 		}
+		// Start from the table built outside the lock; health that changed
+		// since is applied to it incrementally.
+		mc.table = built[cl.Name]
 		if err := mc.rebuild(prev); err != nil {
 			return nil, err
 		}
@@ -271,7 +285,11 @@ func ownerCounts(mc *managed) map[int]int {
 // rebuild recomputes the selector from the configuration and the down set,
 // carrying MACs over from prev (which may be nil or mc itself).
 func (mc *managed) rebuild(prev *managed) error {
-	sel, servers, err := SelectorFor(&mc.cfg, mc.down)
+	base := mc.table
+	if base == nil && prev != nil {
+		base = prev.table
+	}
+	sel, servers, table, err := selectorFrom(&mc.cfg, mc.down, base)
 	if err != nil {
 		return fmt.Errorf("dispatch: cluster %s: %w", mc.cfg.Name, err)
 	}
@@ -281,7 +299,7 @@ func (mc *managed) rebuild(prev *managed) error {
 			macs[s.Addr] = prev.macs[i]
 		}
 	}
-	mc.sel, mc.servers = sel, servers
+	mc.sel, mc.servers, mc.table = sel, servers, table
 	mc.macs = make([][6]byte, len(servers))
 	for i, s := range servers {
 		mc.macs[i] = macs[s.Addr]
