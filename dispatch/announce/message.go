@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/dispatch/limits"
 	"github.com/ghostrouter/ghostrouter/router/config"
 )
 
@@ -34,7 +35,7 @@ const (
 	MaxName = 63
 	// MaxMembers is the most servers one announcement carries: 2048 IPv6
 	// members still fit in one UDP datagram.
-	MaxMembers = 2048
+	MaxMembers = limits.AnnounceMembers
 	// MaxDatagram is the largest UDP payload over IPv4; no announcement is
 	// longer.
 	MaxDatagram = 65507

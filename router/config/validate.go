@@ -19,6 +19,7 @@ func (d *decoder) validate(cfg *Config) {
 	d.checkRoutes(cfg, own)
 	d.checkNeighbors(cfg, own)
 	d.checkClusters(cfg, own)
+	d.checkLimits(cfg)
 }
 
 // owner is where one of the appliance's own addresses is assigned.
