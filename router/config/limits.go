@@ -1,7 +1,5 @@
 package config
 
-
-
 // ServerLimit is the most servers cluster c may have, and what sets it: the
 // bucket table (MaxServers), the modulo function's per-packet cost
 // (MaxModuloServers), or, for a broadcast cluster that announces its table,
@@ -30,4 +28,3 @@ func (d *decoder) checkLimits(cfg *Config) {
 		src.t.errorAt(src.servers[n].line, "server", "%d servers: at most %d (%s)", len(c.Servers), n, why)
 	}
 }
-
