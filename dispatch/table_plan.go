@@ -57,7 +57,8 @@ type plan struct {
 	heaps   [][]entry // by server index
 	capsScr []int     // by server index
 	appScr  []appItem
-	excl    []bool // by server index
+	excl    []bool    // by server index
+	aw      []float64 // by position in match's active list: weights
 }
 
 // liveSet is one table's view of which servers are live.
@@ -132,6 +133,9 @@ func newPlan(ss []Server, buckets int) *plan {
 		all[i] = uint32(i)
 	}
 	p.store(0, all, p.assign(all, p.members, p.gkey0))
+	// The level-0 matching's heaps held every bucket; the groups computed
+	// later are small, so let them start afresh rather than keep that.
+	clear(p.heaps)
 	return p
 }
 
@@ -281,8 +285,10 @@ func (p *plan) match(bkts []uint32, cands []int32, caps []int) []int32 {
 		return choice
 	}
 	akey := make([]uint64, len(active))
+	p.aw = slices.Grow(p.aw[:0], len(active))[:len(active)]
 	for j, c := range active {
 		akey[j] = p.hkey[c]
+		p.aw[j] = p.weight[c]
 	}
 	// Each bucket's window: its next best candidates, best first.
 	k := min(topK, len(active))
@@ -370,6 +376,41 @@ func (p *plan) top(bk uint32, active []int32, akey []uint64, keys []uint64, idxs
 			n++
 			if n == k {
 				thr = keys[k-1]
+			}
+		}
+		return n
+	}
+	if weighted && !below {
+		// The same for weighted scores, skipping the logarithm of every
+		// candidate that cannot enter the window (see below).
+		aw := p.aw[:len(akey)]
+		for j, hk := range akey {
+			h := mix64(hk + bkm)
+			w := aw[j]
+			if n == k {
+				oneMinusU := float64(1<<54-(h>>10|1)) * (1.0 / (1 << 54))
+				if thrF*(oneMinusU*(1/math.Ln2)*(1-1e-9)-1e-14) > w*(1+1e-9) {
+					continue
+				}
+			}
+			s := math.Float64bits(w / negLog2(h))
+			if s < thr {
+				continue
+			}
+			c := active[j]
+			if n == k {
+				n--
+			}
+			i := n
+			for i > 0 && (keys[i-1] < s || (keys[i-1] == s && idxs[i-1] < c)) {
+				keys[i], idxs[i] = keys[i-1], idxs[i-1]
+				i--
+			}
+			keys[i], idxs[i] = s, c
+			n++
+			if n == k {
+				thr = keys[k-1]
+				thrF = math.Float64frombits(thr)
 			}
 		}
 		return n
