@@ -383,15 +383,16 @@ func (p *plan) top(bk uint32, active []int32, akey []uint64, keys []uint64, idxs
 	if weighted && !below {
 		// The same for weighted scores, skipping the logarithm of every
 		// candidate that cannot enter the window (see below).
+		// With D = 2^54 - (h>>10|1), 1-u = D/2^54, and the test
+		// thr*((1-u)/ln 2*(1-1e-9) - 1e-14) > w*(1+1e-9) reads
+		// D*fa > w*(1+1e-9) + fe.
 		aw := p.aw[:len(akey)]
+		var fa, fe float64
 		for j, hk := range akey {
 			h := mix64(hk + bkm)
 			w := aw[j]
-			if n == k {
-				oneMinusU := float64(1<<54-(h>>10|1)) * (1.0 / (1 << 54))
-				if thrF*(oneMinusU*(1/math.Ln2)*(1-1e-9)-1e-14) > w*(1+1e-9) {
-					continue
-				}
+			if n == k && float64(1<<54-(h>>10|1))*fa > w*(1+1e-9)+fe {
+				continue
 			}
 			s := math.Float64bits(w / negLog2(h))
 			if s < thr {
@@ -411,6 +412,8 @@ func (p *plan) top(bk uint32, active []int32, akey []uint64, keys []uint64, idxs
 			if n == k {
 				thr = keys[k-1]
 				thrF = math.Float64frombits(thr)
+				fa = thrF * (1 / math.Ln2) * (1 - 1e-9) / (1 << 54)
+				fe = thrF * 1e-14
 			}
 		}
 		return n
