@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -157,12 +158,14 @@ func countMoved(a, b *Table) int {
 }
 
 // BenchmarkForwarderDuringBuild is the forwarding stage's per-packet cost
-// (as BenchmarkForwarderInbound) measured twice in one run: with nothing
-// else running, then while another goroutine builds 1000-server tables
-// without pause. "ratio" is the second over the first in wall time (which
-// also counts waiting for a CPU when the machine has fewer free cores than
-// runnable threads), "cpu-ratio" in the forwarding thread's CPU time (what
-// the build costs the datapath itself: cache, memory, garbage collection).
+// (as BenchmarkForwarderInbound) with nothing else running and while another
+// goroutine builds a 1000-server table, measured in alternating batches in
+// one run; a busy batch counts only if a build was under way from its start
+// to its end. "ratio" is the median busy batch over the median idle one in
+// wall time (which also counts waiting for a CPU when the machine has fewer
+// free cores than runnable threads), "cpu-ratio" in the forwarding thread's
+// CPU time (what the build costs the datapath itself: cache, memory, garbage
+// collection).
 func BenchmarkForwarderDuringBuild(b *testing.B) {
 	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
@@ -181,44 +184,77 @@ func BenchmarkForwarderDuringBuild(b *testing.B) {
 	work := make([]byte, len(frames[0]))
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	run := func(n int) (wall, cpu time.Duration) {
+	const batch = 5000
+	run := func() (wall, cpu time.Duration) {
 		start, c0 := time.Now(), threadCPU()
-		for i := range n {
+		for i := range batch {
 			copy(work, frames[i&255])
 			f.Inbound(nil, work)
 		}
 		return time.Since(start), threadCPU() - c0
 	}
-	run(10000) // warm up
-	b.ResetTimer()
-	idle, idleCPU := run(b.N)
 
-	stop, builds := make(chan struct{}), make(chan int)
+	// The builder builds while active, and counts builds started and
+	// finished.
+	var active atomic.Bool
+	var started, finished atomic.Int64
+	stop := make(chan struct{})
+	defer close(stop)
 	go func() {
-		servers, n := cluster(1000), 0
+		servers := cluster(1000)
 		for {
 			select {
 			case <-stop:
-				builds <- n
 				return
 			default:
 			}
-			if _, err := NewTable(servers, benchBuckets); err == nil {
-				n++
+			if !active.Load() {
+				time.Sleep(100 * time.Microsecond)
+				continue
 			}
-			runtime.Gosched()
+			started.Add(1)
+			if _, err := NewTable(servers, benchBuckets); err != nil {
+				panic(err)
+			}
+			finished.Add(1)
 		}
 	}()
-	time.Sleep(20 * time.Millisecond) // the build is under way
-	busy, busyCPU := run(b.N)
-	close(stop)
-	n := <-builds
+
+	run() // warm up
+	var idleW, idleC, busyW, busyC []time.Duration
+	for b.Loop() {
+		active.Store(false)
+		for started.Load() != finished.Load() {
+			time.Sleep(time.Millisecond) // the last build ends
+		}
+		w, c := run()
+		idleW, idleC = append(idleW, w), append(idleC, c)
+
+		active.Store(true)
+		for {
+			s0 := started.Load()
+			if s0 == finished.Load() {
+				time.Sleep(100 * time.Microsecond) // not under way yet
+				continue
+			}
+			w, c := run()
+			if started.Load() == s0 && finished.Load() == s0-1 {
+				busyW, busyC = append(busyW, w), append(busyC, c)
+				break
+			}
+		}
+	}
+	active.Store(false)
 	b.StopTimer()
-	b.ReportMetric(float64(idle.Nanoseconds())/float64(b.N), "ns/pkt-idle")
-	b.ReportMetric(float64(busy.Nanoseconds())/float64(b.N), "ns/pkt-building")
-	b.ReportMetric(float64(busy)/float64(idle), "ratio")
-	b.ReportMetric(float64(idleCPU.Nanoseconds())/float64(b.N), "cpu-ns/pkt-idle")
-	b.ReportMetric(float64(busyCPU.Nanoseconds())/float64(b.N), "cpu-ns/pkt-building")
-	b.ReportMetric(float64(busyCPU)/float64(idleCPU), "cpu-ratio")
-	b.ReportMetric(float64(n), "builds")
+	med := func(d []time.Duration) float64 {
+		slices.Sort(d)
+		return float64(d[len(d)/2].Nanoseconds()) / batch
+	}
+	iw, ic, bw, bc := med(idleW), med(idleC), med(busyW), med(busyC)
+	b.ReportMetric(iw, "ns/pkt-idle")
+	b.ReportMetric(bw, "ns/pkt-building")
+	b.ReportMetric(bw/iw, "ratio")
+	b.ReportMetric(ic, "cpu-ns/pkt-idle")
+	b.ReportMetric(bc, "cpu-ns/pkt-building")
+	b.ReportMetric(bc/ic, "cpu-ratio")
 }
