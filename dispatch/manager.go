@@ -275,7 +275,7 @@ func (m *Manager) healthChanged(cluster string, ev health.Event) {
 
 // ownerCounts counts buckets per server id.
 func ownerCounts(mc *managed) map[int]int {
-	out := map[int]int{}
+	out := make(map[int]int, len(mc.servers))
 	for i, n := range bucketCounts(mc.sel, len(mc.servers)) {
 		out[mc.servers[i].ID] = n
 	}
@@ -293,16 +293,9 @@ func (mc *managed) rebuild(prev *managed) error {
 	if err != nil {
 		return fmt.Errorf("dispatch: cluster %s: %w", mc.cfg.Name, err)
 	}
-	macs := map[netip.Addr][6]byte{}
-	if prev != nil {
-		for i, s := range prev.servers {
-			macs[s.Addr] = prev.macs[i]
-		}
-	}
 	mc.sel, mc.servers, mc.table = sel, servers, table
-	mc.macs = make([][6]byte, len(servers))
-	for i, s := range servers {
-		mc.macs[i] = macs[s.Addr]
+	mc.macs = carryMACs(prev, servers)
+	for _, s := range servers {
 		if mc.stats[s.ID] == nil {
 			mc.stats[s.ID] = &ServerStats{}
 		}

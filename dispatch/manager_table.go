@@ -3,6 +3,7 @@ package dispatch
 import (
 	"fmt"
 	"maps"
+	"net/netip"
 
 	"github.com/ghostrouter/ghostrouter/router/config"
 )
@@ -40,4 +41,30 @@ func (m *Manager) buildTables(cfg *config.Config) (map[string]*Table, error) {
 		built[cl.Name] = t
 	}
 	return built, nil
+}
+
+// carryMACs returns the MACs of servers as prev (nil for none) knew them,
+// by address; unknown ones are zero. A health change keeps the servers and
+// their order, so the usual case is a copy.
+func carryMACs(prev *managed, servers []Server) [][6]byte {
+	out := make([][6]byte, len(servers))
+	if prev == nil {
+		return out
+	}
+	same := len(prev.servers) == len(servers)
+	for i := 0; same && i < len(servers); i++ {
+		same = prev.servers[i].Addr == servers[i].Addr
+	}
+	if same {
+		copy(out, prev.macs)
+		return out
+	}
+	macs := make(map[netip.Addr][6]byte, len(prev.servers))
+	for i, s := range prev.servers {
+		macs[s.Addr] = prev.macs[i]
+	}
+	for i, s := range servers {
+		out[i] = macs[s.Addr]
+	}
+	return out
 }

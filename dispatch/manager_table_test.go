@@ -3,12 +3,14 @@ package dispatch
 import (
 	"math/rand/v2"
 	"net/netip"
+	"os"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/ghostrouter/ghostrouter/dispatch/health"
 	"github.com/ghostrouter/ghostrouter/router/config"
+	"github.com/ghostrouter/ghostrouter/router/tap"
 )
 
 // publishedTable is the table the forwarding path of the manager's first
@@ -144,4 +146,40 @@ func TestManagerApplyBuildsOutsideTheLock(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// BenchmarkManagerHealthChange is a server of 1000 (65536 buckets, routing
+// mode) failing and recovering through the manager, as a health checker
+// reports it: the derived table, the event and the snapshot the forwarding
+// path reads, published. Each op is one change; the servers failing are
+// different each time, so no level-1 group is reused.
+func BenchmarkManagerHealthChange(b *testing.B) {
+	cfg := testConfig(config.ModeRouting, 0)
+	cl := &cfg.Clusters[0]
+	cl.Buckets = MaxBuckets
+	for i := range 1000 {
+		cl.Servers = append(cl.Servers, config.Server{ID: i, Address: netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), Weight: 1})
+	}
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer null.Close()
+	lan, err := tap.NewEndpoint(tap.EndpointConfig{Name: "lan0", Files: []*os.File{null}, MAC: hookLANMAC, MTU: 1500})
+	if err != nil {
+		b.Fatal(err)
+	}
+	m, err := NewManager(cfg, Deps{
+		Endpoint: func(string) (*tap.Endpoint, bool) { return lan, true },
+		Resolver: fakeResolver{},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	for i := 0; b.Loop(); i++ {
+		id := (i / 2) % 1000
+		m.healthChanged("web", health.Event{ServerID: id, Up: i%2 == 1, At: time.Now()})
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1e6, "ms/change")
 }
