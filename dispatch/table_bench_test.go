@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/ghostrouter/ghostrouter/router/tap"
 	"golang.org/x/sys/unix"
@@ -257,4 +258,24 @@ func BenchmarkForwarderDuringBuild(b *testing.B) {
 	b.ReportMetric(ic, "cpu-ns/pkt-idle")
 	b.ReportMetric(bc, "cpu-ns/pkt-building")
 	b.ReportMetric(bc/ic, "cpu-ratio")
+}
+
+// memory returns the bytes t holds alone (its owner array and deep list) and
+// those its plan holds, shared with every table Update derives from it.
+func (t *Table) memory() (own, shared int) {
+	own = 4*cap(t.owner) + 4*cap(t.deep) + int(unsafe.Sizeof(Server{}))*cap(t.servers)
+	p := t.plan
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for l := range p.pref {
+		shared += 4 * cap(p.pref[l])
+		for _, bs := range p.by[l] {
+			shared += 4*cap(bs) + int(unsafe.Sizeof(bs))
+		}
+	}
+	for _, h := range p.heaps {
+		shared += int(unsafe.Sizeof(entry{}))*cap(h) + int(unsafe.Sizeof(h))
+	}
+	shared += (8+8+4+1+1+8)*len(p.servers) + 40*len(p.done2) + int(unsafe.Sizeof(appItem{}))*cap(p.appScr)
+	return own, shared
 }
