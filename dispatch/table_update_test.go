@@ -124,3 +124,44 @@ func mutate(rng *rand.Rand, servers *[]Server, nextID *int) string {
 	}
 	return "no change"
 }
+
+// Tables sharing a plan may be updated from several goroutines at once (the
+// manager's reload builds outside its lock while health changes arrive):
+// each result is still the fresh build of its servers. Run with -race.
+func TestTableUpdateConcurrent(t *testing.T) {
+	servers := cluster(50)
+	base := mustTable(t, servers, 4096)
+	const workers = 4
+	errs := make(chan error, workers)
+	for w := range workers {
+		go func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 99))
+			cur, s := base, slices.Clone(servers)
+			for range 30 {
+				i := rng.IntN(len(s))
+				s[i].Up = !s[i].Up
+				next, err := cur.Update(s)
+				if err != nil {
+					errs <- err
+					return
+				}
+				fresh, err := NewTable(s, 4096)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if !slices.Equal(ownerIDs(next), ownerIDs(fresh)) {
+					errs <- fmt.Errorf("worker %d: an update differs from a fresh build", w)
+					return
+				}
+				cur = next
+			}
+			errs <- nil
+		}()
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
