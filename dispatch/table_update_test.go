@@ -165,3 +165,52 @@ func TestTableUpdateConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// FuzzTableUpdate drives Update with arbitrary histories: each byte pair of
+// ops is a change (health flip, weight, addition or removal) of a cluster of
+// up to 24 servers over 1 to 300 buckets, and after every change the derived
+// table must equal NewTable of the same servers and the table it came from
+// must be unchanged.
+func FuzzTableUpdate(f *testing.F) {
+	f.Add(uint8(5), uint16(64), []byte{0, 1, 0, 2, 1, 1, 0, 1})
+	f.Add(uint8(1), uint16(1), []byte{0, 0, 0, 0})
+	f.Add(uint8(24), uint16(299), []byte{0, 3, 0, 4, 0, 5, 2, 9, 0, 3, 3, 1, 1, 7, 0, 4})
+	f.Add(uint8(8), uint16(7), []byte{4, 0, 0, 1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 6, 0, 7, 0, 0})
+	f.Fuzz(func(t *testing.T, n uint8, buckets uint16, ops []byte) {
+		servers := cluster(int(n%24) + 1)
+		b := int(buckets%300) + 1
+		cur := mustTable(t, servers, b)
+		nextID := 1000
+		for len(ops) >= 2 {
+			op, arg := ops[0]%5, int(ops[1])
+			ops = ops[2:]
+			switch op {
+			case 0, 1: // health flip
+				servers[arg%len(servers)].Up = !servers[arg%len(servers)].Up
+			case 2: // weight
+				servers[arg%len(servers)].Weight = arg % 4
+			case 3: // addition
+				if len(servers) < 32 {
+					servers = append(servers, Server{ID: nextID - arg, Weight: 1 + arg%2, Up: arg%3 > 0})
+					nextID += 300
+				}
+			case 4: // removal
+				if len(servers) > 1 {
+					servers = slices.Delete(servers, arg%len(servers), arg%len(servers)+1)
+				}
+			}
+			before := ownerIDs(cur)
+			next, err := cur.Update(servers)
+			if err != nil {
+				t.Fatalf("Update(%v): %v", servers, err)
+			}
+			if !slices.Equal(ownerIDs(cur), before) {
+				t.Fatal("Update modified the table it started from")
+			}
+			if got, want := ownerIDs(next), ownerIDs(mustTable(t, servers, b)); !slices.Equal(got, want) {
+				t.Fatalf("servers %v, %d buckets: Update gives %v, a fresh build %v", servers, b, got, want)
+			}
+			cur = next
+		}
+	})
+}
