@@ -42,6 +42,8 @@ type plan struct {
 	weight   []float64 // by server index
 	weighted bool      // members' weights differ: use weighted rendezvous scores
 	gkey0    uint64    // group key of level 0
+	totalW   int       // members' total weight
+	maxW     int       // members' largest weight
 
 	mu sync.Mutex // guards everything below
 	// pref[l][bucket] is the server index at level l of the bucket's list,
@@ -58,6 +60,7 @@ type plan struct {
 	appScr  []appItem
 	excl    []bool    // by server index
 	aw      []float64 // by position in match's active list: weights
+	candScr []int32   // candidates' result
 }
 
 // liveSet is one table's view of which servers are live.
@@ -112,6 +115,8 @@ func newPlan(ss []Server, buckets int) *plan {
 			continue
 		}
 		p.members = append(p.members, int32(i))
+		p.totalW += s.Weight
+		p.maxW = max(p.maxW, s.Weight)
 		if w0 >= 0 && s.Weight != w0 {
 			p.weighted = true
 		}
@@ -209,13 +214,13 @@ func (p *plan) ensure1(x int32) {
 	}
 	p.done1[x] = true
 	bkts := p.by[0][x]
-	p.excl[x] = true
-	cands := p.candidates()
-	p.excl[x] = false
-	if len(bkts) == 0 || len(cands) == 0 {
+	if len(bkts) == 0 || len(p.members) < 2 {
 		return
 	}
-	p.store(1, bkts, p.assign(bkts, cands, mix64(p.gkey0^p.hkey[x])))
+	p.excl[x] = true
+	choice := p.assignExcl(bkts, mix64(p.gkey0^p.hkey[x]), p.servers[x].Weight)
+	p.excl[x] = false
+	p.store(1, bkts, choice)
 }
 
 // ensure2 computes level 2 of the lists of the buckets whose level 0 is x and
@@ -232,23 +237,88 @@ func (p *plan) ensure2(x, y int32) {
 			bkts = append(bkts, b)
 		}
 	}
-	p.excl[x], p.excl[y] = true, true
-	cands := p.candidates()
-	p.excl[x], p.excl[y] = false, false
-	if len(bkts) == 0 || len(cands) == 0 {
+	if len(bkts) == 0 || len(p.members) < 3 {
 		return
 	}
-	p.store(2, bkts, p.assign(bkts, cands, mix64(mix64(p.gkey0^p.hkey[x])^p.hkey[y])))
+	p.excl[x], p.excl[y] = true, true
+	choice := p.assignExcl(bkts, mix64(mix64(p.gkey0^p.hkey[x])^p.hkey[y]), p.servers[x].Weight+p.servers[y].Weight)
+	p.excl[x], p.excl[y] = false, false
+	p.store(2, bkts, choice)
 }
 
-// candidates returns the members not in p.excl.
+// assignExcl is assign of bkts over the members not in p.excl, whose
+// weights add up to exclW. A group of a few buckets over many more members
+// (most level-1 and level-2 groups of a big cluster) takes a shortcut that
+// gives the same seats: when n*w < W for every member, every floor in
+// apportion is 0 and every remainder is n*w, so the n seats go to the n
+// candidates first by (weight, tie-break hash, -ID), found in one pass over
+// the members without a candidate list, a division or a sort.
+func (p *plan) assignExcl(bkts []uint32, gkey uint64, exclW int) []int32 {
+	n := len(bkts)
+	if total := p.totalW - exclW; n <= maxFewSeats && uint64(n)*uint64(p.maxW) < uint64(total) {
+		seats := p.fewSeats(n, gkey)
+		return p.match(bkts, seats, p.capsScr)
+	}
+	return p.assign(bkts, p.candidates(), gkey)
+}
+
+// maxFewSeats bounds the groups fewSeats serves: it keeps its picks in a
+// sorted array.
+const maxFewSeats = 64
+
+// fewSeats returns, ascending, the n members not in p.excl first by
+// (weight, tie-break hash of (gkey, ID), -ID), and sets their capacity in
+// p.capsScr to 1 (see assignExcl).
+func (p *plan) fewSeats(n int, gkey uint64) []int32 {
+	type pick struct {
+		w  int
+		tb uint64
+		c  int32
+	}
+	var buf [maxFewSeats]pick
+	best := buf[:0]
+	for _, c := range p.members {
+		if p.excl[c] {
+			continue
+		}
+		w := p.servers[c].Weight
+		if len(best) == n {
+			// Members ascend by ID, so on an equal weight and hash the
+			// one already held wins.
+			if last := best[n-1]; w < last.w || (w == last.w && mix64(gkey^p.hkey[c]^saltTiebreak) <= last.tb) {
+				continue
+			}
+			best = best[:n-1]
+		}
+		it := pick{w: w, tb: mix64(gkey ^ p.hkey[c] ^ saltTiebreak), c: c}
+		i := len(best)
+		best = append(best, it)
+		for i > 0 && (best[i-1].w < it.w || (best[i-1].w == it.w && best[i-1].tb < it.tb)) {
+			best[i] = best[i-1]
+			i--
+		}
+		best[i] = it
+	}
+	seats := make([]int32, len(best))
+	for i, it := range best {
+		seats[i] = it.c
+		p.capsScr[it.c] = 1
+	}
+	slices.Sort(seats)
+	return seats
+}
+
+// candidates returns the members not in p.excl, in p.candScr (overwritten
+// by the next call: a level-2 group is often one bucket over thousands of
+// candidates, so a fresh slice per group would be most of the work).
 func (p *plan) candidates() []int32 {
-	cands := make([]int32, 0, len(p.members))
+	cands := p.candScr[:0]
 	for _, m := range p.members {
 		if !p.excl[m] {
 			cands = append(cands, m)
 		}
 	}
+	p.candScr = cands
 	return cands
 }
 
@@ -269,7 +339,8 @@ func (p *plan) assign(bkts []uint32, cands []int32, gkey uint64) []int32 {
 // capacity. The stable matching this finds is unique, so neither the
 // proposal order nor the topK windows change it.
 func (p *plan) match(bkts []uint32, cands []int32, caps []int) []int32 {
-	active := make([]int32, 0, len(cands))
+	// At most len(bkts) candidates have a seat.
+	active := make([]int32, 0, min(len(cands), len(bkts)))
 	for _, c := range cands {
 		if caps[c] > 0 {
 			active = append(active, c)
