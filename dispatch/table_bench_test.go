@@ -57,7 +57,7 @@ func BenchmarkTableBuild(b *testing.B) {
 	for _, bc := range []struct {
 		n, down  int
 		weighted bool
-	}{{64, 0, false}, {1000, 0, false}, {1000, 0, true}, {1000, 1, false}, {1000, 500, false}, {4096, 0, false}} {
+	}{{64, 0, false}, {1000, 0, false}, {1000, 0, true}, {1000, 1, false}, {1000, 500, false}, {4096, 0, false}, {4096, 4000, false}} {
 		name := fmt.Sprintf("servers=%d/down=%d", bc.n, bc.down)
 		if bc.weighted {
 			name += "/weighted"
