@@ -120,10 +120,10 @@
 //	full build, 4096 servers, 4000 down           1.8 s         6.4-6.6 s
 //
 // The 1000-server build met 250 ms in wall time only in the quieter
-// moments (133-199 ms, load average 9); in CPU time it always does. Before this design a
-// full build took 2.2 s for 1000 servers and 91 s for 4096 with 4000 down,
-// wall time on the same machine, and every failure was a full build under
-// the manager's lock.
+// moments (133-199 ms, load average 9); in CPU time it always does. Before
+// this design a full build took 2.2 s for 1000 servers and 91 s for 4096
+// with 4000 down, wall time on the same machine, and every failure was a
+// full build under the manager's lock.
 //
 // Memory: a table holds 4 bytes per bucket, its server list and its list of
 // buckets past the capped levels (65536 buckets: 265 KB at 64 servers,
