@@ -109,18 +109,19 @@
 //	one failure among 1000 servers, derived       0.21-0.44 ms  0.32-0.91 ms  <= 5 ms
 //	  and published (TableFailure/fail)
 //	its recovery (TableFailure/recover)           0.08-0.11 ms  0.25-0.35 ms
-//	one failure or recovery through the manager,  -             0.9-2.0 ms    <= 5 ms
+//	one failure or recovery through the manager,  -             0.8-2.0 ms    <= 5 ms
 //	  event and snapshot included (ManagerHealthChange)
 //	full build, 64 servers (TableBuild)           20-32 ms      24-139 ms     baseline
 //	full build, 1000 servers                      150-197 ms    133-540 ms    <= 250 ms
-//	  ratio to the 64-server build of the run     x5.5-8.4      x5.7-23       (x15.6 the work)
+//	  ratio to the 64-server build of the run     x5.5-9.0      x5.7-23       (x15.6 the work)
 //	full build, 1000 servers, weights 1..4        311-436 ms    0.4-2.9 s
 //	full build, 1000 servers, 500 down            316-474 ms    0.5-5.8 s
 //	full build, 4096 servers (the limit)          594-850 ms    1.9-4.2 s
 //	full build, 4096 servers, 4000 down           1.8 s         6.4-6.6 s
 //
 // The 1000-server build met 250 ms in wall time only in the quieter
-// moments (133-199 ms, load average 9); in CPU time it always does. Before
+// moments (133-207 ms, load average 3 to 9); in CPU time it always does
+// (150-197 ms; the 64-server build 20-32 ms, x5.5-9). Before
 // this design a full build took 2.2 s for 1000 servers and 91 s for 4096
 // with 4000 down, wall time on the same machine, and every failure was a
 // full build under the manager's lock.

@@ -461,7 +461,7 @@ func (p *plan) top(bk uint32, active []int32, akey []uint64, keys []uint64, idxs
 		for j, hk := range akey {
 			h := mix64(hk + bkm)
 			w := aw[j]
-			if n == k && float64(1<<54-(h>>10|1))*fa > w*(1+1e-9)+fe {
+			if n == k && float64(int64(1<<54-(h>>10|1)))*fa > w*(1+1e-9)+fe {
 				continue
 			}
 			s := math.Float64bits(w / negLog2(h))
