@@ -115,9 +115,9 @@
 //	full build, 1000 servers                      150-197 ms    133-540 ms    <= 250 ms
 //	  ratio to the 64-server build of the run     x5.5-9.0      x5.7-23       (x15.6 the work)
 //	full build, 1000 servers, weights 1..4        311-436 ms    0.4-2.9 s
-//	full build, 1000 servers, 500 down            316-474 ms    0.5-5.8 s
-//	full build, 4096 servers (the limit)          594-850 ms    1.9-4.2 s
-//	full build, 4096 servers, 4000 down           1.8 s         6.4-6.6 s
+//	full build, 1000 servers, 500 down            316-474 ms    0.43-5.8 s
+//	full build, 4096 servers (the limit)          594-850 ms    0.9-4.2 s
+//	full build, 4096 servers, 4000 down           1.7-1.9 s     2.2-6.6 s
 //
 // The 1000-server build met 250 ms in wall time only in the quieter
 // moments (133-207 ms, load average 3 to 9); in CPU time it always does
