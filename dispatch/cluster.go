@@ -25,18 +25,35 @@ func ServersFor(cl *config.Cluster, down map[int]bool) []Server {
 // buckets and servers), with the servers in down marked failed. It returns the
 // selector and the servers its indices refer to.
 func SelectorFor(cl *config.Cluster, down map[int]bool) (Selector, []Server, error) {
+	sel, servers, _, err := selectorFrom(cl, down, nil)
+	return sel, servers, err
+}
+
+// selectorFrom is SelectorFor starting from base, the cluster's previous
+// table (nil for none): a health change then recomputes only the buckets it
+// moves (Table.Update). It also returns the new table (nil for modulo).
+func selectorFrom(cl *config.Cluster, down map[int]bool, base *Table) (Selector, []Server, *Table, error) {
 	servers := ServersFor(cl, down)
 	switch cl.Hash {
 	case "modulo":
-		sel := NewModuloSelector(servers)
-		return sel, sel.Servers(), nil
-	case "jhash", "":
-		t, err := NewTable(servers, cl.Buckets)
-		if err != nil {
-			return nil, nil, err
+		if len(servers) > MaxModuloServers {
+			return nil, nil, nil, fmt.Errorf("dispatch: cluster %s: %d servers: the modulo function takes at most %d", cl.Name, len(servers), MaxModuloServers)
 		}
-		return NewJHashSelector(t, cl.Seed), t.Servers(), nil
+		sel := NewModuloSelector(servers)
+		return sel, sel.Servers(), nil, nil
+	case "jhash", "":
+		var t *Table
+		var err error
+		if base != nil && base.Buckets() == cl.Buckets {
+			t, err = base.Update(servers)
+		} else {
+			t, err = NewTable(servers, cl.Buckets)
+		}
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		return NewJHashSelector(t, cl.Seed), t.Servers(), t, nil
 	default:
-		return nil, nil, fmt.Errorf("dispatch: cluster %s: unknown hash %q", cl.Name, cl.Hash)
+		return nil, nil, nil, fmt.Errorf("dispatch: cluster %s: unknown hash %q", cl.Name, cl.Hash)
 	}
 }

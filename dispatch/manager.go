@@ -51,6 +51,7 @@ type Manager struct {
 	log *slog.Logger
 	fwd *Forwarder
 
+	applyMu  sync.Mutex // serializes Apply, whose table builds run outside mu
 	mu       sync.Mutex // guards clusters and everything in them
 	clusters []*managed
 
@@ -64,6 +65,7 @@ type managed struct {
 	cfg     config.Cluster
 	c       *Cluster // routing mode: the forwarding path's cluster; nil in broadcast mode
 	sel     Selector
+	table   *Table   // jhash: sel's table, which the next change starts from
 	servers []Server // the order the selector's indices refer to
 	macs    [][6]byte
 	stats   map[int]*ServerStats // by server id, kept across table changes
@@ -95,8 +97,17 @@ func NewManager(cfg *config.Config, d Deps) (*Manager, error) {
 // health and MACs, its counters) while its table is rebuilt. It fails, and
 // changes nothing, if a table cannot be built.
 func (m *Manager) Apply(cfg *config.Config) error {
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
+	// The expensive part, the new tables, is built without holding mu: the
+	// datapath keeps the published tables and health changes keep being
+	// applied meanwhile.
+	built, err := m.buildTables(cfg)
+	if err != nil {
+		return err
+	}
 	m.mu.Lock()
-	retired, err := m.applyLocked(cfg)
+	retired, err := m.applyLocked(cfg, built)
 	m.mu.Unlock()
 	// Stopped outside the lock: a checker may be waiting for it to report.
 	for _, c := range retired {
@@ -105,7 +116,7 @@ func (m *Manager) Apply(cfg *config.Config) error {
 	return err
 }
 
-func (m *Manager) applyLocked(cfg *config.Config) (retired []*health.Checker, _ error) {
+func (m *Manager) applyLocked(cfg *config.Config, built map[string]*Table) (retired []*health.Checker, _ error) {
 	old := map[string]*managed{}
 	for _, mc := range m.clusters {
 		old[mc.cfg.Name] = mc
@@ -124,6 +135,9 @@ func (m *Manager) applyLocked(cfg *config.Config) (retired []*health.Checker, _ 
 				}
 			}
 		}
+		// Start from the table built outside the lock; health that changed
+		// since is applied to it incrementally.
+		mc.table = built[cl.Name]
 		if err := mc.rebuild(prev); err != nil {
 			return nil, err
 		}
@@ -278,7 +292,7 @@ func (m *Manager) healthChanged(cluster string, ev health.Event) {
 
 // ownerCounts counts buckets per server id.
 func ownerCounts(mc *managed) map[int]int {
-	out := map[int]int{}
+	out := make(map[int]int, len(mc.servers))
 	for i, n := range bucketCounts(mc.sel, len(mc.servers)) {
 		out[mc.servers[i].ID] = n
 	}
@@ -288,24 +302,21 @@ func ownerCounts(mc *managed) map[int]int {
 // rebuild recomputes the selector from the configuration and the down set,
 // carrying MACs over from prev (which may be nil or mc itself).
 func (mc *managed) rebuild(prev *managed) error {
+	base := mc.table
+	if base == nil && prev != nil {
+		base = prev.table
+	}
 	start := time.Now()
-	sel, servers, err := SelectorFor(&mc.cfg, mc.down)
+	sel, servers, table, err := selectorFrom(&mc.cfg, mc.down, base)
 	if mc.obs != nil && err == nil {
 		mc.obs.TableBuilt(mc.cfg.Name, time.Since(start))
 	}
 	if err != nil {
 		return fmt.Errorf("dispatch: cluster %s: %w", mc.cfg.Name, err)
 	}
-	macs := map[netip.Addr][6]byte{}
-	if prev != nil {
-		for i, s := range prev.servers {
-			macs[s.Addr] = prev.macs[i]
-		}
-	}
-	mc.sel, mc.servers = sel, servers
-	mc.macs = make([][6]byte, len(servers))
-	for i, s := range servers {
-		mc.macs[i] = macs[s.Addr]
+	mc.sel, mc.servers, mc.table = sel, servers, table
+	mc.macs = carryMACs(prev, servers)
+	for _, s := range servers {
 		if mc.stats[s.ID] == nil {
 			mc.stats[s.ID] = &ServerStats{}
 		}

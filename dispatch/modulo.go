@@ -6,7 +6,13 @@ import (
 	"math/bits"
 	"net/netip"
 	"slices"
+
+	"github.com/ghostrouter/ghostrouter/dispatch/limits"
 )
+
+// MaxModuloServers is the most servers of a cluster that uses the modulo
+// function (see ModuloSelector's cost).
+const MaxModuloServers = limits.ModuloServers
 
 // ModuloSelector is the patent's own dispatching function (EP 0 865 180 A2,
 // "routing-based dispatching"): with N configured servers in ID order and CA
@@ -36,8 +42,18 @@ import (
 //
 // A server is live when Up and Weight > 0; weights otherwise play no part
 // (the patent's function has none). N counts every configured server. IPv6
-// clients use the 128-bit address as CA. Select does not allocate when fewer
-// than 64 servers are down.
+// clients use the 128-bit address as CA.
+//
+// Cost: a client whose k is live costs one division. Otherwise each step of
+// the rule costs a division and a walk over the servers dropped so far, and a
+// client takes about N/live steps, so with most servers down a packet costs
+// O(N^2): 2 ms at 4096 servers. A cluster using this function therefore has
+// at most MaxModuloServers servers (the configuration rejects more), which
+// bounds a packet's worst case to 63 steps (BenchmarkModuloWorstCase) and
+// keeps Select free of allocations; NewModuloSelector itself takes any number,
+// for analysis tools. Up to 64 servers a step is a division and six
+// population counts (the list is one bit word). The jhash table has no such cost: its lookup is one
+// hash and one array read whatever the health.
 type ModuloSelector struct {
 	servers []Server // sorted by ID
 	liveIdx []int    // indices of live servers, ascending
@@ -85,6 +101,15 @@ func (m *ModuloSelector) Select(client netip.Addr) (idx int, bucket uint32, ok b
 	if m.live[k] {
 		return int(k), uint32(k), true
 	}
+	if n <= 64 {
+		return m.selectSmall(hi, lo, n, k)
+	}
+	return m.selectLarge(hi, lo, n, k)
+}
+
+// selectLarge is Select's failure rule for any number of servers, k being
+// down.
+func (m *ModuloSelector) selectLarge(hi, lo, n, k uint64) (idx int, bucket uint32, ok bool) {
 	// The patent's step, repeated: removed holds the indices dropped so
 	// far, ascending; entry j of the remaining list is j shifted past them.
 	var buf [64]uint64
@@ -105,4 +130,37 @@ func (m *ModuloSelector) Select(client netip.Addr) (idx int, bucket uint32, ok b
 		removed = slices.Insert(removed, at, c)
 	}
 	return -1, uint32(k), false // unreachable: a live server exists
+}
+
+// selectSmall is Select's failure rule for at most 64 servers, k being down:
+// the servers still in the list are the set bits of one word, and entry c of
+// the list is its c-th set bit, found by halving (selectBit). A step costs a
+// division and six population counts, so a packet costs at most 63 of them.
+func (m *ModuloSelector) selectSmall(hi, lo, n, k uint64) (idx int, bucket uint32, ok bool) {
+	left := ^uint64(0) >> (64 - n) &^ (1 << k) // the list L_1
+	for size := n - 1; size > 0; size-- {
+		c := selectBit(left, int(bits.Rem64(hi, lo, size)))
+		if m.live[c] {
+			return c, uint32(k), true
+		}
+		left &^= 1 << c
+	}
+	return -1, uint32(k), false // unreachable: a live server exists
+}
+
+// selectBit returns the position of the j-th (0-based) set bit of x, which
+// has more than j set bits.
+func selectBit(x uint64, j int) int {
+	pos := 0
+	for w := 32; w > 0; w >>= 1 {
+		low := x & (1<<w - 1)
+		if c := bits.OnesCount64(low); j >= c {
+			j -= c
+			x >>= w
+			pos += w
+		} else {
+			x = low
+		}
+	}
+	return pos
 }

@@ -1,7 +1,9 @@
 package dispatch
 
 import (
+	"fmt"
 	"math/big"
+	"math/bits"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -226,6 +228,62 @@ func TestModuloManyDown(t *testing.T) {
 	for c := range uint32(500) {
 		if idx, _, ok := m.Select(ca(c * 7919)); !ok || idx != 199 {
 			t.Fatalf("only 199 up: Select(%d) = %d, %v", c*7919, idx, ok)
+		}
+	}
+}
+
+// BenchmarkModuloWorstCase is the modulo selector with all servers but one
+// down, at the configuration's limit (MaxModuloServers) and, for
+// comparison, at the table's (MaxServers), where a packet costs
+// milliseconds: the reason for the limit.
+func BenchmarkModuloWorstCase(b *testing.B) {
+	for _, n := range []int{MaxModuloServers, MaxServers} {
+		b.Run(fmt.Sprintf("servers=%d/live=1", n), func(b *testing.B) {
+			ids := make([]int, n)
+			for i := range ids {
+				ids[i] = i
+			}
+			m := NewModuloSelector(idsUpDown(ids, ids[1:]...))
+			b.ReportAllocs()
+			var sink int
+			for i := 0; b.Loop(); i++ {
+				idx, _, _ := m.Select(ca(uint32(i) * 2654435761))
+				sink += idx
+			}
+			_ = sink
+		})
+	}
+}
+
+// The one-word failure rule (up to 64 servers) walks the same lists as the
+// general one.
+func TestModuloSmallMatchesLarge(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	for range 300 {
+		n := 1 + rng.IntN(64)
+		ids := make([]int, n)
+		var down []int
+		for i := range ids {
+			ids[i] = 3*i + 1
+			if rng.IntN(4) > 0 {
+				down = append(down, ids[i])
+			}
+		}
+		m := NewModuloSelector(idsUpDown(ids, down...))
+		if len(m.liveIdx) == 0 {
+			continue
+		}
+		for range 200 {
+			hi, lo := rng.Uint64()>>rng.IntN(64), rng.Uint64()
+			k := bits.Rem64(hi, lo, uint64(n))
+			if m.live[k] {
+				continue
+			}
+			i1, b1, ok1 := m.selectSmall(hi, lo, uint64(n), k)
+			i2, b2, ok2 := m.selectLarge(hi, lo, uint64(n), k)
+			if i1 != i2 || b1 != b2 || ok1 != ok2 || !ok1 {
+				t.Fatalf("N=%d, down %v, CA %#x%016x: one word %d %d %v, general %d %d %v", n, down, hi, lo, i1, b1, ok1, i2, b2, ok2)
+			}
 		}
 	}
 }

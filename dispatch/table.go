@@ -8,15 +8,19 @@ import (
 	"math/bits"
 	"net/netip"
 	"slices"
+
+	"github.com/ghostrouter/ghostrouter/dispatch/limits"
 )
 
-// Limits on a table's inputs. They keep every intermediate product in 64 bits
-// and a table build bounded; NewTable rejects anything outside them rather than
-// clamping.
+// Limits on a table's inputs: the appliance's limits (package limits), which
+// the configuration's validation enforces too, so a table is never refused
+// for a file `ghostrouter check` accepted. They keep every intermediate
+// product in 64 bits and a table build bounded; NewTable rejects anything
+// outside them rather than clamping.
 const (
-	MaxBuckets = 1 << 20 // buckets per table
-	MaxServers = 4096    // servers per table
-	MaxWeight  = 1 << 20 // weight of one server
+	MaxBuckets = limits.Buckets // buckets per table
+	MaxServers = limits.Servers // servers per table
+	MaxWeight  = limits.Weight  // weight of one server
 )
 
 // Errors NewTable returns, wrapped with the offending value.
@@ -45,6 +49,8 @@ type Server struct {
 type Table struct {
 	servers []Server // sorted by ID
 	owner   []int32  // bucket -> index into servers, or -1
+	plan    *plan    // the membership's preference lists, shared by the tables Update derives
+	deep    []uint32 // ascending: buckets whose owner lies past the capped levels of their lists
 }
 
 // NewTable assigns buckets to servers: every server with Weight > 0 gets a
@@ -53,6 +59,16 @@ type Table struct {
 // [1, MaxBuckets], IDs must be unique, weights in [0, MaxWeight]. With no live
 // server every bucket has owner -1.
 func NewTable(servers []Server, buckets int) (*Table, error) {
+	ss, err := normalize(servers, buckets)
+	if err != nil {
+		return nil, err
+	}
+	return newTable(ss, buckets), nil
+}
+
+// normalize checks a table's inputs and returns a copy of servers sorted by
+// ID.
+func normalize(servers []Server, buckets int) ([]Server, error) {
 	if buckets < 1 || buckets > MaxBuckets {
 		return nil, fmt.Errorf("dispatch: table: %w: %d (want 1..%d)", ErrBuckets, buckets, MaxBuckets)
 	}
@@ -69,10 +85,154 @@ func NewTable(servers []Server, buckets int) (*Table, error) {
 			return nil, fmt.Errorf("dispatch: table: server %d: %w: %d (want 0..%d)", s.ID, ErrWeight, s.Weight, MaxWeight)
 		}
 	}
-	t := &Table{servers: ss, owner: make([]int32, buckets)}
-	b := newBuilder(ss, buckets)
-	b.build(t.owner)
-	return t, nil
+	return ss, nil
+}
+
+// newTable builds the table of valid, sorted servers from scratch: the
+// membership's plan, then every bucket's first live server.
+func newTable(ss []Server, buckets int) *Table {
+	p := newPlan(ss, buckets)
+	t := &Table{servers: ss, owner: make([]int32, buckets), plan: p}
+	h := newLiveSet(ss)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for b := range t.owner {
+		o, deep := p.resolve(uint32(b), h)
+		t.owner[b] = o
+		if deep {
+			t.deep = append(t.deep, uint32(b))
+		}
+	}
+	return t
+}
+
+// Update returns the table of servers over the same number of buckets,
+// equal to NewTable(servers, t.Buckets()), reusing t's work. When servers
+// are t's membership (the same IDs with the same weights; Up and Addr may
+// differ), only the buckets whose preference lists name a server whose
+// health changed are looked at: a failure recomputes the failed server's
+// buckets, a recovery those that list the recovered server before their
+// owner. Otherwise it builds a new table. t itself is not modified and stays
+// valid; Update may be called concurrently with readers of t.
+func (t *Table) Update(servers []Server) (*Table, error) {
+	ss, err := normalize(servers, len(t.owner))
+	if err != nil {
+		return nil, err
+	}
+	if !t.plan.sameMembership(ss) {
+		return newTable(ss, len(t.owner)), nil
+	}
+	return t.update(ss), nil
+}
+
+// update is Update for the same membership.
+func (t *Table) update(ss []Server) *Table {
+	p := t.plan
+	h := newLiveSet(ss)
+	var downs, ups []int32 // servers whose health changed, by index
+	for i := range ss {
+		was, is := t.servers[i].Up && ss[i].Weight > 0, h.live[i]
+		switch {
+		case was && !is:
+			downs = append(downs, int32(i))
+		case !was && is:
+			ups = append(ups, int32(i))
+		}
+	}
+	nt := &Table{servers: ss, owner: t.owner, plan: p, deep: t.deep}
+	if len(downs) == 0 && len(ups) == 0 {
+		return nt
+	}
+	nt.owner = slices.Clone(t.owner)
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var affected []uint32
+	if !t.anyLive() {
+		// Nothing was resolved: every bucket was unowned.
+		affected = make([]uint32, len(t.owner))
+		for b := range affected {
+			affected[b] = uint32(b)
+		}
+	} else {
+		affected = t.affected(downs, ups)
+	}
+	slices.Sort(affected)
+	affected = slices.Compact(affected)
+
+	var deep []uint32
+	for _, b := range affected {
+		o, d := p.resolve(b, h)
+		nt.owner[b] = o
+		if d {
+			deep = append(deep, b)
+		}
+	}
+	// The new deep list: the old one less the affected buckets, plus the
+	// affected ones that are deep now.
+	kept := make([]uint32, 0, len(t.deep)+len(deep))
+	for _, b := range t.deep {
+		if _, found := slices.BinarySearch(affected, b); !found {
+			kept = append(kept, b)
+		}
+	}
+	kept = append(kept, deep...)
+	slices.Sort(kept)
+	nt.deep = kept
+	return nt
+}
+
+// affected returns the buckets of t that may change when the servers downs
+// fail and ups recover (indices into t.servers), unsorted, with repeats: those
+// a failed server owns (it is on one of the first levels of their lists, or
+// they are deep), those whose list names a recovered server on one of the
+// first levels, and deep ones where a recovered server's score beats the
+// owner's. The caller holds t.plan.mu.
+func (t *Table) affected(downs, ups []int32) []uint32 {
+	p := t.plan
+	wentDown := make([]bool, len(t.servers))
+	for _, s := range downs {
+		wentDown[s] = true
+	}
+	var out []uint32
+	for _, s := range downs {
+		for l := range p.by {
+			for _, b := range p.by[l][s] {
+				if t.owner[b] == s {
+					out = append(out, b)
+				}
+			}
+		}
+	}
+	for _, u := range ups {
+		for l := range p.by {
+			out = append(out, p.by[l][u]...)
+		}
+	}
+	for _, b := range t.deep {
+		o := t.owner[b]
+		if wentDown[o] {
+			out = append(out, b)
+			continue
+		}
+		for _, u := range ups {
+			if p.beats(b, u, o) {
+				out = append(out, b)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// anyLive reports whether some server of t owns buckets.
+func (t *Table) anyLive() bool {
+	for _, s := range t.servers {
+		if s.Up && s.Weight > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Buckets is the number of buckets.
@@ -131,304 +291,6 @@ func (t *Table) Counts() map[int]int {
 		m[s.ID] = n[i]
 	}
 	return m
-}
-
-// cappedDepth is the deepest level of a bucket's preference list that is
-// assigned with capacity caps (the base owner is level 0), so up to
-// cappedDepth servers down spread their buckets evenly up to rounding. Deeper
-// levels follow plain rendezvous order, which keeps a build with most servers
-// down fast. See the package documentation.
-const cappedDepth = 2
-
-// Salts that keep the hash streams used for different purposes apart.
-const (
-	saltServer   = 0x67686f7374726f75 // "ghostrou": per-server rendezvous key
-	saltTiebreak = 0x7465722d7469652d // "ter-tie-": apportionment tie-breaks
-	saltGroup    = 0x67726f75702d6b65 // "group-ke": fallback group keys
-)
-
-// builder holds one table build's inputs and scratch space. It lives only
-// for the duration of NewTable.
-type builder struct {
-	servers  []Server
-	buckets  int
-	members  []int32  // indices of servers with Weight > 0, ascending ID
-	live     []bool   // by server index: Weight > 0 && Up
-	liveIdx  []int32  // indices of live members
-	hkey     []uint64 // by server index: rendezvous key of the server's ID
-	weighted bool     // members' weights differ: use weighted rendezvous scores
-
-	// DA scratch, reused across groups.
-	heaps   [][]entry // by server index
-	last    []pref    // by position in the group: last proposal
-	appScr  []appItem // apportionment scratch
-	capsScr []int     // by server index
-}
-
-// entry is a bucket held by a server during deferred acceptance.
-type entry struct {
-	key uint64
-	pos int32 // position of the bucket in the group
-}
-
-// pref is the last server a bucket proposed to, as (key, server index); the
-// next proposal goes to the best server strictly below it.
-type pref struct {
-	key uint64
-	idx int32
-	set bool
-}
-
-type appItem struct {
-	idx int32
-	rem uint64
-	tb  uint64
-}
-
-func newBuilder(servers []Server, buckets int) *builder {
-	b := &builder{
-		servers: servers,
-		buckets: buckets,
-		live:    make([]bool, len(servers)),
-		hkey:    make([]uint64, len(servers)),
-		heaps:   make([][]entry, len(servers)),
-		capsScr: make([]int, len(servers)),
-	}
-	w0 := -1
-	for i, s := range servers {
-		b.hkey[i] = mix64(uint64(int64(s.ID)) ^ saltServer)
-		if s.Weight <= 0 {
-			continue
-		}
-		b.members = append(b.members, int32(i))
-		if w0 >= 0 && s.Weight != w0 {
-			b.weighted = true
-		}
-		w0 = s.Weight
-		if s.Up {
-			b.live[i] = true
-			b.liveIdx = append(b.liveIdx, int32(i))
-		}
-	}
-	return b
-}
-
-// build fills owner (one entry per bucket).
-func (b *builder) build(owner []int32) {
-	for i := range owner {
-		owner[i] = -1
-	}
-	if len(b.liveIdx) == 0 {
-		return
-	}
-	all := make([]uint32, b.buckets)
-	for i := range all {
-		all[i] = uint32(i)
-	}
-	b.place(owner, all, make([]bool, len(b.servers)), 0, mix64(saltGroup))
-}
-
-// place gives each bucket in bkts the first live server of its preference
-// list. All of bkts share the list's first depth entries, the servers marked
-// in excl (all down); gkey identifies that prefix. Level depth of the lists
-// is the capacity-capped matching of bkts to the servers not in excl (at
-// depth 0: the base table over the whole membership); buckets matched to a
-// live server stay there, the others recurse one level down with that server
-// added to the prefix. The lists, and so the result, depend on the
-// membership only; health only decides how far down each bucket looks.
-func (b *builder) place(owner []int32, bkts []uint32, excl []bool, depth int, gkey uint64) {
-	// Live servers are never excluded, so at least one live candidate
-	// remains. With exactly one, every bucket ends on it whatever the rest of
-	// its list says.
-	if len(b.liveIdx) == 1 {
-		for _, bk := range bkts {
-			owner[bk] = b.liveIdx[0]
-		}
-		return
-	}
-	if depth > cappedDepth {
-		// Past the capped levels: plain rendezvous, the live server with the
-		// highest score for the bucket.
-		for _, bk := range bkts {
-			best, bestKey := int32(-1), uint64(0)
-			for _, s := range b.liveIdx {
-				k := b.score(bk, s)
-				if k >= bestKey { // liveIdx ascends: ties go to the larger ID
-					best, bestKey = s, k
-				}
-			}
-			owner[bk] = best
-		}
-		return
-	}
-	cands := make([]int32, 0, len(b.members))
-	for _, m := range b.members {
-		if !excl[m] {
-			cands = append(cands, m)
-		}
-	}
-	choice := b.assign(bkts, cands, gkey)
-	// Group the buckets by their choice (a counting sort, keeping bucket
-	// order); recurse into choices that are down.
-	start := make([]int, len(b.servers)+1)
-	for _, o := range choice {
-		start[o+1]++
-	}
-	for i := 1; i < len(start); i++ {
-		start[i] += start[i-1]
-	}
-	sorted := make([]uint32, len(bkts))
-	next := slices.Clone(start[:len(b.servers)])
-	for i, o := range choice {
-		if b.live[o] {
-			owner[bkts[i]] = o
-			continue
-		}
-		sorted[next[o]] = bkts[i]
-		next[o]++
-	}
-	for _, c := range cands {
-		sub := sorted[start[c]:next[c]]
-		if b.live[c] || len(sub) == 0 {
-			continue
-		}
-		excl[c] = true
-		b.place(owner, sub, excl, depth+1, mix64(gkey^b.hkey[c]))
-		excl[c] = false
-	}
-}
-
-// assign matches bkts to cands: each candidate's capacity is its
-// weight-proportional share of len(bkts) (apportion), and within the caps
-// each bucket gets the best candidate it can by rendezvous score (the unique
-// stable matching under the scores, found by bucket-proposing deferred
-// acceptance). It returns the chosen server index per position in bkts. gkey
-// seeds the apportionment's tie-breaks.
-func (b *builder) assign(bkts []uint32, cands []int32, gkey uint64) []int32 {
-	return b.match(bkts, cands, b.apportion(len(bkts), cands, gkey))
-}
-
-// match is deferred acceptance of bkts over cands with capacities caps
-// (indexed by server index, summing to len(bkts)).
-func (b *builder) match(bkts []uint32, cands []int32, caps []int) []int32 {
-	active := make([]int32, 0, len(cands))
-	for _, c := range cands {
-		if caps[c] > 0 {
-			active = append(active, c)
-			b.heaps[c] = b.heaps[c][:0]
-		}
-	}
-	choice := make([]int32, len(bkts))
-	if len(active) == 1 {
-		for i := range choice {
-			choice[i] = active[0]
-		}
-		return choice
-	}
-	b.last = slices.Grow(b.last[:0], len(bkts))[:len(bkts)]
-	clear(b.last)
-	free := make([]int32, len(bkts))
-	for i := range free {
-		free[i] = int32(len(bkts) - 1 - i) // pop order: ascending position
-	}
-	for len(free) > 0 {
-		pos := free[len(free)-1]
-		free = free[:len(free)-1]
-		bk := bkts[pos]
-		lp := &b.last[pos]
-		// The best candidate strictly below the last proposal in (score,
-		// server) order. Servers are sorted by ID, so comparing indices is
-		// comparing IDs; active is ascending, so ">=" keeps the larger.
-		best, bestKey := int32(-1), uint64(0)
-		if !lp.set {
-			for _, c := range active {
-				if k := b.score(bk, c); k >= bestKey {
-					best, bestKey = c, k
-				}
-			}
-		} else {
-			lk, li := lp.key, lp.idx
-			for _, c := range active {
-				k := b.score(bk, c)
-				if k > lk || (k == lk && c >= li) {
-					continue
-				}
-				if best < 0 || k >= bestKey {
-					best, bestKey = c, k
-				}
-			}
-		}
-		// Total capacity equals len(bkts), so a bucket is always accepted
-		// before it runs out of candidates.
-		*lp = pref{key: bestKey, idx: best, set: true}
-		h := b.heaps[best]
-		e := entry{key: bestKey, pos: pos}
-		switch {
-		case len(h) < caps[best]:
-			h = heapPush(h, e, bkts)
-		case entryLess(h[0], e, bkts):
-			free = append(free, h[0].pos)
-			h[0] = e
-			heapDown(h, 0, bkts)
-		default:
-			free = append(free, pos)
-		}
-		b.heaps[best] = h
-	}
-	for _, c := range active {
-		for _, e := range b.heaps[c] {
-			choice[e.pos] = c
-		}
-	}
-	return choice
-}
-
-// apportion splits n seats over cands in proportion to their weights by the
-// largest-remainder (Hamilton) method: each gets floor(n*w/W), and the seats
-// left go to the largest remainders, ties to the larger tie-break hash of
-// (gkey, ID). The result is indexed by server index (b.capsScr, overwritten by
-// the next call).
-func (b *builder) apportion(n int, cands []int32, gkey uint64) []int {
-	var total uint64
-	for _, c := range cands {
-		total += uint64(b.servers[c].Weight)
-	}
-	items := b.appScr[:0]
-	left := n
-	for _, c := range cands {
-		q := uint64(n) * uint64(b.servers[c].Weight)
-		b.capsScr[c] = int(q / total)
-		left -= b.capsScr[c]
-		items = append(items, appItem{idx: c, rem: q % total, tb: mix64(gkey ^ b.hkey[c] ^ saltTiebreak)})
-	}
-	if left > 0 {
-		slices.SortFunc(items, func(x, y appItem) int {
-			if c := cmp.Compare(y.rem, x.rem); c != 0 {
-				return c
-			}
-			if c := cmp.Compare(y.tb, x.tb); c != 0 {
-				return c
-			}
-			return cmp.Compare(x.idx, y.idx) // servers are sorted by ID
-		})
-		for _, it := range items[:left] {
-			b.capsScr[it.idx]++
-		}
-	}
-	b.appScr = items
-	return b.capsScr
-}
-
-// score is the rendezvous score of bucket bk for server index s: a 64-bit
-// hash of (server ID, bucket) or, when the members' weights differ, the
-// weighted rendezvous score w / -log2(u) with u the hash mapped into (0, 1)
-// (positive float64 bits order like the floats).
-func (b *builder) score(bk uint32, s int32) uint64 {
-	h := mix64(b.hkey[s] + uint64(bk)*0x9e3779b97f4a7c15)
-	if b.weighted {
-		return math.Float64bits(float64(b.servers[s].Weight) / negLog2(h))
-	}
-	return h
 }
 
 // negLog2 is -log2(u) for u = (h>>10 | 1) / 2^54 in (0, 1), to about 1e-5,

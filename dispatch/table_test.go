@@ -219,6 +219,15 @@ func TestTableGoldenFingerprints(t *testing.T) {
 		{"16 equal", cluster(16), 4096, 0x937c18d273e68845},
 		{"6 weighted, 2 down", weighted, 4096, 0x6d86f6199c53d795},
 		{"64 equal, 5 down", withDown(cluster(64), 10, 13, 16, 19, 22), 65536, 0x5b1208989bb168f9},
+		// Computed by the recursive builder that preceded the shared plan,
+		// which these pin it to: a big cluster, one with every capped level
+		// in play, and a weighted one with three quarters down.
+		{"1000 equal, 3 down", bigDown(1000, func(i int) bool { return i == 0 || i == 499 || i == 999 }), 65536, 0xbb347119dbec01b5},
+		{"300 equal, a third down", bigDown(300, func(i int) bool { return i%7 == 3 || i%5 == 1 }), 65536, 0xb5b3296ea73099ce},
+		{"200 weighted, 150 down", weightedDown(200), 16384, 0x3140985e6b4031b},
+	}
+	if testing.Short() {
+		tests = tests[:3]
 	}
 	for _, tc := range tests {
 		h := fnv.New64a()
@@ -229,6 +238,26 @@ func TestTableGoldenFingerprints(t *testing.T) {
 			t.Errorf("%s, %d buckets: table fingerprint %#x, want %#x", tc.name, tc.buckets, got, tc.want)
 		}
 	}
+}
+
+// bigDown is cluster(n) with the servers at the indices down reports down.
+func bigDown(n int, down func(int) bool) []Server {
+	s := cluster(n)
+	for i := range s {
+		s[i].Up = !down(i)
+	}
+	return s
+}
+
+// weightedDown is cluster(n) with weights 1..4 in turn and only the servers
+// of weight 2 up.
+func weightedDown(n int) []Server {
+	s := cluster(n)
+	for i := range s {
+		s[i].Weight = 1 + i%4
+		s[i].Up = i%4 == 1
+	}
+	return s
 }
 
 // The table depends on the set of servers only: input order, Addr, and the

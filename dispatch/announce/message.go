@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/dispatch/limits"
 	"github.com/ghostrouter/ghostrouter/router/config"
 )
 
@@ -35,7 +36,7 @@ const (
 	MaxName = 63
 	// MaxMembers is the most servers one announcement carries: 2048 IPv6
 	// members still fit in one UDP datagram.
-	MaxMembers = 2048
+	MaxMembers = limits.AnnounceMembers
 	// MaxAlso is the most further tables (Message.Also) one announcement
 	// carries.
 	MaxAlso = 3

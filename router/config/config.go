@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"os"
 	"time"
+
+	"github.com/ghostrouter/ghostrouter/dispatch/limits"
 )
 
 // Values of [Cluster.Mode], [Cluster.Hash] and [Health.Check].
@@ -41,10 +43,17 @@ const (
 
 	DefaultHash    = HashJhash
 	DefaultBuckets = 16384 // from this size up, adding a server moves at most 1/(N+1) + 1% of buckets (dispatch/doc.go)
-	MaxBuckets     = 65536
 	MaxServerID    = 65535
 	DefaultWeight  = 1
-	MaxWeight      = 65535
+
+	// The appliance's limits (package dispatch/limits, which the table, the
+	// modulo selector and the announcement codec read too): a file that
+	// passes validation is one the running appliance can serve.
+	MaxBuckets         = limits.Buckets         // buckets per cluster
+	MaxWeight          = limits.Weight          // weight of one server
+	MaxServers         = limits.Servers         // servers per cluster
+	MaxModuloServers   = limits.ModuloServers   // servers per cluster with hash = "modulo"
+	MaxAnnounceMembers = limits.AnnounceMembers // servers per broadcast cluster with an announce_key
 
 	DefaultCheck        = CheckNone
 	DefaultHTTPPath     = "/"

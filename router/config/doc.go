@@ -17,6 +17,14 @@
 //     a connected subnet of the interface it names;
 //   - names (interfaces, clusters), ghost addresses, server ids and server
 //     addresses do not collide;
+//   - every cluster is within the appliance's limits, the constants of
+//     package dispatch/limits that the bucket table, the modulo selector and
+//     the announcement codec use too (see [ServerLimit]): at most
+//     [MaxBuckets] buckets, weights up to [MaxWeight], at most [MaxServers]
+//     servers, [MaxModuloServers] with hash = "modulo", and
+//     [MaxAnnounceMembers] in a broadcast cluster with an announce_key. A
+//     cluster over its server limit is reported at the first server too
+//     many. So a file that validates never fails to start on a limit;
 //   - a server's mac (routing mode only; it pins the server's MAC, which the
 //     appliance otherwise resolves and guards itself) is a unicast MAC.
 //

@@ -21,6 +21,7 @@ func (d *decoder) validate(cfg *Config) {
 	d.checkClusters(cfg, own)
 	d.checkVRRP(cfg, own)
 	d.checkBGP(cfg, own)
+	d.checkLimits(cfg)
 }
 
 // owner is where one of the appliance's own addresses is assigned.

@@ -1,0 +1,33 @@
+// Package limits is the one place that states how big a cluster the
+// appliance serves: how many servers, buckets and members per announcement.
+// The configuration's validation (`ghostrouter check`), the bucket table, the
+// modulo selector and the announcement codec all read these constants, so a
+// file the checker accepts is one the running appliance can serve. It has no
+// imports, so every package can use it.
+package limits
+
+const (
+	// Buckets is the most buckets a cluster's table has. It is also the
+	// largest `jhash ... mod B` a server's broadcast-mode filter installs.
+	Buckets = 65536
+
+	// Servers is the most servers (configured members, drained or not) one
+	// cluster has. A table build is about O(Buckets * Servers) hash
+	// evaluations; a health change costs about Buckets/Servers.
+	Servers = 4096
+
+	// ModuloServers is the most servers of a cluster that uses the patent's
+	// modulo function (hash = "modulo"). Its failure rule walks each client's
+	// fallback list one server at a time, at O(servers) per step, so a
+	// packet costs up to O(servers^2) with most servers down; this bound
+	// keeps that under a few microseconds.
+	ModuloServers = 64
+
+	// AnnounceMembers is the most servers one table announcement carries,
+	// and so the most servers of a broadcast-mode cluster that announces its
+	// membership (announce_key set).
+	AnnounceMembers = 2048
+
+	// Weight is the largest weight of one server.
+	Weight = 65535
+)
