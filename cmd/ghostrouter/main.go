@@ -15,7 +15,6 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/ghostrouter/ghostrouter/arp"
 	"github.com/ghostrouter/ghostrouter/dispatch"
@@ -36,6 +35,9 @@ commands:
   status [--socket PATH] [--json]     the running appliance: clusters, servers,
                                       counters, neighbor table
   reload [--socket PATH]              re-read the running appliance's file (as SIGHUP)
+  keygen --private FILE [--public FILE]
+                                      write a key pair that signs a broadcast
+                                      cluster's announcements (announce_key_file)
   tune   -c FILE [--cluster NAME] LOG...
                                       choose seed/buckets/hash from access logs
                                       (ghostrouter tune -h for the details)
@@ -62,6 +64,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdStatus(args[1:], stdout, stderr)
 	case "reload":
 		return cmdReload(args[1:], stdout, stderr)
+	case "keygen":
+		return cmdKeygen(args[1:], stdout, stderr)
 	case "tune":
 		return tune.Main(args[1:], os.Stdin, stdout, stderr, isTerminal(os.Stderr))
 	case "help", "-h", "--help":
@@ -206,7 +210,7 @@ func newAppliance(cfg *config.Config, log *slog.Logger) (*appliance, error) {
 		return nil, err
 	}
 	sender := newAnnounceSender(r)
-	ann := announce.NewAnnouncer(uint64(time.Now().UnixNano()), sender.send, log)
+	ann := announce.NewAnnouncer(announce.NewEpoch(), sender.send, log)
 	m, err := dispatch.NewManager(cfg, dispatch.Deps{
 		Endpoint: r.Endpoint,
 		Resolver: r,
@@ -221,8 +225,8 @@ func newAppliance(cfg *config.Config, log *slog.Logger) (*appliance, error) {
 		return nil, err
 	}
 	for _, cl := range cfg.Clusters {
-		if cl.Mode == config.ModeBroadcast && cl.AnnounceKey == "" {
-			log.Warn("broadcast cluster without announce_key: servers' filters will not follow failures or reloads", "cluster", cl.Name)
+		if cl.Mode == config.ModeBroadcast && cl.AnnounceKey == nil {
+			log.Warn("broadcast cluster without announce_key_file: servers' filters will not follow failures or reloads", "cluster", cl.Name)
 		}
 	}
 	guard := arp.NewGuard(protectedAddresses(cfg), log)
@@ -284,7 +288,7 @@ func (a *appliance) reload(path string) string {
 		a.log.Error("reload rejected; keeping the running configuration", "config", path, "err", err)
 		return "rejected: " + err.Error()
 	}
-	cfg, err := config.Load(path)
+	cfg, err := config.Reload(path, a.cfg)
 	if err != nil {
 		return reject(err)
 	}

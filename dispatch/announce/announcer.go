@@ -33,10 +33,10 @@ type Announcer struct {
 
 var _ dispatch.Announcer = (*Announcer)(nil)
 
-// NewAnnouncer returns an announcer for an appliance that started at epoch
-// (unix nanoseconds: every restart must use a larger epoch than the last,
-// or servers ignore its tables until its Seq passes the old one). A nil
-// log discards.
+// NewAnnouncer returns an announcer for one run of the appliance, named by
+// epoch: NewEpoch's random number, a new one on every start (receivers
+// treat a datagram of an epoch they heard before as a possible replay). A
+// nil log discards.
 func NewAnnouncer(epoch uint64, send Sender, log *slog.Logger) *Announcer {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -72,7 +72,7 @@ func (a *Announcer) Announce(cl *config.Cluster, version uint64, servers []dispa
 	if m.Hash == "" {
 		m.Hash = config.HashJhash
 	}
-	b, err := m.Marshal([]byte(cl.AnnounceKey))
+	b, err := m.Marshal(cl.AnnounceKey)
 	if err == nil {
 		err = a.send(cl, b)
 	}

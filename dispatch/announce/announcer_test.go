@@ -2,6 +2,7 @@ package announce
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"errors"
 	"log/slog"
 	"net/netip"
@@ -18,7 +19,7 @@ func webCluster() *config.Cluster {
 	return &config.Cluster{
 		Name: "web", Address: netip.MustParseAddr("203.0.113.10"), Interface: "lan0", Mode: config.ModeBroadcast,
 		Hash: config.HashJhash, Seed: 0x5eed, Buckets: 4096,
-		AnnounceKey: string(testKey), AnnouncePort: DefaultPort, AnnounceInterval: 500 * time.Millisecond,
+		AnnounceKey: testKey, AnnouncePort: DefaultPort, AnnounceInterval: 500 * time.Millisecond,
 	}
 }
 
@@ -95,14 +96,14 @@ func TestAnnouncerFailures(t *testing.T) {
 	fail = false
 	a.Announce(cl, 1, nil)
 	short := webCluster()
-	short.AnnounceKey = "short"
+	short.AnnounceKey = ed25519.PrivateKey("short")
 	a.Announce(short, 1, nil)
 	if s, f := a.Stats(); s != 1 || f != 4 {
 		t.Errorf("Stats = %d sent, %d failed; want 1, 4", s, f)
 	}
 	out := logs.String()
 	if strings.Count(out, "announcement not sent") != 2 || strings.Count(out, "announcements sent again") != 1 ||
-		!strings.Contains(out, "network is unreachable") || !strings.Contains(out, "key too short") {
+		!strings.Contains(out, "network is unreachable") || !strings.Contains(out, "not an Ed25519 key") {
 		t.Errorf("log:\n%s", out)
 	}
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/ed25519"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -9,6 +10,8 @@ import (
 	"net/netip"
 	"os"
 	"time"
+
+	"github.com/ghostrouter/ghostrouter/dispatch/announce/keyfile"
 )
 
 // Values of [Cluster.Mode], [Cluster.Hash] and [Health.Check].
@@ -53,10 +56,14 @@ const (
 	DefaultTimeout      = 500 * time.Millisecond
 	DefaultRise         = 2
 	DefaultFall         = 3
+	MinHealthInterval   = 10 * time.Millisecond
+	MaxHealthInterval   = time.Hour
+	MinHealthTimeout    = 100 * time.Microsecond
 
 	DefaultAnnouncePort     = 9470
 	DefaultAnnounceInterval = time.Second
-	MinAnnounceKey          = 16 // bytes
+	MinAnnounceInterval     = 100 * time.Millisecond
+	MaxAnnounceInterval     = time.Hour
 
 	// maxSocketPath is the room in sockaddr_un.sun_path, less the NUL.
 	maxSocketPath = 107
@@ -128,9 +135,13 @@ type Cluster struct {
 	Buckets          int
 	Servers          []Server // in file order
 	Health           Health
-	// AnnounceKey authenticates the table announcements the appliance sends
-	// to the servers' agents (broadcast mode); "" sends none.
-	AnnounceKey      string
+	// AnnounceKeyFile is the Ed25519 private key file that signs the table
+	// announcements the appliance sends to the servers' agents (broadcast
+	// mode), as an absolute path; "" sends none. AnnounceKey is its key,
+	// read by Load, and AnnounceKeyStat identifies the file read.
+	AnnounceKeyFile  string
+	AnnounceKey      ed25519.PrivateKey
+	AnnounceKeyStat  keyfile.Stat
 	AnnouncePort     int           // UDP port of the announcements
 	AnnounceInterval time.Duration // how often the current table is repeated
 	Line             int
@@ -257,11 +268,33 @@ func DerivedMAC(name string) net.HardwareAddr {
 // be read is an ordinary error; a file that can be read but is wrong yields
 // [Problems].
 func Load(path string) (*Config, error) {
+	return Reload(path, nil)
+}
+
+// LoadWithoutKeys is Load for a program that must not hold the private
+// keys (a server agent): announce_key_file is recorded as a path but not
+// checked or read, and Cluster.AnnounceKey stays nil.
+func LoadWithoutKeys(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return Parse(path, data)
+	d := newDecoder(path, data)
+	d.noKeys = true
+	return d.result()
+}
+
+// Reload is Load for a running program whose configuration is running: a
+// key file that running read and that has not changed since is not read
+// again (see Cluster.AnnounceKey). running may be nil.
+func Reload(path string, running *Config) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	d := newDecoder(path, data)
+	d.prev = running
+	return d.result()
 }
 
 // Parse decodes data, the contents of the named file, fills in defaults and
@@ -271,7 +304,10 @@ func Load(path string) (*Config, error) {
 // and [Problems], sorted by line, holding every problem found: a TOML syntax
 // error stops decoding (one problem), anything else is collected in one pass.
 func Parse(file string, data []byte) (*Config, error) {
-	d := newDecoder(file, data)
+	return newDecoder(file, data).result()
+}
+
+func (d *decoder) result() (*Config, error) {
 	cfg := d.decode()
 	if len(d.problems) > 0 {
 		d.problems.sort()

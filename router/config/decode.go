@@ -17,6 +17,8 @@ import (
 type decoder struct {
 	file     string
 	data     []byte
+	prev     *Config        // the running configuration, on a reload (see announceKey)
+	noKeys   bool           // key files are named, not read (LoadWithoutKeys)
 	lines    map[string]int // locator path → line
 	problems Problems
 
@@ -305,7 +307,7 @@ func (d *decoder) cluster(t *table) Cluster {
 		t.missing("name", "")
 	}
 	t.known("name", "address", "interface", "mode", "broadcast_address", "hash", "seed", "buckets", "server", "health",
-		"announce_key", "announce_port", "announce_interval")
+		"announce_key", "announce_key_file", "announce_port", "announce_interval")
 	if a, ok := t.unicast("address"); ok {
 		c.Address = a
 	} else if !t.has("address") {
@@ -341,19 +343,20 @@ func (d *decoder) cluster(t *table) Cluster {
 		}
 	}
 	c.Buckets = t.intRange("buckets", DefaultBuckets, 1, MaxBuckets)
-	if k, ok := t.str("announce_key"); ok {
-		c.AnnounceKey = k
-		if len(k) < MinAnnounceKey {
-			t.errorf("announce_key", "is %d bytes; a shared key needs at least %d", len(k), MinAnnounceKey)
-		}
+	if t.has("announce_key") {
+		t.errorf("announce_key", "a shared secret is no longer used: announcements are signed with an Ed25519 key; "+
+			"write a pair with `ghostrouter keygen`, name the private key with announce_key_file, give servers the public one")
+	}
+	if c.Mode == ModeBroadcast {
+		d.announceKey(t, &c)
 	}
 	c.AnnouncePort = t.intRange("announce_port", DefaultAnnouncePort, 1, 65535)
-	c.AnnounceInterval, _ = t.duration("announce_interval", DefaultAnnounceInterval)
+	c.AnnounceInterval, _ = t.durationRange("announce_interval", DefaultAnnounceInterval, MinAnnounceInterval, MaxAnnounceInterval)
 	if c.AnnounceInterval <= 0 {
 		c.AnnounceInterval = DefaultAnnounceInterval
 	}
 	if c.Mode == ModeRouting {
-		for _, k := range []string{"announce_key", "announce_port", "announce_interval"} {
+		for _, k := range []string{"announce_key_file", "announce_port", "announce_interval"} {
 			if t.has(k) {
 				t.errorf(k, "only for mode = \"broadcast\": in routing mode the appliance alone chooses the server")
 			}
@@ -445,8 +448,8 @@ func (d *decoder) health(c *table) Health {
 			}
 		}
 	}
-	interval, iok := t.duration("interval", DefaultInterval)
-	timeout, tok := t.duration("timeout", DefaultTimeout)
+	interval, iok := t.durationRange("interval", DefaultInterval, MinHealthInterval, MaxHealthInterval)
+	timeout, tok := t.durationRange("timeout", DefaultTimeout, MinHealthTimeout, MaxHealthInterval)
 	h.Interval, h.Timeout = interval, timeout
 	if iok && tok && timeout > interval {
 		t.errorf("timeout", "%v is longer than the interval %v", timeout, interval)
