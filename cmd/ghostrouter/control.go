@@ -57,6 +57,8 @@ func (a *appliance) status(path string) Status {
 			"arp_claim_requests": a.guard.Stats().Requests.Load(),
 			"arp_claim_replies":  a.guard.Stats().Replies.Load(),
 			"arp_claim_gratuit":  a.guard.Stats().Gratuitous.Load(),
+			// UDP from outside the LAN to a broadcast cluster's announce port
+			"announce_port_dropped": a.ports.Dropped(),
 		},
 	}
 	fp := a.r.FastPathStats()

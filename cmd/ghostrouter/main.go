@@ -200,6 +200,7 @@ type appliance struct {
 	r      *router.Router
 	m      *dispatch.Manager
 	guard  *arp.Guard
+	ports  *router.PortGuard // no outside traffic to the servers' announce ports
 	ann    *announce.Announcer
 	sender *announceSender
 }
@@ -230,11 +231,13 @@ func newAppliance(cfg *config.Config, log *slog.Logger) (*appliance, error) {
 		}
 	}
 	guard := arp.NewGuard(protectedAddresses(cfg), log)
-	r.SetStages(guard, m.Forwarder())
+	ports := router.NewPortGuard()
+	ports.Set(announcePortRules(r, cfg))
+	r.SetStages(guard, ports, m.Forwarder())
 	m.Start()
 	r.AnnounceAddresses()
 	probe(r, cfg)
-	return &appliance{log: log, cfg: cfg, r: r, m: m, guard: guard, ann: ann, sender: sender}, nil
+	return &appliance{log: log, cfg: cfg, r: r, m: m, guard: guard, ports: ports, ann: ann, sender: sender}, nil
 }
 
 // protectedAddresses are the addresses no LAN host may claim by ARP, with
@@ -304,6 +307,7 @@ func (a *appliance) reload(path string) string {
 		a.log.Error("reload: router reconfiguration incomplete", "err", err)
 	}
 	a.guard.Protect(protectedAddresses(cfg))
+	a.ports.Set(announcePortRules(a.r, cfg))
 	probe(a.r, cfg)
 	a.cfg = cfg
 	a.log.Info("reloaded", "config", path, "clusters", len(cfg.Clusters), "routes", len(cfg.Routes))
