@@ -10,7 +10,7 @@ import (
 	"github.com/ghostrouter/ghostrouter/dispatch"
 )
 
-func mustReceiver(t *testing.T, id int) *Receiver {
+func mustReceiver(t testing.TB, id int) *Receiver {
 	t.Helper()
 	r, err := NewReceiver("web", testPub, id)
 	if err != nil {

@@ -18,6 +18,15 @@
 //   - names (interfaces, clusters), ghost addresses, server ids and server
 //     addresses do not collide.
 //
+// A broadcast cluster's announce_key_file names the Ed25519 private key
+// that signs its table announcements (a relative path is relative to the
+// file's directory). Load checks it is a regular file its group and others
+// cannot access and reads it; [Reload] keeps the running configuration's
+// key when the file is unchanged (an appliance that dropped its privileges
+// may not read it again); [LoadWithoutKeys] (the server agent) only records
+// the path. Durations have floors and ceilings: announce_interval 100ms to
+// 1h, health interval 10ms to 1h, health timeout at least 100µs.
+//
 // Validation is one pass that collects every problem rather than stopping at
 // the first: an operator fixing a file sees all of it at once, each problem as
 // "FILE:LINE: KEY: MESSAGE", which is what `ghostrouter check` prints.
