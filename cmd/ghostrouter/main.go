@@ -166,7 +166,12 @@ func cmdRun(args []string, stderr io.Writer) int {
 			return 1
 		}
 	}
-	log.Info("ghostrouter running", "config", *path, "interfaces", len(cfg.Interfaces), "clusters", len(cfg.Clusters), "control_socket", cfg.Router.ControlSocket)
+	if err := dropPrivileges(cfg.Router.UID, cfg.Router.GID); err != nil {
+		log.Error("start failed", "err", err)
+		app.close()
+		return 1
+	}
+	log.Info("ghostrouter running", "config", *path, "uid", os.Geteuid(), "gid", os.Getegid(), "interfaces", len(cfg.Interfaces), "clusters", len(cfg.Clusters), "control_socket", cfg.Router.ControlSocket)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)

@@ -33,6 +33,7 @@ const (
 const (
 	DefaultLogLevel       = "info"
 	DefaultControlSocket  = "/run/ghostrouter.sock"
+	DefaultUser           = "nobody"
 	DefaultMetricsAddress = "127.0.0.1:9469"
 
 	DefaultMTU    = 1500
@@ -85,6 +86,11 @@ type Router struct {
 	ControlSocket  string // unix socket the CLI talks to
 	MetricsAddress string // host:port for Prometheus text; "" (written explicitly) turns metrics off
 	SendRedirects  bool   // RFC 1812 redirects for ordinary traffic; never for cluster traffic
+	// User is who the appliance runs as once its devices are open (a name
+	// or a numeric uid; "root" keeps root); UID and GID are its ids, from
+	// the password database when the file was loaded.
+	User     string
+	UID, GID int
 }
 
 // Interface is one [[interface]]: a TAP device and the netstack NIC over it.

@@ -72,6 +72,7 @@ func TestParseFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	nobody := nobodyIDs(t)
 	cfg := mustParse(t, strings.Replace(`
 [router]
 log_level = "debug"
@@ -144,6 +145,9 @@ announce_port = 9999
 			ControlSocket:  "/tmp/gr.sock",
 			MetricsAddress: "[::1]:9000",
 			SendRedirects:  true,
+			User:           "nobody",
+			UID:            nobody.UID,
+			GID:            nobody.GID,
 		},
 		Interfaces: []Interface{
 			{
@@ -219,7 +223,9 @@ announce_port = 9999
 
 func TestDefaults(t *testing.T) {
 	cfg := mustParse(t, twoArms+webCluster)
-	if got := cfg.Router; got != (Router{LogLevel: "info", ControlSocket: "/run/ghostrouter.sock", MetricsAddress: "127.0.0.1:9469"}) {
+	nobody := nobodyIDs(t)
+	if got := cfg.Router; got != (Router{LogLevel: "info", ControlSocket: "/run/ghostrouter.sock", MetricsAddress: "127.0.0.1:9469",
+		User: "nobody", UID: nobody.UID, GID: nobody.GID}) {
 		t.Errorf("Router = %+v, want the defaults", got)
 	}
 	for _, ifc := range cfg.Interfaces {

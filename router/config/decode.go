@@ -132,9 +132,13 @@ func (d *decoder) router(root *table) Router {
 	}
 	t, ok := root.sub("router", "", "router.")
 	if !ok {
+		t = &table{d: d, m: map[string]any{}, prefix: "router."}
+	}
+	d.runUser(t, &r)
+	if !ok {
 		return r
 	}
-	t.known("log_level", "control_socket", "metrics_address", "send_redirects")
+	t.known("log_level", "control_socket", "metrics_address", "send_redirects", "user")
 	r.LogLevel = t.oneOf("log_level", DefaultLogLevel, "debug", "info", "warn", "error")
 	if s, ok := t.str("control_socket"); ok {
 		r.ControlSocket = s
