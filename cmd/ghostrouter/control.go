@@ -3,12 +3,10 @@ package main
 import (
 	"bufio"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -86,51 +84,32 @@ func (a *appliance) status(path string) Status {
 	return st
 }
 
-// serveControl listens on path until l is closed. A stale socket file left by
-// a dead appliance is replaced; a live one is an error.
-func listenControl(path string) (net.Listener, error) {
-	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
-		c.Close()
-		return nil, fmt.Errorf("control socket %s: another appliance is listening", path)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("control socket %s: %w", path, err)
-	}
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("control socket: %w", err)
-	}
-	os.Chmod(path, 0o600)
-	return l, nil
-}
+// listenControl listens on the control socket at path (listenUnixSafely):
+// a stale socket file left by a dead appliance is replaced; a live one, or
+// any other kind of file, is an error.
+func listenControl(path string) (net.Listener, error) { return listenUnixSafely(path) }
 
 // serveControl answers requests on l; reload requests are handed to reload,
 // which returns the message to send back.
 func (a *appliance) serveControl(l net.Listener, path string, reload func() string) {
-	for {
-		c, err := l.Accept()
+	acceptLoop(l, maxControlConns, a.log, "control socket", func(c net.Conn) {
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		line, err := bufio.NewReader(io.LimitReader(c, 256)).ReadString('\n')
 		if err != nil {
 			return
 		}
-		go func() {
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(5 * time.Second))
-			line, err := bufio.NewReader(io.LimitReader(c, 256)).ReadString('\n')
-			if err != nil {
-				return
-			}
-			var resp Status
-			switch strings.TrimSpace(line) {
-			case "status":
-				resp = a.status(path)
-			case "reload":
-				resp = Status{Message: reload()}
-			default:
-				resp = Status{Message: fmt.Sprintf("unknown request %q", strings.TrimSpace(line))}
-			}
-			json.NewEncoder(c).Encode(resp)
-		}()
-	}
+		var resp Status
+		switch strings.TrimSpace(line) {
+		case "status":
+			resp = a.status(path)
+		case "reload":
+			resp = Status{Message: reload()}
+		default:
+			resp = Status{Message: fmt.Sprintf("unknown request %q", strings.TrimSpace(line))}
+		}
+		json.NewEncoder(c).Encode(resp)
+	})
 }
 
 // request sends one command to the appliance at sock.

@@ -147,8 +147,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 		app.close()
 		return 1
 	}
-	defer os.Remove(cfg.Router.ControlSocket)
-	defer ctl.Close()
+	created, _ := os.Lstat(cfg.Router.ControlSocket)
+	defer closeUnixSafely(ctl, cfg.Router.ControlSocket, created)
 	reloads := make(chan chan string)
 	go app.serveControl(ctl, *path, func() string {
 		reply := make(chan string, 1)

@@ -25,7 +25,7 @@ func (a *appliance) serveMetrics(ctx context.Context, addr, path string) error {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 		writeMetrics(w, a.status(path))
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := newHTTPServer(mux)
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -33,7 +33,7 @@ func (a *appliance) serveMetrics(ctx context.Context, addr, path string) error {
 		srv.Shutdown(sctx)
 	}()
 	go func() {
-		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(limitListener(l, maxMetricsConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.log.Error("metrics server stopped", "err", err)
 		}
 	}()
