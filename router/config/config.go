@@ -34,6 +34,9 @@ const (
 	DefaultLogLevel       = "info"
 	DefaultControlSocket  = "/run/ghostrouter.sock"
 	DefaultUser           = "nobody"
+	DefaultICMPRate       = 1000                               // per second, per link and type: Linux's icmp_msgs_per_sec
+	DefaultICMPBurst      = 50                                 // Linux's icmp_msgs_burst
+	DefaultICMPRateMask   = 1<<3 | 1<<4 | 1<<5 | 1<<11 | 1<<12 // Linux's 0x1818, plus redirects
 	DefaultMetricsAddress = "127.0.0.1:9469"
 
 	DefaultMTU    = 1500
@@ -91,6 +94,12 @@ type Router struct {
 	// the password database when the file was loaded.
 	User     string
 	UID, GID int
+	// ICMPRate and ICMPBurst bound the ICMP errors the datapath sends, per
+	// link and per ICMP type (token buckets); ICMPRateMask selects the
+	// ICMPv4 types limited (bit n: type n), as Linux's icmp_ratemask.
+	ICMPRate     int
+	ICMPBurst    int
+	ICMPRateMask uint32
 }
 
 // Interface is one [[interface]]: a TAP device and the netstack NIC over it.

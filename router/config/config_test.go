@@ -148,6 +148,9 @@ announce_port = 9999
 			User:           "nobody",
 			UID:            nobody.UID,
 			GID:            nobody.GID,
+			ICMPRate:       DefaultICMPRate,
+			ICMPBurst:      DefaultICMPBurst,
+			ICMPRateMask:   0x1838,
 		},
 		Interfaces: []Interface{
 			{
@@ -225,7 +228,7 @@ func TestDefaults(t *testing.T) {
 	cfg := mustParse(t, twoArms+webCluster)
 	nobody := nobodyIDs(t)
 	if got := cfg.Router; got != (Router{LogLevel: "info", ControlSocket: "/run/ghostrouter.sock", MetricsAddress: "127.0.0.1:9469",
-		User: "nobody", UID: nobody.UID, GID: nobody.GID}) {
+		User: "nobody", UID: nobody.UID, GID: nobody.GID, ICMPRate: 1000, ICMPBurst: 50, ICMPRateMask: 0x1838}) {
 		t.Errorf("Router = %+v, want the defaults", got)
 	}
 	for _, ifc := range cfg.Interfaces {

@@ -129,6 +129,9 @@ func (d *decoder) router(root *table) Router {
 		LogLevel:       DefaultLogLevel,
 		ControlSocket:  DefaultControlSocket,
 		MetricsAddress: DefaultMetricsAddress,
+		ICMPRate:       DefaultICMPRate,
+		ICMPBurst:      DefaultICMPBurst,
+		ICMPRateMask:   DefaultICMPRateMask,
 	}
 	t, ok := root.sub("router", "", "router.")
 	if !ok {
@@ -138,7 +141,16 @@ func (d *decoder) router(root *table) Router {
 	if !ok {
 		return r
 	}
-	t.known("log_level", "control_socket", "metrics_address", "send_redirects", "user")
+	t.known("log_level", "control_socket", "metrics_address", "send_redirects", "user", "icmp_rate", "icmp_burst", "icmp_ratemask")
+	r.ICMPRate = t.intRange("icmp_rate", DefaultICMPRate, 1, 1_000_000)
+	r.ICMPBurst = t.intRange("icmp_burst", DefaultICMPBurst, 1, 1_000_000)
+	if n, ok := t.integer("icmp_ratemask"); ok {
+		if n < 0 || n > math.MaxUint32 {
+			t.errorf("icmp_ratemask", "must be a 32-bit mask of ICMP types such as 0x1838, not %d", n)
+		} else {
+			r.ICMPRateMask = uint32(n)
+		}
+	}
 	r.LogLevel = t.oneOf("log_level", DefaultLogLevel, "debug", "info", "warn", "error")
 	if s, ok := t.str("control_socket"); ok {
 		r.ControlSocket = s

@@ -49,3 +49,22 @@ func TestRunUser(t *testing.T) {
 		}
 	}
 }
+
+func TestICMPBudgetKeys(t *testing.T) {
+	cfg, err := Parse("t.toml", []byte("[router]\nicmp_rate = 200\nicmp_burst = 10\nicmp_ratemask = 0x1818\n"+twoArms))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := cfg.Router; r.ICMPRate != 200 || r.ICMPBurst != 10 || r.ICMPRateMask != 0x1818 {
+		t.Errorf("got %d/s burst %d mask %#x", r.ICMPRate, r.ICMPBurst, r.ICMPRateMask)
+	}
+	for _, tc := range []struct{ text, want string }{
+		{"[router]\nicmp_rate = 0\n", "t.toml:2: router.icmp_rate"},
+		{"[router]\nicmp_burst = -1\n", "t.toml:2: router.icmp_burst"},
+		{"[router]\nicmp_ratemask = 0x100000000\n", "t.toml:2: router.icmp_ratemask"},
+	} {
+		if _, err := Parse("t.toml", []byte(tc.text+twoArms)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q", tc.text, err, tc.want)
+		}
+	}
+}
