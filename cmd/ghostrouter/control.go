@@ -64,6 +64,7 @@ func (a *appliance) status(path string) Status {
 	st.Counters["fastpath_bytes"] = fp.Bytes.Load()
 	st.Counters["fastpath_missed"] = fp.Missed.Load()
 	st.Counters["fastpath_write_errors"] = fp.WriteErrors.Load()
+	st.Counters["fastpath_refused"] = fp.Refused.Load()
 	sent, failed := a.ann.Stats()
 	st.Counters["announcements_sent"], st.Counters["announcements_failed"] = sent, failed
 	for _, l := range a.r.Links() {
