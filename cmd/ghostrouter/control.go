@@ -78,7 +78,7 @@ func (a *appliance) status(path string) Status {
 				"tx_frames": s.TxFrames.Load(), "tx_bytes": s.TxBytes.Load(),
 				"tx_errors": s.TxErrors.Load(), "tx_too_big": s.TxTooBig.Load(),
 				"rx_super_frames": s.RxSuperFrames.Load(), "tx_super_frames": s.TxSuperFrames.Load(),
-				"segmented": s.Segmented.Load(), "bad_offload": s.BadOffload.Load(),
+				"segmented": s.Segmented.Load(), "bad_offload": s.BadOffload.Load(), "gso_too_small": s.GSOTooSmall.Load(),
 			},
 		})
 	}
