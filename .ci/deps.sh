@@ -8,6 +8,7 @@ command -v tcpdump >/dev/null || need+=(tcpdump)
 command -v nft     >/dev/null || need+=(nftables)
 command -v iperf3  >/dev/null || need+=(iperf3)
 command -v ping    >/dev/null || need+=(iputils-ping)
+command -v openssl >/dev/null || need+=(openssl)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
   echo "missing tools; install these packages: ${need[*]}" >&2
