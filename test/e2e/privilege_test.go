@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -117,5 +118,50 @@ func TestRunsUnprivileged(t *testing.T) {
 	}
 	if out, _ := tp.rtr.Run("ip", "-br", "link"); strings.Contains(out, "up0") || strings.Contains(out, "lan0") {
 		t.Errorf("TAP devices left after SIGTERM:\n%s", out)
+	}
+}
+
+// TestUnprivilegedReloadNeedingMore: the unprivileged appliance takes a
+// reload that keeps its (unchanged, root-only) key file, and rejects,
+// with a message and keeping the running configuration, one that needs
+// what it no longer has: a replaced key file it cannot read, and a new
+// interface (a new TAP device).
+func TestUnprivilegedReloadNeedingMore(t *testing.T) {
+	tp := newTopo(t, topoOptions{servers: 2})
+	cfg := tp.baseConfig() + tp.clusterConfig("broadcast", "jhash", broadcastExtra(""))
+	tp.start(cfg)
+	reload := func() string {
+		out, _ := tp.rtr.Run(tp.bin, "reload", "--socket", tp.sock)
+		return out
+	}
+	// The same file again: the key, unchanged, is not read again.
+	if out := reload(); !strings.Contains(out, "reloaded") {
+		t.Fatalf("reload of the unchanged file: %s", out)
+	}
+	// A new key pair at the same path (root's, mode 0600).
+	priv := filepath.Join(tp.h.ArtifactDir(), announceKeyFile)
+	os.Remove(priv)
+	os.Remove(filepath.Join(tp.h.ArtifactDir(), announcePubFile))
+	tp.rtr.MustRun(tp.bin, "keygen", "--private", priv)
+	out := reload()
+	if !strings.Contains(out, "rejected") || !strings.Contains(out, "announce_key_file") || !strings.Contains(out, "takes a restart") {
+		t.Errorf("reload with a replaced key file the appliance cannot read: %s", out)
+	}
+	t.Logf("reload with a replaced key file: %s", strings.TrimSpace(out))
+	// A new interface.
+	tp.writeConfig(cfg + "\n[[interface]]\nname = \"extra0\"\naddresses = [\"192.0.2.1/24\"]\n")
+	if out := reload(); !strings.Contains(out, "rejected") {
+		t.Errorf("reload adding an interface: %s", out)
+	}
+	if out, err := tp.rtr.Run("ip", "link", "show", "extra0"); err == nil {
+		t.Errorf("a rejected reload created a TAP device:\n%s", out)
+	}
+	// The running configuration stays: it still announces.
+	before := counter(t, tp.status(), "announcements_sent")
+	harness.WaitFor(t, 5*time.Second, "announcements to go on after the rejected reloads", func() bool {
+		return counter(t, tp.status(), "announcements_sent") > before+1
+	})
+	if n := counter(t, tp.status(), "announcements_failed"); n != 0 {
+		t.Errorf("announcements_failed = %d", n)
 	}
 }
