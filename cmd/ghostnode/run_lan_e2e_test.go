@@ -2,11 +2,11 @@ package main
 
 import (
 	"context"
-	"strconv"
-	"strings"
 	"net"
 	"net/netip"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
