@@ -86,11 +86,18 @@ func configFlag(fs *flag.FlagSet) *string {
 
 // loadConfig loads path, printing every problem to stderr as FILE:LINE lines.
 func loadConfig(path string, stderr io.Writer) (*config.Config, bool) {
+	return loadConfigWith(config.Load, path, stderr)
+}
+
+// loadConfigWith is loadConfig with another loader: lookup uses
+// config.LoadWithoutKeys, since it needs no private key (and an operator
+// running it may not be allowed to read one).
+func loadConfigWith(load func(string) (*config.Config, error), path string, stderr io.Writer) (*config.Config, bool) {
 	if path == "" {
 		fmt.Fprintln(stderr, "ghostrouter: -c FILE is required")
 		return nil, false
 	}
-	cfg, err := config.Load(path)
+	cfg, err := load(path)
 	if err != nil {
 		var ps config.Problems
 		if errors.As(err, &ps) {
