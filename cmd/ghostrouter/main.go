@@ -178,6 +178,11 @@ func cmdRun(args []string, stderr io.Writer) int {
 		app.close()
 		return 1
 	}
+	if caps, err := effectiveCaps(); err == nil && caps != 0 {
+		// Started without root but with capabilities (or user = "root"):
+		// Go cannot drop them from every thread; starting as root can.
+		log.Warn("running with capabilities; start as root with [router] user set to have them dropped", "cap_eff", fmt.Sprintf("%#x", caps), "uid", os.Geteuid())
+	}
 	log.Info("ghostrouter running", "config", *path, "uid", os.Geteuid(), "gid", os.Getegid(), "interfaces", len(cfg.Interfaces), "clusters", len(cfg.Clusters), "control_socket", cfg.Router.ControlSocket)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
