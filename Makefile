@@ -11,7 +11,7 @@ COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 VPKG    := github.com/ghostrouter/ghostrouter/cmd/internal/version
 LDFLAGS := -X $(VPKG).version=$(VERSION) -X $(VPKG).commit=$(COMMIT)
 
-.PHONY: help deps build test unit demo bench vet clean
+.PHONY: help deps build test unit demo bench vet fuzz clean
 
 help: ## list the targets
 	@awk -F':.*## ' '/^[a-z][a-z-]*:.*## /{printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,6 +41,15 @@ demo: deps build ## the showcase: namespaces, servers, the appliance, traffic, a
 bench: deps build ## kernel vs ghostrouter side by side (root, a few minutes), then the datapath micro-benchmarks
 	GHOSTROUTER_BENCH=1 $(GO) test -count=1 -run '^TestBench$$' -v -timeout 30m ./test/bench/
 	$(GO) test -run '^$$' -bench . -benchmem ./dispatch/ ./router/...
+
+FUZZTIME ?= 10s
+fuzz: ## run every fuzzer (func FuzzX in *_test.go) for FUZZTIME each (default 10s)
+	@set -e; for d in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+	  for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$d/*_test.go | cut -d' ' -f2); do \
+	    echo "== $$d $$f ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$d; \
+	  done; \
+	done
 
 clean: ## remove build output
 	rm -rf $(BIN)

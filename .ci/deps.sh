@@ -12,6 +12,7 @@ command -v keepalived >/dev/null || need+=(keepalived)
 command -v bird    >/dev/null || need+=(bird2)
 command -v promtool        >/dev/null || need+=(prometheus)   # promtool check metrics
 command -v systemd-analyze >/dev/null || need+=(systemd)      # systemd-analyze verify
+command -v openssl >/dev/null || need+=(openssl)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
   echo "missing tools; install these packages: ${need[*]}" >&2

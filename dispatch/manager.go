@@ -347,7 +347,7 @@ func (mc *managed) publish() {
 }
 
 func (m *Manager) announce(mc *managed) {
-	if m.d.Announce == nil || mc.cfg.Mode != config.ModeBroadcast || mc.cfg.AnnounceKey == "" {
+	if m.d.Announce == nil || mc.cfg.Mode != config.ModeBroadcast || mc.cfg.AnnounceKey == nil {
 		return
 	}
 	m.d.Announce.Announce(&mc.cfg, mc.version, mc.servers)
@@ -405,7 +405,7 @@ func (m *Manager) loop() {
 			}
 		}
 		for _, mc := range m.clusters {
-			if mc.cfg.Mode != config.ModeBroadcast || mc.cfg.AnnounceKey == "" {
+			if mc.cfg.Mode != config.ModeBroadcast || mc.cfg.AnnounceKey == nil {
 				continue
 			}
 			if now.Sub(lastAnnounce[mc.cfg.Name]) >= mc.cfg.AnnounceInterval {

@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"crypto/ed25519"
 	"net/netip"
 	"os"
 	"sync"
@@ -35,7 +36,7 @@ func (r *recordedAnnounce) Announce(_ *config.Cluster, version uint64, servers [
 func testConfig(mode string, n int) *config.Config {
 	cl := config.Cluster{
 		Name: "web", Address: netip.MustParseAddr("203.0.113.10"), Interface: "lan0", Mode: mode,
-		Hash: config.HashJhash, Seed: 0x5eed, Buckets: 4096, AnnounceKey: "0123456789abcdef",
+		Hash: config.HashJhash, Seed: 0x5eed, Buckets: 4096, AnnounceKey: ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)),
 		AnnounceInterval: time.Hour, Health: config.Health{Check: config.CheckNone},
 	}
 	if mode == config.ModeBroadcast {

@@ -58,6 +58,10 @@ type FastPathStats struct {
 	Bytes       atomic.Uint64 // IP bytes forwarded
 	Missed      atomic.Uint64 // transit packets whose destination had no cached next hop: left to netstack
 	WriteErrors atomic.Uint64 // the egress link refused the frame: dropped
+	// Refused counts destinations not admitted to the cache because the
+	// source that missed them already holds its share (fastMaxPerSource):
+	// they stay on the slow path.
+	Refused atomic.Uint64
 }
 
 // Bounds of the next-hop cache.
@@ -69,6 +73,10 @@ const (
 	fastMinInterval = 20 * time.Millisecond  // between two refreshes, however many misses
 	fastPendingTTL  = 3 * time.Second        // an unresolvable destination is given up after this
 	fastIdle        = 30 * time.Second       // a destination unused for this long leaves the cache
+	// fastMaxPerSource is the most destinations one source address may
+	// bring into the cache (cached or being resolved): one client alone
+	// cannot keep the cache full and every other client on the slow path.
+	fastMaxPerSource = fastMaxHops / 8
 )
 
 // fastPath is the forwarding fast path of one router. Its packet side
@@ -79,7 +87,7 @@ type fastPath struct {
 	table atomic.Pointer[fastTable]
 	stats FastPathStats
 
-	misses  [fastMissSlots]atomic.Uint32 // destinations that missed (big endian); 0 is empty
+	misses  [fastMissSlots]atomic.Uint64 // destination<<32 | source of a miss (big endian); 0 is empty
 	missPos atomic.Uint32
 	kick    chan struct{} // capacity 1: wakes the refresher
 
@@ -87,9 +95,18 @@ type fastPath struct {
 	done chan struct{}
 
 	// The refresher's own state.
-	pending   map[[4]byte]time.Time // noted, not cached yet: since when
-	noRoute   map[[4]byte]time.Time // noted, with no route: since when
+	pending   map[[4]byte]pendingMiss // noted, not cached yet
+	noRoute   map[[4]byte]time.Time   // noted, with no route: since when
+	owner     map[[4]byte][4]byte     // cached destination → the source whose miss brought it in
+	perSource int                     // fastMaxPerSource (tests lower it)
 	lastSweep time.Time
+}
+
+// pendingMiss is a destination noted by a miss: since when, and from which
+// source.
+type pendingMiss struct {
+	since time.Time
+	src   [4]byte
 }
 
 // fastTable is one snapshot of the next-hop cache.
@@ -116,12 +133,14 @@ type fastHop struct {
 // offload (tap.Group).
 func newFastPath(r *Router) *fastPath {
 	f := &fastPath{
-		r:       r,
-		kick:    make(chan struct{}, 1),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
-		pending: map[[4]byte]time.Time{},
-		noRoute: map[[4]byte]time.Time{},
+		r:         r,
+		kick:      make(chan struct{}, 1),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
+		pending:   map[[4]byte]pendingMiss{},
+		noRoute:   map[[4]byte]time.Time{},
+		owner:     map[[4]byte][4]byte{},
+		perSource: fastMaxPerSource,
 	}
 	eps := make([]*tap.Endpoint, 0, len(r.links))
 	for _, l := range r.links {
@@ -178,7 +197,7 @@ func (f *fastPath) forward(in *Link, frame []byte) bool {
 	t := f.table.Load()
 	h := t.hops[dst]
 	if h == nil {
-		f.noteMiss(t, dst)
+		f.noteMiss(t, dst, [4]byte(ip[12:16]))
 		return false
 	}
 	if t.fib != f.r.fib.Load() {
@@ -216,9 +235,10 @@ func (f *fastPath) forward(in *Link, frame []byte) bool {
 	return true
 }
 
-// noteMiss records a destination the refresher should cache, unless the
-// packet is not one the fast path could ever take.
-func (f *fastPath) noteMiss(t *fastTable, dst [4]byte) {
+// noteMiss records a destination the refresher should cache, and the
+// source that missed it, unless the packet is not one the fast path could
+// ever take.
+func (f *fastPath) noteMiss(t *fastTable, dst, src [4]byte) {
 	if !ordinaryDestination(dst) {
 		return
 	}
@@ -230,7 +250,7 @@ func (f *fastPath) noteMiss(t *fastTable, dst [4]byte) {
 		return
 	}
 	i := f.missPos.Add(1) % fastMissSlots
-	f.misses[i].Store(binary.BigEndian.Uint32(dst[:]))
+	f.misses[i].Store(uint64(binary.BigEndian.Uint32(dst[:]))<<32 | uint64(binary.BigEndian.Uint32(src[:])))
 	f.wake()
 }
 
@@ -289,15 +309,33 @@ func (f *fastPath) run() {
 // is looked up again in the routes and the neighbor table, idle entries are
 // swept out. It reports whether some noted destination is still unresolved.
 func (f *fastPath) refresh(now time.Time) bool {
+	// Each source's share: what its misses brought in, cached or pending.
+	share := map[[4]byte]int{}
+	for _, src := range f.owner {
+		share[src]++
+	}
+	for _, p := range f.pending {
+		share[p.src]++
+	}
 	for i := range f.misses {
 		if v := f.misses[i].Swap(0); v != 0 {
-			var dst [4]byte
-			binary.BigEndian.PutUint32(dst[:], v)
+			var dst, src [4]byte
+			binary.BigEndian.PutUint32(dst[:], uint32(v>>32))
+			binary.BigEndian.PutUint32(src[:], uint32(v))
 			_, p := f.pending[dst]
 			_, n := f.noRoute[dst]
-			if !p && !n && len(f.pending) < fastMaxHops {
-				f.pending[dst] = now
+			if p || n || len(f.pending) >= fastMaxHops {
+				continue
 			}
+			if _, cached := f.owner[dst]; cached {
+				continue
+			}
+			if share[src] >= f.perSource {
+				f.stats.Refused.Add(1)
+				continue
+			}
+			share[src]++
+			f.pending[dst] = pendingMiss{since: now, src: src}
 		}
 	}
 	old := f.table.Load()
@@ -345,8 +383,8 @@ func (f *fastPath) refresh(now time.Time) bool {
 			wants[dst] = w
 		}
 	}
-	for dst, since := range f.pending {
-		if _, ok := wants[dst]; ok || now.Sub(since) > fastPendingTTL {
+	for dst, pm := range f.pending {
+		if _, ok := wants[dst]; ok || now.Sub(pm.since) > fastPendingTTL {
 			delete(f.pending, dst)
 			continue
 		}
@@ -411,7 +449,15 @@ func (f *fastPath) refresh(now time.Time) bool {
 			hops[dst] = &fastHop{out: w.l, eth: eth, nh: w.nh}
 			changed = true
 		}
-		delete(f.pending, dst)
+		if pm, ok := f.pending[dst]; ok {
+			f.owner[dst] = pm.src
+			delete(f.pending, dst)
+		}
+	}
+	for dst := range f.owner {
+		if hops[dst] == nil {
+			delete(f.owner, dst) // swept, unroutable or unresolved: its share is free again
+		}
 	}
 	if len(hops) != len(old.hops) {
 		changed = true

@@ -62,7 +62,7 @@ func (r *Router) refragment(l *Link, frame []byte) bool {
 			}
 		}
 	} else if r.fast != nil {
-		r.fast.noteMiss(r.fast.table.Load(), dst)
+		r.fast.noteMiss(r.fast.table.Load(), dst, [4]byte(ip[12:16]))
 	}
 	if !hdr.Fragment(ip[:tot], hl, mtu, buf[ethLen:], emit) {
 		r.stats.MalformedDropped.Add(1)

@@ -22,6 +22,7 @@
 package router
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -62,6 +63,7 @@ type Link struct {
 	hasV4 bool
 	v6    [16]byte // first IPv6 address: the source of ICMPv6 errors
 	hasV6 bool
+	icmp  *icmp.Budget // the ICMP errors sent from this link, per type
 }
 
 // Stats counts the router's own per-packet outcomes (netstack keeps its own).
@@ -87,8 +89,9 @@ type Options struct {
 	// Endpoints, when set, are used instead of opening TAP devices: one per
 	// configured interface, by name (in-memory tests).
 	Endpoints map[string]*tap.Endpoint
-	// ICMPRate and ICMPBurst limit the ICMP errors the datapath generates
-	// itself (defaults 1000/s and 50). netstack's own are limited separately.
+	// ICMPRate and ICMPBurst, when set, replace the configuration's
+	// icmp_rate and icmp_burst: the ICMP errors the datapath generates
+	// itself, per link and per type. netstack's own are limited separately.
 	ICMPRate  float64
 	ICMPBurst int
 }
@@ -100,7 +103,6 @@ type Router struct {
 	links  []*Link
 	stages atomic.Pointer[[]tap.Hook]
 	local  map[[4]byte]struct{} // the router's IPv4 addresses and directed broadcasts
-	lim    *icmp.Limiter
 	stats  Stats
 	// fib mirrors netstack's IPv4 routing table, longest prefix first, for
 	// the redirect decision (only consulted when redirects are on).
@@ -120,15 +122,15 @@ func New(cfg *config.Config, opts Options) (_ *Router, err error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.ICMPRate == 0 {
-		opts.ICMPRate = 1000
+		opts.ICMPRate = float64(cmp.Or(cfg.Router.ICMPRate, config.DefaultICMPRate))
 	}
 	if opts.ICMPBurst == 0 {
-		opts.ICMPBurst = 50
+		opts.ICMPBurst = cmp.Or(cfg.Router.ICMPBurst, config.DefaultICMPBurst)
 	}
+	mask := uint32(cmp.Or(cfg.Router.ICMPRateMask, config.DefaultICMPRateMask))
 	r := &Router{
 		log:    opts.Logger,
 		local:  map[[4]byte]struct{}{},
-		lim:    icmp.NewLimiter(opts.ICMPRate, opts.ICMPBurst),
 		faults: make(chan error, 16),
 	}
 	r.SetStages(opts.Stages...)
@@ -148,7 +150,7 @@ func New(cfg *config.Config, opts Options) (_ *Router, err error) {
 		}
 	}
 	for i, ic := range cfg.Interfaces {
-		l := &Link{Config: ic, NIC: tcpip.NICID(i + 1)}
+		l := &Link{Config: ic, NIC: tcpip.NICID(i + 1), icmp: icmp.NewBudget(opts.ICMPRate, opts.ICMPBurst, mask)}
 		if err := r.openLink(l, opts.Endpoints); err != nil {
 			return nil, err
 		}
@@ -525,7 +527,7 @@ func (r *Router) sendICMPOn(l *Link, v6 bool, frame []byte, typ, code uint8, res
 	if v6 && !l.hasV6 || !v6 && !l.hasV4 {
 		return
 	}
-	if !r.lim.Allow(time.Now()) {
+	if !l.icmp.Allow(v6, typ, code, time.Now()) {
 		r.stats.ICMPRateLimited.Add(1)
 		return
 	}

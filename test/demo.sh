@@ -102,7 +102,7 @@ name = "web"
 address = "$GHOST"
 interface = "lan0"
 mode = "$1"
-$( [ "$1" = broadcast ] && printf 'broadcast_address = "%s"\nannounce_key = "demo-shared-secret-0123456789"\nannounce_interval = "500ms"\n' "$BCAST" )
+$( [ "$1" = broadcast ] && printf 'broadcast_address = "%s"\nannounce_key_file = "%s"\nannounce_interval = "500ms"\n' "$BCAST" "$WORK/announce.key" )
 hash = "jhash"
 seed = 0x5eed
 buckets = 4096
@@ -112,6 +112,9 @@ EOF
 }
 
 start_appliance() { # $1 = mode
+  # The pair that signs the table announcements: the appliance holds the
+  # private key, every server's ghostnode run the public one (announce.pub).
+  [ -e "$WORK/announce.key" ] || "$BIN/ghostrouter" keygen --private "$WORK/announce.key" >/dev/null
   config "$1" >"$WORK/ghostrouter.toml"
   ip netns exec "$RTR" "$BIN/ghostrouter" run -c "$WORK/ghostrouter.toml" >"$WORK/ghostrouter-$1.log" 2>&1 &
   APP=$!

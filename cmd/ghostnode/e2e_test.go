@@ -99,8 +99,9 @@ func watchedSysctls() []string {
 func (tp *topo) snapshot(t *testing.T) string {
 	t.Helper()
 	var b strings.Builder
-	// Duplicate address detection of the link-local address may still run
-	// at the first snapshot ("tentative"): not something setup changes.
+	// IPv6 duplicate address detection may still be running on the
+	// link-local address when the first snapshot is taken: its
+	// "tentative" flag is the kernel's, not something ghostnode changes.
 	b.WriteString(strings.ReplaceAll(tp.srv.MustRun("ip", "-o", "addr", "show"), " tentative", ""))
 	for _, k := range watchedSysctls() {
 		v, err := tp.srv.ReadSysctl(k)

@@ -63,13 +63,20 @@ update    [cluster flags] | --cluster NAME --owned LIST   [--state-dir DIR]
 teardown  --cluster NAME [--state-dir DIR]
 status    [--cluster NAME] [--json] [--state-dir DIR]
 ruleset   [cluster flags]
-run       -c FILE --cluster NAME --id N [--key-file FILE] [--listen ADDR:PORT]
-          | --cluster NAME --ghost ADDR --id N --key-file FILE [--buckets B --seed S] [--listen ADDR:PORT]
+run       -c FILE --cluster NAME --id N [--key-file PUB] [--appliance ADDRS] [--listen ADDR:PORT]
+          | --cluster NAME --ghost ADDR --id N --key-file PUB --appliance ADDRS
+            [--buckets B --seed S] [--listen ADDR:PORT]
           | --cluster NAME --ghost ADDR --mode routing
           [--dev lo] [--lan IFACE] [--address ADDR] [--state-dir DIR]
           [--teardown-on-exit] [--log-level debug|info|warn|error]
-              --key-file: the cluster's announce_key (default: from FILE)
-              --listen:   where announcements arrive (default 0.0.0.0:announce_port, 9470)
+              --key-file:  the public key of the cluster's announce_key_file
+                           (default with -c: that path with .pub for its extension,
+                           as ghostrouter keygen names it); never the private key
+              --appliance: the appliance's LAN addresses, the only accepted sources
+                           (default with -c: the cluster interface's addresses)
+              --listen:    where announcements arrive, on the LAN interface only
+                           (default 0.0.0.0:announce_port, 9470)
+              -c reads only the cluster's parameters from FILE, never a key file
               broadcast mode without -c and without --buckets/--seed sets the
               filter up from the first announcement
 
@@ -167,6 +174,7 @@ type flags struct {
 	seed, dev, lan, address, dir string
 	json                         bool
 	keyFile, listen, logLevel    string // run
+	appliance                    string // run
 	teardownOnExit               bool   // run
 	set                          map[string]bool
 }
@@ -191,8 +199,9 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (*flags, error) {
 		fs.StringVar(&f.owned, "owned", "", "owned buckets, e.g. 1,2,5-9 (without -c)")
 	}
 	if cmd == "run" {
-		fs.StringVar(&f.keyFile, "key-file", "", "`FILE` holding the cluster's announce_key (default: from -c FILE)")
-		fs.StringVar(&f.listen, "listen", "", "UDP `ADDR:PORT` to read announcements on (default 0.0.0.0:announce_port)")
+		fs.StringVar(&f.keyFile, "key-file", "", "the public key `FILE` of the cluster's announce_key_file (default with -c: that file's name with .pub)")
+		fs.StringVar(&f.appliance, "appliance", "", "the appliance's LAN `ADDRS`, comma-separated: the only sources of announcements (default with -c: the cluster interface's addresses)")
+		fs.StringVar(&f.listen, "listen", "", "UDP `ADDR:PORT` to read announcements on, on the LAN interface only (default 0.0.0.0:announce_port)")
 		fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 		fs.BoolVar(&f.teardownOnExit, "teardown-on-exit", false, "undo the setup when stopped by SIGTERM or SIGINT")
 	}
@@ -366,7 +375,7 @@ func clusterSpec(f *flags, setup bool) (node.Spec, error) {
 				down[int(id)] = true
 			}
 		}
-		cfg, err := config.Load(f.config)
+		cfg, err := config.LoadWithoutKeys(f.config)
 		if err != nil {
 			return node.Spec{}, err
 		}
@@ -527,8 +536,8 @@ func printRun(w io.Writer, r node.Report, now time.Time) {
 			now.Sub(rs.Heard).Round(100*time.Millisecond), time.Duration(rs.IntervalMS)*time.Millisecond, quiet)
 	}
 	c := rs.Counters
-	fmt.Fprintf(w, "  announcements received %d: applied %d, repeats %d, stale %d, bad MAC %d, malformed %d, other cluster %d, unsupported %d, apply errors %d\n",
-		c.Received, c.Applied, c.Repeats, c.Stale, c.BadMAC, c.Malformed, c.OtherCluster, c.Unsupported, c.ApplyErrors)
+	fmt.Fprintf(w, "  announcements received %d: applied %d, repeats %d, stale %d, bad signature %d, malformed %d, other cluster %d, unsupported %d, foreign %d, apply errors %d\n",
+		c.Received, c.Applied, c.Repeats, c.Stale, c.BadMAC, c.Malformed, c.OtherCluster, c.Unsupported, c.Foreign, c.ApplyErrors)
 	if rs.LastError != "" {
 		fmt.Fprintf(w, "  PROBLEM  last table not applied: %s\n", rs.LastError)
 	}

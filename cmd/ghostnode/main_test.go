@@ -69,7 +69,7 @@ func TestRulesetCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Load(cfgPath)
+	cfg, err := config.LoadWithoutKeys(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,15 +19,19 @@ import (
 	"github.com/ghostrouter/ghostrouter/cmd/ghostnode/internal/runloop"
 	"github.com/ghostrouter/ghostrouter/cmd/internal/sdnotify"
 	"github.com/ghostrouter/ghostrouter/dispatch/announce"
+	"github.com/ghostrouter/ghostrouter/dispatch/announce/keyfile"
 	"github.com/ghostrouter/ghostrouter/router/config"
 )
 
 // runPlan is what `ghostnode run` was asked to do, from -c FILE or flags.
 type runPlan struct {
-	spec node.Spec // the cluster's setup; in broadcast mode Filter is the initial table, nil to wait for one
-	id   int       // this server's id (-1 in routing mode without --id)
-	key  []byte    // broadcast mode: the cluster's announce_key
-	addr string    // broadcast mode: the UDP address to listen on
+	spec node.Spec         // the cluster's setup; in broadcast mode Filter is the initial table, nil to wait for one
+	id   int               // this server's id (-1 in routing mode without --id)
+	key  ed25519.PublicKey // broadcast mode: the public key of the cluster's announce_key_file
+	addr string            // broadcast mode: the UDP address to listen on
+	// from (broadcast mode) are the appliance's addresses on the LAN: a
+	// datagram from any other source is not an announcement.
+	from []netip.Addr
 }
 
 // teardownTimeout bounds --teardown-on-exit, which runs after the signal
@@ -49,7 +54,7 @@ func planRun(f *flags) (*runPlan, error) {
 	}
 	p := &runPlan{id: -1}
 	port := announce.DefaultPort
-	var cfgKey string
+	var keyFile string   // default public key file (-c: next to the private key's path)
 	anyHost := "0.0.0.0" // the appliance announces to the IPv4 subnet broadcast address...
 	if f.set["config"] {
 		if bad := setAmong(f, "ghost", "mode", "buckets", "seed"); bad != "" {
@@ -58,7 +63,7 @@ func planRun(f *flags) (*runPlan, error) {
 		if !f.set["id"] {
 			return nil, usageErr("-c needs --id N, this server's id in the cluster")
 		}
-		cfg, err := config.Load(f.config)
+		cfg, err := config.LoadWithoutKeys(f.config)
 		if err != nil {
 			return nil, err
 		}
@@ -67,16 +72,22 @@ func planRun(f *flags) (*runPlan, error) {
 			return nil, err
 		}
 		cl, _ := cfg.Cluster(f.cluster)
-		if spec.Filter != nil && cl.AnnounceKey != "" {
+		if spec.Filter != nil && cl.AnnounceKeyFile != "" {
 			// Until the first announcement this server owns no bucket: its
 			// copy of the file may be ahead of the appliance, and a bucket
 			// claimed too early is a second answer to someone's connection.
 			spec.Filter.Owned = []uint32{}
 		}
-		p.spec, p.id, port, cfgKey = spec, f.id, cl.AnnouncePort, cl.AnnounceKey
+		p.spec, p.id, port = spec, f.id, cl.AnnouncePort
+		if cl.AnnounceKeyFile != "" {
+			keyFile = keyfile.PublicPath(cl.AnnounceKeyFile)
+		}
 		if ifc, ok := cfg.Interface(cl.Interface); ok {
 			if _, dst, ok := ifc.AnnounceTo(); ok && dst.Is6() {
 				anyHost = "::" // ...or, on an IPv6-only LAN, to ff02::1
+			}
+			for _, a := range ifc.Addresses {
+				p.from = append(p.from, a.Addr())
 			}
 		}
 	} else {
@@ -90,7 +101,7 @@ func planRun(f *flags) (*runPlan, error) {
 		mode := f.mode
 		if mode == "" {
 			mode = node.ModeRouting
-			if setAmong(f, "key-file", "buckets", "seed", "listen") != "" {
+			if setAmong(f, "key-file", "buckets", "seed", "listen", "appliance") != "" {
 				mode = node.ModeBroadcast
 			}
 		}
@@ -103,7 +114,7 @@ func planRun(f *flags) (*runPlan, error) {
 		}
 		switch mode {
 		case node.ModeRouting:
-			if bad := setAmong(f, "key-file", "buckets", "seed", "listen"); bad != "" {
+			if bad := setAmong(f, "key-file", "buckets", "seed", "listen", "appliance"); bad != "" {
 				return nil, usageErr("--%s: routing mode has no filter and no announcements", bad)
 			}
 		case node.ModeBroadcast:
@@ -150,20 +161,30 @@ func planRun(f *flags) (*runPlan, error) {
 
 	switch {
 	case f.set["key-file"]:
-		b, err := os.ReadFile(f.keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("--key-file: %w", err)
-		}
-		p.key = []byte(strings.TrimRight(string(b), "\r\n"))
-	case cfgKey != "":
-		p.key = []byte(cfgKey)
+		keyFile = f.keyFile
+	case keyFile != "":
 	case f.set["config"]:
-		return nil, usageErr("cluster %s has no announce_key in %s: give --key-file FILE", f.cluster, f.config)
+		return nil, usageErr("cluster %s has no announce_key_file in %s: give --key-file FILE, the public key", f.cluster, f.config)
 	default:
-		return nil, usageErr("broadcast mode needs --key-file FILE, the cluster's announce_key")
+		return nil, usageErr("broadcast mode needs --key-file FILE, the public key of the cluster's announce_key_file")
 	}
-	if len(p.key) < announce.MinKey {
-		return nil, fmt.Errorf("the announce key is %d bytes; a shared key needs at least %d", len(p.key), announce.MinKey)
+	key, err := keyfile.ReadPublic(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--key-file: %w", err)
+	}
+	p.key = key
+	if f.set["appliance"] {
+		p.from = p.from[:0]
+		for _, s := range strings.Split(f.appliance, ",") {
+			a, err := netip.ParseAddr(strings.TrimSpace(s))
+			if err != nil || a.Zone() != "" || !a.IsGlobalUnicast() && !a.IsLinkLocalUnicast() {
+				return nil, usageErr("--appliance %q: want the appliance's LAN addresses, e.g. 10.0.0.1 or 10.0.0.1,2001:db8::1", f.appliance)
+			}
+			p.from = append(p.from, a)
+		}
+	}
+	if len(p.from) == 0 {
+		return nil, usageErr("broadcast mode needs --appliance ADDRS, the appliance's addresses on the LAN: announcements from anywhere else are ignored")
 	}
 	addr := f.listen
 	if addr == "" {
@@ -241,7 +262,7 @@ func runRun(ctx context.Context, e env, f *flags) error {
 			log.Warn("run status not written", "err", err)
 		}
 	} else {
-		runErr = listenLoop(ctx, n, p, base, prev, owned, log)
+		runErr = listenLoop(ctx, e, n, p, base, prev, owned, log)
 	}
 	switch {
 	case runErr != nil:
@@ -322,16 +343,25 @@ func (i *nodeInstaller) Install(ctx context.Context, m *announce.Message, owned,
 }
 
 // listenLoop opens the UDP socket and runs the announcement loop.
-func listenLoop(ctx context.Context, n *node.Node, p *runPlan, base node.RunStatus, prev *node.RunStatus, owned int, log *slog.Logger) error {
+func listenLoop(ctx context.Context, e env, n *node.Node, p *runPlan, base node.RunStatus, prev *node.RunStatus, owned int, log *slog.Logger) error {
 	recv, err := announce.NewReceiver(p.spec.Cluster, p.key, p.id)
 	if err != nil {
 		return err
 	}
-	if prev != nil && prev.Floor != nil {
-		recv.SetFloor(prev.Floor.Epoch, prev.Floor.Tx)
-		log.Debug(fmt.Sprintf("cluster %s: announcements up to epoch %d tx %d were heard before: they are stale", p.spec.Cluster, prev.Floor.Epoch, prev.Floor.Tx))
+	recv.SetSources(p.from)
+	if prev != nil {
+		if err := recv.SetFloors(prev.Epochs); err != nil {
+			return fmt.Errorf("cluster %s: run status: %w", p.spec.Cluster, err)
+		}
+		if len(prev.Epochs) > 0 {
+			log.Debug(fmt.Sprintf("cluster %s: announcements of %d earlier epochs were heard before: they are stale", p.spec.Cluster, len(prev.Epochs)))
+		}
 	}
-	conn, err := listenUDP(ctx, p.addr)
+	lan, err := lanInterface(ctx, e.host, p.spec)
+	if err != nil {
+		return err
+	}
+	conn, err := listenUDP(ctx, p.addr, lan)
 	if err != nil {
 		return err
 	}
@@ -349,15 +379,37 @@ func listenLoop(ctx context.Context, n *node.Node, p *runPlan, base node.RunStat
 		conn.Close()
 		return err
 	}
-	log.Info(fmt.Sprintf("cluster %s: server %d listening for announcements on %s", p.spec.Cluster, p.id, p.addr))
+	log.Info(fmt.Sprintf("cluster %s: server %d listening for announcements on %s on %s from %v", p.spec.Cluster, p.id, p.addr, lan, p.from))
 	return l.Run(ctx)
 }
 
-// listenUDP opens the announcement socket with SO_REUSEADDR, so that the
-// runs of several clusters on one server share the port: a broadcast
-// datagram is delivered to every socket bound to it, and each run keeps
-// its own cluster's.
-func listenUDP(ctx context.Context, addr string) (*net.UDPConn, error) {
+// lanInterface is the interface facing the appliance: spec.LAN, or the one
+// holding the server's primary address.
+func lanInterface(ctx context.Context, h node.Host, spec node.Spec) (string, error) {
+	if spec.LAN != "" {
+		return spec.LAN, nil
+	}
+	links, err := h.Links(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, l := range links {
+		for _, a := range l.Addrs {
+			if a.Addr() == spec.Primary {
+				return l.Name, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("%w: none holds the server's primary address %s (give --lan IFACE)", node.ErrNoLink, spec.Primary)
+}
+
+// listenUDP opens the announcement socket on the LAN interface only
+// (SO_BINDTODEVICE: a datagram that arrives on any other interface, e.g.
+// one routed from a client network, never reaches it), with SO_REUSEADDR,
+// so that the runs of several clusters on one server share the port: a
+// broadcast datagram is delivered to every socket bound to it, and each
+// run keeps its own cluster's.
+func listenUDP(ctx context.Context, addr, dev string) (*net.UDPConn, error) {
 	network := "udp4"
 	if ap, err := netip.ParseAddrPort(addr); err == nil && ap.Addr().Is6() {
 		network = "udp6"
@@ -366,6 +418,9 @@ func listenUDP(ctx context.Context, addr string) (*net.UDPConn, error) {
 		var serr error
 		if err := c.Control(func(fd uintptr) {
 			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
+			if serr == nil {
+				serr = syscall.BindToDevice(int(fd), dev)
+			}
 		}); err != nil {
 			return err
 		}
@@ -373,7 +428,7 @@ func listenUDP(ctx context.Context, addr string) (*net.UDPConn, error) {
 	}}
 	pc, err := lc.ListenPacket(ctx, network, addr)
 	if err != nil {
-		return nil, fmt.Errorf("listening for announcements: %w", err)
+		return nil, fmt.Errorf("listening for announcements on %s: %w", dev, err)
 	}
 	return pc.(*net.UDPConn), nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/ed25519"
 	"fmt"
 	"net"
 	"net/netip"
@@ -14,11 +15,10 @@ import (
 
 	"github.com/ghostrouter/ghostrouter/cmd/ghostnode/internal/node"
 	"github.com/ghostrouter/ghostrouter/dispatch/announce"
+	"github.com/ghostrouter/ghostrouter/dispatch/announce/keyfile"
 	"github.com/ghostrouter/ghostrouter/router/config"
 	"github.com/ghostrouter/ghostrouter/test/harness"
 )
-
-const e2eKey = "0123456789abcdef-web-e2e"
 
 // announcer sends announcements from the lan namespace, the appliance's
 // side of the veth (10.0.0.1), the way the appliance does: UDP broadcast to
@@ -28,6 +28,7 @@ type announcer struct {
 	ns    *harness.NS
 	epoch uint64
 	tx    uint64
+	src   string // the source address; default 10.0.0.1
 }
 
 // message is an announcement of the test cluster (as broadcastConfig
@@ -42,9 +43,9 @@ func (a *announcer) message(seq uint64, down ...int) *announce.Message {
 	return m
 }
 
-func (a *announcer) marshal(m *announce.Message, key string) []byte {
+func (a *announcer) marshal(m *announce.Message, key ed25519.PrivateKey) []byte {
 	a.t.Helper()
-	b, err := m.Marshal([]byte(key))
+	b, err := m.Marshal(key)
 	if err != nil {
 		a.t.Fatal(err)
 	}
@@ -64,8 +65,12 @@ func (a *announcer) send(b []byte, dst string) {
 func (a *announcer) exchange(b []byte, dst string, wait time.Duration) []*announce.Ack {
 	a.t.Helper()
 	var acks []*announce.Ack
+	src := a.src
+	if src == "" {
+		src = "10.0.0.1"
+	}
 	err := a.ns.Do(func() error {
-		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("10.0.0.1:0")))
+		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(src), 0)))
 		if err != nil {
 			return err
 		}
@@ -83,7 +88,7 @@ func (a *announcer) exchange(b []byte, dst string, wait time.Duration) []*announ
 			if err != nil {
 				return nil // the deadline
 			}
-			ack, err := announce.UnmarshalAck(buf[:n], []byte(e2eKey))
+			ack, err := announce.UnmarshalAck(buf[:n])
 			if err != nil || from.Addr() != netip.MustParseAddr("10.0.0.12") {
 				return fmt.Errorf("from %v: not an acknowledgement of server 1's address: %v", from, err)
 			}
@@ -113,19 +118,31 @@ func ownedIn(t *testing.T, m *announce.Message) []uint32 {
 //  2. An authentic, newer announcement broadcast from the appliance's side
 //     (server 0 failed) replaces the nft set with exactly server 1's buckets
 //     of that membership's table, and is logged once.
-//  3. A forged announcement (bad MAC) that would hand server 1 every bucket,
-//     and an exact replay of the first, change nothing and are counted;
-//     a repeat sent to 255.255.255.255 is counted as a repeat.
+//  3. A forged announcement (signed with another key) that would hand
+//     server 1 every bucket, an exact replay of the first, and an authentic
+//     one from another LAN address than the appliance's change nothing and
+//     are counted; a repeat sent to 255.255.255.255 is counted as a repeat.
 //  4. SIGTERM stops it cleanly, leaving the filter; `ghostnode status`
 //     shows the counters. `teardown` is refused while a run is active.
 //  5. A second run with --teardown-on-exit keeps the last table, restores the
-//     replay floor (the first announcement, replayed again, is still stale)
-//     and, on SIGTERM, leaves the host as it was before the first setup.
+//     replay state (the first announcement, replayed again, is still stale),
+//     takes a restarted appliance's table (a new epoch, numerically smaller:
+//     epochs are random, not times) and, on SIGTERM, leaves the host as it
+//     was before the first setup.
 func TestPrivilegedRun(t *testing.T) {
 	tp := newTopo(t)
 	cfgPath := filepath.Join(t.TempDir(), "ghost.toml")
 	cfgText := strings.ReplaceAll(broadcastConfig, "MODE", "broadcast")
-	cfgText = strings.Replace(cfgText, "buckets = 4096\n", "buckets = 4096\nannounce_key = \""+e2eKey+"\"\n", 1)
+	privPath := filepath.Join(filepath.Dir(cfgPath), "web.key")
+	if _, err := keyfile.Generate(privPath, keyfile.PublicPath(privPath)); err != nil {
+		t.Fatal(err)
+	}
+	e2eKey, _, err := keyfile.ReadPrivate(privPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherKey := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
+	cfgText = strings.Replace(cfgText, "buckets = 4096\n", "buckets = 4096\nannounce_key_file = \"web.key\"\n", 1)
 	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +165,7 @@ func TestPrivilegedRun(t *testing.T) {
 	}
 
 	// 2. An authentic, newer announcement: server 0 failed.
-	a := &announcer{t: t, ns: tp.lan, epoch: uint64(time.Now().UnixNano())}
+	a := &announcer{t: t, ns: tp.lan, epoch: announce.NewEpoch() | 1<<63}
 	first := a.message(1, 0)
 	firstBytes := a.marshal(first, e2eKey)
 	want := ownedIn(t, first)
@@ -166,17 +183,20 @@ func TestPrivilegedRun(t *testing.T) {
 
 	// 3. A forged one, a replay, and a repeat to the limited broadcast address.
 	forged := a.message(2, 0, 2) // would give server 1 every bucket
-	a.send(a.marshal(forged, "0123456789abcdef-not-the-key"), "10.0.0.255:9470")
+	a.send(a.marshal(forged, otherKey), "10.0.0.255:9470")
 	a.send(firstBytes, "10.0.0.255:9470")
 	if acks := a.exchange(a.marshal(a.message(1, 0), e2eKey), "255.255.255.255:9470", 2*time.Second); len(acks) != 1 || acks[0].Seq != 1 {
 		t.Errorf("acknowledgements of a repeat: %+v, want one of seq 1", acks)
 	}
+	tp.lan.AddrAdd("vs", "10.0.0.99/24")
+	rogue := &announcer{t: t, ns: tp.lan, epoch: a.epoch + 1, src: "10.0.0.99"}
+	rogue.send(rogue.marshal(forged, e2eKey), "10.0.0.255:9470") // authentic bytes, wrong source
 	var r node.Report
-	harness.WaitFor(t, 10*time.Second, "4 announcements counted", func() bool {
+	harness.WaitFor(t, 10*time.Second, "5 announcements counted", func() bool {
 		r = tp.status(t, "web")
-		return r.Run != nil && r.Run.Counters.Received >= 4
+		return r.Run != nil && r.Run.Counters.Received >= 5
 	})
-	wantCounters := announce.Counters{Received: 4, Newer: 1, Applied: 1, Repeats: 1, Stale: 1, BadMAC: 1, Acks: 2}
+	wantCounters := announce.Counters{Received: 5, Newer: 1, Applied: 1, Repeats: 1, Stale: 1, BadMAC: 1, Foreign: 1, Acks: 2}
 	if r.Run.Counters != wantCounters || !slices.Equal(r.Owned, want) {
 		t.Errorf("after a forged announcement, a replay and a repeat: counters %+v (want %+v), owned %d buckets (want the first announcement's %d)",
 			r.Run.Counters, wantCounters, len(r.Owned), len(want))
@@ -186,7 +206,7 @@ func TestPrivilegedRun(t *testing.T) {
 	}
 	text := tp.mustGhostnode(t, "status", "--cluster", "web")
 	t.Logf("ghostnode status:\n%s", text)
-	for _, s := range []string{"announcements received 4: applied 1, repeats 1, stale 1, bad MAC 1,", fmt.Sprintf("table    epoch %d seq 1", a.epoch)} {
+	for _, s := range []string{"announcements received 5: applied 1, repeats 1, stale 1, bad signature 1,", "foreign 1", fmt.Sprintf("table    epoch %d seq 1", a.epoch)} {
 		if !strings.Contains(text, s) {
 			t.Errorf("status does not show %q:\n%s", s, text)
 		}
@@ -222,6 +242,19 @@ func TestPrivilegedRun(t *testing.T) {
 	})
 	if r := tp.status(t, "web"); r.Run.Counters.Stale != 1 || r.Run.Counters.Applied != 0 || !slices.Equal(r.Owned, want) {
 		t.Errorf("replay to a restarted run: counters %+v, owned %d buckets", r.Run.Counters, len(r.Owned))
+	}
+	// The appliance restarts (with its clock, were it used, set back: the
+	// new epoch is smaller) and announces all servers up at seq 1.
+	restarted := &announcer{t: t, ns: tp.lan, epoch: a.epoch >> 32}
+	again := restarted.message(1)
+	wantAgain := ownedIn(t, again)
+	restarted.send(restarted.marshal(again, e2eKey), "10.0.0.255:9470")
+	harness.WaitFor(t, 10*time.Second, "the restarted appliance's table in the nft set", func() bool {
+		r := tp.status(t, "web")
+		return r.Run != nil && r.Run.Applied != nil && r.Run.Applied.Epoch == restarted.epoch && slices.Equal(r.Owned, wantAgain)
+	})
+	if slices.Equal(want, wantAgain) {
+		t.Fatal("the restarted appliance's table is the same as the first: the test shows nothing")
 	}
 	if err := run2.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

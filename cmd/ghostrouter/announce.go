@@ -79,3 +79,28 @@ func (s *announceSender) close() {
 	s.mu.Unlock()
 	s.wg.Wait()
 }
+
+// announcePortRules are the PortGuard rules of cfg: for every broadcast
+// cluster, UDP to its announce port at its LAN's subnets, its ghost and its
+// second ghost is accepted only from the LAN.
+func announcePortRules(r *router.Router, cfg *config.Config) []router.PortRule {
+	var rules []router.PortRule
+	for _, cl := range cfg.Clusters {
+		if cl.Mode != config.ModeBroadcast {
+			continue
+		}
+		ep, ok := r.Endpoint(cl.Interface)
+		if !ok {
+			continue
+		}
+		rule := router.PortRule{LAN: ep, Port: uint16(cl.AnnouncePort),
+			Dst: []netip.Prefix{netip.PrefixFrom(cl.Address, cl.Address.BitLen()), netip.PrefixFrom(cl.BroadcastAddress, cl.BroadcastAddress.BitLen())}}
+		if ifc, ok := cfg.Interface(cl.Interface); ok {
+			for _, p := range ifc.Addresses {
+				rule.Dst = append(rule.Dst, p.Masked())
+			}
+		}
+		rules = append(rules, rule)
+	}
+	return rules
+}

@@ -3,12 +3,10 @@ package main
 import (
 	"bufio"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -71,6 +69,8 @@ func (a *appliance) status(path string) Status {
 			"arp_claim_requests": a.guard.Stats().Requests.Load(),
 			"arp_claim_replies":  a.guard.Stats().Replies.Load(),
 			"arp_claim_gratuit":  a.guard.Stats().Gratuitous.Load(),
+			// UDP from outside the LAN to a broadcast cluster's announce port
+			"announce_port_dropped": a.ports.Dropped(),
 		},
 	}
 	ns := a.nb.Stats()
@@ -90,6 +90,7 @@ func (a *appliance) status(path string) Status {
 	st.Counters["fastpath_bytes"] = fp.Bytes.Load()
 	st.Counters["fastpath_missed"] = fp.Missed.Load()
 	st.Counters["fastpath_write_errors"] = fp.WriteErrors.Load()
+	st.Counters["fastpath_refused"] = fp.Refused.Load()
 	sent, failed, suppressed := a.ann.Stats()
 	st.Counters["announcements_sent"], st.Counters["announcements_failed"] = sent, failed
 	st.Counters["announcements_suppressed_backup"] = suppressed
@@ -110,63 +111,44 @@ func (a *appliance) status(path string) Status {
 				"tx_frames": s.TxFrames.Load(), "tx_bytes": s.TxBytes.Load(),
 				"tx_errors": s.TxErrors.Load(), "tx_too_big": s.TxTooBig.Load(),
 				"rx_super_frames": s.RxSuperFrames.Load(), "tx_super_frames": s.TxSuperFrames.Load(),
-				"segmented": s.Segmented.Load(), "bad_offload": s.BadOffload.Load(),
+				"segmented": s.Segmented.Load(), "bad_offload": s.BadOffload.Load(), "gso_too_small": s.GSOTooSmall.Load(),
 			},
 		})
 	}
 	return st
 }
 
-// serveControl listens on path until l is closed. A stale socket file left by
-// a dead appliance is replaced; a live one is an error.
-func listenControl(path string) (net.Listener, error) {
-	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
-		c.Close()
-		return nil, fmt.Errorf("control socket %s: another appliance is listening", path)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("control socket %s: %w", path, err)
-	}
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("control socket: %w", err)
-	}
-	os.Chmod(path, 0o600)
-	return l, nil
-}
+// listenControl listens on the control socket at path (listenUnixSafely):
+// a stale socket file left by a dead appliance is replaced; a live one, or
+// any other kind of file, is an error.
+func listenControl(path string) (net.Listener, error) { return listenUnixSafely(path) }
 
 // serveControl answers requests on l; reload requests are handed to reload,
 // which returns the message to send back.
 func (a *appliance) serveControl(l net.Listener, path string, reload func() string) {
-	for {
-		c, err := l.Accept()
+	acceptLoop(l, maxControlConns, a.log, "control socket", func(c net.Conn) {
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		br := bufio.NewReader(io.LimitReader(c, 256))
+		line, err := br.ReadString('\n')
 		if err != nil {
 			return
 		}
-		go func() {
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(5 * time.Second))
-			br := bufio.NewReader(io.LimitReader(c, 256))
-			line, err := br.ReadString('\n')
-			if err != nil {
-				return
-			}
-			if strings.TrimSpace(line) == "capture" { // streams; see capture.go
-				a.serveCapture(c, io.MultiReader(br, c))
-				return
-			}
-			var resp Status
-			switch strings.TrimSpace(line) {
-			case "status":
-				resp = a.status(path)
-			case "reload":
-				resp = Status{Message: reload()}
-			default:
-				resp = Status{Message: fmt.Sprintf("unknown request %q", strings.TrimSpace(line))}
-			}
-			json.NewEncoder(c).Encode(resp)
-		}()
-	}
+		if strings.TrimSpace(line) == "capture" { // streams; see capture.go
+			a.serveCapture(c, io.MultiReader(br, c))
+			return
+		}
+		var resp Status
+		switch strings.TrimSpace(line) {
+		case "status":
+			resp = a.status(path)
+		case "reload":
+			resp = Status{Message: reload()}
+		default:
+			resp = Status{Message: fmt.Sprintf("unknown request %q", strings.TrimSpace(line))}
+		}
+		json.NewEncoder(c).Encode(resp)
+	})
 }
 
 // request sends one command to the appliance at sock.
@@ -342,8 +324,8 @@ func printAnnounce(w io.Writer, all []announce.ClusterStatus, cluster string) {
 		}
 		fmt.Fprintf(w, "  announcements: epoch %d seq %d, %s; ack timeout %dms, %d servers excused, %d acquisitions waited\n",
 			a.Epoch, a.Seq, state, a.AckTimeoutMS, a.Excused, a.Stalls)
-		fmt.Fprintf(w, "  acks: accepted=%d bad_mac=%d other_epoch=%d unknown_server=%d future=%d\n",
-			a.Acks.Accepted, a.Acks.BadMAC, a.Acks.OtherEpoch, a.Acks.UnknownServer, a.Acks.Future)
+		fmt.Fprintf(w, "  acks: accepted=%d bad_source=%d other_epoch=%d unknown_server=%d future=%d\n",
+			a.Acks.Accepted, a.Acks.BadSource, a.Acks.OtherEpoch, a.Acks.UnknownServer, a.Acks.Future)
 		fmt.Fprintln(w, "  ACKNOWLEDGED\tRUNS\tBEHIND\tACKED AT\tFROM\tGRANTED\tEXCUSED")
 		for _, s := range a.Servers {
 			at, from := s.AckedAt, s.From

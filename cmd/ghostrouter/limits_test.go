@@ -11,6 +11,7 @@ import (
 
 	"github.com/ghostrouter/ghostrouter/dispatch"
 	"github.com/ghostrouter/ghostrouter/dispatch/announce"
+	"github.com/ghostrouter/ghostrouter/dispatch/announce/keyfile"
 	"github.com/ghostrouter/ghostrouter/router/config"
 	"github.com/ghostrouter/ghostrouter/router/tap"
 )
@@ -53,7 +54,11 @@ func limitFile(t *testing.T, c limitCase) (path string, serverLines []int) {
 		w(`broadcast_address = "10.0.255.250"`)
 	}
 	if c.announce {
-		w(`announce_key = "0123456789abcdef0123"`)
+		key := filepath.Join(t.TempDir(), "web.key")
+		if _, err := keyfile.Generate(key, keyfile.PublicPath(key)); err != nil {
+			t.Fatal(err)
+		}
+		w(`announce_key_file = %q`, key)
 	}
 	for i := range c.servers {
 		w("[[cluster.server]]")

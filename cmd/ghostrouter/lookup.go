@@ -28,7 +28,7 @@ func cmdLookup(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "ghostrouter lookup: name at least one client address")
 		return 2
 	}
-	cfg, ok := loadConfig(*path, stderr)
+	cfg, ok := loadConfigWith(config.LoadWithoutKeys, *path, stderr)
 	if !ok {
 		return 1
 	}

@@ -42,6 +42,9 @@ commands:
   capture [--socket PATH] -i IFACE [-w FILE] [-c COUNT] [-s SNAPLEN] [FILTER]
                                       pcap of what a link of the running appliance
                                       sends and receives (ghostrouter capture -h)
+  keygen --private FILE [--public FILE]
+                                      write a key pair that signs a broadcast
+                                      cluster's announcements (announce_key_file)
   tune   -c FILE [--cluster NAME] LOG...
                                       choose seed/buckets/hash from access logs
                                       (ghostrouter tune -h for the details)
@@ -74,6 +77,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdReload(args[1:], stdout, stderr)
 	case "capture":
 		return cmdCapture(args[1:], stdout, stderr)
+	case "keygen":
+		return cmdKeygen(args[1:], stdout, stderr)
 	case "tune":
 		return tune.Main(args[1:], os.Stdin, stdout, stderr, isTerminal(os.Stderr))
 	case "--version", "version":
@@ -97,11 +102,18 @@ func configFlag(fs *flag.FlagSet) *string {
 
 // loadConfig loads path, printing every problem to stderr as FILE:LINE lines.
 func loadConfig(path string, stderr io.Writer) (*config.Config, bool) {
+	return loadConfigWith(config.Load, path, stderr)
+}
+
+// loadConfigWith is loadConfig with another loader: lookup uses
+// config.LoadWithoutKeys, since it needs no private key (and an operator
+// running it may not be allowed to read one).
+func loadConfigWith(load func(string) (*config.Config, error), path string, stderr io.Writer) (*config.Config, bool) {
 	if path == "" {
 		fmt.Fprintln(stderr, "ghostrouter: -c FILE is required")
 		return nil, false
 	}
-	cfg, err := config.Load(path)
+	cfg, err := load(path)
 	if err != nil {
 		var ps config.Problems
 		if errors.As(err, &ps) {
@@ -167,8 +179,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 		app.close()
 		return 1
 	}
-	defer os.Remove(cfg.Router.ControlSocket)
-	defer ctl.Close()
+	created, _ := os.Lstat(cfg.Router.ControlSocket)
+	defer closeUnixSafely(ctl, cfg.Router.ControlSocket, created)
 	reloads := make(chan chan string)
 	go app.serveControl(ctl, *path, func() string {
 		reply := make(chan string, 1)
@@ -186,13 +198,23 @@ func cmdRun(args []string, stderr io.Writer) int {
 			return 1
 		}
 	}
+	if err := dropPrivileges(cfg.Router.UID, cfg.Router.GID); err != nil {
+		log.Error("start failed", "err", err)
+		app.close()
+		return 1
+	}
+	if caps, err := effectiveCaps(); err == nil && caps != 0 {
+		// Started without root but with capabilities (or user = "root"):
+		// Go cannot drop them from every thread; starting as root can.
+		log.Warn("running with capabilities; start as root with [router] user set to have them dropped", "cap_eff", fmt.Sprintf("%#x", caps), "uid", os.Geteuid())
+	}
 	if !app.waitForwarding(ctx, readyWait) {
 		log.Warn("not every server's MAC is resolved; reporting ready anyway", "waited", readyWait)
 	}
 	if err := sd.Send(sdnotify.Ready, sdnotify.Status(fmt.Sprintf("forwarding: %d interfaces, %d clusters", len(cfg.Interfaces), len(cfg.Clusters)))); err != nil {
 		log.Error("systemd notification", "err", err)
 	}
-	log.Info("ghostrouter running", "config", *path, "interfaces", len(cfg.Interfaces), "clusters", len(cfg.Clusters), "control_socket", cfg.Router.ControlSocket)
+	log.Info("ghostrouter running", "config", *path, "uid", os.Geteuid(), "gid", os.Getegid(), "interfaces", len(cfg.Interfaces), "clusters", len(cfg.Clusters), "control_socket", cfg.Router.ControlSocket)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -229,6 +251,7 @@ type appliance struct {
 	m      *dispatch.Manager
 	guard  *arp.Guard
 	nb     *neigh.Resolver
+	ports  *router.PortGuard // no outside traffic to the servers' announce ports
 	ann    *announceGate
 	sender *announceSender
 	vr     *vrrp.Set
@@ -269,15 +292,17 @@ func newAppliance(cfg *config.Config, log *slog.Logger, obs dispatch.Observer) (
 		return nil, err
 	}
 	for _, cl := range cfg.Clusters {
-		if cl.Mode == config.ModeBroadcast && cl.AnnounceKey == "" {
-			log.Warn("broadcast cluster without announce_key: servers' filters will not follow failures or reloads", "cluster", cl.Name)
+		if cl.Mode == config.ModeBroadcast && cl.AnnounceKey == nil {
+			log.Warn("broadcast cluster without announce_key_file: servers' filters will not follow failures or reloads", "cluster", cl.Name)
 		}
 	}
 	guard := arp.NewGuard(protectedAddresses(cfg), log)
+	ports := router.NewPortGuard()
+	ports.Set(announcePortRules(r, cfg))
 	if vr.Empty() {
-		r.SetStages(guard, nb, m.Forwarder())
+		r.SetStages(guard, ports, nb, m.Forwarder())
 	} else {
-		r.SetStages(vr, guard, nb, m.Forwarder())
+		r.SetStages(vr, guard, ports, nb, m.Forwarder())
 	}
 	nb.Start()
 	m.Start()
@@ -285,7 +310,7 @@ func newAppliance(cfg *config.Config, log *slog.Logger, obs dispatch.Observer) (
 	ann.Start()
 	r.AnnounceAddresses()
 	probe(r, cfg)
-	return &appliance{log: log, cfg: cfg, r: r, m: m, guard: guard, nb: nb, ann: ann, sender: sender, vr: vr,
+	return &appliance{log: log, cfg: cfg, r: r, m: m, guard: guard, nb: nb, ports: ports, ann: ann, sender: sender, vr: vr,
 		bgp: startBGP(cfg, r, m, log), captures: capture.NewHub()}, nil
 }
 
@@ -340,7 +365,7 @@ func (a *appliance) reload(path string) string {
 		a.log.Error("reload rejected; keeping the running configuration", "config", path, "err", err)
 		return "rejected: " + err.Error()
 	}
-	cfg, err := config.Load(path)
+	cfg, err := config.Reload(path, a.cfg)
 	if err != nil {
 		return reject(err)
 	}
@@ -364,6 +389,7 @@ func (a *appliance) reload(path string) string {
 	}
 	a.nb.Resync() // the router's permanent entries changed: the servers' go in again
 	a.guard.Protect(protectedAddresses(cfg))
+	a.ports.Set(announcePortRules(a.r, cfg))
 	probe(a.r, cfg)
 	a.bgp = reconfigureBGP(a.bgp, cfg, a.r, a.m, a.log)
 	a.cfg = cfg

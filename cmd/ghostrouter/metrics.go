@@ -37,7 +37,7 @@ func (a *appliance) serveMetrics(ctx context.Context, addr string, h http.Handle
 		srv.Shutdown(sctx)
 	}()
 	go func() {
-		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(limitListener(l, maxMetricsConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.log.Error("metrics server stopped", "err", err)
 		}
 	}()

@@ -185,7 +185,7 @@ func newAnnounceGate(vr *vrrp.Set, send announce.Sender, log *slog.Logger) *anno
 			return announce.NewAnnouncer(epoch, send, log)
 		},
 	}
-	g.cur = g.mk(uint64(time.Now().UnixNano()))
+	g.cur = g.mk(announce.NewEpoch())
 	vr.Watch(g.changed)
 	return g
 }
@@ -200,7 +200,7 @@ func (g *announceGate) newEpochLocked() {
 	g.malBefore += m
 	g.unkBefore += u
 	g.cur.Close()
-	g.cur = g.mk(max(uint64(time.Now().UnixNano()), g.cur.Epoch()+1))
+	g.cur = g.mk(announce.NewEpoch())
 	g.silent = false
 	if g.started {
 		g.cur.Start()
@@ -303,7 +303,7 @@ func (g *announceGate) silenceLocked() {
 	g.malBefore += m
 	g.unkBefore += u
 	g.cur.Close()
-	g.cur = g.mk(g.cur.Epoch() + 1)
+	g.cur = g.mk(announce.NewEpoch())
 	g.silent = true
 }
 

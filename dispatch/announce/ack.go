@@ -1,8 +1,6 @@
 package announce
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -16,15 +14,17 @@ import (
 //
 //	offset  size  field
 //	     0     4  magic "GHAK"
-//	     4     1  format version: 1
+//	     4     1  format version: 2 (1 carried an HMAC under a shared key)
 //	     5     1  flags: zero
 //	     6     4  the server's id
 //	    10     8  epoch of the table applied
 //	    18     8  seq of the table applied
 //	    26     1  L, the length of the cluster name (1..63)
 //	    27     L  cluster name
-//	     .    32  HMAC-SHA256 of every byte before it, keyed with the
-//	              cluster's announce_key
+//
+// It is not signed: servers hold only the appliance's public key. The
+// appliance takes an acknowledgement only from the server's own address and
+// for the epoch in force (see the package documentation).
 //
 // It says: this server's filter holds the buckets that table (epoch, seq)
 // grants it, and no other. A server only ever moves to newer tables, so
@@ -35,11 +35,11 @@ const (
 	AckMagic = "GHAK"
 	// AckVersion is the acknowledgement format this package writes and
 	// reads.
-	AckVersion = 1
+	AckVersion = 2
 
 	ackFixed = 27 // magic .. name length
 	// MaxAck is the longest acknowledgement.
-	MaxAck = ackFixed + MaxName + MACSize
+	MaxAck = ackFixed + MaxName
 )
 
 // ErrAck wraps every reason an acknowledgement is refused by UnmarshalAck.
@@ -52,17 +52,15 @@ type Ack struct {
 	Epoch, Seq uint64
 }
 
-// Marshal encodes a and appends its HMAC under key.
-func (a *Ack) Marshal(key []byte) ([]byte, error) {
+// Marshal encodes a.
+func (a *Ack) Marshal() ([]byte, error) {
 	switch {
-	case len(key) < MinKey:
-		return nil, fmt.Errorf("%w: %d bytes, want at least %d", ErrKey, len(key), MinKey)
 	case !config.ValidClusterName(a.Cluster):
 		return nil, fmt.Errorf("%w: cluster name %q", ErrInvalid, a.Cluster)
 	case a.Server < 0 || a.Server > math.MaxUint32:
 		return nil, fmt.Errorf("%w: server id %d", ErrInvalid, a.Server)
 	}
-	b := make([]byte, 0, ackFixed+len(a.Cluster)+MACSize)
+	b := make([]byte, 0, ackFixed+len(a.Cluster))
 	b = append(b, AckMagic...)
 	b = append(b, AckVersion, 0)
 	b = binary.BigEndian.AppendUint32(b, uint32(a.Server))
@@ -70,11 +68,10 @@ func (a *Ack) Marshal(key []byte) ([]byte, error) {
 	b = binary.BigEndian.AppendUint64(b, a.Seq)
 	b = append(b, byte(len(a.Cluster)))
 	b = append(b, a.Cluster...)
-	return appendMAC(b, key), nil
+	return b, nil
 }
 
-// PeekAck returns the cluster an acknowledgement is about, unauthenticated,
-// so that the appliance can pick the key.
+// PeekAck returns the cluster an acknowledgement is about.
 func PeekAck(b []byte) (string, error) {
 	if len(b) < ackFixed || string(b[:4]) != AckMagic {
 		return "", fmt.Errorf("%w: not an acknowledgement (%d bytes)", ErrAck, len(b))
@@ -83,7 +80,7 @@ func PeekAck(b []byte) (string, error) {
 		return "", fmt.Errorf("%w: version %d flags %#x", ErrAck, b[4], b[5])
 	}
 	n := int(b[ackFixed-1])
-	if len(b) != ackFixed+n+MACSize {
+	if len(b) != ackFixed+n {
 		return "", fmt.Errorf("%w: %d bytes for a %d-byte name", ErrAck, len(b), n)
 	}
 	name := string(b[ackFixed : ackFixed+n])
@@ -93,21 +90,12 @@ func PeekAck(b []byte) (string, error) {
 	return name, nil
 }
 
-// UnmarshalAck checks an acknowledgement's form and HMAC under key and
-// decodes it (ErrAck, or ErrBadMAC). It never panics.
-func UnmarshalAck(b, key []byte) (*Ack, error) {
-	if len(key) < MinKey {
-		return nil, fmt.Errorf("%w: %d bytes, want at least %d", ErrKey, len(key), MinKey)
-	}
+// UnmarshalAck checks an acknowledgement's form and decodes it (ErrAck).
+// It never panics.
+func UnmarshalAck(b []byte) (*Ack, error) {
 	name, err := PeekAck(b)
 	if err != nil {
 		return nil, err
-	}
-	body, sum := b[:len(b)-MACSize], b[len(b)-MACSize:]
-	h := hmac.New(sha256.New, key)
-	h.Write(body)
-	if !hmac.Equal(h.Sum(nil), sum) {
-		return nil, ErrBadMAC
 	}
 	return &Ack{
 		Cluster: name,

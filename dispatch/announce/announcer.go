@@ -1,6 +1,7 @@
 package announce
 
 import (
+	"bytes"
 	"errors"
 	"log/slog"
 	"net/netip"
@@ -62,13 +63,14 @@ type clusterState struct {
 	lastSent time.Time
 	lastCall time.Time // the manager's last Announce: a cluster no longer called is dropped
 	from     map[int]netip.AddrPort
+	addrs    map[int]netip.Addr // the members' addresses, from the last Announce
 	acks     AckCounters
 }
 
 // AckCounters count the acknowledgements of one cluster by outcome.
 type AckCounters struct {
 	Accepted      uint64 `json:"accepted"`
-	BadMAC        uint64 `json:"bad_mac"`
+	BadSource     uint64 `json:"bad_source"` // not from the server's own address
 	OtherEpoch    uint64 `json:"other_epoch"`
 	UnknownServer uint64 `json:"unknown_server"`
 	Future        uint64 `json:"future"`
@@ -81,10 +83,10 @@ type ackDrops struct {
 
 var _ dispatch.Announcer = (*Announcer)(nil)
 
-// NewAnnouncer returns an announcer for an appliance that started at epoch
-// (unix nanoseconds: every restart must use a larger epoch than the last,
-// or servers ignore its tables until its Seq passes the old one). A nil
-// log discards.
+// NewAnnouncer returns an announcer for one run of the appliance, named by
+// epoch: NewEpoch's random number, a new one on every start (receivers
+// treat a datagram of an epoch they heard before as a possible replay). A
+// nil log discards.
 func NewAnnouncer(epoch uint64, send Sender, log *slog.Logger) *Announcer {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -130,7 +132,7 @@ func (a *Announcer) Announce(cl *config.Cluster, version uint64, servers []dispa
 	defer a.mu.Unlock()
 	now := a.now()
 	cs := a.clusters[cl.Name]
-	if cs == nil || cs.cfg.Address != cl.Address || cs.cfg.AnnounceKey != cl.AnnounceKey {
+	if cs == nil || cs.cfg.Address != cl.Address || !bytes.Equal(cs.cfg.AnnounceKey, cl.AnnounceKey) {
 		if cs != nil {
 			a.seqs[cl.Name] = cs.tr.Seq()
 		}
@@ -139,6 +141,10 @@ func (a *Announcer) Announce(cl *config.Cluster, version uint64, servers []dispa
 		a.clusters[cl.Name] = cs
 	}
 	cs.cfg, cs.lastCall = *cl, now
+	cs.addrs = make(map[int]netip.Addr, len(servers))
+	for _, s := range servers {
+		cs.addrs[s.ID] = s.Addr
+	}
 	cs.tr.AckTimeout = AckTimeout(cl.AnnounceInterval)
 	if a.ackTimeout > 0 {
 		cs.tr.AckTimeout = a.ackTimeout
@@ -197,7 +203,7 @@ func (a *Announcer) sendLocked(cs *clusterState, now time.Time) {
 		return
 	}
 	cs.lastSent = now
-	b, err := m.Marshal([]byte(cs.cfg.AnnounceKey))
+	b, err := m.Marshal(cs.cfg.AnnounceKey)
 	if err == nil {
 		err = a.send(&cs.cfg, b)
 	}
@@ -218,9 +224,10 @@ func (a *Announcer) sendLocked(cs *clusterState, now time.Time) {
 // from: an acknowledgement is checked (length, form, cluster, HMAC, epoch,
 // seq, server) and recorded; one that completes a release lets the
 // acquisition go out at once. Everything else is counted and dropped. The
-// MAC is checked outside the Announcer's lock, and only an acknowledgement
-// that tells something new makes the Transition work, so a flood of forged
-// or replayed datagrams costs an HMAC each. b is not retained.
+// Acknowledgements are not signed (servers hold no secret): one is taken
+// only from the address of the server it names, for the epoch in force, and
+// only one that tells something new makes the Transition work. b is not
+// retained.
 func (a *Announcer) HandleAck(b []byte, from netip.AddrPort) {
 	if len(b) > MaxAck {
 		a.ackDrops.malformed.Add(1)
@@ -231,31 +238,19 @@ func (a *Announcer) HandleAck(b []byte, from netip.AddrPort) {
 		a.ackDrops.malformed.Add(1)
 		return
 	}
-	a.mu.Lock()
-	cs := a.clusters[name]
-	var key string
-	if cs != nil {
-		key = cs.cfg.AnnounceKey
-	}
-	a.mu.Unlock()
-	if cs == nil {
-		a.ackDrops.unknownCluster.Add(1)
-		return
-	}
-	ack, err := UnmarshalAck(b, []byte(key))
-
+	ack, err := UnmarshalAck(b)
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.clusters[name] != cs { // replaced meanwhile: the key may have changed
-		a.ackDrops.unknownCluster.Add(1)
-		return
-	}
+	cs := a.clusters[name]
 	switch {
-	case errors.Is(err, ErrBadMAC) || errors.Is(err, ErrKey):
-		cs.acks.BadMAC++
+	case cs == nil:
+		a.ackDrops.unknownCluster.Add(1)
 		return
 	case err != nil:
 		a.ackDrops.malformed.Add(1)
+		return
+	case cs.addrs[ack.Server] != from.Addr().Unmap() && cs.addrs[ack.Server].IsValid():
+		cs.acks.BadSource++
 		return
 	case ack.Epoch != a.epoch:
 		cs.acks.OtherEpoch++

@@ -2,6 +2,7 @@ package announce
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"errors"
 	"log/slog"
 	"net/netip"
@@ -18,7 +19,7 @@ func webCluster() *config.Cluster {
 	return &config.Cluster{
 		Name: "web", Address: netip.MustParseAddr("203.0.113.10"), Interface: "lan0", Mode: config.ModeBroadcast,
 		Hash: config.HashJhash, Seed: 0x5eed, Buckets: 4096,
-		AnnounceKey: string(testKey), AnnouncePort: DefaultPort, AnnounceInterval: 500 * time.Millisecond,
+		AnnounceKey: testKey, AnnouncePort: DefaultPort, AnnounceInterval: 500 * time.Millisecond,
 	}
 }
 
@@ -53,7 +54,6 @@ func TestAnnouncerToReceiver(t *testing.T) {
 		{ID: 2, Addr: netip.MustParseAddr("10.0.0.13"), Weight: 1, Up: true},
 	}
 	rs := []*Receiver{mustReceiver(t, 0), mustReceiver(t, 1), mustReceiver(t, 2)}
-	from := netip.MustParseAddrPort("10.0.0.11:9470")
 	// deliver hands datagram i to the receivers in ids and returns their
 	// verdicts; acks go back to the announcer when ack is set.
 	deliver := func(i int, ack bool, ids ...int) []Verdict {
@@ -65,7 +65,7 @@ func TestAnnouncerToReceiver(t *testing.T) {
 			}
 			vs = append(vs, res.Verdict)
 			if b, ok := rs[id].Ack(); ok && ack && (res.Verdict == Apply || res.Verdict == Repeat) {
-				a.HandleAck(b, from)
+				a.HandleAck(b, netip.AddrPortFrom(servers[id].Addr, 9470)) // each from its own address
 			}
 		}
 		return vs
@@ -143,8 +143,8 @@ func TestAnnouncerToReceiver(t *testing.T) {
 	if len(st) != 1 || !st[0].Settled || st[0].Seq != 4 || st[0].Acks.Accepted != 12 {
 		t.Fatalf("status: %+v", st)
 	}
-	for _, s := range st[0].Servers {
-		if s.AckedSeq != 4 || s.Behind != 0 || s.Late || s.From != from.String() {
+	for i, s := range st[0].Servers {
+		if s.AckedSeq != 4 || s.Behind != 0 || s.Late || s.From != netip.AddrPortFrom(servers[i].Addr, 9470).String() {
 			t.Errorf("server status %+v", s)
 		}
 	}
@@ -168,32 +168,33 @@ func TestAnnouncerAckInput(t *testing.T) {
 		{ID: 1, Addr: netip.MustParseAddr("10.0.0.12"), Weight: 1, Up: true},
 	})
 	from := netip.MustParseAddrPort("10.0.0.11:9470")
-	mk := func(ack Ack, key []byte) []byte {
-		b, err := ack.Marshal(key)
+	from1 := netip.MustParseAddrPort("10.0.0.12:9470")
+	mk := func(ack Ack) []byte {
+		b, err := ack.Marshal()
 		if err != nil {
 			t.Fatal(err)
 		}
 		return b
 	}
 	good := Ack{Cluster: "web", Server: 0, Epoch: 1000, Seq: 1}
-	forged := mk(good, []byte("another-key-0123456789"))
-	a.HandleAck(forged, from)
+	a.HandleAck(mk(good), netip.MustParseAddrPort("10.0.0.99:9470")) // not server 0's address
+	a.HandleAck(mk(good), from1)                                     // server 1's address
 	a.HandleAck([]byte("GHAK"), from)
-	a.HandleAck(append(mk(good, testKey), 0), from)
-	a.HandleAck(mk(Ack{Cluster: "web", Server: 0, Epoch: 999, Seq: 1}, testKey), from)
-	a.HandleAck(mk(Ack{Cluster: "web", Server: 0, Epoch: 1000, Seq: 2}, testKey), from)
-	a.HandleAck(mk(Ack{Cluster: "web", Server: 7, Epoch: 1000, Seq: 1}, testKey), from)
-	a.HandleAck(mk(Ack{Cluster: "api", Server: 0, Epoch: 1000, Seq: 1}, testKey), from)
+	a.HandleAck(append(mk(good), 0), from)
+	a.HandleAck(mk(Ack{Cluster: "web", Server: 0, Epoch: 999, Seq: 1}), from)
+	a.HandleAck(mk(Ack{Cluster: "web", Server: 0, Epoch: 1000, Seq: 2}), from)
+	a.HandleAck(mk(Ack{Cluster: "web", Server: 7, Epoch: 1000, Seq: 1}), from)
+	a.HandleAck(mk(Ack{Cluster: "api", Server: 0, Epoch: 1000, Seq: 1}), from)
 	st := a.Status()[0]
-	want := AckCounters{BadMAC: 1, OtherEpoch: 1, Future: 1, UnknownServer: 1}
+	want := AckCounters{BadSource: 2, OtherEpoch: 1, Future: 1, UnknownServer: 1}
 	if st.Acks != want || st.Servers[0].AckedSeq != 0 || sent != 1 {
 		t.Errorf("acks %+v (want %+v), server %+v, %d sent", st.Acks, want, st.Servers[0], sent)
 	}
 	if m, u := a.AckDrops(); m != 2 || u != 1 {
 		t.Errorf("AckDrops = %d malformed, %d unknown cluster; want 2, 1", m, u)
 	}
-	a.HandleAck(mk(good, testKey), from)
-	a.HandleAck(mk(Ack{Cluster: "web", Server: 1, Epoch: 1000, Seq: 1}, testKey), from)
+	a.HandleAck(mk(good), from)
+	a.HandleAck(mk(Ack{Cluster: "web", Server: 1, Epoch: 1000, Seq: 1}), from1)
 	if st := a.Status()[0]; st.Acks.Accepted != 2 || !st.Settled || sent != 2 {
 		t.Errorf("after a good acknowledgement: %+v, %d sent", st, sent)
 	}
@@ -218,14 +219,14 @@ func TestAnnouncerFailures(t *testing.T) {
 	fail = false
 	a.Announce(cl, 1, nil)
 	short := webCluster()
-	short.AnnounceKey = "short"
+	short.AnnounceKey = ed25519.PrivateKey("short")
 	a.Announce(short, 1, nil)
 	if s, f := a.Stats(); s != 1 || f != 4 {
 		t.Errorf("Stats = %d sent, %d failed; want 1, 4", s, f)
 	}
 	out := logs.String()
 	if strings.Count(out, "announcement not sent") != 2 || strings.Count(out, "announcements sent again") != 1 ||
-		!strings.Contains(out, "network is unreachable") || !strings.Contains(out, "key too short") {
+		!strings.Contains(out, "network is unreachable") || !strings.Contains(out, "not an Ed25519 key") {
 		t.Errorf("log:\n%s", out)
 	}
 }
@@ -239,15 +240,15 @@ func TestAnnouncerSeqAcrossReplacement(t *testing.T) {
 	cl := webCluster()
 	one := []dispatch.Server{{ID: 0, Addr: netip.MustParseAddr("10.0.0.11"), Weight: 1, Up: true}}
 	a.Announce(cl, 1, one)
-	m, err := Unmarshal(last, testKey)
+	m, err := Unmarshal(last, testPub)
 	if err != nil {
 		t.Fatal(err)
 	}
 	first := m.Seq
 	cl2 := webCluster()
-	cl2.AnnounceKey = "another-key-0123456789"
+	cl2.AnnounceKey = otherKey
 	a.Announce(cl2, 2, one)
-	m2, err := Unmarshal(last, []byte(cl2.AnnounceKey))
+	m2, err := Unmarshal(last, otherKey.Public().(ed25519.PublicKey))
 	if err != nil {
 		t.Fatal(err)
 	}

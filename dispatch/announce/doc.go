@@ -5,10 +5,11 @@
 // makes every change break before make: a bucket changes owner only after
 // its old owner has stopped accepting new connections for it.
 //
-//	appliance: dispatch.Manager ──Announce──> Announcer ──Transition──> Marshal+HMAC ──> Sender (UDP broadcast)
+//	appliance: dispatch.Manager ──Announce──> Announcer ──Transition──> Marshal+Ed25519 ──> Sender (UDP broadcast)
 //	           Sender's socket <──acknowledgements── HandleAck ──> Transition.Ack ──> the acquisition
-//	server:    UDP :9470 ──datagram──> Receiver.Handle ──Apply(owned, unowned)──> ghostnode: one nft transaction
-//	                                                  └─> Receiver.Ack ──unicast──> the announcement's source
+//	server:    UDP :9470 ──datagram──> Receiver.HandleFrom ──Apply(owned, unowned)──> ghostnode: one nft transaction
+//	                                                  ├─> Receiver.Ack ──unicast──> the announcement's source
+//	                                                  └─ Repeat / Ignore*: counted, nothing changes
 //
 // What is sent is the cluster's membership, not its per-bucket table: the
 // table is a pure function of the membership, so a receiver computes
@@ -44,14 +45,14 @@
 //
 //	offset  size  field
 //	     0     4  magic "GHRT"
-//	     4     1  format version: 2
+//	     4     1  format version: 3 (1 was authenticated with a shared HMAC key)
 //	     5     1  hash: 1 = jhash, 2 = modulo
 //	     6     2  N, the number of members (0..2048)
-//	     8     8  epoch: the appliance's start time, unix nanoseconds
+//	     8     8  epoch: a random number drawn when the appliance starts (or takes over)
 //	    16     8  seq: the announcement's number, +1 on every change of what is granted
 //	    24     8  tx: the datagram number in the epoch, +1 on every datagram sent (repeats too)
 //	    32     4  seed of the hash
-//	    36     4  buckets (1..1048576)
+//	    36     4  buckets (1..65536, the configuration's limit)
 //	    40     4  interval: how often the appliance repeats, in milliseconds (0: unknown)
 //	    44     1  L, the length of the cluster name (1..63)
 //	    45     L  cluster name: letters, digits, '_', '.', '-', starting with a letter or digit
@@ -68,52 +69,70 @@
 //	     .        K tables of N shares in the members' order, each:
 //	           4    weight
 //	           1    flags, as above
-//	     .    32  HMAC-SHA256 of every byte before it, keyed with the
-//	              cluster's announce_key (at least 16 bytes)
+//	     .    64  Ed25519 signature of every byte before it, by the
+//	              private key of the cluster's announce_key_file
 //
-// The datagram ends with the MAC: a datagram with trailing bytes, a field
+// The datagram ends with the signature: a datagram with trailing bytes, a field
 // out of range, reserved bits set, or members out of order is malformed, so
 // the encoding is canonical (Marshal(Unmarshal(b)) == b). A settled
-// announcement is 83 + L bytes with an IPv4 ghost, plus 14 per IPv4 member
-// (26 per IPv6 member): 64 servers take 982 bytes for cluster "web". The
-// acknowledgement's format is in ack.go.
+// announcement is 115 + L bytes with an IPv4 ghost, plus 14 per IPv4
+// member (26 per IPv6 member): 64 servers take 1014 bytes for cluster
+// "web". The acknowledgement's format is in ack.go.
 //
-// A receiver checks the header up to the cluster name first (an
-// announcement of another cluster is ignored without its MAC being
-// checked), then the MAC, and only then decodes the rest.
+// A receiver checks the source address first (HandleFrom: the appliance's
+// LAN addresses only), then the header up to the cluster name (an
+// announcement of another cluster is ignored without its signature being
+// checked), then the signature, and only then decodes the rest; nothing
+// over the configuration's limits is ever built.
 //
 // # Order, freshness and replays
 //
-// Tables are ordered by (epoch, seq), lexicographically: a restarted
-// appliance has a later epoch, so its first announcement wins over the old
-// one whatever their seqs; within an epoch, seq counts announcements.
-// Datagrams are ordered by (epoch, tx): the appliance repeats the
-// announcement in force every interval (1s by default; a quarter of it
-// while a change is in progress) with the same seq and a new tx, so that a
-// lost datagram heals itself, while an exact replay (or a late duplicate)
-// is recognisably not fresh. A Receiver:
+// Each run of the appliance announces under its own epoch, a random number
+// (NewEpoch), never a time: an appliance that boots with its clock behind
+// is not "older", and no number a sender picks is "later" than every
+// genuine one. Within an epoch, seq counts table changes and tx every
+// datagram; the appliance repeats its current table every interval (1s by
+// default) with the same seq and a new tx, so that a lost datagram heals
+// itself, while an exact replay (or a late duplicate) is recognisably not
+// fresh. A Receiver remembers the last tx heard in each of the MaxEpochs
+// epochs heard last, and:
 //
-//   - ignores another cluster's announcement (IgnoreOtherCluster), a bad MAC
-//     (IgnoreBadMAC), and what it cannot read (IgnoreMalformed);
-//   - ignores an authentic datagram whose (epoch, tx) is not after the last
-//     authentic one it heard (IgnoreStale): replays change nothing and do
-//     not count as the appliance being alive;
-//   - applies a fresh one whose (epoch, seq) is newer than the table
-//     applied (Apply), counts one with the same (epoch, seq) as a Repeat,
-//     and ignores an older table (IgnoreStale);
+//   - ignores a datagram from another source than the appliance's
+//     (IgnoreForeign), another cluster's announcement (IgnoreOtherCluster),
+//     a bad signature (IgnoreBadMAC), and what it cannot read
+//     (IgnoreMalformed);
+//   - ignores an authentic datagram whose tx is not after the last one heard
+//     in its epoch (IgnoreStale): replays change nothing and do not count as
+//     the appliance being alive; a datagram of an epoch not remembered is
+//     fresh;
+//   - applies a fresh one of another epoch than the applied table's, or of
+//     the same epoch with a larger seq (Apply): the appliance that speaks now
+//     is in charge; counts one with the same epoch and seq as a Repeat, and
+//     ignores an older seq of the same epoch (IgnoreStale);
 //   - keeps the last table applied for as long as nothing newer arrives.
 //
-// An agent that restarts loses its floor unless it saves it (ghostnode run
-// keeps it in its state directory and restores it with SetFloor). Two
-// appliances announcing one cluster must not run at once: the later
-// epoch's tables win and the other's are counted as stale.
+// An agent that restarts loses its replay state unless it saves it
+// (ghostnode run keeps Floors in its state directory and restores them with
+// SetFloors). Two appliances announcing one cluster must not run at once:
+// each one's fresh datagrams would be applied in turn.
 //
 // # Security
 //
-// The HMAC authenticates the sender as a holder of the cluster's key and
-// the content as unmodified; the (epoch, tx) floor defeats replays of
-// announcements, and a replayed acknowledgement only repeats what was true.
-// Nothing is secret: the membership is visible to anyone on the LAN. The
-// key is per cluster, and the cluster name is inside the MAC, so a key
-// shared by two clusters still cannot move one's announcement to the other.
+// The signature authenticates the sender as the holder of the cluster's
+// private key and the content as unmodified; servers hold only the public
+// key, so a compromised server cannot forge. Replays of anything heard in
+// the remembered epochs are stale; even the key holder cannot block the
+// appliance's next run (its epoch is new), so the replay state cannot be
+// poisoned past a restart. Nothing is secret: the membership is visible to
+// anyone on the LAN. The cluster name is signed, so one key pair for two
+// clusters still cannot move one's announcement to the other.
+//
+// Acknowledgements are not signed: a server holds no secret. The appliance
+// takes one only from the server's own address, on the cluster's LAN, for
+// the epoch in force; the appliance never routes outside traffic to the
+// announce port, and the epoch is random. A LAN host that sees the
+// announcements can still forge one: at worst the appliance then grants a
+// moved bucket before its old owner released it, the duplicate answers
+// break before make otherwise prevents; it can never steer traffic, since
+// the filters follow only signed tables.
 package announce

@@ -2,8 +2,7 @@ package announce
 
 import (
 	"cmp"
-	"crypto/hmac"
-	"crypto/sha256"
+	"crypto/ed25519"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -24,14 +23,17 @@ const (
 	DefaultPort = config.DefaultAnnouncePort
 	// Magic opens every announcement.
 	Magic = "GHRT"
-	// FormatVersion is the format this package writes and reads (2: the
-	// member flag "absent" and the further tables of a transition).
-	FormatVersion = 2
-	// MACSize is the length of the trailing HMAC-SHA256.
-	MACSize = sha256.Size
-	// MinKey is the shortest key Marshal and Unmarshal accept, in bytes:
-	// the configuration's limit on announce_key.
-	MinKey = config.MinAnnounceKey
+	// FormatVersion is the format this package writes and reads: 3, signed
+	// with Ed25519, with the member flag "absent" and the further tables of
+	// a transition (1 was authenticated with a shared HMAC key; 2 was
+	// either of the two changes alone).
+	FormatVersion = 3
+	// MACSize is the length of the trailing Ed25519 signature.
+	MACSize = ed25519.SignatureSize
+	// MaxBuckets is the largest bucket count an announcement may carry:
+	// the configuration's limit, so that a receiver never builds a larger
+	// table than any appliance can be configured with.
+	MaxBuckets = config.MaxBuckets
 	// MaxName is the longest cluster name, in bytes.
 	MaxName = 63
 	// MaxMembers is the most servers one announcement carries: 2048 IPv6
@@ -68,14 +70,14 @@ var (
 	ErrMalformed = errors.New("announce: malformed announcement")
 	// ErrVersion: an announcement of another format version.
 	ErrVersion = errors.New("announce: unsupported format version")
-	// ErrBadMAC: the HMAC does not match: forged, corrupted, or made with
-	// another key.
-	ErrBadMAC = errors.New("announce: bad MAC (forged, corrupted, or another key)")
+	// ErrBadMAC: the signature does not verify: forged, corrupted, or
+	// signed with another key.
+	ErrBadMAC = errors.New("announce: bad signature (forged, corrupted, or another key)")
 	// ErrCluster: an authentic-looking announcement of another cluster
 	// (Open only; its MAC is not checked, the key is another cluster's).
 	ErrCluster = errors.New("announce: announcement of another cluster")
-	// ErrKey: a key shorter than MinKey.
-	ErrKey = errors.New("announce: key too short")
+	// ErrKey: not an Ed25519 key of the right size.
+	ErrKey = errors.New("announce: not an Ed25519 key")
 	// ErrInvalid: Marshal was given a message it cannot encode.
 	ErrInvalid = errors.New("announce: invalid message")
 )
@@ -99,9 +101,10 @@ type Member struct {
 // membership).
 type Message struct {
 	Cluster string
-	// Epoch is the sending appliance's start time (unix nanoseconds); Seq
-	// its table version, incremented on every table change. (Epoch, Seq)
-	// orders tables: see Newer.
+	// Epoch names one run of the sending appliance: a random number drawn
+	// at start (NewEpoch), not a time, so that no clock can make it look
+	// old. Seq is its table version, incremented on every table change.
+	// Tables are ordered only within an epoch: see Newer.
 	Epoch, Seq uint64
 	// Tx numbers every datagram the appliance sends in its epoch, repeats
 	// included, so that (Epoch, Tx) tells a fresh datagram from a replayed
@@ -134,15 +137,16 @@ type Share struct {
 	Absent bool // not a member of this table
 }
 
-// Newer reports whether m's table is newer than than's: (Epoch, Seq)
-// compared lexicographically, so any table of a later epoch (an appliance
-// restarted) is newer whatever its Seq. Every message is newer than nil.
+// Newer reports whether m's table should replace than's, m being a fresh
+// datagram (see Receiver): within one epoch a larger Seq; from another
+// epoch always, since the appliance that speaks now (restarted, with a new
+// random epoch) is the one in charge. Every message is newer than nil.
 func (m *Message) Newer(than *Message) bool {
 	if than == nil {
 		return true
 	}
 	if m.Epoch != than.Epoch {
-		return m.Epoch > than.Epoch
+		return true
 	}
 	return m.Seq > than.Seq
 }
@@ -192,13 +196,13 @@ func appendAddr(b []byte, a netip.Addr) []byte {
 
 func okAddr(a netip.Addr) bool { return a.IsValid() && a.Zone() == "" }
 
-// Marshal encodes m and appends the HMAC-SHA256 of everything before it
-// under key. Members are written by ascending ID; m is not modified. It
+// Marshal encodes m and appends the Ed25519 signature of everything before
+// it under key. Members are written by ascending ID; m is not modified. It
 // fails, wrapping ErrInvalid, for a message Unmarshal would reject, and
-// with ErrKey for a key shorter than MinKey.
-func (m *Message) Marshal(key []byte) ([]byte, error) {
-	if len(key) < MinKey {
-		return nil, fmt.Errorf("%w: %d bytes, want at least %d", ErrKey, len(key), MinKey)
+// with ErrKey for a key that is not an Ed25519 private key.
+func (m *Message) Marshal(key ed25519.PrivateKey) ([]byte, error) {
+	if len(key) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("%w: private key of %d bytes, want %d", ErrKey, len(key), ed25519.PrivateKeySize)
 	}
 	bad := func(format string, args ...any) ([]byte, error) {
 		return nil, fmt.Errorf("%w: cluster %q: %s", ErrInvalid, m.Cluster, fmt.Sprintf(format, args...))
@@ -215,8 +219,8 @@ func (m *Message) Marshal(key []byte) ([]byte, error) {
 	switch {
 	case !config.ValidClusterName(m.Cluster):
 		return bad("cluster name: want 1 to %d letters, digits, '_', '.' or '-', starting with a letter or digit", MaxName)
-	case m.Buckets < 1 || m.Buckets > dispatch.MaxBuckets:
-		return bad("%d buckets: want 1..%d", m.Buckets, dispatch.MaxBuckets)
+	case m.Buckets < 1 || m.Buckets > MaxBuckets:
+		return bad("%d buckets: want 1..%d", m.Buckets, MaxBuckets)
 	case m.Interval < 0 || m.Interval/time.Millisecond > math.MaxUint32:
 		return bad("interval %v: want 0 to %d ms", m.Interval, uint32(math.MaxUint32))
 	case !okAddr(m.Ghost):
@@ -278,13 +282,7 @@ func (m *Message) Marshal(key []byte) ([]byte, error) {
 		b = appendAddr(b, s.Addr)
 	}
 	b = appendAlso(b, m.Members, members, m.Also)
-	return appendMAC(b, key), nil
-}
-
-func appendMAC(b, key []byte) []byte {
-	h := hmac.New(sha256.New, key)
-	h.Write(b)
-	return h.Sum(b)
+	return append(b, ed25519.Sign(key, b)...), nil
 }
 
 func malformed(format string, args ...any) error {
@@ -316,18 +314,20 @@ func header(b []byte) (string, error) {
 
 // Peek returns the cluster an announcement is about without authenticating
 // it, so that a receiver can pick the key (or ignore another cluster's
-// announcement). Its errors are Unmarshal's, ErrBadMAC excepted.
+// announcement) before paying for a signature check. Its errors are
+// Unmarshal's, ErrBadMAC excepted.
 func Peek(b []byte) (cluster string, err error) { return header(b) }
 
 // Unmarshal authenticates and decodes one announcement. It checks, in this
-// order: the header (ErrMalformed, ErrVersion), the HMAC under key
-// (ErrBadMAC), then every field (ErrMalformed): nothing unauthenticated is
-// decoded past the cluster name. The encoding is canonical: for every b
-// it accepts, Marshal of the result with the same key returns b. It never
-// panics, whatever b holds.
-func Unmarshal(b, key []byte) (*Message, error) {
-	if len(key) < MinKey {
-		return nil, fmt.Errorf("%w: %d bytes, want at least %d", ErrKey, len(key), MinKey)
+// order: the header (ErrMalformed, ErrVersion), the length (at most
+// MaxDatagram), the Ed25519 signature under key (ErrBadMAC), then every
+// field (ErrMalformed): nothing unauthenticated is decoded past the
+// cluster name. The encoding is canonical: for every b it accepts, Marshal
+// of the result with the signing key returns b (Ed25519 signatures are
+// deterministic). It never panics, whatever b holds.
+func Unmarshal(b []byte, key ed25519.PublicKey) (*Message, error) {
+	if len(key) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("%w: public key of %d bytes, want %d", ErrKey, len(key), ed25519.PublicKeySize)
 	}
 	name, err := header(b)
 	if err != nil {
@@ -336,10 +336,11 @@ func Unmarshal(b, key []byte) (*Message, error) {
 	if len(b) < fixedLen+len(name)+MACSize {
 		return nil, malformed("%d bytes: truncated", len(b))
 	}
-	body, sum := b[:len(b)-MACSize], b[len(b)-MACSize:]
-	h := hmac.New(sha256.New, key)
-	h.Write(body)
-	if !hmac.Equal(h.Sum(nil), sum) {
+	if len(b) > MaxDatagram {
+		return nil, malformed("%d bytes: longer than a UDP datagram", len(b))
+	}
+	body, sig := b[:len(b)-MACSize], b[len(b)-MACSize:]
+	if !ed25519.Verify(key, body, sig) {
 		return nil, ErrBadMAC
 	}
 
@@ -360,8 +361,8 @@ func Unmarshal(b, key []byte) (*Message, error) {
 	default:
 		return nil, malformed("hash kind %d", b[5])
 	}
-	if m.Buckets < 1 || m.Buckets > dispatch.MaxBuckets {
-		return nil, malformed("%d buckets: want 1..%d", m.Buckets, dispatch.MaxBuckets)
+	if m.Buckets < 1 || m.Buckets > MaxBuckets {
+		return nil, malformed("%d buckets: want 1..%d", m.Buckets, MaxBuckets)
 	}
 	count := int(binary.BigEndian.Uint16(b[6:]))
 	if count > MaxMembers {
@@ -403,9 +404,9 @@ func Unmarshal(b, key []byte) (*Message, error) {
 }
 
 // Open is Peek, then Unmarshal: ErrCluster when the announcement is about
-// another cluster than cluster (its MAC is not checked: the key is
+// another cluster than cluster (its signature is not checked: the key is
 // another's), else Unmarshal's result.
-func Open(b []byte, cluster string, key []byte) (*Message, error) {
+func Open(b []byte, cluster string, key ed25519.PublicKey) (*Message, error) {
 	name, err := header(b)
 	if err != nil {
 		return nil, err

@@ -2,8 +2,7 @@ package announce
 
 import (
 	"bytes"
-	"crypto/hmac"
-	"crypto/sha256"
+	"crypto/ed25519"
 	"encoding/binary"
 	"errors"
 	"net/netip"
@@ -15,7 +14,17 @@ import (
 	"github.com/ghostrouter/ghostrouter/dispatch"
 )
 
-var testKey = []byte("0123456789abcdef-web")
+// testKey signs, testPub verifies; otherKey is another appliance's.
+var (
+	testKey  = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{0x5e}, ed25519.SeedSize))
+	testPub  = testKey.Public().(ed25519.PublicKey)
+	otherKey = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{0x07}, ed25519.SeedSize))
+)
+
+// appendMAC appends b's signature under key.
+func appendMAC(b []byte, key ed25519.PrivateKey) []byte {
+	return append(b, ed25519.Sign(key, b)...)
+}
 
 // sample is a cluster of three IPv4 servers, one down and one drained,
 // given out of ID order.
@@ -31,7 +40,7 @@ func sample() *Message {
 	}
 }
 
-func mustMarshal(t testing.TB, m *Message, key []byte) []byte {
+func mustMarshal(t testing.TB, m *Message, key ed25519.PrivateKey) []byte {
 	t.Helper()
 	b, err := m.Marshal(key)
 	if err != nil {
@@ -57,10 +66,10 @@ func sorted(m *Message) *Message {
 
 // reference encodes m the slow, obvious way, field by field as the package
 // documentation's table lists them, members already in ID order.
-func reference(m *Message, key []byte) []byte {
+func reference(m *Message, key ed25519.PrivateKey) []byte {
 	var b bytes.Buffer
 	b.WriteString("GHRT")
-	b.WriteByte(2)
+	b.WriteByte(3)
 	b.WriteByte(map[string]byte{"jhash": 1, "modulo": 2}[m.Hash])
 	binary.Write(&b, binary.BigEndian, uint16(len(m.Members)))
 	binary.Write(&b, binary.BigEndian, m.Epoch)
@@ -100,9 +109,7 @@ func reference(m *Message, key []byte) []byte {
 			b.WriteByte(flags(sh.Up, sh.Absent))
 		}
 	}
-	h := hmac.New(sha256.New, key)
-	h.Write(b.Bytes())
-	return h.Sum(b.Bytes())
+	return append(b.Bytes(), ed25519.Sign(key, b.Bytes())...)
 }
 
 // TestWireFormat pins the byte layout against the reference encoder and a
@@ -114,7 +121,7 @@ func TestWireFormat(t *testing.T) {
 		t.Fatalf("Marshal(sample):\n% x\nwant (reference encoder)\n% x", got, want)
 	}
 	head := []byte{
-		'G', 'H', 'R', 'T', 2, 1, 0, 3, // magic, version, jhash, 3 members
+		'G', 'H', 'R', 'T', 3, 1, 0, 3, // magic, version, jhash, 3 members
 		0x18, 0x7b, 0x80, 0xee, 0x86, 0xee, 0x0a, 0x00, // epoch 1764145441000000000
 		0, 0, 0, 0, 0, 0, 0, 7, // seq
 		0, 0, 0, 0, 0, 0, 0, 42, // tx
@@ -126,10 +133,10 @@ func TestWireFormat(t *testing.T) {
 		0, // no further table
 	}
 	if !bytes.HasPrefix(got, head) || len(got) != len(head)+MACSize {
-		t.Errorf("Marshal(sample):\n% x\nwant the body\n% x\nand a 32-byte MAC", got, head)
+		t.Errorf("Marshal(sample):\n% x\nwant the body\n% x\nand a 64-byte signature", got, head)
 	}
-	if len(got) != 83+3+3*14 {
-		t.Errorf("len = %d, want 83 + L + 14 per IPv4 member = %d", len(got), 83+3+3*14)
+	if len(got) != 115+3+3*14 {
+		t.Errorf("len = %d, want 115 + L + 14 per IPv4 member = %d", len(got), 115+3+3*14)
 	}
 
 	// A transition: server 3 joins (absent from the table in force, which is
@@ -152,7 +159,7 @@ func TestWireFormat(t *testing.T) {
 	if body := got[:len(got)-MACSize]; !bytes.HasSuffix(body, tail) {
 		t.Errorf("transition body ends\n% x\nwant\n% x", body[len(body)-len(tail):], tail)
 	}
-	back, err := Unmarshal(got, testKey)
+	back, err := Unmarshal(got, testPub)
 	if err != nil || !reflect.DeepEqual(back.Also, tr.Also) || !reflect.DeepEqual(back.Members, tr.Members) {
 		t.Errorf("Unmarshal(transition) = %+v, %v", back, err)
 	}
@@ -162,15 +169,15 @@ func TestWireFormat(t *testing.T) {
 func TestSize(t *testing.T) {
 	m := sample()
 	m.Members = nil
-	for i := range 99 {
+	for i := range 96 {
 		m.Members = append(m.Members, Member{ID: i, Addr: netip.AddrFrom4([4]byte{10, 0, 1, byte(i)}), Weight: 1, Up: true})
 	}
 	if n := len(mustMarshal(t, m, testKey)); n > 1500-20-8 {
-		t.Errorf("99 IPv4 members: %d bytes, more than a 1500-byte frame's UDP payload", n)
+		t.Errorf("96 IPv4 members: %d bytes, more than a 1500-byte frame's UDP payload", n)
 	}
 	m.Members = m.Members[:64]
-	if n := len(mustMarshal(t, m, testKey)); n != 982 {
-		t.Errorf("64 IPv4 members: %d bytes, want 982", n)
+	if n := len(mustMarshal(t, m, testKey)); n != 1014 {
+		t.Errorf("64 IPv4 members: %d bytes, want 1014", n)
 	}
 	m.Members = nil
 	for i := range MaxMembers {
@@ -193,12 +200,12 @@ func TestRoundTrip(t *testing.T) {
 	empty := sample()
 	empty.Members = nil
 	big := sample()
-	big.Epoch, big.Seq, big.Tx, big.Seed, big.Buckets = 1<<64-1, 1<<64-1, 1<<64-1, 1<<32-1, dispatch.MaxBuckets
+	big.Epoch, big.Seq, big.Tx, big.Seed, big.Buckets = 1<<64-1, 1<<64-1, 1<<64-1, 1<<32-1, MaxBuckets
 	big.Members = []Member{{ID: 1<<32 - 1, Addr: netip.MustParseAddr("10.0.0.1"), Weight: dispatch.MaxWeight, Up: true}}
 	big.Interval = (1<<32 - 1) * time.Millisecond
 	for name, m := range map[string]*Message{"ipv4": sample(), "ipv6": v6, "modulo": modulo, "no members": empty, "limits": big} {
 		b := mustMarshal(t, m, testKey)
-		got, err := Unmarshal(b, testKey)
+		got, err := Unmarshal(b, testPub)
 		if err != nil {
 			t.Errorf("%s: Unmarshal(Marshal(m)): %v", name, err)
 			continue
@@ -229,7 +236,7 @@ func TestTamper(t *testing.T) {
 		for _, x := range []byte{0x01, 0x80, 0xff} {
 			c := bytes.Clone(b)
 			c[i] ^= x
-			m, err := Unmarshal(c, testKey)
+			m, err := Unmarshal(c, testPub)
 			switch {
 			case err == nil:
 				t.Fatalf("byte %d ^ %#x: accepted: %+v", i, x, m)
@@ -246,16 +253,24 @@ func TestTamper(t *testing.T) {
 
 func TestWrongKey(t *testing.T) {
 	b := mustMarshal(t, sample(), testKey)
-	for _, k := range [][]byte{[]byte("0123456789abcdef-wec"), []byte("0123456789abcdef-web2"), []byte("0123456789abcdef")} {
+	flipped := bytes.Clone(testPub)
+	flipped[0] ^= 1
+	for _, k := range []ed25519.PublicKey{otherKey.Public().(ed25519.PublicKey), flipped} {
 		if _, err := Unmarshal(b, k); !errors.Is(err, ErrBadMAC) {
-			t.Errorf("Unmarshal with key %q: %v, want ErrBadMAC", k, err)
+			t.Errorf("Unmarshal with key %x: %v, want ErrBadMAC", k, err)
 		}
 	}
-	if _, err := Unmarshal(b, []byte("short")); !errors.Is(err, ErrKey) {
+	// A server holds only the public key: the 32 bytes used as a private
+	// key's seed sign with another key, which its own public key refuses.
+	fromPub := ed25519.NewKeyFromSeed(testPub)
+	if _, err := Unmarshal(mustMarshal(t, sample(), fromPub), testPub); !errors.Is(err, ErrBadMAC) {
+		t.Errorf("signed with a key made from the public key: %v, want ErrBadMAC", err)
+	}
+	if _, err := Unmarshal(b, ed25519.PublicKey("short")); !errors.Is(err, ErrKey) {
 		t.Errorf("Unmarshal with a 5-byte key: %v, want ErrKey", err)
 	}
-	if _, err := sample().Marshal([]byte("0123456789abcde")); !errors.Is(err, ErrKey) {
-		t.Errorf("Marshal with a 15-byte key: %v, want ErrKey", err)
+	if _, err := sample().Marshal(ed25519.PrivateKey(testPub)); !errors.Is(err, ErrKey) {
+		t.Errorf("Marshal with a public key: %v, want ErrKey", err)
 	}
 }
 
@@ -264,11 +279,11 @@ func TestWrongKey(t *testing.T) {
 func TestTruncated(t *testing.T) {
 	b := mustMarshal(t, sample(), testKey)
 	for n := range len(b) {
-		if m, err := Unmarshal(b[:n], testKey); err == nil || !(errors.Is(err, ErrMalformed) || errors.Is(err, ErrBadMAC)) {
+		if m, err := Unmarshal(b[:n], testPub); err == nil || !(errors.Is(err, ErrMalformed) || errors.Is(err, ErrBadMAC)) {
 			t.Errorf("Unmarshal of the first %d of %d bytes: %+v, %v; want ErrMalformed or ErrBadMAC", n, len(b), m, err)
 		}
 	}
-	if _, err := Unmarshal(append(bytes.Clone(b), 0), testKey); !errors.Is(err, ErrBadMAC) {
+	if _, err := Unmarshal(append(bytes.Clone(b), 0), testPub); !errors.Is(err, ErrBadMAC) {
 		t.Errorf("one byte appended: %v, want ErrBadMAC", err)
 	}
 }
@@ -299,6 +314,7 @@ func TestMalformedAuthentic(t *testing.T) {
 		{"hash kind 3", edit(func(b []byte) []byte { b[5] = 3; return b }), "hash kind 3"},
 		{"0 buckets", edit(func(b []byte) []byte { copy(b[36:], []byte{0, 0, 0, 0}); return b }), "0 buckets"},
 		{"too many buckets", edit(func(b []byte) []byte { copy(b[36:], []byte{0, 0x10, 0, 1}); return b }), "1048577 buckets"},
+		{"oversized table: one bucket over the configuration's limit", edit(func(b []byte) []byte { binary.BigEndian.PutUint32(b[36:], MaxBuckets+1); return b }), "65537 buckets"},
 		{"count too large", edit(func(b []byte) []byte { b[6], b[7] = 0x08, 0x01; return b }), "2049 members"},
 		{"count one more", edit(func(b []byte) []byte { b[7] = 4; return b }), "member 4 of 4: truncated"},
 		{"count one less", edit(func(b []byte) []byte { b[7] = 2; return b }), "14 bytes after the last member"},
@@ -323,14 +339,14 @@ func TestMalformedAuthentic(t *testing.T) {
 		{"name past the end", edit(func(b []byte) []byte { b[fixedLen-1] = 255; return b }), "truncated cluster name"},
 		{"magic", edit(func(b []byte) []byte { b[0] = 'g'; return b }), `magic "gHRT"`},
 	} {
-		m, err := Unmarshal(tc.b, testKey)
+		m, err := Unmarshal(tc.b, testPub)
 		if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: Unmarshal = %+v, %v; want ErrMalformed mentioning %q", tc.name, m, err, tc.want)
 		}
 	}
-	for _, v := range []byte{1, 3} {
+	for _, v := range []byte{1, 2, 4} {
 		other := edit(func(b []byte) []byte { b[4] = v; return b })
-		if _, err := Unmarshal(other, testKey); !errors.Is(err, ErrVersion) {
+		if _, err := Unmarshal(other, testPub); !errors.Is(err, ErrVersion) {
 			t.Errorf("version %d: %v, want ErrVersion", v, err)
 		}
 	}
@@ -346,7 +362,7 @@ func TestMarshalInvalid(t *testing.T) {
 		{"name", func(m *Message) { m.Cluster = "web cluster" }},
 		{"long name", func(m *Message) { m.Cluster = strings.Repeat("w", 64) }},
 		{"0 buckets", func(m *Message) { m.Buckets = 0 }},
-		{"too many buckets", func(m *Message) { m.Buckets = dispatch.MaxBuckets + 1 }},
+		{"too many buckets", func(m *Message) { m.Buckets = MaxBuckets + 1 }},
 		{"negative interval", func(m *Message) { m.Interval = -time.Second }},
 		{"huge interval", func(m *Message) { m.Interval = 1 << 32 * time.Millisecond }},
 		{"no ghost", func(m *Message) { m.Ghost = netip.Addr{} }},
@@ -381,7 +397,7 @@ func TestNewer(t *testing.T) {
 		{msg(1, 1), msg(1, 1), false},
 		{msg(1, 1), msg(1, 2), false},
 		{msg(2, 1), msg(1, 9), true}, // a restarted appliance wins with a lower seq
-		{msg(1, 9), msg(2, 1), false},
+		{msg(1, 9), msg(2, 1), true}, // epochs are random: another one is in charge
 		{msg(0, 0), nil, true},
 	} {
 		if got := tc.a.Newer(tc.b); got != tc.want {
@@ -392,20 +408,20 @@ func TestNewer(t *testing.T) {
 
 func TestOpen(t *testing.T) {
 	b := mustMarshal(t, sample(), testKey)
-	if _, err := Open(b, "api", testKey); !errors.Is(err, ErrCluster) {
+	if _, err := Open(b, "api", testPub); !errors.Is(err, ErrCluster) {
 		t.Errorf("Open for cluster api: %v, want ErrCluster", err)
 	}
 	// Another cluster's key: its MAC is never checked.
-	if _, err := Open(b, "api", []byte("another cluster's key")); !errors.Is(err, ErrCluster) {
+	if _, err := Open(b, "api", otherKey.Public().(ed25519.PublicKey)); !errors.Is(err, ErrCluster) {
 		t.Errorf("Open for cluster api with its key: %v, want ErrCluster", err)
 	}
-	if m, err := Open(b, "web", testKey); err != nil || m.Seq != 7 {
+	if m, err := Open(b, "web", testPub); err != nil || m.Seq != 7 {
 		t.Errorf("Open for cluster web: %+v, %v", m, err)
 	}
 	// The name is inside the MAC: renaming "web" to "api" breaks it.
 	c := bytes.Clone(b)
 	copy(c[fixedLen:], "api")
-	if _, err := Open(c, "api", testKey); !errors.Is(err, ErrBadMAC) {
+	if _, err := Open(c, "api", testPub); !errors.Is(err, ErrBadMAC) {
 		t.Errorf("renamed to api, same key: %v, want ErrBadMAC", err)
 	}
 }
@@ -431,13 +447,13 @@ func FuzzUnmarshal(f *testing.F) {
 		f.Add(b[:len(b)-MACSize])
 		f.Add(b[:len(b)/2])
 	}
-	f.Add([]byte("GHRT\x01"))
+	f.Add([]byte("GHRT\x02"))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		for _, in := range [][]byte{b, appendMAC(bytes.Clone(b), testKey)} {
 			Peek(in)
-			Open(in, "web", testKey)
-			m, err := Unmarshal(in, testKey)
+			Open(in, "web", testPub)
+			m, err := Unmarshal(in, testPub)
 			if err != nil {
 				if m != nil {
 					t.Fatalf("Unmarshal returned a message with error %v", err)

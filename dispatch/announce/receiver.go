@@ -1,8 +1,11 @@
 package announce
 
 import (
+	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"net/netip"
+	"slices"
 
 	"github.com/ghostrouter/ghostrouter/router/config"
 )
@@ -19,10 +22,11 @@ const (
 	// appliance repeats it every interval). Nothing to do.
 	Repeat
 	// IgnoreStale: authentic, but not fresh: a replayed or late datagram
-	// ((Epoch, Tx) not after the last one heard), or an older table than
-	// the one applied.
+	// (a Tx not after the last one heard in its epoch), or an older table
+	// of the current epoch than the one applied.
 	IgnoreStale
-	// IgnoreBadMAC: forged, corrupted, or made with another key.
+	// IgnoreBadMAC: a bad signature: forged, corrupted, or signed with
+	// another key.
 	IgnoreBadMAC
 	// IgnoreMalformed: not an announcement this agent can read (including
 	// another format version).
@@ -32,6 +36,9 @@ const (
 	// IgnoreUnsupported: authentic and fresh, but for a hash the server's
 	// kernel filter cannot compute (modulo).
 	IgnoreUnsupported
+	// IgnoreForeign: from a source address that is not the appliance's
+	// (SetSources); not even its signature is checked.
+	IgnoreForeign
 )
 
 var verdictNames = [...]string{
@@ -42,6 +49,7 @@ var verdictNames = [...]string{
 	IgnoreMalformed:    "malformed",
 	IgnoreOtherCluster: "other_cluster",
 	IgnoreUnsupported:  "unsupported",
+	IgnoreForeign:      "foreign",
 }
 
 // String is the verdict's name as counters and logs spell it.
@@ -67,6 +75,8 @@ type Counters struct {
 	OtherCluster uint64 `json:"other_cluster"`
 	Unsupported  uint64 `json:"unsupported"`
 	Acks         uint64 `json:"acks"` // acknowledgements made (Ack)
+	// Foreign counts datagrams from a source other than the appliance's.
+	Foreign uint64 `json:"foreign"`
 }
 
 // Result is the outcome of Receiver.Handle.
@@ -93,36 +103,61 @@ type Result struct {
 // in force however long the appliance is quiet. It does no I/O. A Receiver
 // is not safe for concurrent use.
 //
-// Freshness and order: a datagram is fresh when its (Epoch, Tx) is after
-// the last authentic one heard, so an exact replay, or a late copy, is
-// IgnoreStale even when it carries the current table. A fresh datagram
-// whose (Epoch, Seq) is newer than the applied table's is Apply; the same
-// (Epoch, Seq) is a Repeat.
+// Freshness and order: a datagram is fresh when its Tx is after the last
+// one heard in its epoch, or its epoch is not one of the MaxEpochs heard
+// last (a restarted appliance draws a new random epoch); an exact replay,
+// or a late copy, is IgnoreStale even when it carries the current table.
+// A fresh datagram of another epoch than the applied table's is Apply
+// (the appliance speaking now is in charge); within one epoch, a larger
+// Seq is Apply and the same Seq a Repeat. No datagram, even one signed
+// with the appliance's key, can make the genuine appliance's next run
+// stale: its epoch is new.
 type Receiver struct {
 	cluster string
-	key     []byte
+	key     ed25519.PublicKey
 	id      int
+	sources []netip.Addr // the appliance's addresses; nil: any
 
-	heard              bool   // an authentic, fresh datagram was heard (or SetFloor)
-	heardEpoch, heardT uint64 // its (Epoch, Tx)
-	applied            *Message
-	owned              []uint32
-	stats              Counters
+	heard   floors // the epochs heard, most recent first (or SetFloors)
+	applied *Message
+	owned   []uint32
+	stats   Counters
 }
 
 // NewReceiver returns the receiver of server id for cluster, whose
-// announcements are authenticated with key (at least MinKey bytes).
-func NewReceiver(cluster string, key []byte, id int) (*Receiver, error) {
+// announcements are signed by the private half of key.
+func NewReceiver(cluster string, key ed25519.PublicKey, id int) (*Receiver, error) {
 	if !config.ValidClusterName(cluster) {
 		return nil, fmt.Errorf("announce: receiver: cluster name %q", cluster)
 	}
-	if len(key) < MinKey {
-		return nil, fmt.Errorf("%w: %d bytes, want at least %d", ErrKey, len(key), MinKey)
+	if len(key) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("%w: public key of %d bytes, want %d", ErrKey, len(key), ed25519.PublicKeySize)
 	}
 	if id < 0 {
 		return nil, fmt.Errorf("announce: receiver: server id %d", id)
 	}
-	return &Receiver{cluster: cluster, key: append([]byte(nil), key...), id: id}, nil
+	return &Receiver{cluster: cluster, key: slices.Clone(key), id: id}, nil
+}
+
+// SetSources restricts HandleFrom to datagrams from these addresses (the
+// appliance's on the LAN); with none, any source is accepted.
+func (r *Receiver) SetSources(addrs []netip.Addr) {
+	r.sources = r.sources[:0]
+	for _, a := range addrs {
+		r.sources = append(r.sources, a.Unmap().WithZone(""))
+	}
+}
+
+// HandleFrom is Handle for a datagram from the source address from: one
+// from a source SetSources does not list is IgnoreForeign, before any
+// other check.
+func (r *Receiver) HandleFrom(from netip.Addr, b []byte) Result {
+	if !sourceAllowed(r.sources, from) {
+		r.stats.Received++
+		r.stats.Foreign++
+		return Result{Verdict: IgnoreForeign, Err: fmt.Errorf("announce: from %v, not from the appliance", from)}
+	}
+	return r.Handle(b)
 }
 
 // Handle decides about one datagram and counts it. b is not retained.
@@ -140,12 +175,12 @@ func (r *Receiver) Handle(b []byte) Result {
 		r.stats.Malformed++
 		return Result{Verdict: IgnoreMalformed, Err: err}
 	}
-	if r.heard && (m.Epoch < r.heardEpoch || m.Epoch == r.heardEpoch && m.Tx <= r.heardT) {
+	if ok, floor := r.heard.fresh(m.Epoch, m.Tx); !ok {
 		r.stats.Stale++
 		return Result{Verdict: IgnoreStale, Msg: m, Err: fmt.Errorf(
-			"announce: replayed or late: epoch %d tx %d, already heard epoch %d tx %d", m.Epoch, m.Tx, r.heardEpoch, r.heardT)}
+			"announce: replayed or late: epoch %d tx %d, already heard tx %d of that epoch", m.Epoch, m.Tx, floor)}
 	}
-	r.heard, r.heardEpoch, r.heardT = true, m.Epoch, m.Tx
+	r.heard.hear(m.Epoch, m.Tx)
 	if m.Hash != config.HashJhash {
 		r.stats.Unsupported++
 		return Result{Verdict: IgnoreUnsupported, Msg: m, Err: fmt.Errorf(
@@ -194,15 +229,30 @@ func (r *Receiver) Current() (*Message, []uint32) { return r.applied, r.owned }
 // Floor is the (Epoch, Tx) of the last authentic, fresh datagram; ok is
 // false before the first.
 func (r *Receiver) Floor() (epoch, tx uint64, ok bool) {
-	return r.heardEpoch, r.heardT, r.heard
+	if len(r.heard) == 0 {
+		return 0, 0, false
+	}
+	return r.heard[0].Epoch, r.heard[0].Tx, true
 }
 
-// SetFloor makes every datagram up to (epoch, tx) stale, as if it had been
-// heard: an agent that restarts sets the floor it had, so that replaying
-// an old announcement to it gains nothing.
-func (r *Receiver) SetFloor(epoch, tx uint64) {
-	r.heard, r.heardEpoch, r.heardT = true, epoch, tx
+// Floors is the replay state: the last Tx heard in each of the epochs
+// heard last, most recent first (at most MaxEpochs).
+func (r *Receiver) Floors() []EpochFloor { return slices.Clone(r.heard) }
+
+// SetFloors restores replay state saved from Floors (an agent that
+// restarts), so that replaying an announcement it had heard gains
+// nothing. It is checked with CheckFloors first.
+func (r *Receiver) SetFloors(fs []EpochFloor) error {
+	if err := CheckFloors(fs); err != nil {
+		return err
+	}
+	r.heard = slices.Clone(fs)
+	return nil
 }
+
+// SetFloor makes every datagram of epoch up to tx stale, as if it had been
+// heard last.
+func (r *Receiver) SetFloor(epoch, tx uint64) { r.heard.hear(epoch, tx) }
 
 // Stats returns the counters.
 func (r *Receiver) Stats() Counters { return r.stats }
@@ -218,7 +268,7 @@ func (r *Receiver) Ack() (b []byte, ok bool) {
 		return nil, false
 	}
 	a := &Ack{Cluster: r.cluster, Server: r.id, Epoch: r.applied.Epoch, Seq: r.applied.Seq}
-	b, err := a.Marshal(r.key)
+	b, err := a.Marshal()
 	if err != nil { // the receiver's own fields: cannot fail
 		return nil, false
 	}

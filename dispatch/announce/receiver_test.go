@@ -1,6 +1,7 @@
 package announce
 
 import (
+	"crypto/ed25519"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -9,9 +10,9 @@ import (
 	"github.com/ghostrouter/ghostrouter/dispatch"
 )
 
-func mustReceiver(t *testing.T, id int) *Receiver {
+func mustReceiver(t testing.TB, id int) *Receiver {
 	t.Helper()
-	r, err := NewReceiver("web", testKey, id)
+	r, err := NewReceiver("web", testPub, id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +110,7 @@ func TestReceiverSequence(t *testing.T) {
 	first := msg(e1, 1, 1, all)
 	forged := msg(e1, 2, 2, oneDown)
 	forged[len(forged)-1] ^= 1
-	otherKey, _ := (&Message{Cluster: "web", Epoch: e1, Seq: 9, Tx: 9, Hash: "jhash", Buckets: 4096, Ghost: sample().Ghost}).Marshal([]byte("not the web cluster's key"))
+	otherKey, _ := (&Message{Cluster: "web", Epoch: e1, Seq: 9, Tx: 9, Hash: "jhash", Buckets: 4096, Ghost: sample().Ghost}).Marshal(otherKey)
 	api := sample()
 	api.Cluster = "api"
 	apiMsg := mustMarshal(t, api, testKey)
@@ -137,7 +138,9 @@ func TestReceiverSequence(t *testing.T) {
 		{"modulo", mustMarshal(t, modulo, testKey), IgnoreUnsupported, &wantStats.Unsupported, nDown},
 		{"tx went back, newer seq", msg(e1, 3, 3, all), IgnoreStale, &wantStats.Stale, nDown},
 		{"appliance restarted: newer epoch, lower seq", msg(e2, 1, 1, all), Apply, &wantStats.Newer, nAll},
-		{"old epoch, fresh tx and seq", msg(e1, 9, 99, oneDown), IgnoreStale, &wantStats.Stale, nAll},
+		{"replay of the old epoch", msg(e1, 2, 3, oneDown), IgnoreStale, &wantStats.Stale, nAll},
+		{"replay of the new epoch", msg(e2, 1, 1, all), IgnoreStale, &wantStats.Stale, nAll},
+		{"old epoch speaks again (a second appliance): it is in charge", msg(e1, 9, 99, oneDown), Apply, &wantStats.Newer, nDown},
 	}
 	for _, s := range steps {
 		res := r.Handle(s.b)
@@ -221,12 +224,12 @@ func TestReceiverFloor(t *testing.T) {
 func TestNewReceiverErrors(t *testing.T) {
 	for _, tc := range []struct {
 		cluster string
-		key     []byte
+		key     ed25519.PublicKey
 		id      int
 	}{
-		{"", testKey, 0},
-		{"web", []byte("short"), 0},
-		{"web", testKey, -1},
+		{"", testPub, 0},
+		{"web", ed25519.PublicKey("short"), 0},
+		{"web", testPub, -1},
 	} {
 		if _, err := NewReceiver(tc.cluster, tc.key, tc.id); err == nil {
 			t.Errorf("NewReceiver(%q, %q, %d) succeeded", tc.cluster, tc.key, tc.id)

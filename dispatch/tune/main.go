@@ -198,7 +198,7 @@ func parseArgs(args []string, helpOut io.Writer) (options, []string, error) {
 }
 
 func run(o options, logs []string, stdin io.Reader, stdout, stderr io.Writer, tty bool) error {
-	cfg, err := config.Load(o.config)
+	cfg, err := config.LoadWithoutKeys(o.config) // tuning needs no private key
 	if err != nil {
 		return err
 	}

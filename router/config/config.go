@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/ed25519"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/ghostrouter/ghostrouter/dispatch/announce/keyfile"
 	"github.com/ghostrouter/ghostrouter/dispatch/limits"
 )
 
@@ -32,6 +34,10 @@ const (
 const (
 	DefaultLogLevel       = "info"
 	DefaultControlSocket  = "/run/ghostrouter.sock"
+	DefaultUser           = "nobody"
+	DefaultICMPRate       = 1000                               // per second, per link and type: Linux's icmp_msgs_per_sec
+	DefaultICMPBurst      = 50                                 // Linux's icmp_msgs_burst
+	DefaultICMPRateMask   = 1<<3 | 1<<4 | 1<<5 | 1<<11 | 1<<12 // Linux's 0x1818, plus redirects
 	DefaultMetricsAddress = "127.0.0.1:9469"
 
 	DefaultMTU    = 1500
@@ -62,6 +68,9 @@ const (
 	DefaultTimeout      = 500 * time.Millisecond
 	DefaultRise         = 2
 	DefaultFall         = 3
+	MinHealthInterval   = 10 * time.Millisecond
+	MaxHealthInterval   = time.Hour
+	MinHealthTimeout    = 100 * time.Microsecond
 
 	DefaultDrainTimeout = 5 * time.Minute // how long a planned change keeps the old connections of moved buckets
 	MaxDrainTimeout     = 24 * time.Hour
@@ -71,7 +80,8 @@ const (
 
 	DefaultAnnouncePort     = 9470
 	DefaultAnnounceInterval = time.Second
-	MinAnnounceKey          = 16 // bytes
+	MinAnnounceInterval     = 100 * time.Millisecond
+	MaxAnnounceInterval     = time.Hour
 
 	// maxSocketPath is the room in sockaddr_un.sun_path, less the NUL.
 	maxSocketPath = 107
@@ -95,6 +105,17 @@ type Router struct {
 	ControlSocket  string // unix socket the CLI talks to
 	MetricsAddress string // host:port for Prometheus text; "" (written explicitly) turns metrics off
 	SendRedirects  bool   // RFC 1812 redirects for ordinary traffic; never for cluster traffic
+	// User is who the appliance runs as once its devices are open (a name
+	// or a numeric uid; "root" keeps root); UID and GID are its ids, from
+	// the password database when the file was loaded.
+	User     string
+	UID, GID int
+	// ICMPRate and ICMPBurst bound the ICMP errors the datapath sends, per
+	// link and per ICMP type (token buckets); ICMPRateMask selects the
+	// ICMPv4 types limited (bit n: type n), as Linux's icmp_ratemask.
+	ICMPRate     int
+	ICMPBurst    int
+	ICMPRateMask uint32
 }
 
 // Interface is one [[interface]]: a TAP device and the netstack NIC over it.
@@ -145,9 +166,13 @@ type Cluster struct {
 	Buckets          int
 	Servers          []Server // in file order
 	Health           Health
-	// AnnounceKey authenticates the table announcements the appliance sends
-	// to the servers' agents (broadcast mode); "" sends none.
-	AnnounceKey      string
+	// AnnounceKeyFile is the Ed25519 private key file that signs the table
+	// announcements the appliance sends to the servers' agents (broadcast
+	// mode), as an absolute path; "" sends none. AnnounceKey is its key,
+	// read by Load, and AnnounceKeyStat identifies the file read.
+	AnnounceKeyFile  string
+	AnnounceKey      ed25519.PrivateKey
+	AnnounceKeyStat  keyfile.Stat
 	AnnouncePort     int           // UDP port of the announcements
 	AnnounceInterval time.Duration // how often the current table is repeated
 	// DrainTimeout bounds how long, after a planned change (a server added,
@@ -284,11 +309,33 @@ func DerivedMAC(name string) net.HardwareAddr {
 // be read is an ordinary error; a file that can be read but is wrong yields
 // [Problems].
 func Load(path string) (*Config, error) {
+	return Reload(path, nil)
+}
+
+// LoadWithoutKeys is Load for a program that must not hold the private
+// keys (a server agent): announce_key_file is recorded as a path but not
+// checked or read, and Cluster.AnnounceKey stays nil.
+func LoadWithoutKeys(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return Parse(path, data)
+	d := newDecoder(path, data)
+	d.noKeys = true
+	return d.result()
+}
+
+// Reload is Load for a running program whose configuration is running: a
+// key file that running read and that has not changed since is not read
+// again (see Cluster.AnnounceKey). running may be nil.
+func Reload(path string, running *Config) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	d := newDecoder(path, data)
+	d.prev = running
+	return d.result()
 }
 
 // Parse decodes data, the contents of the named file, fills in defaults and
@@ -298,7 +345,10 @@ func Load(path string) (*Config, error) {
 // and [Problems], sorted by line, holding every problem found: a TOML syntax
 // error stops decoding (one problem), anything else is collected in one pass.
 func Parse(file string, data []byte) (*Config, error) {
-	d := newDecoder(file, data)
+	return newDecoder(file, data).result()
+}
+
+func (d *decoder) result() (*Config, error) {
 	cfg := d.decode()
 	if len(d.problems) > 0 {
 		d.problems.sort()

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/ghostrouter/ghostrouter/dispatch/announce/keyfile"
 	"net"
 	"net/netip"
 	"os"
@@ -63,7 +64,16 @@ func numbered(text string) string {
 }
 
 func TestParseFull(t *testing.T) {
-	cfg := mustParse(t, `
+	keyPath := filepath.Join(t.TempDir(), "web.key")
+	if _, err := keyfile.Generate(keyPath, keyfile.PublicPath(keyPath)); err != nil {
+		t.Fatal(err)
+	}
+	key, keyStat, err := keyfile.ReadPrivate(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nobody := nobodyIDs(t)
+	cfg := mustParse(t, strings.Replace(`
 [router]
 log_level = "debug"
 control_socket = "/tmp/gr.sock"
@@ -109,7 +119,7 @@ broadcast_address = "10.0.0.250"
 hash = "jhash"
 seed = 0x5eed
 buckets = 256
-announce_key = "0123456789abcdef-web"
+announce_key_file = "KEYFILE"
 announce_port = 9999
 
   [[cluster.server]]
@@ -127,7 +137,7 @@ announce_port = 9999
   timeout = "1500ms"
   rise = 4
   fall = 5
-`)
+`, "KEYFILE", keyPath, 1))
 	want := &Config{
 		File: "test.toml",
 		Router: Router{
@@ -135,6 +145,12 @@ announce_port = 9999
 			ControlSocket:  "/tmp/gr.sock",
 			MetricsAddress: "[::1]:9000",
 			SendRedirects:  true,
+			User:           "nobody",
+			UID:            nobody.UID,
+			GID:            nobody.GID,
+			ICMPRate:       DefaultICMPRate,
+			ICMPBurst:      DefaultICMPBurst,
+			ICMPRateMask:   0x1838,
 		},
 		Interfaces: []Interface{
 			{
@@ -177,7 +193,9 @@ announce_port = 9999
 				Check: CheckHTTP, Port: 8080, Path: "/healthz", ExpectStatus: 204,
 				Interval: 2 * time.Second, Timeout: 1500 * time.Millisecond, Rise: 4, Fall: 5, Line: 56,
 			},
-			AnnounceKey:      "0123456789abcdef-web",
+			AnnounceKeyFile:  keyPath,
+			AnnounceKey:      key,
+			AnnounceKeyStat:  keyStat,
 			AnnouncePort:     9999,
 			AnnounceInterval: time.Second,
 			DrainTimeout:     DefaultDrainTimeout,
@@ -210,7 +228,9 @@ announce_port = 9999
 
 func TestDefaults(t *testing.T) {
 	cfg := mustParse(t, twoArms+webCluster)
-	if got := cfg.Router; got != (Router{LogLevel: "info", ControlSocket: "/run/ghostrouter.sock", MetricsAddress: "127.0.0.1:9469"}) {
+	nobody := nobodyIDs(t)
+	if got := cfg.Router; got != (Router{LogLevel: "info", ControlSocket: "/run/ghostrouter.sock", MetricsAddress: "127.0.0.1:9469",
+		User: "nobody", UID: nobody.UID, GID: nobody.GID, ICMPRate: 1000, ICMPBurst: 50, ICMPRateMask: 0x1838}) {
 		t.Errorf("Router = %+v, want the defaults", got)
 	}
 	for _, ifc := range cfg.Interfaces {
@@ -711,16 +731,17 @@ address = "203.0.113.2"
 interface = "lan0"
 mode = "broadcast"
 broadcast_address = "10.0.0.250"
-announce_key = "short" #! cluster "b": announce_key ~ at least 16
+announce_key = "0123456789abcdef-web" #! cluster "b": announce_key ~ no longer used
 announce_port = 70000 #! cluster "b": announce_port
 announce_interval = "soon" #! cluster "b": announce_interval ~ not a duration
+announce_key_file = "/nonexistent/b.key" #! cluster "b": announce_key_file ~ no such file
 server = [{ id = 0, address = "10.0.0.11" }]
 [[cluster]]
 name = "r"
 address = "203.0.113.3"
 interface = "lan0"
 mode = "routing"
-announce_key = "0123456789abcdef" #! cluster "r": announce_key ~ only for mode = "broadcast"
+announce_key_file = "r.key" #! cluster "r": announce_key_file ~ only for mode = "broadcast"
 server = [{ id = 0, address = "10.0.0.11" }]
 `},
 		{"drain timeout and flow memory", twoArms + `

@@ -17,6 +17,8 @@ import (
 type decoder struct {
 	file     string
 	data     []byte
+	prev     *Config        // the running configuration, on a reload (see announceKey)
+	noKeys   bool           // key files are named, not read (LoadWithoutKeys)
 	lines    map[string]int // locator path → line
 	problems Problems
 
@@ -133,12 +135,28 @@ func (d *decoder) router(root *table) Router {
 		LogLevel:       DefaultLogLevel,
 		ControlSocket:  DefaultControlSocket,
 		MetricsAddress: DefaultMetricsAddress,
+		ICMPRate:       DefaultICMPRate,
+		ICMPBurst:      DefaultICMPBurst,
+		ICMPRateMask:   DefaultICMPRateMask,
 	}
 	t, ok := root.sub("router", "", "router.")
 	if !ok {
+		t = &table{d: d, m: map[string]any{}, prefix: "router."}
+	}
+	d.runUser(t, &r)
+	if !ok {
 		return r
 	}
-	t.known("log_level", "control_socket", "metrics_address", "send_redirects")
+	t.known("log_level", "control_socket", "metrics_address", "send_redirects", "user", "icmp_rate", "icmp_burst", "icmp_ratemask")
+	r.ICMPRate = t.intRange("icmp_rate", DefaultICMPRate, 1, 1_000_000)
+	r.ICMPBurst = t.intRange("icmp_burst", DefaultICMPBurst, 1, 1_000_000)
+	if n, ok := t.integer("icmp_ratemask"); ok {
+		if n < 0 || n > math.MaxUint32 {
+			t.errorf("icmp_ratemask", "must be a 32-bit mask of ICMP types such as 0x1838, not %d", n)
+		} else {
+			r.ICMPRateMask = uint32(n)
+		}
+	}
 	r.LogLevel = t.oneOf("log_level", DefaultLogLevel, "debug", "info", "warn", "error")
 	if s, ok := t.str("control_socket"); ok {
 		r.ControlSocket = s
@@ -311,7 +329,7 @@ func (d *decoder) cluster(t *table) Cluster {
 		t.missing("name", "")
 	}
 	t.known("name", "address", "interface", "mode", "broadcast_address", "hash", "seed", "buckets", "server", "health",
-		"announce_key", "announce_port", "announce_interval", "drain_timeout", "flow_memory")
+		"announce_key", "announce_key_file", "announce_port", "announce_interval", "drain_timeout", "flow_memory")
 	if a, ok := t.unicast("address"); ok {
 		c.Address = a
 	} else if !t.has("address") {
@@ -347,21 +365,22 @@ func (d *decoder) cluster(t *table) Cluster {
 		}
 	}
 	c.Buckets = t.intRange("buckets", DefaultBuckets, 1, MaxBuckets)
-	if k, ok := t.str("announce_key"); ok {
-		c.AnnounceKey = k
-		if len(k) < MinAnnounceKey {
-			t.errorf("announce_key", "is %d bytes; a shared key needs at least %d", len(k), MinAnnounceKey)
-		}
+	if t.has("announce_key") {
+		t.errorf("announce_key", "a shared secret is no longer used: announcements are signed with an Ed25519 key; "+
+			"write a pair with `ghostrouter keygen`, name the private key with announce_key_file, give servers the public one")
+	}
+	if c.Mode == ModeBroadcast {
+		d.announceKey(t, &c)
 	}
 	c.AnnouncePort = t.intRange("announce_port", DefaultAnnouncePort, 1, 65535)
-	c.AnnounceInterval, _ = t.duration("announce_interval", DefaultAnnounceInterval)
+	c.AnnounceInterval, _ = t.durationRange("announce_interval", DefaultAnnounceInterval, MinAnnounceInterval, MaxAnnounceInterval)
 	if c.AnnounceInterval <= 0 {
 		c.AnnounceInterval = DefaultAnnounceInterval
 	}
 	c.DrainTimeout = t.drainTimeout("drain_timeout")
 	c.FlowMemory = t.intRange("flow_memory", DefaultFlowMemory, MinFlowMemory, MaxFlowMemory)
 	if c.Mode == ModeRouting {
-		for _, k := range []string{"announce_key", "announce_port", "announce_interval"} {
+		for _, k := range []string{"announce_key_file", "announce_port", "announce_interval"} {
 			if t.has(k) {
 				t.errorf(k, "only for mode = \"broadcast\": in routing mode the appliance alone chooses the server")
 			}
@@ -463,8 +482,8 @@ func (d *decoder) health(c *table) Health {
 			}
 		}
 	}
-	interval, iok := t.duration("interval", DefaultInterval)
-	timeout, tok := t.duration("timeout", DefaultTimeout)
+	interval, iok := t.durationRange("interval", DefaultInterval, MinHealthInterval, MaxHealthInterval)
+	timeout, tok := t.durationRange("timeout", DefaultTimeout, MinHealthTimeout, MaxHealthInterval)
 	h.Interval, h.Timeout = interval, timeout
 	if iok && tok && timeout > interval {
 		t.errorf("timeout", "%v is longer than the interval %v", timeout, interval)

@@ -38,6 +38,22 @@
 // true), group (sync group name), checksum ("rfc5798", the default, or
 // "rfc9568") and unicast_peers (same family, on the interface's subnets).
 //
+// A broadcast cluster's announce_key_file names the Ed25519 private key
+// that signs its table announcements (a relative path is relative to the
+// file's directory). Load checks it is a regular file its group and others
+// cannot access and reads it; [Reload] keeps the running configuration's
+// key when the file is unchanged (an appliance that dropped its privileges
+// may not read it again); [LoadWithoutKeys] (the server agent) only records
+// the path. Durations have floors and ceilings: announce_interval 100ms to
+// 1h, health interval 10ms to 1h, health timeout at least 100µs.
+//
+// [router] user names who the appliance runs as once its devices are open
+// (default nobody, resolved to ids when the file is loaded); icmp_rate,
+// icmp_burst and icmp_ratemask set the per-link, per-type budgets of the
+// ICMP errors the datapath sends (defaults 1000/s, 50, 0x1838: Linux's
+// icmp_msgs_per_sec, icmp_msgs_burst and icmp_ratemask 0x1818, plus
+// redirects).
+//
 // Validation is one pass that collects every problem rather than stopping at
 // the first: an operator fixing a file sees all of it at once, each problem as
 // "FILE:LINE: KEY: MESSAGE", which is what `ghostrouter check` prints.

@@ -8,7 +8,7 @@ func ServerLimit(c *Cluster) (n int, why string) {
 	switch {
 	case c.Hash == HashModulo:
 		return MaxModuloServers, "hash = \"modulo\" walks its failure rule server by server for every packet"
-	case c.Mode == ModeBroadcast && c.AnnounceKey != "" && MaxAnnounceMembers < MaxServers:
+	case c.Mode == ModeBroadcast && c.AnnounceKeyFile != "" && MaxAnnounceMembers < MaxServers:
 		return MaxAnnounceMembers, "one table announcement carries the whole membership"
 	default:
 		return MaxServers, "the bucket table's limit"

@@ -20,9 +20,25 @@ import (
 // Path syntax: keys joined by ".", each key bare if it is a valid bare key
 // and strconv-quoted otherwise, array elements as "[i]". pathKey and
 // pathIndex build the same strings for the decoder.
+//
+// Its time and memory are linear in the text: a path longer than maxPath
+// becomes tooDeep, which is never recorded and never grows (so a file of
+// 10,000 dotted keys or nested arrays does not build 10,000 ever longer
+// strings), and values nested deeper than maxNest are skipped by a flat
+// scan rather than by recursion. No real configuration comes near either
+// bound; what lies beyond them falls back to the enclosing table's line.
+const (
+	maxPath = 256
+	maxNest = 32
+	// tooDeep stands for every path beyond maxPath.
+	tooDeep = "\x00"
+)
 
 // pathKey returns the path of key inside the table at path.
 func pathKey(path, key string) string {
+	if path == tooDeep || len(path)+len(key) > maxPath {
+		return tooDeep
+	}
 	k := key
 	if !isBareKey(key) {
 		k = strconv.Quote(key)
@@ -30,11 +46,17 @@ func pathKey(path, key string) string {
 	if path == "" {
 		return k
 	}
+	if len(path)+1+len(k) > maxPath {
+		return tooDeep
+	}
 	return path + "." + k
 }
 
 // pathIndex returns the path of element i of the array at path.
 func pathIndex(path string, i int) string {
+	if path == tooDeep || len(path) > maxPath-12 {
+		return tooDeep
+	}
 	return path + "[" + strconv.Itoa(i) + "]"
 }
 
@@ -83,6 +105,7 @@ type locator struct {
 	lines  map[string]int // path → line
 	arrays map[string]int // array-of-tables path → elements seen so far
 	table  string         // path of the current table
+	depth  int            // nesting of the value being read (arrays, inline tables)
 }
 
 func (l *locator) eof() bool { return l.pos >= len(l.src) }
@@ -106,6 +129,9 @@ func (l *locator) lineAt(off int) int {
 
 // set records the line of path at offset off; the first record wins.
 func (l *locator) set(path string, off int) {
+	if path == tooDeep {
+		return
+	}
 	if _, ok := l.lines[path]; !ok {
 		l.lines[path] = l.lineAt(off)
 	}
@@ -264,10 +290,16 @@ func (l *locator) value(path string) {
 		l.basicString()
 	case c == '\'':
 		l.literalString()
+	case (c == '[' || c == '{') && l.depth >= maxNest:
+		l.skipNested()
 	case c == '[':
+		l.depth++
 		l.array(path)
+		l.depth--
 	case c == '{':
+		l.depth++
 		l.inlineTable(path)
+		l.depth--
 	default:
 		l.scalar()
 	}
@@ -317,6 +349,40 @@ func (l *locator) inlineTable(path string) {
 		start := l.pos
 		l.keyValue(path)
 		if l.pos == start {
+			return
+		}
+	}
+}
+
+// skipNested skips an array or inline table without recording anything
+// and without recursion: brackets and braces are counted (strings and
+// comments are skipped) until they balance, or the text ends.
+func (l *locator) skipNested() {
+	depth := 0
+	for !l.eof() {
+		switch c := l.src[l.pos]; {
+		case l.hasPrefix(`"""`):
+			l.multiLineString('"')
+			continue
+		case l.hasPrefix(`'''`):
+			l.multiLineString('\'')
+			continue
+		case c == '"':
+			l.basicString()
+			continue
+		case c == '\'':
+			l.literalString()
+			continue
+		case c == '#':
+			l.skipLine()
+			continue
+		case c == '[' || c == '{':
+			depth++
+		case c == ']' || c == '}':
+			depth--
+		}
+		l.pos++
+		if depth <= 0 {
 			return
 		}
 	}

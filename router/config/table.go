@@ -203,6 +203,20 @@ func (t *table) duration(k string, def time.Duration) (time.Duration, bool) {
 	return dur, true
 }
 
+// durationRange is duration with bounds: a value below lo (a loop that
+// would spin) or above hi is reported.
+func (t *table) durationRange(k string, def, lo, hi time.Duration) (time.Duration, bool) {
+	dur, ok := t.duration(k, def)
+	if !ok || !t.has(k) {
+		return dur, ok
+	}
+	if dur < lo || dur > hi {
+		t.errorf(k, "%v is out of range: want %v to %v", dur, lo, hi)
+		return 0, false
+	}
+	return dur, true
+}
+
 // addr returns the IP address at k; ok is false when k is absent or bad
 // (which is reported).
 func (t *table) addr(k string) (netip.Addr, bool) {

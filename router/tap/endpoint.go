@@ -55,6 +55,7 @@ type Stats struct {
 	TxSuperFrames atomic.Uint64 // TCP super-frames written whole
 	Segmented     atomic.Uint64 // super-frames cut in software (for netstack, or for a link without offload)
 	BadOffload    atomic.Uint64 // frames whose virtio-net header could not be honoured: dropped
+	GSOTooSmall   atomic.Uint64 // super-frames with a gso_size below MinGSOSize: dropped on receipt
 
 	RxAccepted atomic.Uint64 // unicast to an additional MAC (SetAcceptMACs, accept.go): taken in
 }
@@ -600,6 +601,10 @@ func (e *Endpoint) receive(q *rxQueue, frame []byte) {
 	}
 	if q.hdr.gso() {
 		e.stats.RxSuperFrames.Add(1)
+		if q.hdr.gsoSize < MinGSOSize {
+			e.stats.GSOTooSmall.Add(1)
+			return
+		}
 	}
 	if hr := e.hook.Load(); hr != nil && hr.h.Inbound(e, frame) {
 		return

@@ -104,6 +104,13 @@ func completeChecksum(frame []byte, h *vnetHdr) bool {
 	return true
 }
 
+// MinGSOSize is the smallest segment size (gso_size) a super-frame may ask
+// for: Linux's net.ipv4.tcp_min_snd_mss default, the smallest MSS a Linux
+// TCP sender uses. A super-frame asking for less is dropped and counted
+// (Stats.GSOTooSmall) as soon as it is read: a gso_size of 1 would turn one
+// 64 KiB frame into some 65,000 packets; at 48 it is at most 1,366.
+const MinGSOSize = 48
+
 // segmenter cuts a TCP super-frame (Ethernet, IPv4 or IPv6, TCP; as a GSO
 // header describes it) into plain frames carrying at most gso_size payload
 // bytes each, with complete checksums, as Linux's tcp_gso_segment does: the
@@ -123,10 +130,11 @@ type segmenter struct {
 }
 
 // reset prepares s for frame. It reports false for a frame it cannot cut
-// (not TCP over IPv4/IPv6, inconsistent offsets, no segment size).
+// (not TCP over IPv4/IPv6, inconsistent offsets, a segment size below
+// MinGSOSize).
 func (s *segmenter) reset(frame []byte, h *vnetHdr) bool {
 	*s = segmenter{frame: frame, l3: ethLen, mss: int(h.gsoSize)}
-	if s.mss == 0 || len(frame) < ethLen+ipv4Min {
+	if s.mss < MinGSOSize || len(frame) < ethLen+ipv4Min {
 		return false
 	}
 	switch h.gsoType &^ vnetGSOECN {

@@ -225,32 +225,49 @@ func TestCompleteChecksum(t *testing.T) {
 	}
 }
 
-// FuzzSegment: whatever the frame and header, cutting never panics, and
-// every segment is no larger than MaxFrame.
+// FuzzSegment: whatever the frame and header (small segment sizes
+// included), cutting never panics; a segment size below MinGSOSize is
+// refused; every segment is no larger than MaxFrame and carries at most
+// gso_size payload bytes; the segments carry exactly the payload; and
+// their number is bounded by the payload over MinGSOSize.
 func FuzzSegment(f *testing.F) {
 	frame, h := superFrame(false, make([]byte, 400), 0x18) // a good IPv4 super-frame
 	f.Add(frame, h.gsoType, h.gsoSize, h.csumStart)
 	frame6, h6 := superFrame(true, make([]byte, 400), 0x18) // a good IPv6 one
 	f.Add(frame6, h6.gsoType, h6.gsoSize, h6.csumStart)
-	f.Add(frame[:60], h.gsoType, uint16(100), uint16(200)) // cut short, csum_start past the end
+	f.Add(frame[:60], h.gsoType, uint16(100), uint16(200))   // cut short, csum_start past the end
+	f.Add(frame, h.gsoType, uint16(1), h.csumStart)          // gso_size 1
+	f.Add(frame, h.gsoType, uint16(MinGSOSize), h.csumStart) // the floor
 	buf := make([]byte, MaxFrame)
 	f.Fuzz(func(t *testing.T, frame []byte, typ uint8, mss, start uint16) {
-		if len(frame) > MaxFrame || mss < 64 {
-			return // tiny segment sizes only make each run slow
+		if len(frame) > MaxFrame {
+			return
 		}
 		h := vnetHdr{flags: vnetNeedsCsum, gsoType: typ, gsoSize: mss, csumStart: start, csumOffset: 16}
 		var s segmenter
 		if !s.reset(frame, &h) {
 			return
 		}
+		if mss < MinGSOSize {
+			t.Fatalf("gso_size %d below the floor %d accepted", mss, MinGSOSize)
+		}
+		payload, carried := len(frame)-s.hdr, 0
 		for i := 0; ; i++ {
 			seg := s.next(buf)
 			if seg == nil {
 				break
 			}
-			if len(seg) > MaxFrame || i > len(frame) {
-				t.Fatalf("segment %d of %d bytes", i, len(seg))
+			if len(seg) > MaxFrame || i > payload/MinGSOSize+1 {
+				t.Fatalf("segment %d of %d bytes (payload %d, gso_size %d)", i, len(seg), payload, mss)
 			}
+			n := len(seg) - s.hdr
+			if n > int(mss) {
+				t.Fatalf("segment %d carries %d bytes, gso_size %d", i, n, mss)
+			}
+			carried += n
+		}
+		if carried != payload {
+			t.Fatalf("segments carried %d of %d payload bytes", carried, payload)
 		}
 		completeChecksum(append(buf[:0], frame...), &h) // on a copy: the input is the fuzzer's
 	})

@@ -13,10 +13,7 @@ import (
 	"github.com/ghostrouter/ghostrouter/test/harness"
 )
 
-const (
-	secondGhost = "10.0.0.250"
-	announceKey = "e2e-shared-key-0123456789"
-)
+const secondGhost = "10.0.0.250"
 
 // broadcastTopo is the standard topology with a broadcast-mode cluster: the
 // appliance routes the ghost via the second ghost 10.0.0.250, whose permanent
@@ -31,7 +28,7 @@ func broadcastTopo(t *testing.T, servers, clients int) *topo {
 
 // broadcastExtra is the broadcast-mode part of the cluster section.
 func broadcastExtra(more string) string {
-	return fmt.Sprintf("broadcast_address = %q\nannounce_key = %q\nannounce_interval = \"300ms\"\n%s", secondGhost, announceKey, more)
+	return fmt.Sprintf("broadcast_address = %q\nannounce_key_file = %q\nannounce_interval = \"300ms\"\n%s", secondGhost, announceKeyFile, more)
 }
 
 // synackOf names the connection a SYN-ACK from the ghost answers: the

@@ -32,7 +32,7 @@ func broadcastIPv6(t *testing.T, v6only bool) {
 	more := fmt.Sprintf("mode = \"broadcast\"\nbroadcast_address = %q\n", second6)
 	if v6only {
 		lanAddrs = `"2001:db8:2::1/64"`
-		more += fmt.Sprintf("announce_key = %q\nannounce_interval = \"300ms\"\n", announceKey)
+		more += fmt.Sprintf("announce_key_file = %q\nannounce_interval = \"300ms\"\n", announceKeyFile)
 	}
 	cfg := tp.ipv6Config(lanAddrs, ghost6, more)
 	tp.start(cfg)

@@ -135,9 +135,12 @@ bridge = "br-lan"
 `, tp.sock, upAddr, lanAddr)
 }
 
-// writeConfig writes text as the appliance's configuration file.
+// writeConfig writes text as the appliance's configuration file, and the
+// announcement key pair its announce_key_file names (announceKeyFile, next
+// to it) when there is none yet.
 func (tp *topo) writeConfig(text string) string {
 	tp.t.Helper()
+	tp.ensureAnnounceKey()
 	tp.cfgPath = filepath.Join(tp.h.ArtifactDir(), "ghostrouter.toml")
 	if err := os.WriteFile(tp.cfgPath, []byte(text), 0o644); err != nil {
 		tp.t.Fatal(err)

@@ -297,7 +297,7 @@ func TestParseTable(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ParseTable(cut): %v", err)
 	}
-	if ok, _ := spec.Matches(tbl2); ok || len(tbl2.Rules) != 5 {
+	if ok, _ := spec.Matches(tbl2); ok || len(tbl2.Rules) != 6 {
 		t.Errorf("a table without the drop rule matches (%d rules)", len(tbl2.Rules))
 	}
 	if _, ok := tbl2.Counters(); ok {

@@ -26,6 +26,7 @@ type Rule struct {
 	Daddr    netip.Addr // the `ip daddr X` / `ip6 daddr X` match; zero if none
 	CtState  []string   // the `ct state` match, sorted; nil if none
 	L4proto  string     // the `meta l4proto` match: "tcp", "!tcp" (for != tcp); "" if none
+	ICMP     []string   // the `icmp type { ... }` / `icmpv6 type { ... }` match, sorted; nil if none
 	Hash     string     // the jhash lookup as Spec.Hash writes it, "" if none
 	HashSet  string     // the set the hash is looked up in, without '@'
 	Counter  *Counter   // nil if the rule has no counter
@@ -100,6 +101,7 @@ func (s *Spec) Matches(t *Table) (ok bool, reason string) {
 	want := []Rule{
 		{Comment: CommentEstablished, Daddr: s.Ghost, L4proto: "tcp", CtState: []string{"established"}, Pkttype: "host", Verdict: "accept"},
 		{Comment: CommentRelated, Daddr: s.Ghost, CtState: []string{"related"}, Pkttype: "host", Verdict: "accept"},
+		{Comment: CommentForeignError, Daddr: s.Ghost, ICMP: s.errorTypes(), Verdict: "drop"},
 		{Comment: CommentNew, Daddr: s.Ghost, L4proto: "tcp", CtState: []string{"new"}, Hash: s.Hash(), HashSet: SetName, Pkttype: "host", Verdict: "accept"},
 		{Comment: CommentDatagram, Daddr: s.Ghost, L4proto: "!tcp", Hash: s.Hash(), HashSet: SetName, Pkttype: "host", Verdict: "accept"},
 		{Comment: CommentUnowned, Daddr: s.Ghost, CtState: []string{"new"}, Hash: s.Hash(), HashSet: UnownedName, Verdict: "drop"},
@@ -110,7 +112,7 @@ func (s *Spec) Matches(t *Table) (ok bool, reason string) {
 	}
 	for i, w := range want {
 		r := t.Rules[i]
-		if r.Comment != w.Comment || r.Daddr != w.Daddr || !slices.Equal(r.CtState, w.CtState) || r.L4proto != w.L4proto ||
+		if r.Comment != w.Comment || r.Daddr != w.Daddr || !slices.Equal(r.CtState, w.CtState) || r.L4proto != w.L4proto || !slices.Equal(r.ICMP, w.ICMP) ||
 			r.Hash != w.Hash || r.HashSet != w.HashSet || r.Pkttype != w.Pkttype ||
 			r.Verdict != w.Verdict || r.Counter == nil || len(r.Unknown) > 0 {
 			return false, fmt.Sprintf("rule %d (%q) differs: %s", i+1, r.Comment, r.original)
@@ -276,6 +278,14 @@ func (r *Rule) match(v json.RawMessage) bool {
 	if raw, ok := m.Left["payload"]; ok && m.Op == "==" {
 		var p struct{ Protocol, Field string }
 		var s string
+		if json.Unmarshal(raw, &p) == nil && p.Field == "type" && (p.Protocol == "icmp" || p.Protocol == "icmpv6") {
+			var set struct{ Set []string }
+			if json.Unmarshal(m.Right, &set) != nil || len(set.Set) == 0 {
+				return false
+			}
+			r.ICMP = slices.Sorted(slices.Values(set.Set))
+			return true
+		}
 		if json.Unmarshal(raw, &p) != nil || p.Field != "daddr" || json.Unmarshal(m.Right, &s) != nil {
 			return false
 		}
@@ -332,4 +342,13 @@ func (r *Rule) match(v json.RawMessage) bool {
 		return true
 	}
 	return false
+}
+
+// errorTypes are the ICMP error types the foreign-error rule drops, sorted,
+// as nft names them.
+func (s *Spec) errorTypes() []string {
+	if s.Family() == "ip" {
+		return []string{"destination-unreachable", "parameter-problem", "time-exceeded"}
+	}
+	return []string{"destination-unreachable", "packet-too-big", "parameter-problem", "time-exceeded"}
 }

@@ -23,10 +23,12 @@ const (
 	// Rule comments: how the rules are found again in `nft -j` output.
 	CommentEstablished = "established"
 	CommentRelated     = "related"
-	CommentNew         = "new"
-	CommentDatagram    = "datagram"
-	CommentUnowned     = "unowned"
-	CommentDropped     = "dropped"
+	// CommentForeignError counts ICMP errors about other servers' flows.
+	CommentForeignError = "foreign-error"
+	CommentNew          = "new"
+	CommentDatagram     = "datagram"
+	CommentUnowned      = "unowned"
+	CommentDropped      = "dropped"
 
 	// mangle is the numeric priority of `priority mangle`, as `nft -j` reports it.
 	manglePriority = -150
@@ -146,6 +148,16 @@ func (s *Spec) Ruleset() string {
 		fam, g, CommentEstablished)
 	fmt.Fprintf(&b, "\t\t%s daddr %s ct state related counter meta pkttype set host accept comment %q\n",
 		fam, g, CommentRelated)
+	// An ICMP error conntrack does not relate to a connection of this
+	// server is about another server's: it must not fall to the bucket of
+	// its outer source (a router between the client and the appliance).
+	if fam == "ip" {
+		fmt.Fprintf(&b, "\t\tip daddr %s icmp type { destination-unreachable, time-exceeded, parameter-problem } counter drop comment %q\n",
+			g, CommentForeignError)
+	} else {
+		fmt.Fprintf(&b, "\t\tip6 daddr %s icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } counter drop comment %q\n",
+			g, CommentForeignError)
+	}
 	fmt.Fprintf(&b, "\t\t%s daddr %s meta l4proto tcp ct state new %s @%s counter meta pkttype set host accept comment %q\n",
 		fam, g, s.Hash(), SetName, CommentNew)
 	fmt.Fprintf(&b, "\t\t%s daddr %s meta l4proto != tcp %s @%s counter meta pkttype set host accept comment %q\n",

@@ -287,10 +287,21 @@ func (h *fakeHost) ListTable(_ context.Context, family, name string) ([]byte, er
 		obj{"chain": obj{"family": family, "table": name, "name": "pre", "handle": 1, "type": "filter", "hook": "prerouting", "prio": -150, "policy": "accept"}},
 		rule("established", t.counters[0], daddr, l4("=="), ct("established"), counter(t.counters[0]), host, obj{"accept": nil}),
 		rule("related", t.counters[1], daddr, ct("related"), counter(t.counters[1]), host, obj{"accept": nil}),
+		rule("foreign-error", filter.Counter{}, daddr, icmpErrors(proto), counter(filter.Counter{}), obj{"drop": nil}),
 		rule("new", t.counters[2], daddr, l4("=="), ct("new"), jh("owned"), counter(t.counters[2]), host, obj{"accept": nil}),
 		rule("datagram", t.counters[3], daddr, l4("!="), jh("owned"), counter(t.counters[3]), host, obj{"accept": nil}),
 		rule("unowned", t.counters[4], daddr, ct("new"), jh("unowned"), counter(t.counters[4]), obj{"drop": nil}),
 		rule("dropped", t.counters[5], daddr, counter(t.counters[5]), obj{"drop": nil}),
 	}}
 	return json.Marshal(doc)
+}
+
+// icmpErrors is the foreign-error rule's match as nft 1.0.6 lists it.
+func icmpErrors(proto string) map[string]any {
+	if proto == "ip" {
+		return map[string]any{"match": map[string]any{"op": "==", "left": map[string]any{"payload": map[string]any{"protocol": "icmp", "field": "type"}},
+			"right": map[string]any{"set": []string{"destination-unreachable", "time-exceeded", "parameter-problem"}}}}
+	}
+	return map[string]any{"match": map[string]any{"op": "==", "left": map[string]any{"payload": map[string]any{"protocol": "icmpv6", "field": "type"}},
+		"right": map[string]any{"set": []string{"destination-unreachable", "packet-too-big", "time-exceeded", "parameter-problem"}}}}
 }

@@ -441,10 +441,10 @@ func TestUpdateErrors(t *testing.T) {
 func TestStateRoundTrip(t *testing.T) {
 	s := store{t.TempDir()}
 	st := &State{
-		Version: StateVersion, Cluster: "web", Mode: ModeBroadcast, Ghost: netip.MustParseAddr("2001:db8::10"), Dev: "lo", LAN: "eth0.100",
-		Address: &AddressRecord{Prefix: netip.MustParsePrefix("2001:db8::10/128"), Dev: "lo", Added: true},
+		Version: StateVersion, Cluster: "web", Mode: ModeBroadcast, Ghost: netip.MustParseAddr("203.0.113.10"), Dev: "lo", LAN: "eth0.100",
+		Address: &AddressRecord{Prefix: netip.MustParsePrefix("203.0.113.10/32"), Dev: "lo", Added: true},
 		Sysctls: []SysctlRecord{{Key: "net/ipv4/conf/eth0.100/rp_filter", Old: "1", Set: "2", Changed: true}},
-		Table:   &TableRecord{Family: "ip6", Name: "ghost_web", Buckets: 4096, Seed: 0xdeadbeef, Server: -1, Added: true},
+		Table:   &TableRecord{Family: "ip", Name: "ghost_web", Buckets: 4096, Seed: 0xdeadbeef, Server: -1, Added: true},
 	}
 	if err := s.save(st); err != nil {
 		t.Fatal(err)
@@ -462,7 +462,8 @@ func TestStateRoundTrip(t *testing.T) {
 	for _, bad := range []struct{ name, text, want string }{
 		{"unknown field", strings.Replace(string(data), `"version"`, `"surprise": 1, "version"`, 1), "unknown field"},
 		{"version", strings.Replace(string(data), `"version": 1`, `"version": 2`, 1), "version 2"},
-		{"cluster", strings.Replace(string(data), `"cluster": "web"`, `"cluster": "db"`, 1), `about cluster "db"`},
+		{"cluster", strings.NewReplacer(`"cluster": "web"`, `"cluster": "db"`, `"ghost_web"`, `"ghost_db"`).Replace(string(data)), `about cluster "db"`},
+		{"table of another cluster", strings.Replace(string(data), `"ghost_web"`, `"ghost_db"`, 1), `table name "ghost_db", want "ghost_web"`},
 		{"truncated", string(data[:len(data)/2]), "unexpected EOF"},
 	} {
 		if err := s.write("web", []byte(bad.text)); err != nil {

@@ -44,9 +44,13 @@ type RunStatus struct {
 	IntervalMS int64     `json:"interval_ms,omitempty"`
 	Quiet      bool      `json:"quiet,omitempty"` // nothing heard for 3 intervals: the last table stays
 	// Floor is the (epoch, tx) of the last authentic, fresh announcement.
-	Floor     *Floor            `json:"floor,omitempty"`
-	Counters  announce.Counters `json:"counters"`
-	LastError string            `json:"last_error,omitempty"` // the last failure to apply a table
+	Floor *Floor `json:"floor,omitempty"`
+	// Epochs is the replay state: the last tx heard in each of the
+	// appliance's epochs heard last (announce.MaxEpochs at most), restored
+	// by the next run.
+	Epochs    []announce.EpochFloor `json:"epochs,omitempty"`
+	Counters  announce.Counters     `json:"counters"`
+	LastError string                `json:"last_error,omitempty"` // the last failure to apply a table
 }
 
 // AppliedTable is the announced table a run installed last.

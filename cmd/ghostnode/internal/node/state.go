@@ -136,6 +136,12 @@ func decodeState(data []byte) (*State, error) {
 	if st.Version != StateVersion {
 		return nil, fmt.Errorf("version %d, want %d", st.Version, StateVersion)
 	}
+	if dec.More() {
+		return nil, fmt.Errorf("more after the state")
+	}
+	if err := st.check(); err != nil {
+		return nil, err
+	}
 	return &st, nil
 }
 

@@ -185,7 +185,7 @@ func (l *Loop) Run(ctx context.Context) error {
 // handle decides about one datagram and acts on it.
 func (l *Loop) handle(ctx context.Context, d datagram) {
 	r := l.c.Receiver
-	res := r.Handle(d.b)
+	res := r.HandleFrom(d.from.Addr(), d.b)
 	l.dirty = true
 	now := l.c.Now()
 	switch res.Verdict {
@@ -200,7 +200,7 @@ func (l *Loop) handle(ctx context.Context, d datagram) {
 		}
 	case announce.Repeat:
 		l.ack(d.from)
-	case announce.IgnoreBadMAC, announce.IgnoreMalformed, announce.IgnoreUnsupported:
+	case announce.IgnoreBadMAC, announce.IgnoreMalformed, announce.IgnoreUnsupported, announce.IgnoreForeign:
 		l.limited(slog.LevelWarn, res.Verdict.String(), "cluster "+l.cluster+": ignored announcement: "+res.Verdict.String(),
 			"from", d.from.String(), "err", res.Err)
 	default: // stale, another cluster: expected on a LAN, debug only
@@ -318,6 +318,7 @@ func (l *Loop) Status() *node.RunStatus {
 	if e, tx, ok := l.c.Receiver.Floor(); ok {
 		rs.Floor = &node.Floor{Epoch: e, Tx: tx}
 	}
+	rs.Epochs = l.c.Receiver.Floors()
 	return &rs
 }
 

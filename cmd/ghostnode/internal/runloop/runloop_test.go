@@ -3,6 +3,7 @@ package runloop
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,7 +21,7 @@ import (
 )
 
 var (
-	key       = []byte("0123456789abcdef-web")
+	key       = ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
 	appliance = netip.MustParseAddrPort("10.0.0.1:40000")
 )
 
@@ -148,7 +149,7 @@ func start(t *testing.T) *harness {
 	t.Helper()
 	h := &harness{t: t, src: newSource(), node: &fakeNode{}, clock: &clock{}, logs: &syncBuffer{}, done: make(chan error, 1)}
 	h.clock.ns.Store(time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC).UnixNano())
-	r, err := announce.NewReceiver("web", key, 1)
+	r, err := announce.NewReceiver("web", key.Public().(ed25519.PublicKey), 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +283,7 @@ func TestLoopAppliesNewerIgnoresTheRest(t *testing.T) {
 	// announcement's source, naming the table this server runs.
 	var acked []uint64
 	for _, d := range h.src.acks() {
-		a, err := announce.UnmarshalAck(d.b, key)
+		a, err := announce.UnmarshalAck(d.b)
 		if err != nil || d.from != appliance || a.Cluster != "web" || a.Server != 1 || a.Epoch != 100 {
 			t.Errorf("acknowledgement %+v to %v: %v", a, d.from, err)
 			continue
@@ -422,7 +423,7 @@ func TestLoopStops(t *testing.T) {
 }
 
 func TestNewChecks(t *testing.T) {
-	r, _ := announce.NewReceiver("web", key, 1)
+	r, _ := announce.NewReceiver("web", key.Public().(ed25519.PublicKey), 1)
 	for _, c := range []Config{
 		{Installer: &fakeNode{}, Source: newSource(), Base: node.RunStatus{Cluster: "web"}},
 		{Receiver: r, Source: newSource(), Base: node.RunStatus{Cluster: "web"}},
