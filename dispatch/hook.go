@@ -241,7 +241,7 @@ func (f *Forwarder) fragment(c *Cluster, v *View, idx int, mac [6]byte, ip []byt
 	defer f.frags.Put(bp)
 	buf := *bp
 	var later [40]byte // options copied into fragments after the first
-	nl := copiedOptions(later[:], ip[ipv4Min:hl])
+	nl := hdr.CopiedOptions(later[:], ip[ipv4Min:hl])
 	fw := binary.BigEndian.Uint16(ip[6:8])
 	baseOff := int(fw & 0x1fff)
 	payload := ip[hl:]
@@ -290,37 +290,6 @@ func (f *Forwarder) fragment(c *Cluster, v *View, idx int, mac [6]byte, ip []byt
 		v.Stats[idx].Packets.Add(1)
 		v.Stats[idx].Bytes.Add(uint64(len(ip)))
 	}
-}
-
-// copiedOptions writes into dst the IPv4 options of opts that are copied
-// into every fragment (the copied flag, 0x80 of the type), padded with
-// end-of-options to a multiple of 4 bytes, and returns their length. A
-// malformed option list ends the copy there.
-func copiedOptions(dst, opts []byte) int {
-	n := 0
-	for i := 0; i < len(opts); {
-		t := opts[i]
-		if t == 0 { // end of options
-			break
-		}
-		if t == 1 { // no-operation
-			i++
-			continue
-		}
-		if i+1 >= len(opts) || opts[i+1] < 2 || i+int(opts[i+1]) > len(opts) {
-			break
-		}
-		l := int(opts[i+1])
-		if t&0x80 != 0 {
-			n += copy(dst[n:], opts[i:i+l])
-		}
-		i += l
-	}
-	for n%4 != 0 {
-		dst[n] = 0
-		n++
-	}
-	return n
 }
 
 func (f *Forwarder) dispatch6(c *Cluster, in *tap.Endpoint, frame []byte) {

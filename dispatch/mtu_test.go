@@ -3,6 +3,7 @@ package dispatch
 import (
 	"bytes"
 	"encoding/binary"
+	"github.com/ghostrouter/ghostrouter/router/hdr"
 	"net/netip"
 	"os"
 	"testing"
@@ -212,10 +213,10 @@ func TestIPv6TooBigDrawsPacketTooBig(t *testing.T) {
 func TestCopiedOptionsStopsAtMalformed(t *testing.T) {
 	var dst [40]byte
 	// Copied option, then a length running past the end.
-	if n := copiedOptions(dst[:], []byte{0x94, 4, 0, 0, 0x83, 9, 1, 2}); n != 4 || !bytes.Equal(dst[:4], []byte{0x94, 4, 0, 0}) {
+	if n := hdr.CopiedOptions(dst[:], []byte{0x94, 4, 0, 0, 0x83, 9, 1, 2}); n != 4 || !bytes.Equal(dst[:4], []byte{0x94, 4, 0, 0}) {
 		t.Fatalf("got %d bytes %v", n, dst[:n])
 	}
-	if n := copiedOptions(dst[:], []byte{1, 1, 0x83, 3, 1, 0, 0, 0}); n != 4 || !bytes.Equal(dst[:4], []byte{0x83, 3, 1, 0}) {
+	if n := hdr.CopiedOptions(dst[:], []byte{1, 1, 0x83, 3, 1, 0, 0, 0}); n != 4 || !bytes.Equal(dst[:4], []byte{0x83, 3, 1, 0}) {
 		t.Fatalf("NOPs skipped, loose source route copied and padded: got %v", dst[:n])
 	}
 }

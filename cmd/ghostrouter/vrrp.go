@@ -193,6 +193,16 @@ func newAnnounceGate(vr *vrrp.Set, send announce.Sender, log *slog.Logger) *anno
 // newEpochLocked replaces the announcer with one of a new, larger epoch
 // (started if the old one was).
 func (g *announceGate) newEpochLocked() {
+	g.retireLocked()
+	g.silent = false
+	if g.started {
+		g.cur.Start()
+	}
+}
+
+// retireLocked stops the current announcer, keeps its counts, and puts an
+// unstarted one of a new epoch in its place.
+func (g *announceGate) retireLocked() {
 	sent, failed := g.cur.Stats()
 	g.sentBefore += sent
 	g.failBefore += failed
@@ -201,10 +211,6 @@ func (g *announceGate) newEpochLocked() {
 	g.unkBefore += u
 	g.cur.Close()
 	g.cur = g.mk(announce.NewEpoch())
-	g.silent = false
-	if g.started {
-		g.cur.Start()
-	}
 }
 
 // Start starts the current announcer's timer (break before make needs it).
@@ -296,14 +302,7 @@ func (g *announceGate) changed() {
 // silenceLocked retires the current announcer for one that is never
 // started: nothing more goes out until this appliance is master again.
 func (g *announceGate) silenceLocked() {
-	sent, failed := g.cur.Stats()
-	g.sentBefore += sent
-	g.failBefore += failed
-	m, u := g.cur.AckDrops()
-	g.malBefore += m
-	g.unkBefore += u
-	g.cur.Close()
-	g.cur = g.mk(announce.NewEpoch())
+	g.retireLocked()
 	g.silent = true
 }
 

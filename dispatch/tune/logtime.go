@@ -53,8 +53,11 @@ func parseLogTime(b []byte) (int64, bool) {
 }
 
 // digits parses b as an unsigned decimal number of at most 4 digits.
-func digits(b []byte) (int, bool) {
-	if len(b) == 0 || len(b) > 4 {
+func digits(b []byte) (int, bool) { return decimal(b, 4) }
+
+// decimal parses b as an unsigned decimal number of at most max digits.
+func decimal(b []byte, max int) (int, bool) {
+	if len(b) == 0 || len(b) > max {
 		return 0, false
 	}
 	n := 0
@@ -126,7 +129,7 @@ func parseHAProxy(line []byte) (r Record, isHAProxy bool, err error) {
 	if colon <= 0 || colon == len(field)-1 {
 		return Record{}, false, nil
 	}
-	if _, ok := digits5(field[colon+1:]); !ok {
+	if port, ok := decimal(field[colon+1:], 5); !ok || port > 65535 {
 		return Record{}, false, nil
 	}
 	addr, ok := parseAddr(field[:colon])
@@ -171,19 +174,4 @@ func parseHAProxy(line []byte) (r Record, isHAProxy bool, err error) {
 		return Record{}, true, ErrSize
 	}
 	return Record{Addr: addr, Bytes: n, HasBytes: true, Time: when, HasTime: true}, true, nil
-}
-
-// digits5 parses a port number.
-func digits5(b []byte) (int, bool) {
-	if len(b) == 0 || len(b) > 5 {
-		return 0, false
-	}
-	n := 0
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		n = n*10 + int(c-'0')
-	}
-	return n, n <= 65535
 }

@@ -47,15 +47,7 @@ func (d *decoder) bgp(root *table) *BGP {
 	}
 	b := &BGP{Line: t.line, HoldTime: DefaultBGPHoldTime}
 	t.known("asn", "router_id", "hold_time", "neighbor")
-	if n, ok := t.integer("asn"); ok {
-		if n < 1 || n > 4294967295 || n == 23456 {
-			t.errorf("asn", "%d is not an AS number (1..4294967295, not 23456, AS_TRANS)", n)
-		} else {
-			b.ASN = uint32(n)
-		}
-	} else if !t.has("asn") {
-		t.missing("asn", "the appliance's AS number")
-	}
+	b.ASN = asn(t, "the appliance's AS number")
 	if a, ok := t.addr("router_id"); ok {
 		if !a.Is4() || a.IsUnspecified() {
 			t.errorf("router_id", "%s: a BGP router ID is a non-zero IPv4 address", a)
@@ -97,20 +89,28 @@ func (d *decoder) bgp(root *table) *BGP {
 		} else if !nt.has("address") {
 			nt.missing("address", "the upstream router's address on a connected subnet")
 		}
-		if v, ok := nt.integer("asn"); ok {
-			if v < 1 || v > 4294967295 || v == 23456 {
-				nt.errorf("asn", "%d is not an AS number (1..4294967295, not 23456, AS_TRANS)", v)
-			} else {
-				n.ASN = uint32(v)
-			}
-		} else if !nt.has("asn") {
-			nt.missing("asn", "the neighbor's AS number")
-		}
+		n.ASN = asn(nt, "the neighbor's AS number")
 		n.Port = int(nt.intRange("port", 179, 1, 65535))
 		b.Neighbors = append(b.Neighbors, n)
 		d.bgpNbrs = append(d.bgpNbrs, nt)
 	}
 	return b
+}
+
+// asn decodes the table's "asn" key (required; what names it in the
+// message when missing); 0 when absent or bad (reported).
+func asn(t *table, what string) uint32 {
+	n, ok := t.integer("asn")
+	switch {
+	case !ok && !t.has("asn"):
+		t.missing("asn", what)
+	case !ok:
+	case n < 1 || n > 4294967295 || n == 23456:
+		t.errorf("asn", "%d is not an AS number (1..4294967295, not 23456, AS_TRANS)", n)
+	default:
+		return uint32(n)
+	}
+	return 0
 }
 
 // checkBGP resolves each neighbor's interface: it must be on a connected
