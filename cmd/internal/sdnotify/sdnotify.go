@@ -22,6 +22,11 @@ const (
 // Notifier sends to one notification socket.
 type Notifier struct {
 	addr *unix.SockaddrUnix // nil: not under systemd
+	// fd is a datagram socket connected to addr when FromEnv ran (valid
+	// when connected). Connected then, it keeps working after the process
+	// gives up the privileges the socket's permissions asked for.
+	fd        int
+	connected bool
 }
 
 // FromEnv returns a notifier for $NOTIFY_SOCKET (one that does nothing when
@@ -42,7 +47,15 @@ func FromEnv() (*Notifier, error) {
 	if name[0] == '@' {
 		name = "\x00" + name[1:]
 	}
-	return &Notifier{addr: &unix.SockaddrUnix{Name: name}}, nil
+	n := &Notifier{addr: &unix.SockaddrUnix{Name: name}}
+	if fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0); err == nil {
+		if unix.Connect(fd, n.addr) == nil {
+			n.fd, n.connected = fd, true
+		} else {
+			unix.Close(fd)
+		}
+	}
+	return n, nil
 }
 
 // Enabled reports whether a service manager listens.
@@ -59,6 +72,12 @@ func (n *Notifier) Send(assignments ...string) error {
 			msg += "\n"
 		}
 		msg += a
+	}
+	if n.connected {
+		if _, err := unix.Write(n.fd, []byte(msg)); err != nil {
+			return fmt.Errorf("sd_notify %q: %w", msg, err)
+		}
+		return nil
 	}
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
