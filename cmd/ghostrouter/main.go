@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/ghostrouter/ghostrouter/arp"
 	"github.com/ghostrouter/ghostrouter/arp/neigh"
@@ -275,7 +276,11 @@ func newAppliance(cfg *config.Config, log *slog.Logger, obs dispatch.Observer) (
 		return nil, err
 	}
 	warnVRRP(cfg, log)
-	ann := newAnnounceGate(vr, sender.send, log)
+	var onAck func(string, time.Duration)
+	if ao, ok := obs.(interface{ AckObserved(string, time.Duration) }); ok {
+		onAck = ao.AckObserved
+	}
+	ann := newAnnounceGate(vr, sender.send, log, onAck)
 	sender.onAck = ann.HandleAck
 	m, err = dispatch.NewManager(cfg, dispatch.Deps{
 		Endpoint: r.Endpoint,

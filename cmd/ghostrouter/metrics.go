@@ -66,6 +66,7 @@ type metrics struct {
 	reg         *prometheus.Registry
 	healthCheck *prometheus.HistogramVec
 	tableBuild  *prometheus.HistogramVec
+	ackRTT      *prometheus.HistogramVec
 }
 
 // newMetrics builds the registry; status is read at every scrape, capture
@@ -82,10 +83,15 @@ func newMetrics(status func() Status, captures func() (sessions, captured, dropp
 		Help:    "Time to build a cluster's bucket table (start, reload, health change).",
 		Buckets: []float64{.00001, .0001, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
 	}, []string{"cluster"})
+	m.ackRTT = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "ghostrouter_announce_ack_seconds",
+		Help:    "Broadcast mode: time from issuing a table announcement to each server's first acknowledgement of it (the server's filter holds it).",
+		Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"cluster"})
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.healthCheck, m.tableBuild,
+		m.healthCheck, m.tableBuild, m.ackRTT,
 		&statusCollector{status: status},
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "ghostrouter_capture_sessions_total", Help: "Packet capture sessions started (ghostrouter capture).",
@@ -120,6 +126,11 @@ func (m *metrics) HealthChecked(cluster string, server int, d time.Duration, err
 		result = "failed"
 	}
 	m.healthCheck.WithLabelValues(cluster, strconv.Itoa(server), result).Observe(d.Seconds())
+}
+
+// AckObserved records one announcement round trip.
+func (m *metrics) AckObserved(cluster string, rtt time.Duration) {
+	m.ackRTT.WithLabelValues(cluster).Observe(rtt.Seconds())
 }
 
 // TableBuilt implements dispatch.Observer.

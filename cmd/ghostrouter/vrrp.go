@@ -175,14 +175,18 @@ type lastAnnounce struct {
 
 var _ dispatch.Announcer = (*announceGate)(nil)
 
-func newAnnounceGate(vr *vrrp.Set, send announce.Sender, log *slog.Logger) *announceGate {
+func newAnnounceGate(vr *vrrp.Set, send announce.Sender, log *slog.Logger, onAck func(string, time.Duration)) *announceGate {
 	g := &announceGate{
 		vr:     vr,
 		log:    log,
 		last:   map[string]*lastAnnounce{},
 		master: map[string]bool{},
 		mk: func(epoch uint64) *announce.Announcer {
-			return announce.NewAnnouncer(epoch, send, log)
+			a := announce.NewAnnouncer(epoch, send, log)
+			if onAck != nil {
+				a.OnAck(onAck)
+			}
+			return a
 		},
 	}
 	g.cur = g.mk(announce.NewEpoch())

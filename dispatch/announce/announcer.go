@@ -38,6 +38,10 @@ type Announcer struct {
 	now   func() time.Time
 	// ackTimeout, when set, replaces AckTimeout(interval) (tests).
 	ackTimeout time.Duration
+	// onAck, when set, is told each server's first acknowledgement of an
+	// announcement that changed what is granted, with the time since it
+	// was issued (the announcement round trip). Called under the lock.
+	onAck func(cluster string, rtt time.Duration)
 
 	tx      atomic.Uint64 // the last Tx used, for all clusters
 	sent    atomic.Uint64
@@ -64,7 +68,12 @@ type clusterState struct {
 	lastCall time.Time // the manager's last Announce: a cluster no longer called is dropped
 	from     map[int]netip.AddrPort
 	addrs    map[int]netip.Addr // the members' addresses, from the last Announce
-	acks     AckCounters
+	// issuedSeq and issuedAt are the last announcement issued, and rttDone
+	// the servers whose acknowledgement of it was timed already.
+	issuedSeq uint64
+	issuedAt  time.Time
+	rttDone   map[int]bool
+	acks      AckCounters
 }
 
 // AckCounters count the acknowledgements of one cluster by outcome.
@@ -92,6 +101,15 @@ func NewAnnouncer(epoch uint64, send Sender, log *slog.Logger) *Announcer {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Announcer{epoch: epoch, send: send, log: log, now: time.Now, clusters: map[string]*clusterState{}, seqs: map[string]uint64{}}
+}
+
+// OnAck sets f to be told the round trip of each server's first
+// acknowledgement of every announcement issued from now on: the time from
+// issuing it to the acknowledgement. f runs under the Announcer's lock.
+func (a *Announcer) OnAck(f func(cluster string, rtt time.Duration)) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.onAck = f
 }
 
 // Epoch is the announcer's epoch.
@@ -184,6 +202,7 @@ func (a *Announcer) stepLocked(cs *clusterState, now time.Time) bool {
 	}
 	if did {
 		m := cs.tr.Current()
+		cs.issuedSeq, cs.issuedAt, cs.rttDone = m.Seq, now, map[int]bool{}
 		g := cs.tr.CurrentGrants()
 		unowned := 0
 		for _, o := range g {
@@ -268,6 +287,10 @@ func (a *Announcer) HandleAck(b []byte, from netip.AddrPort) {
 	}
 	cs.acks.Accepted++
 	cs.from[ack.Server] = from
+	if a.onAck != nil && ack.Seq == cs.issuedSeq && !cs.issuedAt.IsZero() && !cs.rttDone[ack.Server] {
+		cs.rttDone[ack.Server] = true
+		a.onAck(name, now.Sub(cs.issuedAt))
+	}
 	if advanced && !cs.tr.Settled() && a.stepLocked(cs, now) {
 		a.sendLocked(cs, now)
 	}

@@ -256,3 +256,42 @@ func TestAnnouncerSeqAcrossReplacement(t *testing.T) {
 		t.Errorf("after the key changed the seq went from %d to %d, want more", first, m2.Seq)
 	}
 }
+
+// TestAnnouncerAckRoundTrip: each server's first acknowledgement of an
+// issued announcement is timed once, from its issue on the Announcer's
+// clock; repeats and other servers' are not mixed in.
+func TestAnnouncerAckRoundTrip(t *testing.T) {
+	var sent [][]byte
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	a := NewAnnouncer(1000, func(_ *config.Cluster, b []byte) error { sent = append(sent, bytes.Clone(b)); return nil }, nil)
+	a.now = clk.now
+	type obs struct {
+		cluster string
+		rtt     time.Duration
+	}
+	var got []obs
+	a.OnAck(func(c string, d time.Duration) { got = append(got, obs{c, d}) })
+	servers := []dispatch.Server{
+		{ID: 0, Addr: netip.MustParseAddr("10.0.0.11"), Weight: 1, Up: true},
+		{ID: 1, Addr: netip.MustParseAddr("10.0.0.12"), Weight: 1, Up: true},
+	}
+	a.Announce(webCluster(), 1, servers)
+	ack := func(id int, seq uint64) {
+		b, err := (&Ack{Cluster: "web", Server: id, Epoch: 1000, Seq: seq}).Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.HandleAck(b, netip.AddrPortFrom(servers[id].Addr, 9470))
+	}
+	clk.advance(30 * time.Millisecond)
+	ack(0, 1)
+	ack(0, 1) // a repeat's acknowledgement: not timed again
+	clk.advance(20 * time.Millisecond)
+	ack(1, 1) // the last one issues seq 2 at +50ms
+	clk.advance(5 * time.Millisecond)
+	ack(1, 2)
+	want := []obs{{"web", 30 * time.Millisecond}, {"web", 50 * time.Millisecond}, {"web", 5 * time.Millisecond}}
+	if !slices.Equal(got, want) {
+		t.Errorf("round trips %v, want %v", got, want)
+	}
+}
