@@ -68,17 +68,19 @@ func (tp *topo) waitInStep(n int, what string) {
 	})
 }
 
-// runNodes starts `ghostnode run` on the first n servers, reading cfgPath,
-// and waits until each has applied an announced table.
-func (tp *topo) runNodes(cfgPath string, from, to int) {
+// runNodes starts `ghostnode run` on the first n servers, reading cfgPath
+// (with any extra arguments), and waits until each has applied an
+// announced table.
+func (tp *topo) runNodes(cfgPath string, from, to int, extra ...string) {
 	tp.t.Helper()
 	if tp.node == "" {
 		tp.node = tp.h.Build("cmd/ghostnode")
 	}
 	for i := from; i < to; i++ {
 		s := tp.servers[i]
-		s.ns.Start("ghostnode-"+s.name, tp.node, "run", "-c", cfgPath, "--cluster", "web", "--id", strconv.Itoa(i),
-			"--state-dir", tp.h.ArtifactDir()+"/node-"+s.name)
+		args := append([]string{tp.node, "run", "-c", cfgPath, "--cluster", "web", "--id", strconv.Itoa(i),
+			"--state-dir", tp.h.ArtifactDir() + "/node-" + s.name}, extra...)
+		s.ns.Start("ghostnode-"+s.name, args...)
 	}
 	for i := from; i < to; i++ {
 		harness.WaitFor(tp.t, 10*time.Second, fmt.Sprintf("ghostnode run on s%d to set up", i), func() bool {

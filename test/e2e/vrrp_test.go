@@ -338,6 +338,7 @@ func newPair(t *testing.T, servers, clients int, mode, extra string) *pair {
 	t.Helper()
 	tp := newTopo(t, topoOptions{servers: servers, clientAddrs: clients})
 	p := &pair{tp: tp}
+	tp.ensureAnnounceKey() // both appliances sign with the one key pair its configs name
 	dir := tp.h.ArtifactDir()
 	for i, name := range []string{"a", "b"} {
 		ns := tp.h.NS("ap" + name)
@@ -507,9 +508,9 @@ func (a *appliance) checkReporting(min int) {
 	}
 	metrics := a.ns.MustRun("curl", "-s", "http://127.0.0.1:9469/metrics")
 	for _, want := range []string{
-		`ghostrouter_vrrp_state{vrrp="up0/51",interface="up0",vrid="51",state="master"} 1`,
-		`ghostrouter_vrrp_state{vrrp="up0/51",interface="up0",vrid="51",state="backup"} 0`,
-		`ghostrouter_vrrp_master_priority{vrrp="lan0/52",interface="lan0",vrid="52",master="10.0.0.3"} 100`,
+		`ghostrouter_vrrp_state{interface="up0",state="master",vrid="51",vrrp="up0/51"} 1`,
+		`ghostrouter_vrrp_state{interface="up0",state="backup",vrid="51",vrrp="up0/51"} 0`,
+		`ghostrouter_vrrp_master_priority{interface="lan0",master="10.0.0.3",vrid="52",vrrp="lan0/52"} 100`,
 	} {
 		if !strings.Contains(metrics, want) {
 			a.t.Errorf("%s metrics lack %s", a.name, want)
@@ -707,7 +708,9 @@ func TestVRRPFailoverBroadcast(t *testing.T) {
 	p.a.waitState("master", 10*time.Second)
 	p.b.waitState("backup", 5*time.Second)
 	tp.sock = p.a.sock
-	tp.runNodes(p.a.cfg, 0, 3)
+	// The servers take announcements from either appliance (whichever is
+	// master): both LAN addresses.
+	tp.runNodes(p.a.cfg, 0, 3, "--appliance", "10.0.0.2,10.0.0.3")
 	tp.waitInStep(3, "with A master")
 	clients := tp.clientSources(nClients)
 	want := tp.lookup(clients)
