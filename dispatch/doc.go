@@ -7,16 +7,58 @@
 //	client address ──JHash(addr, seed)──> h ──Bucket(h, buckets)──> bucket ──Table──> server
 //	client address ──ModuloSelector (the patent's CA mod N)──────────────────────────> server
 //
-// # The hash (DESIGN.md contract 1)
+// # The hash contract
 //
-// JHash is the Linux kernel's lookup3 jhash() over the address bytes in
-// network order, and Bucket is the kernel's reciprocal_scale, so
-// Bucket(JHash(a, S), B) is the bucket nftables computes for
-// `jhash ip saddr mod B seed S` (`ip6 saddr` for IPv6) in a server's kernel.
-// The appliance and a server's broadcast-mode filter therefore agree on every
-// client; TestKernelJHashAgrees checks it against the running kernel.
+// This section and the next are contracts: server agents, operators'
+// scripts and tests outside the appliance rely on them, and a change here
+// breaks every server's filter.
 //
-// # The table (DESIGN.md contract 2)
+// A client's bucket is
+//
+//	bucket(client) = (jhash(client address bytes in network order, seed) * buckets) >> 32
+//
+// in 32-bit arithmetic with a 64-bit product. JHash is the Linux kernel's
+// lookup3 jhash() (include/linux/jhash.h, initial value 0xdeadbeef plus the
+// length plus the seed) over the address bytes in network order (4 for
+// IPv4, 16 for IPv6), and Bucket is the kernel's reciprocal_scale, the
+// multiply and shift above, so Bucket(JHash(a, S), B) is bit for bit the
+// bucket nftables computes for `jhash ip saddr mod B seed S` (`ip6 saddr`
+// for IPv6) in a server's kernel. The appliance and a server's
+// broadcast-mode filter therefore agree on every client;
+// TestKernelJHashAgrees checks it against the running kernel, on hundreds of
+// random IPv4 and IPv6 clients.
+//
+// Worked example, seed 0x5eed and 3 buckets (TestJHashWorkedExample, and the
+// kernel in TestKernelJHashAgrees):
+//
+//	198.51.100.12 → 1    198.51.100.13 → 0    198.51.100.14 → 1    198.51.100.15 → 2
+//
+// hash = "modulo" is instead the patent's literal function k = CA mod N
+// (ModuloSelector, routing mode only; see "The patent's function" below).
+//
+// The contract holds for every appliance of a cluster: appliances with the
+// same membership send every client to the same server, which is what a
+// backup's takeover and ECMP scale-out over several active appliances rest
+// on.
+//
+// # The table contract
+//
+// Each cluster has a table of `buckets` entries, each naming a server. Its
+// properties, each one tested (the measurements are below):
+//   - balance: with equal weights every server owns the floor or the ceiling
+//     of buckets/N (unequal weights scale its share);
+//   - a server failing moves only its own buckets, spread evenly over the
+//     live servers, and its recovery moves exactly those back;
+//   - adding a server moves close to 1/(N+1) of the buckets, not the
+//     N/(N+1) of plain mod N;
+//   - the table depends only on the membership (server IDs, weights, health)
+//     and the number of buckets, never on the order of the configuration or
+//     on start time, so a backup appliance, a second active appliance and a
+//     server agent that receives an announcement all compute the same table;
+//   - a new table is published atomically; the packet path never takes a
+//     lock to read it.
+//
+// # How the table is built
 //
 // A Table maps each of B buckets to a server. It is a pure function of the set
 // of servers (ID, weight, up) and B: servers are sorted by ID first, and every

@@ -100,7 +100,7 @@ func TestRefJHashLookup3Vectors(t *testing.T) {
 	}
 }
 
-// DESIGN.md contract 1's worked example.
+// The worked example of the hash contract in package dispatch's documentation.
 func TestJHashWorkedExample(t *testing.T) {
 	tests := []struct {
 		client string

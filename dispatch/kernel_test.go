@@ -25,7 +25,7 @@ import (
 // `jhash ip saddr mod B seed S` (and `jhash ip6 saddr ...`) for hundreds of
 // client addresses and checks every result against Bucket(JHash(addr, S), B):
 // the appliance and a server's broadcast-mode filter must agree on every
-// client (DESIGN.md contract 1).
+// client (the hash contract in package dispatch's documentation).
 //
 //	netns <run>-tx                              netns <run>-rx
 //	┌────────────────────────────┐              ┌───────────────────────────────────────────┐
@@ -99,8 +99,8 @@ func TestKernelJHashAgrees(t *testing.T) {
 	}
 	sh(ctx, t, strings.NewReader(rules.String()), "ip", "netns", "exec", rx, "nft", "-f", "-")
 
-	// Clients: random 10.0.0.0/8 and 2001:db8::/32 addresses, plus DESIGN.md's
-	// worked example. The generator is seeded per run and logged.
+	// Clients: random 10.0.0.0/8 and 2001:db8::/32 addresses, plus the hash
+	// contract's worked example (package dispatch's documentation). The generator is seeded per run and logged.
 	seed := rand.Uint64()
 	t.Logf("client address seed %#x", seed)
 	rng := rand.New(rand.NewPCG(seed, 0x6b65726e656c))
@@ -191,7 +191,7 @@ func TestKernelJHashAgrees(t *testing.T) {
 	// The worked example, straight from the kernel.
 	for s, want := range map[string]uint32{"198.51.100.12": 1, "198.51.100.13": 0, "198.51.100.14": 1, "198.51.100.15": 2} {
 		if k, ok := got["ip/s0"][netip.MustParseAddr(s)]; !ok || k != want {
-			t.Errorf("kernel: jhash ip saddr mod 3 seed 0x5eed of %s = %d (recorded %v), DESIGN.md says %d", s, k, ok, want)
+			t.Errorf("kernel: jhash ip saddr mod 3 seed 0x5eed of %s = %d (recorded %v), the worked example says %d", s, k, ok, want)
 		}
 	}
 	t.Logf("%d (client, seed, modulus) results from the kernel compared", checked)

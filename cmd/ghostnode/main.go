@@ -8,6 +8,29 @@
 // (the nftables ruleset) and package runloop (the announcement loop); this
 // file and run.go are the command line. README.md describes the commands,
 // the state file and the run's report.
+//
+// Its command line is a contract (provisioning scripts, the systemd unit
+// and the end-to-end tests rely on it); `ghostnode -h` prints it in full:
+//
+//	setup     make this server serve a cluster (idempotent)
+//	update    replace the owned buckets of a broadcast cluster's filter,
+//	          atomically
+//	teardown  undo exactly what setup did
+//	run       setup, then keep a broadcast cluster's filter in step with the
+//	          appliance's table announcements until SIGTERM or SIGINT
+//	status    owned buckets and filter counters of the set-up clusters
+//	ruleset   print the broadcast filter setup would load, without loading it
+//	version   version, commit and Go version (also --version)
+//	help      the usage text
+//
+// The cluster comes from the appliance's configuration (-c FILE --cluster
+// NAME --id N [--down IDS]: the owned buckets are those of server N in the
+// table of the cluster's membership, computed with package dispatch) or from
+// flags (--cluster NAME --ghost ADDR [--mode routing|broadcast] [--buckets B
+// --seed S --owned LIST]).
+//
+// Exit codes: 0 success; 1 failure (a change could not be made, a bad
+// configuration file); 2 bad usage.
 package main
 
 import (

@@ -1,6 +1,40 @@
 // Command ghostrouter is the appliance: a userspace IP router on gVisor's
 // netstack over TAP devices, with the cluster dispatcher in its forwarding
-// path. See README.md for the subcommands.
+// path.
+//
+// Its command line is a contract (operators' scripts, the systemd unit and
+// the end-to-end tests rely on it); `ghostrouter help` prints it:
+//
+//	run    -c FILE           run the appliance in the foreground; SIGHUP
+//	                         re-reads the file (a bad file keeps the running
+//	                         configuration); SIGTERM or SIGINT shuts it down
+//	                         and removes the TAP devices it created
+//	check  -c FILE           validate a configuration file: exit 0, or 1 with
+//	                         every problem as FILE:LINE: KEY: MESSAGE
+//	lookup -c FILE [--cluster NAME] [--down IDS] CLIENT...
+//	                         which bucket and server each client maps to,
+//	                         offline (--down: as if those servers had failed)
+//	status [--socket PATH] [--json]
+//	                         the running appliance: clusters, servers,
+//	                         health, counters, neighbor table
+//	reload [--socket PATH]   as SIGHUP, and says whether the file was taken
+//	capture [--socket PATH] -i IFACE [-w FILE] [-c COUNT] [-s SNAPLEN] [FILTER]
+//	                         pcap of what a link of the running appliance
+//	                         sends and receives
+//	keygen --private FILE [--public FILE]
+//	                         the key pair that signs a broadcast cluster's
+//	                         announcements (announce_key_file)
+//	tune   -c FILE [--cluster NAME] LOG...
+//	                         choose seed, buckets and hash from access logs
+//	version, --version       version, commit and Go version
+//	help                     the usage text
+//
+// Exit codes: 0 success; 1 failure (a bad configuration, a start that
+// failed, an appliance that refused or could not be reached); 2 bad usage.
+//
+// The configuration file is described in router/config/README.md; the
+// running appliance answers status, reload and capture on its control
+// socket (the control_socket key of the configuration's router table).
 package main
 
 import (

@@ -97,8 +97,8 @@ type Member struct {
 // Message is one announcement: a cluster's membership and the parameters
 // of its table, at a version. The table itself is not sent: every receiver
 // computes it with dispatch.NewTable(m.Servers(), m.Buckets), as the
-// appliance does (DESIGN.md contract 2: the table depends only on the
-// membership).
+// appliance does (the table contract in package dispatch's documentation:
+// the table depends only on the membership).
 type Message struct {
 	Cluster string
 	// Epoch names one run of the sending appliance: a random number drawn

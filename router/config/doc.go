@@ -1,5 +1,16 @@
-// Package config owns ghostrouter's configuration file: the TOML schema of
-// DESIGN.md contract 3, its strict decoding, its defaults and its validation.
+// Package config owns ghostrouter's configuration file: its TOML schema, its
+// strict decoding, its defaults and its validation. The schema is a
+// contract: ghostrouter, the server agent ghostnode (which reads the same
+// file to learn its cluster) and operators' files rely on it. README.md in
+// this directory is its reference, every table and key with its type,
+// default and example; reference_test.go asks the decoder which keys it
+// knows in every table and fails when the reference and the decoder
+// disagree.
+//
+// The rules every file follows: unknown keys and wrong types are errors;
+// every error names the file, the line and the key; durations are strings
+// in Go's syntax ("500ms"); a reload with a bad file keeps the running
+// configuration.
 //
 // It is the first stage of the appliance's life: [Load] (or [Parse]) turns a
 // file into a [Config] that is complete and consistent, or into [Problems],
@@ -62,10 +73,6 @@
 // key, without array indices, and keeps it private, so this package locates
 // lines itself (locate.go): a small scanner over the already-validated text
 // that maps every key path, array indices included, to its line.
-//
-// README.md in this directory is the reference of every key (type, default,
-// example); reference_test.go asks the decoder which keys it knows in every
-// table and fails when the reference and the decoder disagree.
 //
 // Two cluster keys bound what a routing-mode cluster remembers while a
 // planned change (a server added, drained, reweighted or recovered; a

@@ -9,7 +9,8 @@ import (
 )
 
 // TestExamples parses and validates every example configuration in configs/,
-// and checks that the ones named in DESIGN.md show what they say they show.
+// and checks that the ones the documentation names (routing, broadcast,
+// IPv6 broadcast, one-armed, a plain router) show what they say they show.
 func TestExamples(t *testing.T) {
 	files, err := filepath.Glob("../../configs/*.toml")
 	if err != nil {

@@ -1,22 +1,3 @@
-// Package tap owns the appliance's Ethernet links: opening or creating Linux
-// TAP devices, configuring them (MTU, up, bridge, segmentation offload), and
-// the netstack link endpoint that moves frames between a TAP file descriptor
-// and gVisor's stack.
-//
-// The endpoint is our own rather than link/fdbased for three reasons recorded
-// in shared/NETSTACK.md: fdbased stops its receive loop for good on the first
-// frame addressed to a foreign unicast MAC, panics the router on a write error
-// such as EIO from a TAP whose interface is down, and cannot carry the
-// virtio-net header that segmentation offload needs. Here a foreign frame is
-// counted and dropped, every write error is counted and reported to netstack
-// as a full queue, and TCP super-frames of up to 64 KiB cross the TAP whole
-// (offload.go). The endpoint also offers the hook that the dispatcher, the
-// guards and the router's fast path use to take frames before netstack sees
-// them.
-//
-// The devices are opened with TUNSETIFF directly (not github.com/songgao/water):
-// water cannot set IFF_VNET_HDR nor TUNSETOFFLOAD, and always issues
-// TUNSETPERSIST.
 package tap
 
 import (

@@ -1,4 +1,4 @@
-// Package bench is the benchmark of issue 7: the same two-armed topology built twice in
+// Package bench measures ghostrouter against the Linux kernel: the same two-armed topology built twice in
 // one run, once with a Linux router namespace (kernel forwarding, kernel dispatching with
 // nftables) and once with ghostrouter, measured alternately, and printed side by side
 // with the ratio ghostrouter/kernel for every figure.

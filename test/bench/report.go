@@ -35,7 +35,7 @@ type Figure struct {
 	Name   string  // the row's label
 	Unit   string  // of the values
 	Better Better  // which way is good
-	Target float64 // issue 7's target for the ratio ghostrouter/kernel; 0: none
+	Target float64 // the speed target for the ratio ghostrouter/kernel; 0: none
 	// ApplianceOnly figures have no kernel value (the appliance's own CPU time).
 	ApplianceOnly bool
 }
@@ -56,7 +56,7 @@ const (
 	CPUPercent = "cpu_percent"
 )
 
-// Figures are the rows, in order. Targets are those of issue 7.
+// Figures are the rows, in order, with the speed targets (README.md lists them).
 var Figures = []Figure{
 	{Key: TCPUp, Name: "TCP client->ghost, 4 streams", Unit: "Gbit/s", Better: Higher, Target: 0.5},
 	{Key: TCPDown, Name: "TCP ghost->client, 4 streams", Unit: "Gbit/s", Better: Higher, Target: 0.5},

@@ -11,10 +11,11 @@ import (
 )
 
 // StopGraceCapture is Capture.Stop's wait between the last traffic and stopping tcpdump.
-// With --immediate-mode -U, tcpdump writes each packet as soon as libpcap hands it over,
-// but a frame that has just crossed the interface may still sit in the kernel's packet ring
-// or in libpcap's buffer; stopping at once loses it (DESIGN.md, "Verified on this
-// machine's kernel"). There is nothing to poll for a packet nobody knows is missing, so
+// A tcpdump stopped right after the traffic loses what libpcap still buffers, so captures
+// run with --immediate-mode -U (tcpdump writes each packet as soon as libpcap hands it over)
+// and Stop waits a moment: a frame that has just crossed the interface may still sit in the
+// kernel's packet ring or in libpcap's buffer, and stopping at once loses it (seen on Linux
+// 6.18). There is nothing to poll for a packet nobody knows is missing, so
 // this short fixed wait is the one sleep the harness allows. Tests that know what they
 // expect should poll Capture.Packets instead (then Stop loses nothing).
 const StopGraceCapture = 300 * time.Millisecond

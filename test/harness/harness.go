@@ -1,7 +1,11 @@
-// Package harness is the end-to-end test tier (STYLE habit 12, third tier): it builds real
-// topologies out of network namespaces, veth pairs and Linux bridges, runs ghostrouter,
-// ghostnode and the test peer (test/cmd/peer) inside them, and captures what crosses the
-// wire with tcpdump so tests can assert on parsed packets (DESIGN.md, "Verification").
+// Package harness is the end-to-end test tier (the third of `make test`, after unit tests
+// and real fds without root; README.md, "Tests"): it builds real topologies out of network
+// namespaces, veth pairs and Linux bridges, runs ghostrouter, ghostnode and the test peer
+// (test/cmd/peer) inside them, and captures what crosses the wire with tcpdump so tests can
+// assert on parsed packets. What crosses the wire is the evidence: each ghost packet seen
+// once on the LAN, with the ghost as destination IP and the chosen server's MAC (routing
+// mode) or ff:ff:ff:ff:ff:ff (broadcast mode) as destination MAC; exactly one server
+// answering each client; no ICMP redirect for cluster traffic.
 //
 // Network hygiene, enforced here rather than left to each test:
 //

@@ -16,7 +16,8 @@ import (
 
 // Tier 3 self-tests of the harness (root; under CI=true they fail instead of skipping).
 // They use only Linux pieces, so they also pin the reference behaviour the ghostrouter
-// e2e tests compare against (STYLE habit 13).
+// e2e tests compare against: where behaviour is standard, the same scenario is also run
+// against a Linux namespace router as the reference.
 
 // TestLinuxRouterTopology builds
 //

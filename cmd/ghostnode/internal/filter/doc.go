@@ -1,5 +1,5 @@
 // Package filter is the text of a broadcast-mode server's kernel filter (the
-// patent's FIG. 5, issue 4) and the reading of it back: it turns a cluster's
+// patent's FIG. 5) and the reading of it back: it turns a cluster's
 // parameters and the buckets this server owns into an nftables script, and
 // parses what `nft -j list table` reports (owned buckets, counters, the shape
 // of the rules) so that ghostnode can compare, update and show it. It runs no
@@ -10,8 +10,10 @@
 // ghostnode drives nftables by piping a generated ruleset into `nft -f -`
 // rather than through a netlink library (google/nftables, knftables):
 //
-//   - no cgo and no new dependency: nft is the tool DESIGN.md verified the
-//     filter with, and it is on every server that has nftables at all;
+//   - no cgo and no new dependency: nft is the tool this filter's shape was
+//     verified with on a real kernel (every client answered by its
+//     predicted server, over TCP and UDP), and it is on every server that
+//     has nftables at all;
 //   - the ruleset is plain text: golden-tested here (testdata/), printed by
 //     `ghostnode ruleset` for an operator to read or load by hand, and what
 //     `nft list table` shows back;

@@ -27,8 +27,8 @@
 // so the last one restores it. A failed setup rolls back what it changed and
 // leaves the state file as it was. Commands that change the host hold an
 // exclusive lock on the state directory, so the CLI and a long-running
-// `ghostnode run` (issue 5) never interleave. A run also holds its
-// cluster's run lock for its lifetime and reports in RunDir (RunStatus).
+// `ghostnode run` never interleave. A run also holds its cluster's run lock
+// for its lifetime and reports in RunDir (RunStatus).
 //
 // # The host
 //
