@@ -490,6 +490,9 @@ type ClusterStatus struct {
 	Events           []string          `json:"events,omitempty"`
 	// Transition is the open transition window (routing mode), if any.
 	Transition *TransitionStatus `json:"transition,omitempty"`
+	// TableFingerprint digests where the table sends every bucket (see
+	// Table.Fingerprint): equal on two appliances that dispatch alike.
+	TableFingerprint string `json:"table_fingerprint"`
 }
 
 // Status reports every cluster.
@@ -502,7 +505,8 @@ func (m *Manager) Status() []ClusterStatus {
 			Name: mc.cfg.Name, Mode: mc.cfg.Mode, Ghost: mc.cfg.Address.String(), Interface: mc.cfg.Interface,
 			Hash: mc.cfg.Hash, Seed: mc.cfg.Seed, Buckets: mc.cfg.Buckets, Version: mc.version,
 			Health: health.Describe(mc.cfg.Health), Counters: map[string]uint64{},
-			Events: append([]string(nil), mc.events...),
+			Events:           append([]string(nil), mc.events...),
+			TableFingerprint: fingerprintOf(mc.table, mc.servers),
 		}
 		if mc.cfg.BroadcastAddress.IsValid() {
 			cs.BroadcastAddress = mc.cfg.BroadcastAddress.String()

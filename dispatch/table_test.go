@@ -237,6 +237,9 @@ func TestTableGoldenFingerprints(t *testing.T) {
 		if got := h.Sum64(); got != tc.want {
 			t.Errorf("%s, %d buckets: table fingerprint %#x, want %#x", tc.name, tc.buckets, got, tc.want)
 		}
+		if got := mustTable(t, tc.servers, tc.buckets).Fingerprint(); got != tc.want {
+			t.Errorf("%s, %d buckets: Table.Fingerprint %#x, want the golden %#x", tc.name, tc.buckets, got, tc.want)
+		}
 	}
 }
 

@@ -219,8 +219,8 @@ func printStatus(w io.Writer, st *Status) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "config %s\n", st.Config)
 	for _, c := range st.Clusters {
-		fmt.Fprintf(tw, "\ncluster %s: %s mode, ghost %s on %s, hash %s seed %#x, %d buckets, table version %d, health %s\n",
-			c.Name, c.Mode, c.Ghost, c.Interface, c.Hash, c.Seed, c.Buckets, c.Version, c.Health)
+		fmt.Fprintf(tw, "\ncluster %s: %s mode, ghost %s on %s, hash %s seed %#x, %d buckets, table version %d (fingerprint %s), health %s\n",
+			c.Name, c.Mode, c.Ghost, c.Interface, c.Hash, c.Seed, c.Buckets, c.Version, c.TableFingerprint, c.Health)
 		if c.BroadcastAddress != "" {
 			fmt.Fprintf(tw, "  second ghost %s -> ff:ff:ff:ff:ff:ff (permanent)\n", c.BroadcastAddress)
 		}

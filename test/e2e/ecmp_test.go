@@ -226,7 +226,8 @@ func (e *ecmpTopo) startApp(x string) *ecmpApp {
 // appStatus is the part of `status --json` this test reads.
 type appStatus struct {
 	Clusters []struct {
-		Servers []struct {
+		TableFingerprint string `json:"table_fingerprint"`
+		Servers          []struct {
 			Packets uint64 `json:"packets"`
 		} `json:"servers"`
 	} `json:"clusters"`
@@ -361,6 +362,11 @@ func TestECMPScaleOutBGP(t *testing.T) {
 			t.Fatalf("%s bgp status %+v", app.name, st.BGP)
 		}
 	}
+	// Both compute the same table: status shows the same fingerprint.
+	harness.WaitFor(t, 5*time.Second, "the same table fingerprint on both appliances", func() bool {
+		fa, fb := e.status(a).Clusters[0].TableFingerprint, e.status(b).Clusters[0].TableFingerprint
+		return fa != "" && fa == fb
+	})
 	birdProto := e.up.MustRun("birdc", "-s", e.birdSock, "show", "route", "for", ecmpGhost, "all")
 	if !strings.Contains(birdProto, "BGP.as_path: 65010") || !strings.Contains(birdProto, "BGP.next_hop: 198.51.100.1") || !strings.Contains(birdProto, "BGP.next_hop: 198.51.100.2") {
 		t.Errorf("BIRD's routes for the ghost:\n%s", birdProto)
