@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 
@@ -632,13 +633,23 @@ func TestTransitionConcurrent(t *testing.T) {
 	lan, _ := tap.NewEndpoint(tap.EndpointConfig{Name: "null", Files: []*os.File{null}, MAC: hookLANMAC, MTU: 1500})
 	r.cluster().LAN = lan
 	f := r.m.Forwarder()
+	// A window is open before the first packet, and the packets flow until
+	// the changes are done (bounded), so they always overlap.
+	now := time.Now()
+	r.apply(four)
+	stop := make(chan struct{})
 	done := make(chan struct{})
 	for g := 0; g < 3; g++ {
 		go func() {
 			defer func() { done <- struct{}{} }()
 			rng := rand.New(rand.NewPCG(uint64(g), 7))
 			flags := []uint8{tcpSYN, tcpACK, tcpACK | tcpFIN, tcpRST, tcpSYN | tcpACK}
-			for i := 0; i < 20000; i++ {
+			for i := 0; i < 2_000_000; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
 				a := netip.AddrFrom4([4]byte{198, 51, byte(rng.IntN(4)), byte(rng.IntN(256))})
 				var fr []byte
 				if rng.IntN(4) == 0 {
@@ -650,28 +661,23 @@ func TestTransitionConcurrent(t *testing.T) {
 			}
 		}()
 	}
-	now := time.Now()
-	running := 3
-	for i := 0; running > 0 && i < 100000; i++ {
-		select {
-		case <-done:
-			running--
-		default:
-		}
+	for i := 0; i < 200; i++ {
 		now = now.Add(300 * time.Millisecond)
 		switch i % 4 {
 		case 0:
-			r.apply(four)
+			r.apply(three)
 		case 1:
 			r.m.healthChanged("web", healthEvent(i%3, false))
 		case 2:
 			r.m.healthChanged("web", healthEvent((i-1)%3, true))
 		case 3:
-			r.apply(three)
+			r.apply(four)
 		}
 		r.sweep(now)
+		runtime.Gosched() // let the packets run between changes
 	}
-	for ; running > 0; running-- {
+	close(stop)
+	for range 3 {
 		<-done
 	}
 	if n := r.cluster().FlowStats().Windows.Load(); n < 2 {
