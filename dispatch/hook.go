@@ -330,12 +330,6 @@ func (f *Forwarder) dispatch6(c *Cluster, in *tap.Endpoint, frame []byte) {
 	f.send(c, v, idx, mac, frame[:ethLen+tot], tot)
 }
 
-// pick chooses the server for client in the current snapshot; when there
-// is none to send to, it counts why and reports false.
-func (c *Cluster) pick(client netip.Addr) (v *View, idx int, mac [6]byte, ok bool) {
-	return c.pickFlow(client, nil, noL4, 0)
-}
-
 // send rewrites the Ethernet header in place and writes the frame to the LAN.
 func (f *Forwarder) send(c *Cluster, v *View, idx int, mac [6]byte, frame []byte, ipLen int) {
 	copy(frame[0:6], mac[:])
