@@ -1,10 +1,11 @@
 package main
 
 import (
+	"errors"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/ghostrouter/ghostrouter/router"
 	"github.com/ghostrouter/ghostrouter/router/bgp"
 	"github.com/ghostrouter/ghostrouter/router/config"
+	"github.com/ghostrouter/ghostrouter/router/tap"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -113,22 +115,16 @@ func (a *bgpAnnouncer) wanted() []netip.Prefix {
 }
 
 // linkFault withdraws the ghosts served on a link whose receive loop
-// stopped (the router reports it as "link NAME: ...").
+// stopped (err is the router's *tap.LinkFault).
 func (a *bgpAnnouncer) linkFault(err error) {
-	if a == nil {
+	var lf *tap.LinkFault
+	if a == nil || !errors.As(err, &lf) {
 		return
 	}
 	a.mu.Lock()
-	for _, ifc := range a.cfg.Interfaces {
-		if strings.HasPrefix(err.Error(), "link "+ifc.Name+":") {
-			nf := make(map[string]bool, len(a.faulted)+1)
-			for k, v := range a.faulted {
-				nf[k] = v
-			}
-			nf[ifc.Name] = true
-			a.faulted = nf
-		}
-	}
+	nf := maps.Clone(a.faulted)
+	nf[lf.Link] = true
+	a.faulted = nf
 	a.mu.Unlock()
 	a.sp.Announce(a.wanted())
 }

@@ -114,6 +114,18 @@ type dispatcherRef struct{ d stack.NetworkDispatcher }
 
 var _ stack.LinkEndpoint = (*Endpoint)(nil)
 
+// LinkFault is the error OnFault reports: the receive loop of Link stopped.
+type LinkFault struct {
+	Link string // the endpoint's name
+	Err  error
+}
+
+func (f *LinkFault) Error() string {
+	return "link " + f.Link + ": receive loop stopped: " + f.Err.Error()
+}
+
+func (f *LinkFault) Unwrap() error { return f.Err }
+
 // EndpointConfig describes an endpoint.
 type EndpointConfig struct {
 	Name  string           // for messages
@@ -125,7 +137,7 @@ type EndpointConfig struct {
 	// IFF_VNET_HDR is recognised without it.
 	VnetHdr bool
 	// OnFault is called (once per receive loop) when a receive loop stops
-	// for any reason other than Close. It must not block.
+	// for any reason other than Close, with a *LinkFault. It must not block.
 	OnFault func(error)
 }
 
@@ -570,7 +582,7 @@ func (e *Endpoint) receiveLoop(q *rxQueue) {
 			}
 			e.stats.RxErrors.Add(1)
 			if e.onFault != nil {
-				e.onFault(fmt.Errorf("link %s: receive loop stopped: %w", e.name, err))
+				e.onFault(&LinkFault{Link: e.name, Err: err})
 			}
 			return
 		}
