@@ -6,7 +6,6 @@ import (
 	"os"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -95,46 +94,6 @@ func (tp *topo) waitSettled(members int, what string) announceState {
 	})
 	tp.waitInStep(members, what)
 	return st
-}
-
-// udpResult is one request of `peer udpload`.
-type udpResult struct {
-	at                  time.Time
-	src                 string
-	seq, tries, answers int
-	servers             []string
-	answeredTwice       int
-}
-
-var udpLine = regexp.MustCompile(`^(\d+) (\S+) seq (\d+) tries (\d+) answers (\d+) servers (\S+) attempts-answered-twice (\d+)$`)
-
-func parseUDPLoad(t *testing.T, log string) []udpResult {
-	t.Helper()
-	var out []udpResult
-	for _, line := range strings.Split(strings.TrimSpace(log), "\n") {
-		if strings.Contains(line, " STRAY ") || strings.Contains(line, " FAIL ") {
-			t.Errorf("udpload: %s", line)
-			continue
-		}
-		m := udpLine.FindStringSubmatch(line)
-		if m == nil {
-			continue
-		}
-		ms, _ := strconv.ParseInt(m[1], 10, 64)
-		r := udpResult{at: time.UnixMilli(ms), src: m[2]}
-		r.seq, _ = strconv.Atoi(m[3])
-		r.tries, _ = strconv.Atoi(m[4])
-		r.answers, _ = strconv.Atoi(m[5])
-		r.answeredTwice, _ = strconv.Atoi(m[7])
-		if m[6] != "-" {
-			r.servers = strings.Split(m[6], ",")
-		}
-		out = append(out, r)
-	}
-	if len(out) == 0 {
-		t.Fatalf("udpload produced no results:\n%s", log)
-	}
-	return out
 }
 
 // unownedCounter reads server i's filter counter of new connections to

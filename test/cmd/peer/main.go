@@ -14,10 +14,10 @@
 //	    For each source address (which must already be on an interface), count requests
 //	    bound to it; one line each, in source order: "SRC OK BODY" or "SRC FAIL reason".
 //	    Exit status 0 whatever the requests' outcome; 2 on a usage error.
-//	peer udpstream -dst ADDR:PORT (-src ... | -src-range ...) -duration 10s [-interval 100ms] [-timeout 1s]
-//	    One UDP flow per source (one socket, one port, for the whole run) sending "seq N"
-//	    every -interval; the server answers "NAME CLIENTIP seq N". One line per source at
-//	    the end: "SRC sent N answered A dup D lost L foreign F servers NAME=COUNT,...".
+//	peer udpload -dst ADDR:PORT (-src ... | -src-range ...) -duration 10s [-interval 100ms] [-retry 250ms] [-tries 8]
+//	    One UDP flow per source (one socket, one port, for the whole run) sending "seq N try T"
+//	    every -interval, retried without an answer (-tries 1: never); the server answers
+//	    "NAME CLIENTIP seq N try T". One line per request at the end (see udpLoad).
 package main
 
 import (
@@ -66,8 +66,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = client(args[1:], "udp", stdout, stderr)
 	case "load":
 		err = load(args[1:], stdout, stderr)
-	case "udpstream":
-		err = udpStream(args[1:], stdout, stderr)
 	case "udpload":
 		err = udpLoad(args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
@@ -102,7 +100,6 @@ func usage(w io.Writer) {
   peer http -url URL (-src A,B,C | -src-range FIRST-LAST) [-count 1] [-timeout 2s] [-parallel 8]
   peer udp  -dst ADDR:PORT (-src A,B,C | -src-range FIRST-LAST) [-count 1] [-timeout 1s] [-parallel 8]
   peer load -url URL (-src A,B,C | -src-range FIRST-LAST) -duration 10s [-interval 100ms] [-timeout 1s] [-reuse]
-  peer udpstream -dst ADDR:PORT (-src A,B,C | -src-range FIRST-LAST) -duration 10s [-interval 100ms] [-timeout 1s]
   peer udpload -dst ADDR:PORT (-src A,B,C | -src-range FIRST-LAST) -duration 10s [-interval 100ms] [-retry 250ms] [-tries 8]
 `)
 }
@@ -261,9 +258,7 @@ func serveUDP(conn *net.UDPConn, name string, out io.Writer) error {
 		client := from.Addr().Unmap()
 		fmt.Fprintf(out, "%s udp %s\n", name, client)
 		reply := []byte(fmt.Sprintf("%s %s\n", name, client))
-		if seq, ok := seqOf(buf[:n]); ok { // a udpstream request: echo its number
-			reply = []byte(fmt.Sprintf("%s %s seq %d\n", name, client, seq))
-		} else if tok, ok := requestToken(buf[:n]); ok { // udpload: the answer names the request
+		if tok, ok := requestToken(buf[:n]); ok { // udpload: the answer names the request
 			reply = []byte(fmt.Sprintf("%s %s %s\n", name, client, tok))
 		}
 		ctl := replyControl(oob[:oobn])
