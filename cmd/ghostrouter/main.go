@@ -316,6 +316,9 @@ func newAppliance(cfg *config.Config, log *slog.Logger, obs dispatch.Observer) (
 	}
 	ann := newAnnounceGate(vr, sender.send, log, onAck)
 	sender.onAck = ann.HandleAck
+	if !vr.Empty() {
+		ann.listen, sender.onHeard = sender.listen, ann.hear
+	}
 	m, err = dispatch.NewManager(cfg, dispatch.Deps{
 		Endpoint: r.Endpoint,
 		Resolver: nb,
@@ -437,8 +440,9 @@ func (a *appliance) reload(path string) string {
 }
 
 func (a *appliance) close() error {
-	a.vr.Close()  // a master hands over first: priority 0 while the links are up
-	a.bgp.close() // withdraw the ghosts while the datapath still forwards
+	a.ann.handover() // the last announcement goes out before priority 0
+	a.vr.Close()     // a master hands over first: priority 0 while the links are up
+	a.bgp.close()    // withdraw the ghosts while the datapath still forwards
 	a.captures.Close()
 	a.m.Close()
 	a.nb.Close()
