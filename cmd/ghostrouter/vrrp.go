@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -167,6 +168,7 @@ type announceGate struct {
 	mk     func(epoch uint64) *announce.Announcer
 	log    *slog.Logger
 	listen func(cl *config.Cluster) error // hear cl's LAN (nil: never)
+	own    func(a netip.Addr) bool        // the appliance's own addresses (nil: none)
 
 	mu         sync.Mutex // guards everything below
 	cur        *announce.Announcer
@@ -188,9 +190,10 @@ type announceGate struct {
 // follower is one cluster's announce.Follower with what it was made for.
 type follower struct {
 	f       *announce.Follower
-	key     string // the private key it checks with
-	listErr bool   // listening failed (logged once)
-	foreign uint64 // datagrams from another source than the LAN's master
+	since   time.Time // listening since
+	key     string    // the private key it checks with
+	listErr bool      // listening failed (logged once)
+	foreign uint64    // datagrams from another source than the LAN's master
 }
 
 // takeoverCounts count how this appliance began announcing: continuing the
@@ -364,14 +367,60 @@ func (g *announceGate) hear(ifname string, from netip.Addr, b []byte) {
 }
 
 // fromMaster reports whether from is the address of the VRRP master this
-// appliance sees on ifname.
+// appliance sees on ifname; before its virtual routers have heard any
+// master (they join the election only once ready), any address but the
+// appliance's own.
 func (g *announceGate) fromMaster(ifname string, from netip.Addr) bool {
+	known := false
 	for _, v := range g.vr.Status() {
-		if v.Interface == ifname && v.Master != "" && v.Master == from.String() {
+		if v.Interface != ifname || v.Master == "" {
+			continue
+		}
+		if v.Master == from.String() {
 			return true
 		}
+		known = true
 	}
-	return false
+	return !known && (g.own == nil || !g.own(from))
+}
+
+// readyToLead reports whether this appliance may join the election as far
+// as the announcements go: for every broadcast cluster, it can continue
+// what the master announces (it has listened long enough), or nobody
+// announces (nothing heard for AckTimeout), or the master fell silent. A
+// backup that preempts then continues the master's announcements instead
+// of starting afresh (which would leave every bucket without an owner for
+// an acknowledgement round trip).
+func (g *announceGate) readyToLead() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.listen == nil {
+		return true
+	}
+	now := time.Now()
+	for name, la := range g.last {
+		fl := g.follow[name]
+		if fl == nil || fl.listErr {
+			if fl == nil && len(la.cl.AnnounceKey) == ed25519.PrivateKeySize && !g.announcing {
+				return false // not listening yet
+			}
+			continue
+		}
+		iv := la.cl.AnnounceInterval
+		if iv <= 0 {
+			iv = time.Second
+		}
+		if _, _, at := fl.f.Last(); at.IsZero() {
+			if now.Sub(fl.since) < announce.AckTimeout(iv)+iv {
+				return false
+			}
+			continue
+		}
+		if _, err := g.windowLocked(name, &la.cl, now); err != nil && !errors.Is(err, announce.ErrSilent) {
+			return false
+		}
+	}
+	return true
 }
 
 // followerLocked is cl's follower, made (and its LAN listened to) on first
@@ -390,7 +439,7 @@ func (g *announceGate) followerLocked(cl *config.Cluster) *follower {
 	if err != nil {
 		return nil
 	}
-	fl = &follower{f: f, key: key}
+	fl = &follower{f: f, key: key, since: time.Now()}
 	g.follow[cl.Name] = fl
 	return fl
 }

@@ -711,6 +711,11 @@ func TestVRRPFailoverBroadcast(t *testing.T) {
 	p.a.start()
 	p.a.waitState("master", 10*time.Second)
 	p.b.waitState("backup", 5*time.Second)
+	// A joined the election only once it had heard B's announcements long
+	// enough to continue them, and did.
+	if tk := p.a.takeover(); tk.Continued != 1 || tk.Fresh != 0 {
+		t.Errorf("A preempting B: %d takeovers continued B's announcements, %d afresh (%s); want 1, 0", tk.Continued, tk.Fresh, tk.LastFreshReason)
+	}
 	tp.sock = p.a.sock
 	// The servers take announcements from either appliance (whichever is
 	// master): both LAN addresses.
@@ -819,11 +824,27 @@ func TestVRRPFailoverBroadcast(t *testing.T) {
 	// announcements, continues them under its own epoch: its first table
 	// grants every server what it holds, so no request fails, and every
 	// connection is answered by exactly one server.
+	for _, s := range tp.servers {
+		logAt[s.name] = len(nodeLog(s))
+	}
 	p.a.start()
 	p.a.waitState("master", 10*time.Second)
 	p.b.waitState("backup", 5*time.Second)
 	tp.sock = p.a.sock
 	tp.waitInStep(3, "with A master again")
+	// A heard B before it joined, and continued B's announcements: no table
+	// of A's left a server without its buckets.
+	if tk := p.a.takeover(); tk.Continued != 1 || tk.Fresh != 0 {
+		t.Errorf("A preempting B again: %d takeovers continued B's announcements, %d afresh (%s); want 1, 0", tk.Continued, tk.Fresh, tk.LastFreshReason)
+	}
+	fromA := regexp.MustCompile(`applied: owns (\d+) buckets \(was (\d+)\)" from=10\.0\.0\.2:`)
+	for _, s := range tp.servers {
+		for _, m := range fromA.FindAllSubmatch(nodeLog(s)[logAt[s.name]:], -1) {
+			if string(m[1]) != string(m[2]) {
+				t.Errorf("A's preemption changed %s's buckets: %s", s.name, m[0])
+			}
+		}
+	}
 	if n := tp.ownedCount(1); n != 0 {
 		t.Errorf("A announced a table giving the dead s1 %d buckets", n)
 	}
