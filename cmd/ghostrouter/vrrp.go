@@ -238,7 +238,7 @@ func (g *announceGate) beginLocked() {
 	g.retireLocked()
 	now := time.Now()
 	for name, la := range g.last {
-		if !g.master[name] {
+		if !g.master[name] || g.listen == nil { // no virtual routers: nobody to take over from
 			continue
 		}
 		heard, err := g.windowLocked(name, &la.cl, now)
