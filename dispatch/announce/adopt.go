@@ -245,8 +245,9 @@ func tablesOf(m *Message) [][]Member {
 // Adopt makes a Transition that has issued nothing yet continue another
 // appliance's announcements (a Follower's Window, ascending by seq, the
 // last the one in force): they become its history under its own seqs, the
-// last its announcement in force, and every server they name is taken to
-// hold whatever any of them grants it, until it acknowledges. If the last
+// last its announcement in force, and every server the oldest names is
+// taken to hold whatever any of them grants it, until it acknowledges (one
+// they name later may hold anything, as a server new to an epoch). If the last
 // is a release, the acquisition of its target is added as possibly issued
 // (the old master may have sent it unheard). The caller then sets the
 // target and steps as usual: a target equal to the announcement in force
@@ -292,17 +293,27 @@ func (t *Transition) Adopt(heard []*Message) error {
 				v.holds[int(o)]++
 			}
 		}
-		for _, x := range m.Members {
-			ids[x.ID] = true
-		}
 		hist = append(hist, v)
 	}
 	if t.parties == nil {
 		t.parties = map[int]*Party{}
 	}
+	// The members of the oldest announcement heard had it in force for
+	// the whole window: the old master had their acknowledgements or had
+	// excused them. One that appears later may be new to the old master's
+	// epoch (it may hold anything until it acknowledges), and is taken so.
+	for _, x := range heard[0].Members {
+		ids[x.ID] = true
+	}
 	first := hist[0].seq
-	for id := range ids {
-		t.party(id).Acked = first
+	for _, v := range hist {
+		for _, x := range v.msg.Members {
+			if ids[x.ID] {
+				t.party(x.ID).Acked = first
+			} else {
+				t.party(x.ID)
+			}
+		}
 	}
 	t.hist, t.seq, t.waitFrom = hist, seq, time.Time{}
 	t.gen++ // the cached release belongs to no announcement of these
