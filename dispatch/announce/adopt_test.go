@@ -352,3 +352,62 @@ func TestAdoptRelease(t *testing.T) {
 		t.Error("Adopt after the first announcement accepted")
 	}
 }
+
+// FuzzFollower: a Follower fed hostile datagrams (raw bytes, and authentic
+// announcements with arbitrary epoch, seq and tx, in any order) never
+// panics, and whatever Window vouches for is one epoch's announcements with
+// consecutive ascending seqs, the last the largest heard in that epoch.
+func FuzzFollower(f *testing.F) {
+	f.Add([]byte{1, 5, 2, 10, 1, 5, 3, 11, 0, 'G', 'H', 'R', 'T'})
+	f.Add([]byte{1, 5, 2, 10, 1, 5, 4, 12, 1, 6, 1, 1})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		fol, err := NewFollower("web", testPub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Unix(1_800_000_000, 0)
+		maxSeq := map[uint64]uint64{}
+		for ops := 0; len(in) > 0 && ops < 64; ops++ {
+			op := in[0]
+			in = in[1:]
+			now = now.Add(time.Duration(op) * 10 * time.Millisecond)
+			if op%2 == 0 || len(in) < 3 {
+				n := min(len(in), int(op)%64)
+				fol.Hear(in[:n], now)
+				in = in[n:]
+				continue
+			}
+			epoch, seq, tx := uint64(in[0]%3+1), uint64(in[1]%8+1), uint64(in[2])
+			in = in[3:]
+			m := Message{Cluster: "web", Epoch: epoch, Seq: seq, Tx: tx, Hash: config.HashJhash, Seed: 1, Buckets: 16,
+				Ghost: webCluster().Address, Members: members3(int(seq % 3))}
+			b, err := m.Marshal(testKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			last, _, _ := fol.Last()
+			before := fol.Counters().Heard
+			if err := fol.Hear(b, now); err != nil {
+				t.Fatalf("authentic datagram refused: %v", err)
+			}
+			if fol.Counters().Heard > before {
+				if epoch != last {
+					maxSeq[epoch] = 0
+				}
+				maxSeq[epoch] = max(maxSeq[epoch], seq)
+			}
+		}
+		w, err := fol.Window(now, time.Second, time.Hour)
+		if err != nil {
+			return
+		}
+		for i := 1; i < len(w); i++ {
+			if w[i].Epoch != w[0].Epoch || w[i].Seq != w[i-1].Seq+1 {
+				t.Fatalf("window not one epoch's consecutive seqs: %d/%d after %d/%d", w[i].Epoch, w[i].Seq, w[i-1].Epoch, w[i-1].Seq)
+			}
+		}
+		if last := w[len(w)-1]; last.Seq != maxSeq[last.Epoch] {
+			t.Fatalf("window ends at seq %d, the largest heard in epoch %d is %d", last.Seq, last.Epoch, maxSeq[last.Epoch])
+		}
+	})
+}

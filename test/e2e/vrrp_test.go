@@ -701,7 +701,7 @@ func (a *appliance) counter(name string) uint64 {
 // preempts; a graceful SIGTERM of A hands back to B under load with no
 // failed request, each connection answered by exactly one server.
 func TestVRRPFailoverBroadcast(t *testing.T) {
-	harness.RequireRoot(t, "ip", "tcpdump", "nft")
+	harness.RequireRoot(t, "ip", "tcpdump", "nft", "curl")
 	const nClients = 16
 	p := newPair(t, 3, nClients, "broadcast", broadcastExtra(fastHealth))
 	tp := p.tp
@@ -902,6 +902,18 @@ func TestVRRPFailoverBroadcast(t *testing.T) {
 	}
 	if err := p.a.proc.Wait(10 * time.Second); err != nil {
 		t.Errorf("A after SIGTERM: %v\n%s", err, p.a.proc.Log())
+	}
+	// The text status and the metrics say how B's takeovers began.
+	text := p.b.ns.MustRun(p.b.bin, "status", "--socket", p.b.sock)
+	if want := fmt.Sprintf("announcement takeovers: %d continued the previous master's, %d afresh", tkB2.Continued, tkB2.Fresh); !strings.Contains(text, want) {
+		t.Errorf("B's status lacks %q:\n%s", want, text)
+	}
+	metrics := p.b.ns.MustRun("curl", "-s", "http://127.0.0.1:9469/metrics")
+	for _, want := range []string{fmt.Sprintf("ghostrouter_announce_takeovers_continued_total %d", tkB2.Continued),
+		fmt.Sprintf("ghostrouter_announce_takeovers_fresh_total %d", tkB2.Fresh)} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("B's metrics lack %q", want)
+		}
 	}
 	tp.waitInStep(3, "after the graceful handover")
 	fmt.Printf("BROADCAST FAILOVER (SIGTERM): B master %v after the signal, servers in step with B %v after it (window); %d requests, %d sent in that window, %d failed; %d connections, %d answered by more than one server; B continued A's announcements (takeovers: %d continued, %d afresh)\n",
