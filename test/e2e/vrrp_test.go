@@ -920,6 +920,134 @@ func TestVRRPFailoverBroadcast(t *testing.T) {
 		tookT.Sub(term).Round(time.Millisecond), stepped.Sub(term).Round(time.Millisecond), len(results), inWindow, failed, len(isns), twice, tkB2.Continued, tkB2.Fresh)
 }
 
+// TestVRRPBroadcastHealthDisagreement: the two appliances disagree about a
+// server's health at the moment of a graceful takeover. B's health checks of
+// s2 are cut (an nftables bridge filter drops B's SYNs to s2:80), so B holds
+// s2 down while A, the master, holds it up. A hands over (SIGTERM): B
+// continues A's table, then moves s2's buckets break-before-make as on any
+// health change (released at once, acquired once s2 acknowledged). The
+// cost is bounded: only s2's clients may fail, only between B's takeover
+// and the servers being in step with B (at most the acknowledgement bound),
+// every other client keeps its server with no failure, and no connection
+// is answered by two servers.
+func TestVRRPBroadcastHealthDisagreement(t *testing.T) {
+	harness.RequireRoot(t, "ip", "tcpdump", "nft")
+	const nClients = 16
+	p := newPair(t, 3, nClients, "broadcast", broadcastExtra(fastHealth))
+	tp := p.tp
+	tp.startServers()
+	p.b.start()
+	p.b.waitState("master", 10*time.Second)
+	p.a.start()
+	p.a.waitState("master", 10*time.Second)
+	p.b.waitState("backup", 5*time.Second)
+	tp.sock = p.a.sock
+	tp.runNodes(p.a.cfg, 0, 3, "--appliance", "10.0.0.2,10.0.0.3")
+	tp.waitInStep(3, "with A master")
+	clients := tp.clientSources(nClients)
+	want := tp.lookup(clients)
+	tp.askAll(clients, want)
+	wantDown := tp.lookupDown(clients, "2")
+	moved := 0
+	for _, c := range clients {
+		if want[c] == 2 {
+			moved++
+		}
+	}
+	if moved == 0 {
+		t.Fatalf("no client is s2's: the test proves nothing")
+	}
+
+	s2 := tp.servers[2].addr.String()
+	rules := fmt.Sprintf(`table bridge hccut {
+  chain cut {
+    type filter hook forward priority 0; policy accept;
+    iifname "b-lan" ip saddr 10.0.0.3 ip daddr %s tcp dport 80 drop
+  }
+}
+`, s2)
+	tp.rtr.MustRun("nft", "-f", writeFile(t, tp.h.ArtifactDir(), "hccut.nft", rules))
+	tp.sock = p.b.sock
+	tp.waitServerState(2, false, 5*time.Second)
+	tp.sock = p.a.sock
+	tp.waitServerState(2, true, time.Second) // A still holds it up: they disagree
+
+	capCli := tp.cli.Capture("c0", "tcp")
+	wait := tp.runLoad(clients, 4*time.Second, "-interval", "50ms", "-timeout", "300ms")
+	time.Sleep(1500 * time.Millisecond)
+	tk0 := p.b.takeover()
+	term := time.Now()
+	p.a.proc.Signal(syscall.SIGTERM)
+	p.b.waitState("master", 5*time.Second)
+	took := p.b.becameMaster()
+	tp.sock = p.b.sock
+	tp.waitInStep(3, "with B master, s2 down in its view")
+	stepped := time.Now()
+	results := wait()
+	if n := tp.ownedCount(2); n != 0 {
+		t.Errorf("s2 still owns %d buckets after B's table", n)
+	}
+	failed, failedOthers := 0, 0
+	var first, last time.Time
+	for _, r := range results {
+		if !r.ok {
+			failed++
+			if want[r.src] != 2 {
+				failedOthers++
+				t.Errorf("%s (server %d, not s2's) failed at %s: %s", r.src, want[r.src], r.at.Format("15:04:05.000"), r.text)
+				continue
+			}
+			if first.IsZero() || r.at.Before(first) {
+				first = r.at
+			}
+			last = r.at
+			if r.at.Before(took.Add(-300*time.Millisecond)) || r.at.After(stepped) {
+				t.Errorf("%s failed at %s, outside B's takeover %s .. servers in step %s", r.src, r.at.Format("15:04:05.000"),
+					took.Format("15:04:05.000"), stepped.Format("15:04:05.000"))
+			}
+			continue
+		}
+		switch {
+		case r.server == want[r.src]:
+			if want[r.src] == 2 && r.at.After(stepped) {
+				t.Errorf("%s answered by s2 after B's table took it out", r.src)
+			}
+		case r.server == wantDown[r.src] && want[r.src] == 2:
+			if r.at.Before(term) {
+				t.Errorf("%s moved off s2 before the takeover", r.src)
+			}
+		default:
+			t.Errorf("%s answered by server %d; want %d (or %d once s2 is out)", r.src, r.server, want[r.src], wantDown[r.src])
+		}
+	}
+	isns := map[string]map[uint32]bool{}
+	for _, pk := range capCli.Stop() {
+		if c, ok := synackOf(pk); ok {
+			if isns[c] == nil {
+				isns[c] = map[uint32]bool{}
+			}
+			isns[c][pk.TCPSeq] = true
+		}
+	}
+	twice := 0
+	for c, seqs := range isns {
+		if len(seqs) != 1 {
+			twice++
+			t.Errorf("connection %s was answered by %d servers", c, len(seqs))
+		}
+	}
+	gap := stepped.Sub(took)
+	if bound := 1 * time.Second; gap > bound+time.Second {
+		t.Errorf("the servers were in step with B %v after its takeover; want within the acknowledgement bound %v (+1s under load)", gap, bound)
+	}
+	if tk := p.b.takeover(); tk.Continued != tk0.Continued+1 {
+		t.Errorf("B did not continue A's announcements: %+v (before %+v)", tk, tk0)
+	}
+	fmt.Printf("HEALTH DISAGREEMENT AT TAKEOVER: B holds s2 down, A up; SIGTERM: B master %v after it, servers in step with B's table %v after B's takeover; %d requests, %d failed from s2's %d clients, %d from the others, sent %v..%v after B's takeover; %d connections, %d answered by more than one server\n",
+		took.Sub(term).Round(time.Millisecond), gap.Round(time.Millisecond), len(results), failed, moved, failedOthers,
+		first.Sub(took).Round(time.Millisecond), last.Sub(took).Round(time.Millisecond), len(isns), twice)
+}
+
 // takeover reads the appliance's announcement takeovers from status --json.
 func (a *appliance) takeover() (tk struct {
 	Continued       uint64 `json:"continued"`
