@@ -35,6 +35,7 @@ type gateRig struct {
 	peer    *announce.Announcer
 	pub     ed25519.PublicKey
 
+	async sync.WaitGroup // deliveries in flight
 	mu    sync.Mutex
 	rcv   []*announce.Receiver
 	owned [][]uint32
@@ -95,17 +96,25 @@ func newGateRig(t *testing.T) *gateRig {
 	// The peer's announcements reach the servers (which acknowledge to
 	// the peer) and the gate's ear.
 	r.peer = announce.NewAnnouncer(77, func(_ *config.Cluster, b []byte) error {
+		b = slices.Clone(b)
+		r.async.Add(1)
 		go func() {
+			defer r.async.Done()
 			r.deliver(b, r.peer.HandleAck)
 			r.g.hear("lan0", gatePeer, b)
 		}()
 		return nil
 	}, nil)
 	r.g = newAnnounceGate(vr, func(_ *config.Cluster, b []byte) error {
+		b = slices.Clone(b)
 		r.mu.Lock()
-		r.ours = append(r.ours, slices.Clone(b))
+		r.ours = append(r.ours, b)
 		r.mu.Unlock()
-		go r.deliver(b, func(ack []byte, from netip.AddrPort) { r.g.HandleAck(ack, from) })
+		r.async.Add(1)
+		go func() {
+			defer r.async.Done()
+			r.deliver(b, func(ack []byte, from netip.AddrPort) { r.g.HandleAck(ack, from) })
+		}()
 		return nil
 	}, slog.New(slog.DiscardHandler), nil)
 	r.g.listen = func(*config.Cluster) error { return nil }
@@ -114,6 +123,7 @@ func newGateRig(t *testing.T) *gateRig {
 		r.g.Close()
 		vr.Close()
 		r.peer.Close()
+		r.async.Wait()
 		ep.Close()
 		peerFile.Close()
 		<-drained
