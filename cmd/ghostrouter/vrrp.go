@@ -601,7 +601,7 @@ func printVRRP(w io.Writer, vs []vrrp.Status) {
 // printTakeover writes how this appliance began announcing as master and
 // what it hears of the master's announcements while backup.
 func printTakeover(w io.Writer, tk *TakeoverStatus) {
-	if tk == nil {
+	if tk == nil || tk.Continued+tk.Fresh == 0 && len(tk.Heard) == 0 { // no broadcast cluster
 		return
 	}
 	fmt.Fprintf(w, "  announcement takeovers: %d continued the previous master's, %d afresh\n", tk.Continued, tk.Fresh)
