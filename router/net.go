@@ -105,6 +105,28 @@ func (r *Router) NewUDPSender(ifname string, src netip.Addr) (*UDPSender, error)
 	return &UDPSender{conn: gonet.NewUDPConn(&wq, ep)}, nil
 }
 
+// ListenUDP binds a UDP socket to port on the named interface, any of its
+// addresses of like's family, broadcast and all-nodes destinations
+// included: it receives what hosts on that link broadcast to the port
+// (another appliance's table announcements). Read it with Recv.
+func (r *Router) ListenUDP(ifname string, like netip.Addr, port uint16) (*UDPSender, error) {
+	l, err := r.link(ifname)
+	if err != nil {
+		return nil, err
+	}
+	var wq waiter.Queue
+	ep, e := r.stack.NewEndpoint(udp.ProtocolNumber, netProto(like), &wq)
+	if e != nil {
+		return nil, fmt.Errorf("router: udp socket on %s: %s", ifname, e)
+	}
+	ep.SocketOptions().SetReuseAddress(true)
+	if e := ep.Bind(tcpip.FullAddress{NIC: l.NIC, Port: port}); e != nil {
+		ep.Close()
+		return nil, fmt.Errorf("router: udp bind port %d on %s: %s", port, ifname, e)
+	}
+	return &UDPSender{conn: gonet.NewUDPConn(&wq, ep)}, nil
+}
+
 // Send writes b to dst.
 func (u *UDPSender) Send(b []byte, dst netip.AddrPort) error {
 	_, err := u.conn.WriteTo(b, net.UDPAddrFromAddrPort(dst))

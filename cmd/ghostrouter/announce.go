@@ -16,16 +16,74 @@ import (
 // (config.Interface.AnnounceTo), one UDP socket per interface. The servers
 // acknowledge to that socket: one reader goroutine per socket hands what
 // arrives to onAck (announce.Announcer.HandleAck), until close.
+//
+// It also listens, on each broadcast cluster's LAN and announce port, to
+// what another appliance announces there (listen): a backup hands that to
+// onHeard (announceGate.hear), so that it can continue the master's
+// announcements when it takes over.
 type announceSender struct {
-	r     *router.Router
-	onAck func(b []byte, from netip.AddrPort)
-	mu    sync.Mutex // guards socks
-	socks map[string]*router.UDPSender
-	wg    sync.WaitGroup
+	r       *router.Router
+	onAck   func(b []byte, from netip.AddrPort)
+	onHeard func(ifname string, from netip.Addr, b []byte)
+	mu      sync.Mutex // guards socks and ears
+	socks   map[string]*router.UDPSender
+	ears    map[earKey]*router.UDPSender
+	wg      sync.WaitGroup
+}
+
+// earKey names one listening socket: an interface, a family, a port.
+type earKey struct {
+	ifname string
+	v6     bool
+	port   int
 }
 
 func newAnnounceSender(r *router.Router) *announceSender {
-	return &announceSender{r: r, socks: map[string]*router.UDPSender{}}
+	return &announceSender{r: r, socks: map[string]*router.UDPSender{}, ears: map[earKey]*router.UDPSender{}}
+}
+
+// listen makes sure a socket hears cl's announce port on its LAN. A failure
+// is returned (the caller logs it once per cluster): that appliance then
+// takes over starting afresh.
+func (s *announceSender) listen(cl *config.Cluster) error {
+	l, ok := s.r.Link(cl.Interface)
+	if !ok {
+		return fmt.Errorf("no interface %s", cl.Interface)
+	}
+	_, dst, ok := l.Config.AnnounceTo()
+	if !ok {
+		return fmt.Errorf("interface %s has nothing to hear announcements on", cl.Interface)
+	}
+	k := earKey{ifname: cl.Interface, v6: dst.Is6(), port: cl.AnnouncePort}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ears == nil || s.ears[k] != nil {
+		return nil
+	}
+	sock, err := s.r.ListenUDP(cl.Interface, dst, uint16(cl.AnnouncePort))
+	if err != nil {
+		return err
+	}
+	s.ears[k] = sock
+	s.wg.Add(1)
+	go s.hear(k.ifname, sock)
+	return nil
+}
+
+// hear reads one listening socket until it is closed. A datagram longer
+// than any announcement is cut short and then refused by its signature.
+func (s *announceSender) hear(ifname string, sock *router.UDPSender) {
+	defer s.wg.Done()
+	buf := make([]byte, announce.MaxDatagram)
+	for {
+		n, from, err := sock.Recv(buf)
+		if err != nil {
+			return
+		}
+		if s.onHeard != nil {
+			s.onHeard(ifname, from.Addr().Unmap(), buf[:n])
+		}
+	}
 }
 
 // readAcks reads one socket's incoming datagrams until it is closed. A
@@ -76,6 +134,11 @@ func (s *announceSender) close() {
 		sock.Close()
 		delete(s.socks, name)
 	}
+	for k, sock := range s.ears {
+		sock.Close()
+		delete(s.ears, k)
+	}
+	s.ears = nil // no more listening
 	s.mu.Unlock()
 	s.wg.Wait()
 }

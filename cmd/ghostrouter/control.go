@@ -42,7 +42,10 @@ type Status struct {
 	// Announce is each broadcast cluster's announcements: the table in
 	// force and, per server, the last one it acknowledged.
 	Announce []announce.ClusterStatus `json:"announce,omitempty"`
-	Message  string                   `json:"message,omitempty"`
+	// Takeover is, with virtual routers, how this appliance began
+	// announcing as master and what it hears of the master as backup.
+	Takeover *TakeoverStatus `json:"takeover,omitempty"`
+	Message  string          `json:"message,omitempty"`
 }
 
 // LinkStatus is one interface's counters.
@@ -100,6 +103,11 @@ func (a *appliance) status(path string) Status {
 	}
 	st.Counters["acks_malformed"], st.Counters["acks_unknown_cluster"] = a.ann.AckDrops()
 	st.Announce = a.ann.Status()
+	if !a.vr.Empty() {
+		tk := a.ann.Takeover()
+		st.Takeover = &tk
+		st.Counters["announce_takeovers_continued"], st.Counters["announce_takeovers_fresh"] = tk.Continued, tk.Fresh
+	}
 	for _, l := range a.r.Links() {
 		s := l.EP.Stats()
 		st.Links = append(st.Links, LinkStatus{
@@ -284,6 +292,7 @@ func printStatus(w io.Writer, st *Status) {
 		}
 	}
 	printVRRP(tw, st.VRRP)
+	printTakeover(tw, st.Takeover)
 	if len(st.BGP) > 0 {
 		fmt.Fprintln(tw, "\nbgp sessions")
 		fmt.Fprintln(tw, "  NEIGHBOR\tAS\tSTATE\tUPTIME\tHOLD\tANNOUNCED\tIN\tOUT\tERRORS")

@@ -303,7 +303,8 @@ func newAppliance(cfg *config.Config, log *slog.Logger, obs dispatch.Observer) (
 	sender := newAnnounceSender(r)
 	var m *dispatch.Manager                              // set below, before the virtual routers start
 	nb := newNeighbors(r, cfg, log, func() { m.Kick() }) // started once m is set
-	vr, err := newVRRP(cfg, r, log, func() bool { return dispatchReady(m) })
+	var ann *announceGate                                // set below, before the virtual routers start
+	vr, err := newVRRP(cfg, r, log, func() bool { return dispatchReady(m) && ann.readyToLead() })
 	if err != nil {
 		sender.close()
 		r.Close()
@@ -314,8 +315,12 @@ func newAppliance(cfg *config.Config, log *slog.Logger, obs dispatch.Observer) (
 	if ao, ok := obs.(interface{ AckObserved(string, time.Duration) }); ok {
 		onAck = ao.AckObserved
 	}
-	ann := newAnnounceGate(vr, sender.send, log, onAck)
+	ann = newAnnounceGate(vr, sender.send, log, onAck)
 	sender.onAck = ann.HandleAck
+	if !vr.Empty() {
+		own := ownAddresses(cfg)
+		ann.listen, ann.own, sender.onHeard = sender.listen, func(a netip.Addr) bool { return own[a] }, ann.hear
+	}
 	m, err = dispatch.NewManager(cfg, dispatch.Deps{
 		Endpoint: r.Endpoint,
 		Resolver: nb,
@@ -351,6 +356,18 @@ func newAppliance(cfg *config.Config, log *slog.Logger, obs dispatch.Observer) (
 	probe(r, cfg)
 	return &appliance{log: log, cfg: cfg, r: r, m: m, guard: guard, nb: nb, ports: ports, ann: ann, sender: sender, vr: vr,
 		bgp: startBGP(cfg, r, m, log), captures: capture.NewHub()}, nil
+}
+
+// ownAddresses are the appliance's interface addresses (interfaces change
+// only with a restart).
+func ownAddresses(cfg *config.Config) map[netip.Addr]bool {
+	out := map[netip.Addr]bool{}
+	for _, ifc := range cfg.Interfaces {
+		for _, p := range ifc.Addresses {
+			out[p.Addr()] = true
+		}
+	}
+	return out
 }
 
 // protectedAddresses are the addresses no LAN host may claim by ARP, with
@@ -437,8 +454,9 @@ func (a *appliance) reload(path string) string {
 }
 
 func (a *appliance) close() error {
-	a.vr.Close()  // a master hands over first: priority 0 while the links are up
-	a.bgp.close() // withdraw the ghosts while the datapath still forwards
+	a.ann.handover() // the last announcement goes out before priority 0
+	a.vr.Close()     // a master hands over first: priority 0 while the links are up
+	a.bgp.close()    // withdraw the ghosts while the datapath still forwards
 	a.captures.Close()
 	a.m.Close()
 	a.nb.Close()

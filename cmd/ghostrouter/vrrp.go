@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -133,38 +135,72 @@ func dispatchReady(m *dispatch.Manager) bool {
 // tables (a backup's are current too, but servers must hear one
 // appliance).
 //
-// Servers accept a datagram only when its (epoch, tx) is after the last
-// they heard, and a table only when its (epoch, seq) is newer than the
-// applied one. A backup that takes over would be ignored if its epoch (its
-// start time) were older than the old master's, so the gate starts a new
-// epoch, the time now, whenever this appliance becomes master, sees another
-// master on a link, or announces a changed table; and it announces every
-// broadcast cluster's current table at once on becoming master. Servers
-// therefore follow the appliance that most recently became master or
-// changed its table. While two appliances both claim mastership (a
-// partition), both announce and each server applies whichever newer epoch
-// reaches it; both appliances compute the same table from the same
-// configuration and health, so the servers' filters agree. After the
-// partition heals the loser stops; the remaining master's next change (or
-// its sight of the other's advertisement) starts a newer epoch, and servers
-// follow it again.
+// Becoming master, the gate starts announcing under a new random epoch
+// (servers apply a fresh datagram of another epoch than the applied table's
+// at once: the appliance that speaks now is in charge). While backup it
+// listens to the master's announcements on the LAN (hear: signed with the
+// cluster's key, from the address of the LAN's VRRP master, fresh) and
+// records them in an announce.Follower; at takeover it continues them
+// (Announcer.Adopt): its first announcement grants what the servers hold
+// already, instead of granting nothing until they acknowledge, so a
+// takeover drops no new connection. When it cannot vouch for what the
+// servers hold (it heard too little, missed an announcement, or the master
+// fell silent long before), it starts afresh: nothing granted until the
+// servers acknowledge (the gap is then one acknowledgement round trip).
+//
+// A master stopped gracefully hands over (handover): it stops announcing
+// and repeats its announcement in force once more before its virtual
+// routers send priority 0, so the backup has heard its last table when it
+// takes over.
+//
+// While two appliances both claim mastership (a partition, or the moment of
+// a preemption) both announce: each server applies whichever fresh datagram
+// of the other epoch reaches it, so its filter follows both in turn. Both
+// compute the same table from the same configuration and health, and the
+// newcomer continued the other's announcements, so the filters agree. If
+// their health views differ, a bucket may belong to two servers for that
+// moment: bounded by the disagreement (at most a health check's rise or
+// fall) and by the partition; after it heals the loser falls silent and the
+// winner's next repetition (one announce interval) sets every filter to its
+// table again.
 type announceGate struct {
-	vr  *vrrp.Set
-	mk  func(epoch uint64) *announce.Announcer
-	log *slog.Logger
+	vr     *vrrp.Set
+	mk     func(epoch uint64) *announce.Announcer
+	log    *slog.Logger
+	listen func(cl *config.Cluster) error // hear cl's LAN (nil: never)
+	own    func(a netip.Addr) bool        // the appliance's own addresses (nil: none)
 
 	mu         sync.Mutex // guards everything below
 	cur        *announce.Announcer
 	last       map[string]*lastAnnounce // per cluster: what the manager asked last
 	master     map[string]bool          // per cluster: master at the last call
+	follow     map[string]*follower     // per cluster: the master's announcements heard while backup
 	sentBefore uint64                   // by retired announcers
 	failBefore uint64
 	malBefore  uint64
 	unkBefore  uint64
 	started    bool
-	silent     bool // the announcer is retired and not started: backup
+	announcing bool // cur is this appliance's, as master; otherwise a spare, never started
+	handedOver bool // stopped for good (shutdown)
+	takeovers  takeoverCounts
 
 	suppressed atomic.Uint64 // announcements not sent: this appliance is backup
+}
+
+// follower is one cluster's announce.Follower with what it was made for.
+type follower struct {
+	f       *announce.Follower
+	since   time.Time // listening since
+	key     string    // the private key it checks with
+	listErr bool      // listening failed (logged once)
+	foreign uint64    // datagrams from another source than the LAN's master
+}
+
+// takeoverCounts count how this appliance began announcing: continuing the
+// previous master's announcements, or afresh (and why).
+type takeoverCounts struct {
+	continued, fresh uint64
+	lastReason       string
 }
 
 type lastAnnounce struct {
@@ -181,6 +217,7 @@ func newAnnounceGate(vr *vrrp.Set, send announce.Sender, log *slog.Logger, onAck
 		log:    log,
 		last:   map[string]*lastAnnounce{},
 		master: map[string]bool{},
+		follow: map[string]*follower{},
 		mk: func(epoch uint64) *announce.Announcer {
 			a := announce.NewAnnouncer(epoch, send, log)
 			if onAck != nil {
@@ -194,14 +231,53 @@ func newAnnounceGate(vr *vrrp.Set, send announce.Sender, log *slog.Logger, onAck
 	return g
 }
 
-// newEpochLocked replaces the announcer with one of a new, larger epoch
-// (started if the old one was).
-func (g *announceGate) newEpochLocked() {
+// beginLocked makes this appliance the announcer: a new announcer of a new
+// epoch (started if the gate is), continuing what the previous master
+// announced where the followers can vouch for it.
+func (g *announceGate) beginLocked() {
 	g.retireLocked()
-	g.silent = false
+	now := time.Now()
+	for name, la := range g.last {
+		if !g.master[name] || g.listen == nil { // no virtual routers: nobody to take over from
+			continue
+		}
+		heard, err := g.windowLocked(name, &la.cl, now)
+		if err != nil {
+			g.takeovers.fresh++
+			g.takeovers.lastReason = err.Error()
+			g.log.Info("announcing as master afresh: the servers' tables are granted once they acknowledge", "cluster", name, "why", err)
+			continue
+		}
+		g.takeovers.continued++
+		g.takeovers.lastReason = ""
+		g.cur.Adopt(name, heard)
+	}
+	g.follow = map[string]*follower{} // heard afresh when backup again
+	g.announcing = true
 	if g.started {
 		g.cur.Start()
 	}
+	g.log.Info("announcing as master", "epoch", g.cur.Epoch())
+}
+
+// windowLocked is what cluster name's follower vouches the servers may
+// hold now.
+func (g *announceGate) windowLocked(name string, cl *config.Cluster, now time.Time) ([]*announce.Message, error) {
+	fl := g.follow[name]
+	if fl == nil {
+		return nil, announce.ErrNothingHeard
+	}
+	iv := cl.AnnounceInterval
+	if iv <= 0 {
+		iv = time.Second
+	}
+	// The master repeats every interval; its death is noticed within the
+	// VRRP master down interval (less than four advertisement intervals).
+	var vi time.Duration
+	for _, v := range g.vr.Status() {
+		vi = max(vi, v.Interval, v.MasterInterval)
+	}
+	return fl.f.Window(now, announce.AckTimeout(iv), iv+4*vi+200*time.Millisecond)
 }
 
 // retireLocked stops the current announcer, keeps its counts, and puts an
@@ -215,6 +291,7 @@ func (g *announceGate) retireLocked() {
 	g.unkBefore += u
 	g.cur.Close()
 	g.cur = g.mk(announce.NewEpoch())
+	g.announcing = false
 }
 
 // Start starts the current announcer's timer (break before make needs it).
@@ -222,7 +299,7 @@ func (g *announceGate) Start() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.started = true
-	if !g.silent {
+	if g.announcing {
 		g.cur.Start()
 	}
 }
@@ -235,6 +312,23 @@ func (g *announceGate) Close() {
 	g.cur.Close()
 }
 
+// handover ends announcing for good (a graceful stop, before the virtual
+// routers send priority 0): the announcement in force goes out once more,
+// so the backup has heard the last one issued, and nothing after it.
+func (g *announceGate) handover() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.handedOver {
+		return
+	}
+	g.handedOver = true
+	if g.announcing {
+		g.cur.Flush()
+		g.retireLocked()
+		g.log.Info("handing over: announcing nothing more")
+	}
+}
+
 // HandleAck hands a server's acknowledgement to the current announcer; one
 // for a retired epoch is refused there like any stale one.
 func (g *announceGate) HandleAck(b []byte, from netip.AddrPort) {
@@ -242,6 +336,112 @@ func (g *announceGate) HandleAck(b []byte, from netip.AddrPort) {
 	cur := g.cur
 	g.mu.Unlock()
 	cur.HandleAck(b, from)
+}
+
+// hear takes a datagram that arrived on ifname's announce port: while
+// backup, the master's announcement of a cluster on that LAN is recorded
+// (checked: its source must be the LAN's VRRP master, its signature the
+// cluster's key, its tx fresh). Everything else is dropped.
+func (g *announceGate) hear(ifname string, from netip.Addr, b []byte) {
+	name, err := announce.Peek(b)
+	if err != nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	la := g.last[name]
+	if la == nil || g.announcing || g.handedOver || la.cl.Interface != ifname || len(la.cl.AnnounceKey) != ed25519.PrivateKeySize {
+		return
+	}
+	fl := g.followerLocked(&la.cl)
+	if fl == nil {
+		return
+	}
+	if !g.fromMaster(ifname, from) {
+		fl.foreign++
+		return
+	}
+	if err := fl.f.Hear(b, time.Now()); err != nil {
+		g.log.Debug("announcement heard and refused", "cluster", name, "from", from, "err", err)
+	}
+}
+
+// fromMaster reports whether from is the address of the VRRP master this
+// appliance sees on ifname; before its virtual routers have heard any
+// master (they join the election only once ready), any address but the
+// appliance's own.
+func (g *announceGate) fromMaster(ifname string, from netip.Addr) bool {
+	known := false
+	for _, v := range g.vr.Status() {
+		if v.Interface != ifname || v.Master == "" {
+			continue
+		}
+		if v.Master == from.String() {
+			return true
+		}
+		known = true
+	}
+	return !known && (g.own == nil || !g.own(from))
+}
+
+// readyToLead reports whether this appliance may join the election as far
+// as the announcements go: for every broadcast cluster, it can continue
+// what the master announces (it has listened long enough), or nobody
+// announces (nothing heard for AckTimeout), or the master fell silent. A
+// backup that preempts then continues the master's announcements instead
+// of starting afresh (which would leave every bucket without an owner for
+// an acknowledgement round trip).
+func (g *announceGate) readyToLead() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.listen == nil {
+		return true
+	}
+	now := time.Now()
+	for name, la := range g.last {
+		fl := g.follow[name]
+		if fl == nil || fl.listErr {
+			if fl == nil && len(la.cl.AnnounceKey) == ed25519.PrivateKeySize && !g.announcing {
+				return false // not listening yet
+			}
+			continue
+		}
+		iv := la.cl.AnnounceInterval
+		if iv <= 0 {
+			iv = time.Second
+		}
+		if _, _, at := fl.f.Last(); at.IsZero() {
+			if now.Sub(fl.since) < announce.AckTimeout(iv)+iv {
+				return false
+			}
+			continue
+		}
+		if _, err := g.windowLocked(name, &la.cl, now); err != nil && !errors.Is(err, announce.ErrSilent) {
+			return false
+		}
+	}
+	return true
+}
+
+// followerLocked is cl's follower, made (and its LAN listened to) on first
+// use or when the key changed; nil when none can be made.
+func (g *announceGate) followerLocked(cl *config.Cluster) *follower {
+	if len(cl.AnnounceKey) != ed25519.PrivateKeySize {
+		return nil
+	}
+	key := string(cl.AnnounceKey)
+	fl := g.follow[cl.Name]
+	if fl != nil && fl.key == key {
+		return fl
+	}
+	pub, _ := ed25519.PrivateKey(cl.AnnounceKey).Public().(ed25519.PublicKey)
+	f, err := announce.NewFollower(cl.Name, pub)
+	if err != nil {
+		return nil
+	}
+	fl = &follower{f: f, key: key, since: time.Now()}
+	g.follow[cl.Name] = fl
+	return fl
 }
 
 // AckDrops are the acknowledgements refused as malformed or for an unknown
@@ -261,53 +461,101 @@ func (g *announceGate) Status() []announce.ClusterStatus {
 	return cur.Status()
 }
 
+// TakeoverStatus is how this appliance began announcing as master, and
+// what it heard of the master while backup.
+type TakeoverStatus struct {
+	// Continued and Fresh count the takeovers that continued the previous
+	// master's announcements and those that started afresh; LastFreshReason
+	// says why the last one started afresh.
+	Continued       uint64 `json:"continued"`
+	Fresh           uint64 `json:"fresh"`
+	LastFreshReason string `json:"last_fresh_reason,omitempty"`
+	// Heard is, per cluster, what the backup heard of the master.
+	Heard []HeardStatus `json:"heard,omitempty"`
+}
+
+// HeardStatus is one cluster's announcements heard from the master.
+type HeardStatus struct {
+	Cluster  string                    `json:"cluster"`
+	Epoch    uint64                    `json:"epoch"`
+	Seq      uint64                    `json:"seq"`
+	At       string                    `json:"at,omitempty"`
+	Foreign  uint64                    `json:"foreign"`
+	Counters announce.FollowerCounters `json:"counters"`
+}
+
+// Takeover reports the gate's takeovers and what it hears.
+func (g *announceGate) Takeover() TakeoverStatus {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	st := TakeoverStatus{Continued: g.takeovers.continued, Fresh: g.takeovers.fresh, LastFreshReason: g.takeovers.lastReason}
+	for name, fl := range g.follow {
+		e, s, at := fl.f.Last()
+		h := HeardStatus{Cluster: name, Epoch: e, Seq: s, Foreign: fl.foreign, Counters: fl.f.Counters()}
+		if !at.IsZero() {
+			h.At = at.UTC().Format(time.RFC3339Nano)
+		}
+		st.Heard = append(st.Heard, h)
+	}
+	slices.SortFunc(st.Heard, func(a, b HeardStatus) int { return strings.Compare(a.Cluster, b.Cluster) })
+	return st
+}
+
 // Announce implements dispatch.Announcer.
 func (g *announceGate) Announce(cl *config.Cluster, version uint64, servers []dispatch.Server) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.last[cl.Name] = &lastAnnounce{cl: *cl, version: version, servers: append([]dispatch.Server(nil), servers...)}
-	master := g.vr.GroupMaster(cl.Interface)
+	master := g.vr.GroupMaster(cl.Interface) && !g.handedOver
 	g.master[cl.Name] = master
 	if !master {
 		g.suppressed.Add(1)
+		if g.listen != nil && g.followerLocked(cl) != nil {
+			if fl := g.follow[cl.Name]; !fl.listErr {
+				if err := g.listen(cl); err != nil {
+					fl.listErr = true
+					g.log.Warn("cannot hear the master's announcements: a takeover will start afresh", "cluster", cl.Name, "err", err)
+				}
+			}
+		}
 		return
+	}
+	if !g.announcing {
+		g.beginLocked()
 	}
 	g.cur.Announce(cl, version, servers)
 }
 
 // changed runs after a virtual router's state changed (or another master
-// was seen): a master starts a new epoch and announces every table now; an
-// appliance master of no cluster's LAN stops its announcer altogether (its
-// own timer would otherwise go on repeating and completing changes).
+// was seen): an appliance that became master of a cluster's LAN begins
+// announcing (continuing the previous master's announcements where it
+// can) and announces every table now; one master of no cluster's LAN
+// stops its announcer altogether (its own timer would otherwise go on
+// repeating and completing changes).
 func (g *announceGate) changed() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	epoch, any := false, false
+	any := false
 	for name, la := range g.last {
-		master := g.vr.GroupMaster(la.cl.Interface)
+		master := g.vr.GroupMaster(la.cl.Interface) && !g.handedOver
 		g.master[name] = master
-		if !master {
-			continue
-		}
-		any = true
-		if !epoch {
-			g.newEpochLocked()
-			epoch = true
-			g.log.Info("announcing as master", "epoch", g.cur.Epoch())
-		}
-		g.cur.Announce(&la.cl, la.version, la.servers)
+		any = any || master
 	}
-	if !any && len(g.last) > 0 && !g.silent {
-		g.silenceLocked()
-		g.log.Info("not master: announcing nothing")
+	if !any {
+		if g.announcing {
+			g.retireLocked()
+			g.log.Info("not master: announcing nothing")
+		}
+		return
 	}
-}
-
-// silenceLocked retires the current announcer for one that is never
-// started: nothing more goes out until this appliance is master again.
-func (g *announceGate) silenceLocked() {
-	g.retireLocked()
-	g.silent = true
+	if !g.announcing {
+		g.beginLocked()
+	}
+	for name, la := range g.last {
+		if g.master[name] {
+			g.cur.Announce(&la.cl, la.version, la.servers)
+		}
+	}
 }
 
 // Stats are the datagrams sent, those that failed, and those not sent
@@ -347,6 +595,26 @@ func printVRRP(w io.Writer, vs []vrrp.Status) {
 			fmt.Fprintf(w, "  %s: %s %s -> %s (%s)\n", v.Name, t.At.UTC().Format("2006-01-02T15:04:05.000Z07:00"), t.From, t.To, t.Reason)
 		}
 		printCounters(w, "  "+v.Name+" counters:", v.Counters)
+	}
+}
+
+// printTakeover writes how this appliance began announcing as master and
+// what it hears of the master's announcements while backup.
+func printTakeover(w io.Writer, tk *TakeoverStatus) {
+	if tk == nil || tk.Continued+tk.Fresh == 0 && len(tk.Heard) == 0 { // no broadcast cluster
+		return
+	}
+	fmt.Fprintf(w, "  announcement takeovers: %d continued the previous master's, %d afresh\n", tk.Continued, tk.Fresh)
+	if tk.LastFreshReason != "" {
+		fmt.Fprintf(w, "  last afresh because: %s\n", tk.LastFreshReason)
+	}
+	for _, h := range tk.Heard {
+		at := h.At
+		if at == "" {
+			at = "-"
+		}
+		fmt.Fprintf(w, "  heard from the master: %s\tepoch %#x seq %d at %s\theard %d, stale %d, refused %d, other source %d\n",
+			h.Cluster, h.Epoch, h.Seq, at, h.Counters.Heard, h.Counters.Stale, h.Counters.Refused, h.Foreign)
 	}
 }
 

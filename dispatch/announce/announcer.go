@@ -55,6 +55,9 @@ type Announcer struct {
 	// new announcements for old ones.
 	seqs     map[string]uint64
 	ackDrops ackDrops
+	// adopt holds, per cluster, another appliance's announcements to
+	// continue (Adopt) when the cluster's state is created.
+	adopt map[string][]*Message
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -74,6 +77,19 @@ type clusterState struct {
 	issuedAt  time.Time
 	rttDone   map[int]bool
 	acks      AckCounters
+	// continued is the other appliance's announcement in force that this
+	// one continued (nil: it started afresh).
+	continued *Continued
+}
+
+// Continued names the announcement of another appliance (a master this one
+// took over from) that a cluster's announcements continued.
+type Continued struct {
+	Epoch uint64 `json:"epoch"`
+	Seq   uint64 `json:"seq"`
+	// Adopted is how many of its announcements were taken as possibly
+	// still held by the servers.
+	Adopted int `json:"adopted"`
 }
 
 // AckCounters count the acknowledgements of one cluster by outcome.
@@ -156,6 +172,17 @@ func (a *Announcer) Announce(cl *config.Cluster, version uint64, servers []dispa
 		}
 		cs = &clusterState{from: map[int]netip.AddrPort{}}
 		cs.tr.StartAfter(a.seqs[cl.Name])
+		if heard := a.adopt[cl.Name]; len(heard) > 0 {
+			delete(a.adopt, cl.Name)
+			last := heard[len(heard)-1]
+			if err := cs.tr.Adopt(heard); err != nil {
+				a.log.Warn("announcement: cannot continue the previous master's; starting afresh", "cluster", cl.Name, "err", err)
+			} else {
+				cs.continued = &Continued{Epoch: last.Epoch, Seq: last.Seq, Adopted: len(heard)}
+				a.log.Info("announcement: continuing the previous master's", "cluster", cl.Name,
+					"epoch", last.Epoch, "seq", last.Seq, "adopted", len(heard))
+			}
+		}
 		a.clusters[cl.Name] = cs
 	}
 	cs.cfg, cs.lastCall = *cl, now
@@ -182,6 +209,30 @@ func (a *Announcer) Announce(cl *config.Cluster, version uint64, servers []dispa
 	}
 	a.stepLocked(cs, now)
 	a.sendLocked(cs, now)
+}
+
+// Adopt makes the first Announce of cluster continue heard, the
+// announcements of the appliance this one takes over from (a Follower's
+// Window), instead of starting with an announcement that grants nothing. It
+// has no effect on a cluster already announced.
+func (a *Announcer) Adopt(cluster string, heard []*Message) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.adopt == nil {
+		a.adopt = map[string][]*Message{}
+	}
+	a.adopt[cluster] = heard
+}
+
+// Flush sends every cluster's announcement in force once more now (a
+// master about to hand over: the backup hears the last table issued).
+func (a *Announcer) Flush() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.now()
+	for _, cs := range a.clusters {
+		a.sendLocked(cs, now)
+	}
 }
 
 // stepLocked lets cs's Transition issue what is due; it reports whether
@@ -403,6 +454,9 @@ type ClusterStatus struct {
 	Stalls       uint64         `json:"stalls"`
 	Acks         AckCounters    `json:"acks"`
 	Servers      []ServerStatus `json:"servers"`
+	// Continued is the previous master's announcement these continued,
+	// when this appliance took over without starting afresh.
+	Continued *Continued `json:"continued,omitempty"`
 }
 
 // AckDrops are the acknowledgements dropped before a cluster was known:
@@ -418,7 +472,7 @@ func (a *Announcer) Status() []ClusterStatus {
 	out := make([]ClusterStatus, 0, len(a.clusters))
 	for name, cs := range a.clusters {
 		st := ClusterStatus{Cluster: name, Epoch: a.epoch, Settled: cs.tr.Settled(), Acks: cs.acks,
-			AckTimeoutMS: cs.tr.AckTimeout.Milliseconds()}
+			AckTimeoutMS: cs.tr.AckTimeout.Milliseconds(), Continued: cs.continued}
 		st.Excused, st.Stalls = cs.tr.Counts()
 		if w := cs.tr.Waiting(); !w.IsZero() && !st.Settled {
 			st.WaitingSince = w.UTC().Format(time.RFC3339Nano)

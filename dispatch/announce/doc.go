@@ -113,8 +113,10 @@
 //
 // An agent that restarts loses its replay state unless it saves it
 // (ghostnode run keeps Floors in its state directory and restores them with
-// SetFloors). Two appliances announcing one cluster must not run at once:
-// each one's fresh datagrams would be applied in turn.
+// SetFloors). Two appliances should not announce one cluster at once: each
+// one's fresh datagrams would be applied in turn. An appliance that takes
+// over from another continues its announcements (Follower, Transition.Adopt)
+// instead of starting with an announcement that grants nothing.
 //
 // # Security
 //
