@@ -2,12 +2,14 @@ package main
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ghostrouter/ghostrouter/dispatch"
 	"github.com/ghostrouter/ghostrouter/dispatch/announce"
@@ -76,14 +78,45 @@ func limitFile(t *testing.T, c limitCase) (path string, serverLines []int) {
 	return path, serverLines
 }
 
-// recordSender keeps the announcements the appliance would send.
-type recordSender struct{ n int }
+// recordSender takes the announcements the appliance would send as a server
+// does: framed as the appliance's sender frames them (announce.Segments),
+// every datagram within a UDP datagram's size, reassembled, and handled by
+// a Receiver that holds the public key, which must take the announcement.
+type recordSender struct {
+	n        int // announcements taken
+	segments int // datagrams of the last one
+	members  int // members of the last one
+}
 
-func (r *recordSender) send(_ *config.Cluster, datagram []byte) error {
-	if len(datagram) == 0 {
-		return fmt.Errorf("empty datagram")
+func (r *recordSender) send(cl *config.Cluster, body []byte) error {
+	segs, err := announce.Segments(body)
+	if err != nil {
+		return err
 	}
-	r.n++
+	reasm := announce.NewReassembler(time.Minute, 1)
+	from := netip.MustParseAddr("10.0.0.1")
+	whole := body
+	for k, seg := range segs {
+		if len(seg) > announce.MaxDatagram {
+			return fmt.Errorf("datagram %d of %d: %d bytes, more than UDP carries", k+1, len(segs), len(seg))
+		}
+		if len(segs) > 1 {
+			b, ok := reasm.Add(from, seg, time.Now())
+			if ok != (k == len(segs)-1) {
+				return fmt.Errorf("segment %d of %d: complete %v (%+v)", k+1, len(segs), ok, reasm.Stats())
+			}
+			whole = b
+		}
+	}
+	rcv, err := announce.NewReceiver(cl.Name, cl.AnnounceKey.Public().(ed25519.PublicKey), 0)
+	if err != nil {
+		return err
+	}
+	res := rcv.Handle(whole)
+	if res.Verdict != announce.Apply {
+		return fmt.Errorf("a server refuses the announcement: %v: %v", res.Verdict, res.Err)
+	}
+	r.n, r.segments, r.members = r.n+1, len(segs), len(res.Msg.Members)
 	return nil
 }
 
@@ -145,10 +178,10 @@ func TestLimitsCheckAgreesWithRun(t *testing.T) {
 		if len(st.Servers) != c.servers || (c.hash == config.HashJhash && owned != c.buckets) {
 			t.Fatalf("%s: status shows %d servers owning %d buckets, want %d and %d", c.name, len(st.Servers), owned, c.servers, c.buckets)
 		}
-		if sent, failed := ann.Stats(); c.announce && (sent == 0 || failed != 0 || rec.n == 0) {
-			t.Fatalf("%s: %d announcements sent, %d failed", c.name, sent, failed)
+		if sent, failed := ann.Stats(); c.announce && (sent == 0 || failed != 0 || rec.n == 0 || rec.members != c.servers) {
+			t.Fatalf("%s: %d announcements sent, %d failed, %d taken by a server, of %d members", c.name, sent, failed, rec.n, rec.members)
 		}
-		t.Logf("%s: %d servers, %d buckets: check ok, run builds it", c.name, c.servers, c.buckets)
+		t.Logf("%s: %d servers, %d buckets: check ok, run builds it (announced in %d datagrams)", c.name, c.servers, c.buckets, rec.segments)
 
 		// One server more.
 		over := c
