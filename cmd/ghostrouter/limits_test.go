@@ -27,6 +27,7 @@ type limitCase struct {
 	servers   int
 	buckets   int
 	maxWeight bool // the last server has the largest weight
+	v6        bool // an IPv6-only LAN: the longest announcement (26 bytes a member)
 }
 
 // limitFile writes a configuration with one cluster as c says and returns
@@ -44,15 +45,26 @@ func limitFile(t *testing.T, c limitCase) (path string, serverLines []int) {
 	w(`metrics_address = ""`)
 	w("[[interface]]")
 	w(`name = "lan0"`)
-	w(`addresses = ["10.0.0.1/16"]`)
+	if c.v6 {
+		w(`addresses = ["2001:db8:2::1/64"]`)
+	} else {
+		w(`addresses = ["10.0.0.1/16"]`)
+	}
 	w("[[cluster]]")
 	w(`name = "web"`)
-	w(`address = "203.0.113.10"`)
+	if c.v6 {
+		w(`address = "2001:db8:ffff::20"`)
+	} else {
+		w(`address = "203.0.113.10"`)
+	}
 	w(`interface = "lan0"`)
 	w(`mode = %q`, c.mode)
 	w(`hash = %q`, c.hash)
 	w("buckets = %d", c.buckets)
-	if c.mode == config.ModeBroadcast {
+	switch {
+	case c.mode == config.ModeBroadcast && c.v6:
+		w(`broadcast_address = "2001:db8:2::fa"`)
+	case c.mode == config.ModeBroadcast:
 		w(`broadcast_address = "10.0.255.250"`)
 	}
 	if c.announce {
@@ -66,7 +78,11 @@ func limitFile(t *testing.T, c limitCase) (path string, serverLines []int) {
 		w("[[cluster.server]]")
 		serverLines = append(serverLines, line)
 		w("id = %d", i)
-		w(`address = "10.0.%d.%d"`, 1+i/250, 1+i%250)
+		if c.v6 {
+			w(`address = "2001:db8:2::%x"`, 0x1000+i)
+		} else {
+			w(`address = "10.0.%d.%d"`, 1+i/250, 1+i%250)
+		}
 		if c.maxWeight && i == c.servers-1 {
 			w("weight = %d", config.MaxWeight)
 		}
@@ -130,10 +146,11 @@ func (nullResolver) LinkAddress(string, netip.Addr) ([6]byte, bool) { return [6]
 // file with FILE:LINE: key.
 func TestLimitsCheckAgreesWithRun(t *testing.T) {
 	cases := []limitCase{
-		{"routing jhash", config.ModeRouting, config.HashJhash, false, config.MaxServers, config.MaxBuckets, true},
-		{"routing modulo", config.ModeRouting, config.HashModulo, false, config.MaxModuloServers, 16, false},
-		{"broadcast announcing", config.ModeBroadcast, config.HashJhash, true, config.MaxAnnounceMembers, 1024, true},
-		{"broadcast silent", config.ModeBroadcast, config.HashJhash, false, config.MaxServers, 1024, false},
+		{"routing jhash", config.ModeRouting, config.HashJhash, false, config.MaxServers, config.MaxBuckets, true, false},
+		{"routing modulo", config.ModeRouting, config.HashModulo, false, config.MaxModuloServers, 16, false, false},
+		{"broadcast announcing", config.ModeBroadcast, config.HashJhash, true, config.MaxAnnounceMembers, 1024, true, false},
+		{"broadcast silent", config.ModeBroadcast, config.HashJhash, false, config.MaxServers, 1024, false, false},
+		{"broadcast announcing IPv6", config.ModeBroadcast, config.HashJhash, true, config.MaxAnnounceMembers, 1024, true, true},
 	}
 	if testing.Short() {
 		cases = cases[1:3]
@@ -180,6 +197,9 @@ func TestLimitsCheckAgreesWithRun(t *testing.T) {
 		}
 		if sent, failed := ann.Stats(); c.announce && (sent == 0 || failed != 0 || rec.n == 0 || rec.members != c.servers) {
 			t.Fatalf("%s: %d announcements sent, %d failed, %d taken by a server, of %d members", c.name, sent, failed, rec.n, rec.members)
+		}
+		if c.announce && c.v6 && rec.segments < 2 {
+			t.Fatalf("%s: the longest announcement went out in %d datagrams: it should need segments", c.name, rec.segments)
 		}
 		t.Logf("%s: %d servers, %d buckets: check ok, run builds it (announced in %d datagrams)", c.name, c.servers, c.buckets, rec.segments)
 
