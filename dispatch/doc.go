@@ -168,7 +168,7 @@
 //	full build, 1000 servers, quiet               105-124 ms    114-216 ms    <= 250 ms
 //	                          loaded              108-167 ms    342-690 ms
 //	  ratio to the 64-server build of the run     x4.6-7.5      x5.1-16       (x15.6 the work)
-//	full build, 1000 servers, weights 1..4, quiet 160-191 ms    160-533 ms    <= 250 ms
+//	full build, 1000 servers, weights 1..4, quiet 160-186 ms    160-187 ms    <= 250 ms
 //	                                        loaded 158-243 ms   0.70-1.74 s
 //	  ratio to the 64-server build of the run     x3.6-5.6      x3.4-13
 //	full build, 1000 servers, 1 down, loaded      114-168 ms    0.36-1.1 s
@@ -180,7 +180,7 @@
 // before its candidates were grouped by weight, the equal-weight one
 // 150-197 ms before the four-at-a-time pass (the same machine, loaded).
 // Both now meet 250 ms in CPU time even loaded (the weighted one with a
-// margin of 3% at the worst loaded run, 24-36% quiet), and in wall time
+// margin of 3% at the worst loaded run, 26-36% quiet), and in wall time
 // when the machine is quiet; loaded, the build's thread gets about a third
 // of a core and its wall time is 3 to 7 times its CPU time. Before this
 // design a full build took 2.2 s for 1000 servers and 91 s for 4096 with
