@@ -404,9 +404,8 @@ func lanInterface(ctx context.Context, h node.Host, spec node.Spec) (string, err
 }
 
 // announceReceiveBuffer is the receive buffer of the announcement socket:
-// an announcement of MaxBody bytes arrives as up to 32 datagrams, each
-// IP-fragmented, back to back; the kernel charges a fragmented datagram
-// more than its length.
+// an announcement of thousands of members arrives as a hundred or more
+// datagrams back to back, and the kernel charges each about 2 KB.
 const announceReceiveBuffer = 4 << 20
 
 // listenUDP opens the announcement socket on the LAN interface only

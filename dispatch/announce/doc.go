@@ -41,10 +41,10 @@
 // # The wire format
 //
 // One UDP datagram per announcement, by default to port 9470 (DefaultPort),
-// when it is at most SegmentPayload (32 KiB) long; a longer one (thousands
-// of members, or a transition's further tables) is split into segments, one
-// datagram each, that the servers reassemble before anything else (see
-// "Segments" below). Integers are big-endian and unsigned. Offsets are in
+// when it is at most SegmentPayload (1200) bytes long; a longer one (more
+// than about 80 members, or a transition's further tables) is split into
+// segments, one datagram each, that the servers reassemble before anything
+// else (see "Segments" below). Integers are big-endian and unsigned. Offsets are in
 // bytes.
 //
 //	offset  size  field
@@ -86,19 +86,23 @@
 // # Segments
 //
 // An announcement longer than SegmentPayload bytes goes out as n segments
-// (2..MaxSegments, 32), each a datagram of a 28-byte header and a slice of
-// the announcement:
+// (2..MaxSegments, 1024), each a datagram of at most SegmentDatagram (1232)
+// bytes, a 32-byte header and a slice of the announcement, so that no
+// segment is ever fragmented by IP: a lost fragment, or two datagrams whose
+// fragments share an IP identification, would otherwise spoil a receiver's
+// reassembly queue for the datagrams that follow.
 //
 //	offset  size  field
 //	     0     4  magic "GHRS"
 //	     4     1  segment format version: 1
-//	     5     1  k, the segment's index (0..n-1)
-//	     6     1  n, the number of segments
-//	     7     1  reserved, zero
-//	     8     8  the announcement's epoch
-//	    16     8  the announcement's tx (epoch and tx identify it)
-//	    24     4  total, the announcement's length (at most MaxBody, 1 MiB)
-//	    28     .  the announcement's bytes [k*total/n, (k+1)*total/n)
+//	     5     1  reserved, zero
+//	     6     2  k, the segment's index (0..n-1)
+//	     8     2  n, the number of segments
+//	    10     2  reserved, zero
+//	    12     8  the announcement's epoch
+//	    20     8  the announcement's tx (epoch and tx identify it)
+//	    28     4  total, the announcement's length (at most MaxBody, 1.2 MB)
+//	    32     .  the announcement's bytes [k*total/n, (k+1)*total/n)
 //
 // The segments carry no signature of their own: a server's Reassembler
 // (ghostnode run) holds one incomplete announcement per sender (at most

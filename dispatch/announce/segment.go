@@ -12,19 +12,23 @@ import (
 // Segments: the framing below the signed announcement. An announcement
 // (the body Marshal returns) of at most SegmentPayload bytes is sent as one
 // datagram, unchanged. A longer one is split into n segments (2 to
-// MaxSegments), each its own datagram:
+// MaxSegments), each its own datagram of at most SegmentDatagram bytes, so
+// that none is ever fragmented by IP (it fits the IPv6 minimum MTU): a lost
+// fragment, or two datagrams whose fragments share an IP identification,
+// cannot spoil the ones that follow in a receiver's reassembly queues.
 //
 //	offset  size  field
 //	     0     4  magic "GHRS"
 //	     4     1  segment format version: 1
-//	     5     1  k, the segment's index (0..n-1)
-//	     6     1  n, the number of segments (2..MaxSegments)
-//	     7     1  reserved, zero
-//	     8     8  epoch of the announcement (its bytes 8..15)
-//	    16     8  tx of the announcement (its bytes 24..31): with the epoch
+//	     5     1  reserved, zero
+//	     6     2  k, the segment's index (0..n-1)
+//	     8     2  n, the number of segments (2..MaxSegments)
+//	    10     2  reserved, zero
+//	    12     8  epoch of the announcement (its bytes 8..15)
+//	    20     8  tx of the announcement (its bytes 24..31): with the epoch
 //	              the announcement's identity
-//	    24     4  total, the body's length (at most MaxBody)
-//	    28     .  the body's bytes [k*total/n, (k+1)*total/n)
+//	    28     4  total, the body's length (SegmentPayload+1..MaxBody)
+//	    32     .  the body's bytes [k*total/n, (k+1)*total/n)
 //
 // The split is fixed by (total, n), so a receiver knows every segment's
 // exact length and place from its header alone. Nothing in a segment is
@@ -36,16 +40,22 @@ const (
 	SegmentMagic = "GHRS"
 	// SegmentVersion is the segment format this package writes and reads.
 	SegmentVersion = 1
+	// SegmentHeaderLen is the length of a segment's header.
+	SegmentHeaderLen = 32
+	// SegmentDatagram is the longest segment: the IPv6 minimum MTU (1280)
+	// less the IPv6 and UDP headers, so no segment is fragmented on any
+	// link.
+	SegmentDatagram = 1280 - 40 - 8
 	// SegmentPayload is the most body bytes one datagram carries: a body up
 	// to this long is sent whole, a longer one in segments of at most this
 	// much.
-	SegmentPayload = 32 << 10
+	SegmentPayload = SegmentDatagram - SegmentHeaderLen
 	// MaxSegments is the most segments of one announcement.
-	MaxSegments = 32
-	// MaxBody is the longest announcement: MaxSegments full segments.
+	MaxSegments = 1024
+	// MaxBody is the longest announcement: MaxSegments full segments
+	// (1.2 MB; MaxMembers IPv6 members with every further table and the
+	// longest name take about 168 KB).
 	MaxBody = MaxSegments * SegmentPayload
-	// SegmentHeaderLen is the length of a segment's header.
-	SegmentHeaderLen = 28
 	// DefaultReassemblyTimeout is how long a Reassembler waits for the
 	// rest of an announcement: the appliance sends its segments back to
 	// back, so anything missing after this was lost.
@@ -82,7 +92,10 @@ func Segments(body []byte) ([][]byte, error) {
 		lo, hi := segmentBounds(k, n, len(body))
 		s := make([]byte, 0, SegmentHeaderLen+hi-lo)
 		s = append(s, SegmentMagic...)
-		s = append(s, SegmentVersion, byte(k), byte(n), 0)
+		s = append(s, SegmentVersion, 0)
+		s = binary.BigEndian.AppendUint16(s, uint16(k))
+		s = binary.BigEndian.AppendUint16(s, uint16(n))
+		s = append(s, 0, 0)
 		s = append(s, body[8:16]...)  // epoch
 		s = append(s, body[24:32]...) // tx
 		s = binary.BigEndian.AppendUint32(s, uint32(len(body)))
@@ -115,11 +128,12 @@ func parseSegment(b []byte) (segment, error) {
 	if b[4] != SegmentVersion {
 		return segment{}, fmt.Errorf("%w: version %d (this agent reads %d)", ErrSegment, b[4], SegmentVersion)
 	}
-	s := segment{k: int(b[5]), n: int(b[6]), epoch: binary.BigEndian.Uint64(b[8:]), tx: binary.BigEndian.Uint64(b[16:]),
-		total: int(binary.BigEndian.Uint32(b[24:])), part: b[SegmentHeaderLen:]}
+	s := segment{k: int(binary.BigEndian.Uint16(b[6:])), n: int(binary.BigEndian.Uint16(b[8:])),
+		epoch: binary.BigEndian.Uint64(b[12:]), tx: binary.BigEndian.Uint64(b[20:]),
+		total: int(binary.BigEndian.Uint32(b[28:])), part: b[SegmentHeaderLen:]}
 	switch {
-	case b[7] != 0:
-		return segment{}, fmt.Errorf("%w: reserved byte %#x", ErrSegment, b[7])
+	case b[5] != 0 || b[10] != 0 || b[11] != 0:
+		return segment{}, fmt.Errorf("%w: reserved bytes % x", ErrSegment, []byte{b[5], b[10], b[11]})
 	case s.n < 2 || s.n > MaxSegments:
 		return segment{}, fmt.Errorf("%w: %d segments, want 2..%d", ErrSegment, s.n, MaxSegments)
 	case s.k >= s.n:

@@ -61,8 +61,9 @@ func reassemble(t *testing.T, segs [][]byte) []byte {
 // The table's limit, not the datagram, limits an announcement: MaxMembers
 // is the table's, and an announcement of MaxMembers IPv6 members with every
 // further table and the longest name (the longest there is) travels in at
-// most MaxSegments datagrams, each within a UDP datagram, and comes back
-// whole, in any order, through a Receiver that applies it.
+// most MaxSegments datagrams, none longer than SegmentDatagram (never
+// fragmented), and comes back whole, in any order, through a Receiver that
+// applies it.
 func TestSegmentsAtTheLimit(t *testing.T) {
 	if MaxMembers != dispatch.MaxServers {
 		t.Fatalf("MaxMembers %d, the table's limit %d", MaxMembers, dispatch.MaxServers)
@@ -70,25 +71,24 @@ func TestSegmentsAtTheLimit(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		m    *Message
-		segs int
 	}{
-		{"3000 IPv4 members", bigMessage(3000, false, 0, 9), 2},
-		{"MaxMembers IPv6 members, 3 further tables, longest name", bigMessage(MaxMembers, true, MaxAlso, 9), 6},
+		{"3000 IPv4 members", bigMessage(3000, false, 0, 9)},
+		{"MaxMembers IPv6 members, 3 further tables, longest name", bigMessage(MaxMembers, true, MaxAlso, 9)},
 	} {
 		body := mustMarshal(t, tc.m, testKey)
 		segs, err := Segments(body)
 		if err != nil {
 			t.Fatalf("%s: Segments: %v", tc.name, err)
 		}
-		if len(segs) != tc.segs {
-			t.Errorf("%s (%d bytes): %d segments, want %d", tc.name, len(body), len(segs), tc.segs)
+		if want := (len(body) + SegmentPayload - 1) / SegmentPayload; len(segs) != want || len(segs) > MaxSegments {
+			t.Errorf("%s (%d bytes): %d segments, want %d", tc.name, len(body), len(segs), want)
 		}
 		total := 0
 		for k, s := range segs {
-			if len(s) > SegmentHeaderLen+SegmentPayload || len(s) > MaxDatagram {
-				t.Errorf("%s: segment %d is %d bytes", tc.name, k, len(s))
+			if len(s) > SegmentDatagram || len(s) > 1280-40-8 {
+				t.Errorf("%s: segment %d is %d bytes, more than an unfragmented IPv6 datagram carries", tc.name, k, len(s))
 			}
-			if !IsSegment(s) || binary.BigEndian.Uint64(s[16:]) != tc.m.Tx || int(s[5]) != k || int(s[6]) != len(segs) {
+			if !IsSegment(s) || binary.BigEndian.Uint64(s[20:]) != tc.m.Tx || int(binary.BigEndian.Uint16(s[6:])) != k || int(binary.BigEndian.Uint16(s[8:])) != len(segs) {
 				t.Errorf("%s: segment %d header % x", tc.name, k, s[:SegmentHeaderLen])
 			}
 			total += len(s) - SegmentHeaderLen
@@ -166,12 +166,12 @@ func TestReassemblerDrops(t *testing.T) {
 			"short":       segA[0][:SegmentHeaderLen-1],
 			"magic":       bad(func(s []byte) []byte { s[0] = 'X'; return s }),
 			"version":     bad(func(s []byte) []byte { s[4] = 2; return s }),
-			"reserved":    bad(func(s []byte) []byte { s[7] = 1; return s }),
-			"k >= n":      bad(func(s []byte) []byte { s[5] = s[6]; return s }),
-			"n = 1":       bad(func(s []byte) []byte { s[6] = 1; return s }),
-			"n too big":   bad(func(s []byte) []byte { s[6] = MaxSegments + 1; return s }),
-			"total big":   bad(func(s []byte) []byte { binary.BigEndian.PutUint32(s[24:], MaxBody+1); return s }),
-			"total small": bad(func(s []byte) []byte { binary.BigEndian.PutUint32(s[24:], SegmentPayload); return s }),
+			"reserved":    bad(func(s []byte) []byte { s[11] = 1; return s }),
+			"k >= n":      bad(func(s []byte) []byte { copy(s[6:8], s[8:10]); return s }),
+			"n = 1":       bad(func(s []byte) []byte { binary.BigEndian.PutUint16(s[8:], 1); return s }),
+			"n too big":   bad(func(s []byte) []byte { binary.BigEndian.PutUint16(s[8:], MaxSegments+1); return s }),
+			"total big":   bad(func(s []byte) []byte { binary.BigEndian.PutUint32(s[28:], MaxBody+1); return s }),
+			"total small": bad(func(s []byte) []byte { binary.BigEndian.PutUint32(s[28:], SegmentPayload); return s }),
 			"truncated":   segA[0][:len(segA[0])-1],
 			"trailing":    append(bytes.Clone(segA[0]), 0),
 		} {
@@ -278,7 +278,7 @@ func FuzzReassembler(f *testing.F) {
 	}
 	f.Add([]byte{0, 0, 0, 0, 0, 1})
 	f.Add([]byte{1, 5, 4, 3, 2, 1, 0, 0x40, 1, 2, 0x80, 0, 0xc0, 1, 0})
-	f.Add([]byte("GHRS\x01\x00\x02\x00................\x00\x00\x90\x00abc"))
+	f.Add([]byte("GHRS\x01\x00\x00\x00\x00\x02\x00\x00................\x00\x00\x05\x00abc"))
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		const senders, maxSenders = 3, 2
 		r := NewReassembler(time.Second, maxSenders)
