@@ -17,7 +17,6 @@ import (
 func bigMessage(n int, v6 bool, also int, tx uint64) *Message {
 	m := sample()
 	m.Tx = tx
-	m.Buckets = MaxBuckets
 	m.Members = nil
 	for i := range n {
 		a := netip.AddrFrom4([4]byte{10, byte(1 + i>>16), byte(i >> 8), byte(i)})
