@@ -148,7 +148,7 @@
 // then server index), so the table is the same bit for bit (the golden
 // fingerprints include two weighted 1000-server tables computed before).
 //
-// Measured on a 2-core build machine shared with six other engineers' builds
+// Measured on a 2-core build machine shared with several other builds
 // and tests (AMD EPYC): "CPU" is the benchmark thread's own CPU time, which
 // the load changes only through cache and core sharing (the 64-server
 // baseline takes 21 ms alone and 26-34 ms under load); wall times include
