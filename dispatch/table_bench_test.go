@@ -277,5 +277,6 @@ func (t *Table) memory() (own, shared int) {
 		shared += int(unsafe.Sizeof(entry{}))*cap(h) + int(unsafe.Sizeof(h))
 	}
 	shared += (8+8+4+1+1+8)*len(p.servers) + 40*len(p.done2) + int(unsafe.Sizeof(appItem{}))*cap(p.appScr)
+	shared += 8*cap(p.ckey) + 4*cap(p.cidx) + int(unsafe.Sizeof(wclass{}))*cap(p.classes) + 4*cap(p.candScr)
 	return own, shared
 }

@@ -26,6 +26,9 @@ const (
 // rejected it.
 const topK = 8
 
+// firstWindow is the length of a bucket's first window (see match).
+var firstWindow = 2
+
 // plan is a membership's preference lists: for every bucket, the servers at
 // levels 0 to cappedDepth of its list. They depend on the membership (IDs
 // and weights) and the bucket count only, never on health, so every table of
@@ -58,9 +61,20 @@ type plan struct {
 	heaps   [][]entry // by server index
 	capsScr []int     // by server index
 	appScr  []appItem
-	excl    []bool    // by server index
-	aw      []float64 // by position in match's active list: weights
-	candScr []int32   // candidates' result
+	excl    []bool  // by server index
+	candScr []int32 // candidates' result
+	// match's active candidates grouped by weight (weighted plans only):
+	// ckey and cidx are their rendezvous keys and server indices, by
+	// ascending (weight, index), and classes each weight's run.
+	ckey    []uint64
+	cidx    []int32
+	classes []wclass
+}
+
+// wclass is one run of equal weight in plan.ckey and plan.cidx.
+type wclass struct {
+	start, end int
+	w          float64
 }
 
 // liveSet is one table's view of which servers are live.
@@ -355,17 +369,18 @@ func (p *plan) match(bkts []uint32, cands []int32, caps []int) []int32 {
 		return choice
 	}
 	akey := make([]uint64, len(active))
-	p.aw = slices.Grow(p.aw[:0], len(active))[:len(active)]
 	for j, c := range active {
 		akey[j] = p.hkey[c]
-		p.aw[j] = p.weight[c]
+	}
+	if p.weighted {
+		p.groupByWeight(active)
 	}
 	// Each bucket's window: its next best candidates, best first.
 	k := min(topK, len(active))
 	// Most buckets are accepted by their first or second choice, so the
 	// first window is short: a longer one costs more insertions than the
 	// rare second pass it saves.
-	k1 := min(2, k)
+	k1 := min(firstWindow, k)
 	keys := make([]uint64, len(bkts)*k)
 	idxs := make([]int32, len(bkts)*k)
 	cnt := make([]uint8, len(bkts))  // entries in the window
@@ -421,17 +436,21 @@ func (p *plan) match(bkts []uint32, cands []int32, caps []int) []int32 {
 // (bucket, member).
 func (p *plan) top(bk uint32, active []int32, akey []uint64, keys []uint64, idxs []int32, below bool, lk uint64, li int32) int {
 	k, n := len(keys), 0
-	var thr uint64   // keys[k-1] once the window is full
-	var thrF float64 // thr as a weighted score
+	var thr uint64 // keys[k-1] once the window is full
 	bkm := uint64(bk) * 0x9e3779b97f4a7c15
-	weighted := p.weighted
-	if !weighted && !below {
+	if p.weighted {
+		if below {
+			return p.topWeightedBelow(bkm, keys, idxs, lk, li)
+		}
+		return p.topWeighted(bkm, keys, idxs)
+	}
+	if !below {
 		// The common pass, kept tight: one hash and one compare per
 		// candidate.
-		for j, hk := range akey {
-			s := mix64(hk + bkm)
-			if s < thr {
-				continue
+		for j := 0; ; j++ {
+			var s uint64
+			if j, s = scan(akey, j, bkm, thr); j == len(akey) {
+				break
 			}
 			c := active[j]
 			if n == k {
@@ -450,65 +469,12 @@ func (p *plan) top(bk uint32, active []int32, akey []uint64, keys []uint64, idxs
 		}
 		return n
 	}
-	if weighted && !below {
-		// The same for weighted scores, skipping the logarithm of every
-		// candidate that cannot enter the window (see below).
-		// With D = 2^54 - (h>>10|1), 1-u = D/2^54, and the test
-		// thr*((1-u)/ln 2*(1-1e-9) - 1e-14) > w*(1+1e-9) reads
-		// D*fa > w*(1+1e-9) + fe.
-		aw := p.aw[:len(akey)]
-		var fa, fe float64
-		for j, hk := range akey {
-			h := mix64(hk + bkm)
-			w := aw[j]
-			if n == k && float64(int64(1<<54-(h>>10|1)))*fa > w*(1+1e-9)+fe {
-				continue
-			}
-			s := math.Float64bits(w / negLog2(h))
-			if s < thr {
-				continue
-			}
-			c := active[j]
-			if n == k {
-				n--
-			}
-			i := n
-			for i > 0 && (keys[i-1] < s || (keys[i-1] == s && idxs[i-1] < c)) {
-				keys[i], idxs[i] = keys[i-1], idxs[i-1]
-				i--
-			}
-			keys[i], idxs[i] = s, c
-			n++
-			if n == k {
-				thr = keys[k-1]
-				thrF = math.Float64frombits(thr)
-				fa = thrF * (1 / math.Ln2) * (1 - 1e-9) / (1 << 54)
-				fe = thrF * 1e-14
-			}
-		}
-		return n
-	}
+	// The pass below the last proposal (a bucket whose first
+	// window was used up).
 	akey = akey[:len(active)]
 	for j, c := range active {
-		var s uint64
-		if weighted {
-			h := mix64(akey[j] + bkm)
-			w := p.weight[c]
-			if n == k {
-				// The score is w / negLog2(h), and negLog2(h) is at least
-				// -log2(u) >= (1-u)/ln 2 (less rounding), so when
-				// w / that bound is below the window's worst score this
-				// candidate cannot enter: skip the logarithm.
-				oneMinusU := float64(1<<54-(h>>10|1)) * (1.0 / (1 << 54))
-				if thrF*(oneMinusU*(1/math.Ln2)*(1-1e-9)-1e-14) > w*(1+1e-9) {
-					continue
-				}
-			}
-			s = math.Float64bits(w / negLog2(h))
-		} else {
-			s = mix64(akey[j] + bkm)
-		}
-		if s < thr || below && (s > lk || (s == lk && c >= li)) {
+		s := mix64(akey[j] + bkm)
+		if s < thr || s > lk || (s == lk && c >= li) {
 			// Below the full window's worst (active ascends, so on an
 			// equal score the later candidate wins and is not skipped), or
 			// not below the last proposal.
@@ -526,10 +492,197 @@ func (p *plan) top(bk uint32, active []int32, akey []uint64, keys []uint64, idxs
 		n++
 		if n == k {
 			thr = keys[k-1]
-			thrF = math.Float64frombits(thr)
 		}
 	}
 	return n
+}
+
+// groupByWeight fills p.ckey, p.cidx and p.classes from active: the
+// candidates by ascending (weight, server index), and each weight's run.
+func (p *plan) groupByWeight(active []int32) {
+	p.cidx = append(p.cidx[:0], active...)
+	slices.SortStableFunc(p.cidx, func(a, b int32) int { return cmp.Compare(p.servers[a].Weight, p.servers[b].Weight) })
+	p.ckey = slices.Grow(p.ckey[:0], len(active))[:len(active)]
+	p.classes = p.classes[:0]
+	start := 0
+	for j, c := range p.cidx {
+		p.ckey[j] = p.hkey[c]
+		if j > 0 && p.weight[p.cidx[j-1]] != p.weight[c] {
+			p.classes = append(p.classes, wclass{start: start, end: j, w: p.weight[p.cidx[j-1]]})
+			start = j
+		}
+	}
+	if n := len(p.cidx); n > 0 {
+		p.classes = append(p.classes, wclass{start: start, end: n, w: p.weight[p.cidx[n-1]]})
+	}
+}
+
+// topWeighted is top's first pass (below false) with weighted scores over
+// the active candidates grouped by weight (groupByWeight). A candidate of
+// weight w scores w / negLog2(h), which falls as h falls, so for one weight
+// and the window's worst score the candidates that cannot enter the window
+// are those whose hash is below one bound: within a weight's run the test
+// is one integer comparison, as in the unweighted pass, and the logarithm
+// is computed only for the few candidates above it. The window orders by
+// (score, server index) whatever order the candidates come in, so the
+// result is top's.
+func (p *plan) topWeighted(bkm uint64, keys []uint64, idxs []int32) int {
+	k, n := len(keys), 0
+	var thr uint64 // keys[k-1] once the window is full
+	// Heaviest weight first: its candidates score highest, so the window's
+	// worst score rises soonest and the lighter runs skip the most.
+	for ci := len(p.classes) - 1; ci >= 0; ci-- {
+		cl := p.classes[ci]
+		ckey, cidx := p.ckey[cl.start:cl.end], p.cidx[cl.start:cl.end]
+		w := cl.w
+		var hlim uint64 // skip a hash below it
+		if n == k {
+			hlim = skipHashBelow(w, math.Float64frombits(thr))
+		}
+		for j := 0; ; j++ {
+			var h uint64
+			if j, h = scan(ckey, j, bkm, hlim); j == len(ckey) {
+				break
+			}
+			s := math.Float64bits(w / negLog2(h))
+			if s < thr {
+				continue
+			}
+			c := cidx[j]
+			if n == k {
+				if s == thr && c < idxs[k-1] {
+					continue // ties go to the larger index
+				}
+				n-- // drop the worst
+			}
+			i := n
+			for i > 0 && (keys[i-1] < s || (keys[i-1] == s && idxs[i-1] < c)) {
+				keys[i], idxs[i] = keys[i-1], idxs[i-1]
+				i--
+			}
+			keys[i], idxs[i] = s, c
+			n++
+			if n == k {
+				thr = keys[k-1]
+				hlim = skipHashBelow(w, math.Float64frombits(thr))
+			}
+		}
+	}
+	return n
+}
+
+// scan returns the first j >= from with h = mix64(keys[j]+bkm) >= lim, and
+// h; len(keys) when there is none. It hashes four keys per step, so that
+// the processor overlaps their multiplications and the loop branches once
+// per four candidates: the build's inner loop, where most candidates are
+// below lim.
+func scan(keys []uint64, from int, bkm, lim uint64) (int, uint64) {
+	j := from
+	for ; j+4 <= len(keys); j += 4 {
+		k4 := keys[j : j+4 : j+4]
+		h0 := mix64(k4[0] + bkm)
+		h1 := mix64(k4[1] + bkm)
+		h2 := mix64(k4[2] + bkm)
+		h3 := mix64(k4[3] + bkm)
+		if max(h0, h1, h2, h3) >= lim {
+			switch {
+			case h0 >= lim:
+				return j, h0
+			case h1 >= lim:
+				return j + 1, h1
+			case h2 >= lim:
+				return j + 2, h2
+			}
+			return j + 3, h3
+		}
+	}
+	for ; j < len(keys); j++ {
+		if h := mix64(keys[j] + bkm); h >= lim {
+			return j, h
+		}
+	}
+	return len(keys), 0
+}
+
+// skipHashBelow is skipBelow as a bound on the hash itself: h < it implies
+// h>>10|1 < skipBelow(w, thr).
+func skipHashBelow(w, thr float64) uint64 {
+	y := skipBelow(w, thr)
+	if y <= 1 {
+		return 0
+	}
+	return (y - 1) << 10
+}
+
+// topWeightedBelow is topWeighted below (lk, li): the pass for a bucket
+// whose first window was used up, kept apart so that the first pass stays
+// tight.
+func (p *plan) topWeightedBelow(bkm uint64, keys []uint64, idxs []int32, lk uint64, li int32) int {
+	k, n := len(keys), 0
+	var thr uint64 // keys[k-1] once the window is full
+	// Heaviest weight first: its candidates score highest, so the window's
+	// worst score rises soonest and the lighter runs skip the most.
+	for ci := len(p.classes) - 1; ci >= 0; ci-- {
+		cl := p.classes[ci]
+		ckey, cidx := p.ckey[cl.start:cl.end], p.cidx[cl.start:cl.end]
+		w := cl.w
+		var ylim uint64 // skip a hash h when h>>10|1 < ylim
+		if n == k {
+			ylim = skipBelow(w, math.Float64frombits(thr))
+		}
+		for j, hk := range ckey {
+			h := mix64(hk + bkm)
+			if h>>10|1 < ylim {
+				continue
+			}
+			s := math.Float64bits(w / negLog2(h))
+			if s < thr {
+				continue
+			}
+			c := cidx[j]
+			if s > lk || (s == lk && c >= li) {
+				continue // not below the last proposal
+			}
+			if n == k {
+				if s == thr && c < idxs[k-1] {
+					continue // ties go to the larger index
+				}
+				n-- // drop the worst
+			}
+			i := n
+			for i > 0 && (keys[i-1] < s || (keys[i-1] == s && idxs[i-1] < c)) {
+				keys[i], idxs[i] = keys[i-1], idxs[i-1]
+				i--
+			}
+			keys[i], idxs[i] = s, c
+			n++
+			if n == k {
+				thr = keys[k-1]
+				ylim = skipBelow(w, math.Float64frombits(thr))
+			}
+		}
+	}
+	return n
+}
+
+// skipBelow is the bound of topWeighted: every hash h with h>>10|1 below it
+// gives weight w a score below thr. With u = (h>>10|1)/2^54 and
+// D = 2^54 - (h>>10|1), negLog2(h) >= -log2(u) >= (1-u)/ln 2 (less
+// rounding), so the score w/negLog2(h) is below thr when
+// D*thr/(ln 2*2^54)*(1-1e-9) > w*(1+1e-9) + thr*1e-14 (the margins cover
+// the rounding), that is when D exceeds a limit; the limit is raised by a
+// further 1e-12 and rounded up, so the integer test never skips a
+// candidate that test keeps. 0 (skip nothing) when no hash qualifies.
+func skipBelow(w, thr float64) uint64 {
+	fa := thr * (1 / math.Ln2) * (1 - 1e-9) / (1 << 54)
+	if !(fa > 0) {
+		return 0
+	}
+	dlim := math.Ceil((w*(1+1e-9)+thr*1e-14)/fa*(1+1e-12)) + 1
+	if !(dlim < 1<<54) {
+		return 0
+	}
+	return 1<<54 - uint64(dlim)
 }
 
 // apportion splits n seats over cands in proportion to their weights by the

@@ -225,6 +225,11 @@ func TestTableGoldenFingerprints(t *testing.T) {
 		{"1000 equal, 3 down", bigDown(1000, func(i int) bool { return i == 0 || i == 499 || i == 999 }), 65536, 0xbb347119dbec01b5},
 		{"300 equal, a third down", bigDown(300, func(i int) bool { return i%7 == 3 || i%5 == 1 }), 65536, 0xb5b3296ea73099ce},
 		{"200 weighted, 150 down", weightedDown(200), 16384, 0x3140985e6b4031b},
+		// Computed by the builder before the weighted pass grouped its
+		// candidates by weight: the benchmark's weighted cluster, and one
+		// with weights 1..13 and a ninth down.
+		{"1000 weighted 1..4", weightedBig(1000, func(i int) int { return 1 + i%4 }, func(int) bool { return false }), 65536, 0xce4803868c93350b},
+		{"1000 weighted 1..13, a ninth down", weightedBig(1000, func(i int) int { return 1 + (i*7919)%13 }, func(i int) bool { return i%9 == 2 }), 65536, 0xe4eea907787a0755},
 	}
 	if testing.Short() {
 		tests = tests[:3]
@@ -247,6 +252,17 @@ func TestTableGoldenFingerprints(t *testing.T) {
 func bigDown(n int, down func(int) bool) []Server {
 	s := cluster(n)
 	for i := range s {
+		s[i].Up = !down(i)
+	}
+	return s
+}
+
+// weightedBig is cluster(n) with the weights weight gives and the servers
+// at the indices down reports down.
+func weightedBig(n int, weight func(int) int, down func(int) bool) []Server {
+	s := cluster(n)
+	for i := range s {
+		s[i].Weight = weight(i)
 		s[i].Up = !down(i)
 	}
 	return s

@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -213,4 +214,76 @@ func FuzzTableUpdate(f *testing.F) {
 			cur = next
 		}
 	})
+}
+
+// The pass that finds a bucket's best candidates (top: the weight-grouped
+// pass with its hash bounds, the four-at-a-time scan, and the pass below a
+// bucket's last proposal) agrees with a plain sort of every candidate by
+// (score, server index), for random memberships with equal weights, a few
+// weights, and weights spread over the whole range, windows of 1 to 8, and
+// random last proposals.
+func TestTopMatchesSort(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 11))
+	for round := range 60 {
+		n := 1 + rng.IntN(300)
+		ss := cluster(n)
+		for i := range ss {
+			switch round % 3 {
+			case 0:
+				ss[i].Weight = 1
+			case 1:
+				ss[i].Weight = 1 + rng.IntN(4)
+			default:
+				ss[i].Weight = 1 + rng.IntN(MaxWeight)
+			}
+		}
+		p := newPlan(ss, 64)
+		active := p.members
+		akey := make([]uint64, len(active))
+		for j, c := range active {
+			akey[j] = p.hkey[c]
+		}
+		if p.weighted {
+			p.groupByWeight(active)
+		}
+		for range 40 {
+			bk := uint32(rng.IntN(MaxBuckets))
+			type cand struct {
+				s uint64
+				c int32
+			}
+			all := make([]cand, len(active))
+			for j, c := range active {
+				all[j] = cand{p.score(bk, c), c}
+			}
+			slices.SortFunc(all, func(a, b cand) int {
+				if a.s != b.s {
+					return cmp.Compare(b.s, a.s)
+				}
+				return cmp.Compare(b.c, a.c)
+			})
+			k := 1 + rng.IntN(topK)
+			below := rng.IntN(2) == 1
+			var lk uint64
+			var li int32
+			from := 0
+			if below {
+				from = rng.IntN(len(all))
+				lk, li = all[from].s, all[from].c
+				from++
+			}
+			want := all[from:min(len(all), from+k)]
+			keys, idxs := make([]uint64, k), make([]int32, k)
+			got := p.top(bk, active, akey, keys, idxs, below, lk, li)
+			if got != len(want) {
+				t.Fatalf("round %d (%d servers, weighted %v), bucket %d, window %d, below %v: %d candidates, want %d", round, n, p.weighted, bk, k, below, got, len(want))
+			}
+			for i, w := range want {
+				if keys[i] != w.s || idxs[i] != w.c {
+					t.Fatalf("round %d (%d servers, weighted %v), bucket %d, window %d, below %v: entry %d is (%#x, %d), want (%#x, %d)",
+						round, n, p.weighted, bk, k, below, i, keys[i], idxs[i], w.s, w.c)
+				}
+			}
+		}
+	}
 }

@@ -561,6 +561,10 @@ func printRun(w io.Writer, r node.Report, now time.Time) {
 	c := rs.Counters
 	fmt.Fprintf(w, "  announcements received %d: applied %d, repeats %d, stale %d, bad signature %d, malformed %d, other cluster %d, unsupported %d, foreign %d, apply errors %d\n",
 		c.Received, c.Applied, c.Repeats, c.Stale, c.BadMAC, c.Malformed, c.OtherCluster, c.Unsupported, c.Foreign, c.ApplyErrors)
+	if sg := rs.Segments; sg.Segments > 0 {
+		fmt.Fprintf(w, "  segments received %d: reassembled %d announcements, held %d, duplicates %d, malformed %d, conflicts %d, late %d; incomplete dropped: superseded %d, expired %d, evicted %d\n",
+			sg.Segments, sg.Completed, sg.Held, sg.Duplicates, sg.Malformed, sg.Conflicts, sg.Late, sg.Superseded, sg.Expired, sg.Evicted)
+	}
 	if rs.LastError != "" {
 		fmt.Fprintf(w, "  PROBLEM  last table not applied: %s\n", rs.LastError)
 	}

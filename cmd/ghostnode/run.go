@@ -403,12 +403,20 @@ func lanInterface(ctx context.Context, h node.Host, spec node.Spec) (string, err
 	return "", fmt.Errorf("%w: none holds the server's primary address %s (give --lan IFACE)", node.ErrNoLink, spec.Primary)
 }
 
+// announceReceiveBuffer is the receive buffer of the announcement socket:
+// an announcement of thousands of members arrives as a hundred or more
+// datagrams back to back, and the kernel charges each about 2 KB.
+const announceReceiveBuffer = 4 << 20
+
 // listenUDP opens the announcement socket on the LAN interface only
 // (SO_BINDTODEVICE: a datagram that arrives on any other interface, e.g.
 // one routed from a client network, never reaches it), with SO_REUSEADDR,
 // so that the runs of several clusters on one server share the port: a
 // broadcast datagram is delivered to every socket bound to it, and each
-// run keeps its own cluster's.
+// run keeps its own cluster's. Its receive buffer has room for every
+// segment of the longest announcement arriving back to back
+// (announceReceiveBuffer; SO_RCVBUFFORCE as root, else as much as
+// net.core.rmem_max allows).
 func listenUDP(ctx context.Context, addr, dev string) (*net.UDPConn, error) {
 	network := "udp4"
 	if ap, err := netip.ParseAddrPort(addr); err == nil && ap.Addr().Is6() {
@@ -420,6 +428,10 @@ func listenUDP(ctx context.Context, addr, dev string) (*net.UDPConn, error) {
 			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
 			if serr == nil {
 				serr = syscall.BindToDevice(int(fd), dev)
+			}
+			if serr == nil && syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, announceReceiveBuffer) != nil {
+				// Not privileged: the kernel caps it at rmem_max.
+				_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, announceReceiveBuffer)
 			}
 		}); err != nil {
 			return err

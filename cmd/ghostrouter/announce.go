@@ -103,8 +103,14 @@ func (s *announceSender) readAcks(sock *router.UDPSender) {
 	}
 }
 
-// send implements announce.Sender.
-func (s *announceSender) send(cl *config.Cluster, datagram []byte) error {
+// send implements announce.Sender: an announcement longer than one
+// datagram carries goes out as its segments (announce.Segments), back to
+// back.
+func (s *announceSender) send(cl *config.Cluster, body []byte) error {
+	segs, err := announce.Segments(body)
+	if err != nil {
+		return err
+	}
 	l, ok := s.r.Link(cl.Interface)
 	if !ok {
 		return fmt.Errorf("no interface %s", cl.Interface)
@@ -125,7 +131,16 @@ func (s *announceSender) send(cl *config.Cluster, datagram []byte) error {
 		s.wg.Add(1)
 		go s.readAcks(sock)
 	}
-	return sock.Send(datagram, netip.AddrPortFrom(dst, uint16(cl.AnnouncePort)))
+	to := netip.AddrPortFrom(dst, uint16(cl.AnnouncePort))
+	for k, seg := range segs {
+		if err := sock.Send(seg, to); err != nil {
+			if len(segs) > 1 {
+				return fmt.Errorf("segment %d of %d: %w", k+1, len(segs), err)
+			}
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *announceSender) close() {

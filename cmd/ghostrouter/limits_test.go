@@ -2,12 +2,14 @@ package main
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ghostrouter/ghostrouter/dispatch"
 	"github.com/ghostrouter/ghostrouter/dispatch/announce"
@@ -25,6 +27,7 @@ type limitCase struct {
 	servers   int
 	buckets   int
 	maxWeight bool // the last server has the largest weight
+	v6        bool // an IPv6-only LAN: the longest announcement (26 bytes a member)
 }
 
 // limitFile writes a configuration with one cluster as c says and returns
@@ -42,15 +45,26 @@ func limitFile(t *testing.T, c limitCase) (path string, serverLines []int) {
 	w(`metrics_address = ""`)
 	w("[[interface]]")
 	w(`name = "lan0"`)
-	w(`addresses = ["10.0.0.1/16"]`)
+	if c.v6 {
+		w(`addresses = ["2001:db8:2::1/64"]`)
+	} else {
+		w(`addresses = ["10.0.0.1/16"]`)
+	}
 	w("[[cluster]]")
 	w(`name = "web"`)
-	w(`address = "203.0.113.10"`)
+	if c.v6 {
+		w(`address = "2001:db8:ffff::20"`)
+	} else {
+		w(`address = "203.0.113.10"`)
+	}
 	w(`interface = "lan0"`)
 	w(`mode = %q`, c.mode)
 	w(`hash = %q`, c.hash)
 	w("buckets = %d", c.buckets)
-	if c.mode == config.ModeBroadcast {
+	switch {
+	case c.mode == config.ModeBroadcast && c.v6:
+		w(`broadcast_address = "2001:db8:2::fa"`)
+	case c.mode == config.ModeBroadcast:
 		w(`broadcast_address = "10.0.255.250"`)
 	}
 	if c.announce {
@@ -64,7 +78,11 @@ func limitFile(t *testing.T, c limitCase) (path string, serverLines []int) {
 		w("[[cluster.server]]")
 		serverLines = append(serverLines, line)
 		w("id = %d", i)
-		w(`address = "10.0.%d.%d"`, 1+i/250, 1+i%250)
+		if c.v6 {
+			w(`address = "2001:db8:2::%x"`, 0x1000+i)
+		} else {
+			w(`address = "10.0.%d.%d"`, 1+i/250, 1+i%250)
+		}
 		if c.maxWeight && i == c.servers-1 {
 			w("weight = %d", config.MaxWeight)
 		}
@@ -76,14 +94,45 @@ func limitFile(t *testing.T, c limitCase) (path string, serverLines []int) {
 	return path, serverLines
 }
 
-// recordSender keeps the announcements the appliance would send.
-type recordSender struct{ n int }
+// recordSender takes the announcements the appliance would send as a server
+// does: framed as the appliance's sender frames them (announce.Segments),
+// every datagram within a UDP datagram's size, reassembled, and handled by
+// a Receiver that holds the public key, which must take the announcement.
+type recordSender struct {
+	n        int // announcements taken
+	segments int // datagrams of the last one
+	members  int // members of the last one
+}
 
-func (r *recordSender) send(_ *config.Cluster, datagram []byte) error {
-	if len(datagram) == 0 {
-		return fmt.Errorf("empty datagram")
+func (r *recordSender) send(cl *config.Cluster, body []byte) error {
+	segs, err := announce.Segments(body)
+	if err != nil {
+		return err
 	}
-	r.n++
+	reasm := announce.NewReassembler(time.Minute, 1)
+	from := netip.MustParseAddr("10.0.0.1")
+	whole := body
+	for k, seg := range segs {
+		if len(seg) > announce.MaxDatagram {
+			return fmt.Errorf("datagram %d of %d: %d bytes, more than UDP carries", k+1, len(segs), len(seg))
+		}
+		if len(segs) > 1 {
+			b, ok := reasm.Add(from, seg, time.Now())
+			if ok != (k == len(segs)-1) {
+				return fmt.Errorf("segment %d of %d: complete %v (%+v)", k+1, len(segs), ok, reasm.Stats())
+			}
+			whole = b
+		}
+	}
+	rcv, err := announce.NewReceiver(cl.Name, cl.AnnounceKey.Public().(ed25519.PublicKey), 0)
+	if err != nil {
+		return err
+	}
+	res := rcv.Handle(whole)
+	if res.Verdict != announce.Apply {
+		return fmt.Errorf("a server refuses the announcement: %v: %v", res.Verdict, res.Err)
+	}
+	r.n, r.segments, r.members = r.n+1, len(segs), len(res.Msg.Members)
 	return nil
 }
 
@@ -97,10 +146,11 @@ func (nullResolver) LinkAddress(string, netip.Addr) ([6]byte, bool) { return [6]
 // file with FILE:LINE: key.
 func TestLimitsCheckAgreesWithRun(t *testing.T) {
 	cases := []limitCase{
-		{"routing jhash", config.ModeRouting, config.HashJhash, false, config.MaxServers, config.MaxBuckets, true},
-		{"routing modulo", config.ModeRouting, config.HashModulo, false, config.MaxModuloServers, 16, false},
-		{"broadcast announcing", config.ModeBroadcast, config.HashJhash, true, config.MaxAnnounceMembers, 1024, true},
-		{"broadcast silent", config.ModeBroadcast, config.HashJhash, false, config.MaxServers, 1024, false},
+		{"routing jhash", config.ModeRouting, config.HashJhash, false, config.MaxServers, config.MaxBuckets, true, false},
+		{"routing modulo", config.ModeRouting, config.HashModulo, false, config.MaxModuloServers, 16, false, false},
+		{"broadcast announcing", config.ModeBroadcast, config.HashJhash, true, config.MaxAnnounceMembers, 1024, true, false},
+		{"broadcast silent", config.ModeBroadcast, config.HashJhash, false, config.MaxServers, 1024, false, false},
+		{"broadcast announcing IPv6", config.ModeBroadcast, config.HashJhash, true, config.MaxAnnounceMembers, 1024, true, true},
 	}
 	if testing.Short() {
 		cases = cases[1:3]
@@ -145,10 +195,13 @@ func TestLimitsCheckAgreesWithRun(t *testing.T) {
 		if len(st.Servers) != c.servers || (c.hash == config.HashJhash && owned != c.buckets) {
 			t.Fatalf("%s: status shows %d servers owning %d buckets, want %d and %d", c.name, len(st.Servers), owned, c.servers, c.buckets)
 		}
-		if sent, failed := ann.Stats(); c.announce && (sent == 0 || failed != 0 || rec.n == 0) {
-			t.Fatalf("%s: %d announcements sent, %d failed", c.name, sent, failed)
+		if sent, failed := ann.Stats(); c.announce && (sent == 0 || failed != 0 || rec.n == 0 || rec.members != c.servers) {
+			t.Fatalf("%s: %d announcements sent, %d failed, %d taken by a server, of %d members", c.name, sent, failed, rec.n, rec.members)
 		}
-		t.Logf("%s: %d servers, %d buckets: check ok, run builds it", c.name, c.servers, c.buckets)
+		if c.announce && c.v6 && rec.segments < 2 {
+			t.Fatalf("%s: the longest announcement went out in %d datagrams: it should need segments", c.name, rec.segments)
+		}
+		t.Logf("%s: %d servers, %d buckets: check ok, run builds it (announced in %d datagrams)", c.name, c.servers, c.buckets, rec.segments)
 
 		// One server more.
 		over := c

@@ -40,14 +40,18 @@
 //
 // # The wire format
 //
-// One UDP datagram per announcement, by default to port 9470 (DefaultPort).
-// Integers are big-endian and unsigned. Offsets are in bytes.
+// One UDP datagram per announcement, by default to port 9470 (DefaultPort),
+// when it is at most SegmentPayload (1200) bytes long; a longer one (more
+// than about 80 members, or a transition's further tables) is split into
+// segments, one datagram each, that the servers reassemble before anything
+// else (see "Segments" below). Integers are big-endian and unsigned. Offsets are in
+// bytes.
 //
 //	offset  size  field
 //	     0     4  magic "GHRT"
 //	     4     1  format version: 3 (1 was authenticated with a shared HMAC key)
 //	     5     1  hash: 1 = jhash, 2 = modulo
-//	     6     2  N, the number of members (0..2048)
+//	     6     2  N, the number of members (0..4096, the table's limit)
 //	     8     8  epoch: a random number drawn when the appliance starts (or takes over)
 //	    16     8  seq: the announcement's number, +1 on every change of what is granted
 //	    24     8  tx: the datagram number in the epoch, +1 on every datagram sent (repeats too)
@@ -78,6 +82,38 @@
 // announcement is 115 + L bytes with an IPv4 ghost, plus 14 per IPv4
 // member (26 per IPv6 member): 64 servers take 1014 bytes for cluster
 // "web". The acknowledgement's format is in ack.go.
+//
+// # Segments
+//
+// An announcement longer than SegmentPayload bytes goes out as n segments
+// (2..MaxSegments, 1024), each a datagram of at most SegmentDatagram (1232)
+// bytes, a 32-byte header and a slice of the announcement, so that no
+// segment is ever fragmented by IP: a lost fragment, or two datagrams whose
+// fragments share an IP identification, would otherwise spoil a receiver's
+// reassembly queue for the datagrams that follow.
+//
+//	offset  size  field
+//	     0     4  magic "GHRS"
+//	     4     1  segment format version: 1
+//	     5     1  reserved, zero
+//	     6     2  k, the segment's index (0..n-1)
+//	     8     2  n, the number of segments
+//	    10     2  reserved, zero
+//	    12     8  the announcement's epoch
+//	    20     8  the announcement's tx (epoch and tx identify it)
+//	    28     4  total, the announcement's length (at most MaxBody, 1.2 MB)
+//	    32     .  the announcement's bytes [k*total/n, (k+1)*total/n)
+//
+// The segments carry no signature of their own: a server's Reassembler
+// (ghostnode run) holds one incomplete announcement per sender (at most
+// DefaultReassemblies senders, each at most MaxBody bytes), drops it when it
+// is still incomplete after DefaultReassemblyTimeout, when a newer one from
+// the same sender begins or when a segment contradicts it, ignores
+// duplicates, and counts every segment by outcome (ReassemblyCounters); a
+// complete announcement is then checked exactly like a single datagram,
+// signature over the whole of it first. A lost segment loses the
+// announcement, and the appliance's next repetition heals it, as for a lost
+// datagram.
 //
 // A receiver checks the source address first (HandleFrom: the appliance's
 // LAN addresses only), then the header up to the cluster name (an

@@ -36,14 +36,16 @@ const (
 	MaxBuckets = config.MaxBuckets
 	// MaxName is the longest cluster name, in bytes.
 	MaxName = 63
-	// MaxMembers is the most servers one announcement carries: 2048 IPv6
-	// members still fit in one UDP datagram.
+	// MaxMembers is the most servers one announcement carries: the table's
+	// limit. An announcement longer than one datagram carries is sent in
+	// segments (Segments), so the datagram does not limit it.
 	MaxMembers = limits.AnnounceMembers
 	// MaxAlso is the most further tables (Message.Also) one announcement
 	// carries.
 	MaxAlso = 3
-	// MaxDatagram is the largest UDP payload over IPv4; no announcement is
-	// longer.
+	// MaxDatagram is the largest UDP payload over IPv4; no datagram is
+	// longer (an announcement longer than SegmentPayload is sent in
+	// segments; it is at most MaxBody long).
 	MaxDatagram = 65507
 
 	fixedLen  = 45 // magic .. name length, see the layout
@@ -258,8 +260,8 @@ func (m *Message) Marshal(key ed25519.PrivateKey) ([]byte, error) {
 		}
 		size += memberLen + addrLen(s.Addr)
 	}
-	if size > MaxDatagram {
-		return bad("%d bytes: more than a UDP datagram holds (%d)", size, MaxDatagram)
+	if size > MaxBody {
+		return bad("%d bytes: longer than an announcement may be (%d)", size, MaxBody)
 	}
 
 	b := make([]byte, 0, size)
@@ -320,7 +322,7 @@ func Peek(b []byte) (cluster string, err error) { return header(b) }
 
 // Unmarshal authenticates and decodes one announcement. It checks, in this
 // order: the header (ErrMalformed, ErrVersion), the length (at most
-// MaxDatagram), the Ed25519 signature under key (ErrBadMAC), then every
+// MaxBody), the Ed25519 signature under key (ErrBadMAC), then every
 // field (ErrMalformed): nothing unauthenticated is decoded past the
 // cluster name. The encoding is canonical: for every b it accepts, Marshal
 // of the result with the signing key returns b (Ed25519 signatures are
@@ -336,8 +338,8 @@ func Unmarshal(b []byte, key ed25519.PublicKey) (*Message, error) {
 	if len(b) < fixedLen+len(name)+MACSize {
 		return nil, malformed("%d bytes: truncated", len(b))
 	}
-	if len(b) > MaxDatagram {
-		return nil, malformed("%d bytes: longer than a UDP datagram", len(b))
+	if len(b) > MaxBody {
+		return nil, malformed("%d bytes: longer than an announcement may be (%d)", len(b), MaxBody)
 	}
 	body, sig := b[:len(b)-MACSize], b[len(b)-MACSize:]
 	if !ed25519.Verify(key, body, sig) {

@@ -315,7 +315,7 @@ func TestMalformedAuthentic(t *testing.T) {
 		{"0 buckets", edit(func(b []byte) []byte { copy(b[36:], []byte{0, 0, 0, 0}); return b }), "0 buckets"},
 		{"too many buckets", edit(func(b []byte) []byte { copy(b[36:], []byte{0, 0x10, 0, 1}); return b }), "1048577 buckets"},
 		{"oversized table: one bucket over the configuration's limit", edit(func(b []byte) []byte { binary.BigEndian.PutUint32(b[36:], MaxBuckets+1); return b }), "65537 buckets"},
-		{"count too large", edit(func(b []byte) []byte { b[6], b[7] = 0x08, 0x01; return b }), "2049 members"},
+		{"count too large", edit(func(b []byte) []byte { binary.BigEndian.PutUint16(b[6:], MaxMembers+1); return b }), "4097 members"},
 		{"count one more", edit(func(b []byte) []byte { b[7] = 4; return b }), "member 4 of 4: truncated"},
 		{"count one less", edit(func(b []byte) []byte { b[7] = 2; return b }), "14 bytes after the last member"},
 		{"ghost length 5", edit(func(b []byte) []byte { b[ghostAt] = 5; return b }), "ghost address: length 5"},

@@ -148,6 +148,11 @@ func (r *Receiver) SetSources(addrs []netip.Addr) {
 	}
 }
 
+// Allowed reports whether from is one of the sources SetSources gave (any
+// address when none were given): a receiver reassembles segments only from
+// these.
+func (r *Receiver) Allowed(from netip.Addr) bool { return sourceAllowed(r.sources, from) }
+
 // HandleFrom is Handle for a datagram from the source address from: one
 // from a source SetSources does not list is IgnoreForeign, before any
 // other check.

@@ -269,12 +269,12 @@ func (t *Transition) release(c *issued) ([][]Member, []int32, error) {
 	return rel, g, nil
 }
 
-// tooBig reports whether the announcement of tables would not fit in a
-// datagram (with the longest cluster name and an IPv6 ghost).
+// tooBig reports whether the announcement of tables would be longer than
+// MaxBody (with the longest cluster name and an IPv6 ghost).
 func (t *Transition) tooBig(tables [][]Member) bool {
 	m := compose(t.hash, t.seed, t.buckets, tables)
 	m.Cluster, m.Ghost = strings.Repeat("x", MaxName), netip.IPv6Unspecified()
-	return m.wireSize() > MaxDatagram
+	return m.wireSize() > MaxBody
 }
 
 // grantsOf composes tables into a message and returns its grants.

@@ -25,10 +25,12 @@ const (
 	// operations (BenchmarkModuloWorstCase measures 64 and 4096 servers).
 	ModuloServers = 1024
 
-	// AnnounceMembers is the most servers one table announcement carries,
-	// and so the most servers of a broadcast-mode cluster that announces its
-	// membership (announce_key set).
-	AnnounceMembers = 2048
+	// AnnounceMembers is the most servers one table announcement carries:
+	// the table's limit, so a broadcast-mode cluster that announces its
+	// membership (announce_key set) has the same limit as any other. An
+	// announcement longer than a datagram is sent in segments and
+	// reassembled by the servers.
+	AnnounceMembers = Servers
 
 	// Weight is the largest weight of one server.
 	Weight = 65535

@@ -33,7 +33,9 @@
 //     the announcement codec use too (see [ServerLimit]): at most
 //     [MaxBuckets] buckets, weights up to [MaxWeight], at most [MaxServers]
 //     servers, [MaxModuloServers] with hash = "modulo", and
-//     [MaxAnnounceMembers] in a broadcast cluster with an announce_key. A
+//     [MaxAnnounceMembers] (the same as MaxServers: an announcement longer
+//     than a datagram is sent in segments) in a broadcast cluster with an
+//     announce_key. A
 //     cluster over its server limit is reported at the first server too
 //     many. So a file that validates never fails to start on a limit;
 //   - a server's mac (routing mode only; it pins the server's MAC, which the

@@ -3,13 +3,14 @@ package config
 // ServerLimit is the most servers cluster c may have, and what sets it: the
 // bucket table (MaxServers), the modulo function's per-packet cost
 // (MaxModuloServers), or, for a broadcast cluster that announces its table,
-// the members one announcement carries (MaxAnnounceMembers).
+// the members one announcement carries (MaxAnnounceMembers, which
+// announcements in segments make the table's limit).
 func ServerLimit(c *Cluster) (n int, why string) {
 	switch {
 	case c.Hash == HashModulo:
 		return MaxModuloServers, "hash = \"modulo\" walks its failure rule server by server for every packet"
-	case c.Mode == ModeBroadcast && c.AnnounceKeyFile != "" && MaxAnnounceMembers < MaxServers:
-		return MaxAnnounceMembers, "one table announcement carries the whole membership"
+	case c.Mode == ModeBroadcast && c.AnnounceKeyFile != "":
+		return min(MaxAnnounceMembers, MaxServers), "the bucket table's limit, which one table announcement carries"
 	default:
 		return MaxServers, "the bucket table's limit"
 	}

@@ -48,9 +48,12 @@ type RunStatus struct {
 	// Epochs is the replay state: the last tx heard in each of the
 	// appliance's epochs heard last (announce.MaxEpochs at most), restored
 	// by the next run.
-	Epochs    []announce.EpochFloor `json:"epochs,omitempty"`
-	Counters  announce.Counters     `json:"counters"`
-	LastError string                `json:"last_error,omitempty"` // the last failure to apply a table
+	Epochs   []announce.EpochFloor `json:"epochs,omitempty"`
+	Counters announce.Counters     `json:"counters"`
+	// Segments counts the segments of announcements longer than one
+	// datagram, by outcome of their reassembly.
+	Segments  announce.ReassemblyCounters `json:"segments"`
+	LastError string                      `json:"last_error,omitempty"` // the last failure to apply a table
 }
 
 // AppliedTable is the announced table a run installed last.

@@ -2,7 +2,7 @@
 // the appliance's table announcements (package dispatch/announce), installs
 // each newer table in the server's filter, and reports what it did.
 //
-//	Source (UDP :9470) ──datagram──> announce.Receiver.Handle
+//	Source (UDP :9470) ──datagram──> [segment: announce.Reassembler, one announcement per sender] ──> announce.Receiver.Handle
 //	    Apply   ──> Installer.Install (one nft transaction) ──> Receiver.Applied / Failed, logged once
 //	    Repeat  ──> the appliance is alive; nothing changes
 //	    Ignore* ──> counted; logged at most once a minute per reason
@@ -94,6 +94,7 @@ type Loop struct {
 	ackErrors uint64                  // acknowledgements that could not be sent
 	limits    map[string]*rateLimited // by reason
 	dirty     bool                    // the status changed since it was last given out
+	reasm     *announce.Reassembler   // segmented announcements, from the appliance's addresses only
 }
 
 type rateLimited struct {
@@ -121,7 +122,8 @@ func New(cfg Config) (*Loop, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Loop{c: cfg, cluster: cfg.Base.Cluster, log: cfg.Logger, owned: cfg.Owned, limits: map[string]*rateLimited{}, dirty: true}, nil
+	return &Loop{c: cfg, cluster: cfg.Base.Cluster, log: cfg.Logger, owned: cfg.Owned, limits: map[string]*rateLimited{}, dirty: true,
+		reasm: announce.NewReassembler(announce.DefaultReassemblyTimeout, announce.DefaultReassemblies)}, nil
 }
 
 type datagram struct {
@@ -176,18 +178,35 @@ func (l *Loop) Run(ctx context.Context) error {
 		case d := <-in:
 			l.handle(ctx, d)
 		case <-tick.C:
+			l.reasm.Expire(l.c.Now())
 			l.checkQuiet()
 			l.writeStatus(false)
 		}
 	}
 }
 
-// handle decides about one datagram and acts on it.
+// handle decides about one datagram and acts on it. A segment from the
+// appliance goes to the reassembler, and the announcement it completes is
+// handled as one datagram; a segment from anyone else is handed to the
+// Receiver, which refuses it as foreign.
 func (l *Loop) handle(ctx context.Context, d datagram) {
 	r := l.c.Receiver
-	res := r.HandleFrom(d.from.Addr(), d.b)
 	l.dirty = true
 	now := l.c.Now()
+	b := d.b
+	if announce.IsSegment(b) && r.Allowed(d.from.Addr()) {
+		before := l.reasm.Stats()
+		body, ok := l.reasm.Add(d.from.Addr(), b, now)
+		if !ok {
+			if after := l.reasm.Stats(); after.Malformed != before.Malformed || after.Conflicts != before.Conflicts {
+				l.limited(slog.LevelWarn, "segment", "cluster "+l.cluster+": dropped an announcement segment", "from", d.from.String(),
+					"malformed", after.Malformed, "conflicts", after.Conflicts)
+			}
+			return
+		}
+		b = body
+	}
+	res := r.HandleFrom(d.from.Addr(), b)
 	switch res.Verdict {
 	case announce.Apply, announce.Repeat, announce.IgnoreUnsupported:
 		l.heardFresh(now, res.Msg)
@@ -314,6 +333,7 @@ func (l *Loop) Status() *node.RunStatus {
 	rs.IntervalMS = l.interval.Milliseconds()
 	rs.Quiet = l.quiet
 	rs.Counters = l.c.Receiver.Stats()
+	rs.Segments = l.reasm.Stats()
 	rs.LastError = l.lastError
 	if e, tx, ok := l.c.Receiver.Floor(); ok {
 		rs.Floor = &node.Floor{Epoch: e, Tx: tx}

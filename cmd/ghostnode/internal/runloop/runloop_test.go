@@ -435,3 +435,51 @@ func TestNewChecks(t *testing.T) {
 		}
 	}
 }
+
+// TestLoopReassemblesSegments: an announcement too long for one datagram
+// arrives as segments, last first, one twice, after an unreadable one; the
+// loop reassembles it, the Receiver verifies and applies it once (3000
+// members), and the status counts every segment by outcome.
+func TestLoopReassemblesSegments(t *testing.T) {
+	h := start(t)
+	m := &announce.Message{Cluster: "web", Epoch: 100, Seq: 1, Tx: 1, Interval: time.Second, Hash: "jhash", Seed: 0x5eed, Buckets: 4096,
+		Ghost: netip.MustParseAddr("203.0.113.10")}
+	for id := range 3000 {
+		m.Members = append(m.Members, announce.Member{ID: id, Addr: netip.AddrFrom4([4]byte{10, 0, byte(id >> 8), byte(id)}), Weight: 1, Up: id%4 != 0})
+	}
+	b, err := m.Marshal(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb, err := m.Table()
+	if err != nil {
+		t.Fatal(err)
+	}
+	segs, err := announce.Segments(b)
+	if err != nil || len(segs) < 2 {
+		t.Fatalf("%d segments, %v", len(segs), err)
+	}
+	push := func(d []byte) {
+		select {
+		case h.src.ch <- datagram{d, appliance}:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the loop does not read")
+		}
+	}
+	push(segs[0][:announce.SegmentHeaderLen+1])
+	for k := len(segs) - 1; k >= 0; k-- {
+		push(segs[k])
+		if k == len(segs)-1 {
+			push(segs[k])
+		}
+	}
+	st := h.waitStatus("the reassembled table applied", func(s *node.RunStatus) bool { return s.Applied != nil })
+	if got := h.node.got(); len(got) != 1 || !slices.Equal(got[0].owned, tb.Owned(1)) {
+		t.Errorf("installs %+v; want one with %d buckets", got, len(tb.Owned(1)))
+	}
+	n := uint64(len(segs))
+	want := announce.ReassemblyCounters{Segments: n + 2, Held: n - 1, Completed: 1, Duplicates: 1, Malformed: 1}
+	if st.Applied.Members != 3000 || st.Segments != want || st.Counters.Received != 1 || st.Counters.Applied != 1 {
+		t.Errorf("applied %+v, segments %+v (want %+v), counters %+v", st.Applied, st.Segments, want, st.Counters)
+	}
+}
