@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/ghostrouter/ghostrouter/dispatch/announce"
 	"github.com/ghostrouter/ghostrouter/router"
@@ -72,18 +73,32 @@ func (s *announceSender) listen(cl *config.Cluster) error {
 
 // hear reads one listening socket until it is closed. A datagram longer
 // than any announcement is cut short and then refused by its signature.
+// A large announcement arrives in segments: they are reassembled, with the
+// servers' bounds, before onHeard sees the whole announcement.
 func (s *announceSender) hear(ifname string, sock *router.UDPSender) {
 	defer s.wg.Done()
 	buf := make([]byte, announce.MaxDatagram)
+	re := announce.NewReassembler(announce.DefaultReassemblyTimeout, announce.DefaultReassemblies)
 	for {
 		n, from, err := sock.Recv(buf)
 		if err != nil {
 			return
 		}
-		if s.onHeard != nil {
-			s.onHeard(ifname, from.Addr().Unmap(), buf[:n])
+		if body, ok := heardAnnouncement(re, from.Addr().Unmap(), buf[:n], time.Now()); ok && s.onHeard != nil {
+			s.onHeard(ifname, from.Addr().Unmap(), body)
 		}
 	}
+}
+
+// heardAnnouncement returns the announcement a datagram heard from another
+// appliance completes: the datagram itself when it is not a segment, the
+// reassembled announcement when it is the segment that completes one, and
+// false while segments are still missing (or were refused by re's bounds).
+func heardAnnouncement(re *announce.Reassembler, from netip.Addr, b []byte, now time.Time) ([]byte, bool) {
+	if !announce.IsSegment(b) {
+		return b, true
+	}
+	return re.Add(from, b, now)
 }
 
 // readAcks reads one socket's incoming datagrams until it is closed. A
