@@ -132,7 +132,7 @@ func TestCaptureOverControlSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	go a.serveControl(l, "t.toml", func() string { return "" })
+	go a.serveControl(l, "t.toml", func() ReloadReply { return ReloadReply{} })
 
 	// ARP only: ether proto 0x0806.
 	arpOnly, _ := bpf.Assemble([]bpf.Instruction{

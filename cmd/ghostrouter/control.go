@@ -23,7 +23,7 @@ import (
 
 // The control socket speaks one request per connection: the client writes a
 // command word and a newline ("status" or "reload"), the appliance answers
-// with one JSON document and closes.
+// with one JSON document (a Status, or a ReloadReply) and closes.
 
 // Status is what `ghostrouter status` shows.
 type Status struct {
@@ -124,8 +124,8 @@ func (a *appliance) status(path string) Status {
 func listenControl(path string) (net.Listener, error) { return listenUnixSafely(path) }
 
 // serveControl answers requests on l; reload requests are handed to reload,
-// which returns the message to send back.
-func (a *appliance) serveControl(l net.Listener, path string, reload func() string) {
+// whose reply (a ReloadReply) is sent back.
+func (a *appliance) serveControl(l net.Listener, path string, reload func() ReloadReply) {
 	acceptLoop(l, maxControlConns, a.log, "control socket", func(c net.Conn) {
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(5 * time.Second))
@@ -138,12 +138,12 @@ func (a *appliance) serveControl(l net.Listener, path string, reload func() stri
 			a.serveCapture(c, io.MultiReader(br, c))
 			return
 		}
-		var resp Status
+		var resp any
 		switch strings.TrimSpace(line) {
 		case "status":
 			resp = a.status(path)
 		case "reload":
-			resp = Status{Message: reload()}
+			resp = reload()
 		default:
 			resp = Status{Message: fmt.Sprintf("unknown request %q", strings.TrimSpace(line))}
 		}
@@ -193,25 +193,6 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	printStatus(stdout, st)
-	return 0
-}
-
-func cmdReload(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("reload", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	sock := socketFlag(fs)
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	st, err := request(*sock, "reload")
-	if err != nil {
-		fmt.Fprintf(stderr, "ghostrouter reload: %v\n", err)
-		return 1
-	}
-	fmt.Fprintln(stdout, st.Message)
-	if strings.HasPrefix(st.Message, "rejected") {
-		return 1
-	}
 	return 0
 }
 

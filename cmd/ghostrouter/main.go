@@ -216,14 +216,14 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	created, _ := os.Lstat(cfg.Router.ControlSocket)
 	defer closeUnixSafely(ctl, cfg.Router.ControlSocket, created)
-	reloads := make(chan chan string)
-	go app.serveControl(ctl, *path, func() string {
-		reply := make(chan string, 1)
+	reloads := make(chan chan ReloadReply)
+	go app.serveControl(ctl, *path, func() ReloadReply {
+		reply := make(chan ReloadReply, 1)
 		select {
 		case reloads <- reply:
 			return <-reply
 		case <-ctx.Done():
-			return "rejected: shutting down"
+			return ReloadReply{Config: *path, Failed: stepShutdown, Error: "the appliance is shutting down"}
 		}
 	})
 	if cfg.Router.MetricsAddress != "" {
@@ -391,49 +391,6 @@ func probe(r *router.Router, cfg *config.Config) {
 			arp.Probe(ep, []netip.Addr{cl.Address, cl.BroadcastAddress})
 		}
 	}
-}
-
-// reload re-reads the configuration file. A file with problems is reported
-// and the running configuration stays.
-//
-// Clusters (added, removed, servers, weights, drain, health settings),
-// routes, permanent neighbors and send_redirects change live; interfaces need
-// a restart, and a file that changes them is rejected whole.
-func (a *appliance) reload(path string) string {
-	reject := func(err error) string {
-		a.log.Error("reload rejected; keeping the running configuration", "config", path, "err", err)
-		return "rejected: " + err.Error()
-	}
-	cfg, err := config.Reload(path, a.cfg)
-	if err != nil {
-		return reject(err)
-	}
-	if err := a.r.CheckReconfigure(cfg); err != nil {
-		return reject(err)
-	}
-	if vrrpChanged(a.cfg.VRRP, cfg.VRRP) {
-		return reject(errors.New("[[vrrp]] changed: virtual routers need a restart (stop this appliance with SIGTERM; its backup takes over meanwhile)"))
-	}
-	// New servers are targets before their health checks start, so none is
-	// checked before its MAC is known; a rejected file restores the old set.
-	a.nb.SetTargets(serverTargets(cfg))
-	if err := a.m.Apply(cfg); err != nil {
-		a.nb.SetTargets(serverTargets(a.cfg))
-		return reject(err)
-	}
-	if err := a.r.Reconfigure(cfg); err != nil {
-		// Interfaces were checked above; what is left can only fail on a
-		// netstack refusal, which the log reports.
-		a.log.Error("reload: router reconfiguration incomplete", "err", err)
-	}
-	a.nb.Resync() // the router's permanent entries changed: the servers' go in again
-	a.guard.Protect(protectedAddresses(cfg))
-	a.ports.Set(announcePortRules(a.r, cfg))
-	probe(a.r, cfg)
-	a.bgp = reconfigureBGP(a.bgp, cfg, a.r, a.m, a.log)
-	a.cfg = cfg
-	a.log.Info("reloaded", "config", path, "clusters", len(cfg.Clusters), "routes", len(cfg.Routes))
-	return fmt.Sprintf("reloaded %s: %d clusters, %d routes", path, len(cfg.Clusters), len(cfg.Routes))
 }
 
 func (a *appliance) close() error {
