@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"strings"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
@@ -219,14 +220,25 @@ func (r *Router) checkNextHops(ctx context.Context, cfg *config.Config) error {
 			}
 		}
 	}
-	for pending := len(probe); pending > 0; pending-- {
+	pending := map[hop]bool{}
+	for _, h := range probe {
+		pending[h] = true
+	}
+	for len(pending) > 0 {
 		select {
 		case res := <-done:
 			if res.err != nil {
 				return fmt.Errorf("router: next hop %s on %s is unreachable: address resolution failed (%v)", res.h.addr, res.h.ifname, res.err)
 			}
+			delete(pending, res.h)
 		case <-ctx.Done():
-			return fmt.Errorf("router: next hop unreachable: %d of %d new next hops did not answer address resolution (%v)", pending, len(probe), ctx.Err())
+			var names []string
+			for _, h := range probe {
+				if pending[h] {
+					names = append(names, h.addr.String()+" on "+h.ifname)
+				}
+			}
+			return fmt.Errorf("router: next hop %s unreachable: no answer to address resolution (%v)", strings.Join(names, ", "), ctx.Err())
 		}
 	}
 	return nil

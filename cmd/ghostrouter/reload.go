@@ -122,22 +122,25 @@ func (a *appliance) reload(path string) ReloadReply {
 	// Phase one: each part validates the file; nothing changes.
 	ctx, cancel := context.WithTimeout(context.Background(), reloadPrepareWait)
 	defer cancel()
+	// An open dispatcher plan holds off other reconfigurations (health
+	// changes go on); it is committed or discarded below.
+	mplan, err := a.m.Prepare(cfg)
+	if err != nil {
+		return reject(stepDispatch, err)
+	}
+	rep.Validated = append(rep.Validated, stepDispatch)
 	rplan, err := a.r.Prepare(cfg)
 	if err == nil {
 		err = rplan.CheckNextHops(ctx)
 	}
 	if err != nil {
+		mplan.Discard()
 		return reject(stepRouter, err)
 	}
 	rep.Validated = append(rep.Validated, stepRouter)
 	// The way back, should the dispatcher fail to commit after the router
 	// has.
 	rback := a.r.Running()
-	mplan, err := a.m.Prepare(cfg)
-	if err != nil {
-		return reject(stepDispatch, err)
-	}
-	rep.Validated = append(rep.Validated, stepDispatch)
 
 	// Phase two: commit both, the router first.
 	if err := rplan.Commit(); err != nil {
