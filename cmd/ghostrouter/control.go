@@ -45,10 +45,14 @@ type Status struct {
 	Message  string                   `json:"message,omitempty"`
 }
 
-// LinkStatus is one interface's counters.
+// LinkStatus is one interface's state and counters.
 type LinkStatus struct {
-	Name     string            `json:"name"`
-	MAC      string            `json:"mac"`
+	Name string `json:"name"`
+	MAC  string `json:"mac"`
+	// State is "up", or "faulted" once its receive loop stopped (the
+	// appliance is then shutting down: fault.go); Fault is the error.
+	State    string            `json:"state"`
+	Fault    string            `json:"fault,omitempty"`
 	Counters map[string]uint64 `json:"counters"`
 }
 
@@ -102,9 +106,12 @@ func (a *appliance) status(path string) Status {
 	st.Announce = a.ann.Status()
 	for _, l := range a.r.Links() {
 		s := l.EP.Stats()
+		state, fault := a.faults.state(l.Config.Name)
 		st.Links = append(st.Links, LinkStatus{
-			Name: l.Config.Name,
-			MAC:  l.Config.MAC.String(),
+			Name:  l.Config.Name,
+			MAC:   l.Config.MAC.String(),
+			State: state,
+			Fault: fault,
 			Counters: map[string]uint64{
 				"rx_frames": s.RxFrames.Load(), "rx_bytes": s.RxBytes.Load(),
 				"rx_runt": s.RxRunt.Load(), "rx_foreign": s.RxForeign.Load(), "rx_errors": s.RxErrors.Load(),
@@ -282,7 +289,10 @@ func printStatus(w io.Writer, st *Status) {
 	}
 	fmt.Fprintln(tw, "\nlinks")
 	for _, l := range st.Links {
-		printCounters(tw, "  "+l.Name+" "+l.MAC+":", l.Counters)
+		if l.State == "faulted" {
+			fmt.Fprintf(tw, "  %s FAULTED: %s\n", l.Name, l.Fault)
+		}
+		printCounters(tw, "  "+l.Name+" "+l.MAC+" "+l.State+":", l.Counters)
 	}
 	printCounters(tw, "\nrouter:", st.Counters)
 	tw.Flush()

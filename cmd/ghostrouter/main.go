@@ -8,7 +8,10 @@
 //	run    -c FILE           run the appliance in the foreground; SIGHUP
 //	                         re-reads the file (a bad file keeps the running
 //	                         configuration); SIGTERM or SIGINT shuts it down
-//	                         and removes the TAP devices it created
+//	                         and removes the TAP devices it created; a link
+//	                         fault (a TAP device deleted or broken under it)
+//	                         shuts it down the same way and exits 1, for its
+//	                         supervisor to restart it (fault.go)
 //	check  -c FILE           validate a configuration file: exit 0, or 1 with
 //	                         every problem as FILE:LINE: KEY: MESSAGE
 //	lookup -c FILE [--cluster NAME] [--down IDS] CLIENT...
@@ -17,7 +20,12 @@
 //	status [--socket PATH] [--json]
 //	                         the running appliance: clusters, servers,
 //	                         health, counters, neighbor table
-//	reload [--socket PATH]   as SIGHUP, and says whether the file was taken
+//	reload [--socket PATH] [--json]
+//	                         as SIGHUP, in two phases: the dispatcher and the
+//	                         router each validate the file, and both commit
+//	                         only if both accept it (reload.go); prints what
+//	                         was validated and committed (--json: the reply
+//	                         as sent), exits 1 if the file was not taken
 //	capture [--socket PATH] -i IFACE [-w FILE] [-c COUNT] [-s SNAPLEN] [FILTER]
 //	                         pcap of what a link of the running appliance
 //	                         sends and receives
@@ -30,7 +38,8 @@
 //	help                     the usage text
 //
 // Exit codes: 0 success; 1 failure (a bad configuration, a start that
-// failed, an appliance that refused or could not be reached); 2 bad usage.
+// failed, an appliance that refused or could not be reached, a link fault
+// under `run`); 2 bad usage.
 //
 // The configuration file is described in router/config/README.md; the
 // running appliance answers status, reload and capture on its control
@@ -73,7 +82,8 @@ commands:
                                       (--down: as if those servers had failed)
   status [--socket PATH] [--json]     the running appliance: clusters, servers,
                                       counters, neighbor table
-  reload [--socket PATH]              re-read the running appliance's file (as SIGHUP)
+  reload [--socket PATH] [--json]     re-read the running appliance's file (as SIGHUP);
+                                      exit 1 if the dispatcher or the router refused it
   capture [--socket PATH] -i IFACE [-w FILE] [-c COUNT] [-s SNAPLEN] [FILTER]
                                       pcap of what a link of the running appliance
                                       sends and receives (ghostrouter capture -h)
@@ -265,8 +275,13 @@ loop:
 		case reply := <-reloads:
 			reply <- app.notifiedReload(sd, *path)
 		case err := <-app.r.Faults():
-			log.Error("link fault", "err", err)
-			app.bgp.linkFault(err)
+			// See fault.go: mark it, withdraw, shut down, exit 1 for the
+			// supervisor to restart the appliance.
+			link := app.linkFault(err)
+			log.Error("link fault: shutting down so that the supervisor restarts the appliance", "interface", link, "err", err)
+			sd.Send(sdnotify.Status("link fault on " + link + ": " + err.Error() + "; exiting for a restart"))
+			code = exitLinkFault
+			break loop
 		}
 	}
 	sd.Send(sdnotify.Stopping)
@@ -274,7 +289,7 @@ loop:
 		log.Error("shutdown", "err", err)
 		code = 1
 	}
-	log.Info("stopped")
+	log.Info("stopped", "exit", code)
 	return code
 }
 
@@ -291,6 +306,7 @@ type appliance struct {
 	sender *announceSender
 	vr     *vrrp.Set
 	bgp    *bgpAnnouncer // nil without [bgp]
+	faults linkFaults    // links whose receive loop stopped (fault.go)
 
 	captures *capture.Hub
 }
