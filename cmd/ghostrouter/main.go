@@ -69,6 +69,7 @@ import (
 	"github.com/ghostrouter/ghostrouter/router"
 	"github.com/ghostrouter/ghostrouter/router/capture"
 	"github.com/ghostrouter/ghostrouter/router/config"
+	"github.com/ghostrouter/ghostrouter/router/tap"
 	"github.com/ghostrouter/ghostrouter/router/vrrp"
 )
 
@@ -204,93 +205,14 @@ func cmdRun(args []string, stderr io.Writer) int {
 	log := config.NewLogger(strings.ToLower(cfg.Router.LogLevel), stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	sd, err := sdnotify.FromEnv()
 	if err != nil {
 		log.Error("systemd notification disabled", "err", err)
 	}
-	var app *appliance
-	met := newMetrics(func() Status { return app.status(*path) }, func() (uint64, uint64, uint64) {
-		st := app.captures.Stats()
-		return st.Sessions.Load(), st.Captured.Load(), st.Dropped.Load()
-	})
-	app, err = newAppliance(cfg, log, met)
-	if err != nil {
-		log.Error("start failed", "err", err)
-		return 1
-	}
-	ctl, err := listenControl(cfg.Router.ControlSocket)
-	if err != nil {
-		log.Error("start failed", "err", err)
-		app.close()
-		return 1
-	}
-	created, _ := os.Lstat(cfg.Router.ControlSocket)
-	defer closeUnixSafely(ctl, cfg.Router.ControlSocket, created)
-	reloads := make(chan chan ReloadReply)
-	go app.serveControl(ctl, *path, func() ReloadReply {
-		reply := make(chan ReloadReply, 1)
-		select {
-		case reloads <- reply:
-			return <-reply
-		case <-ctx.Done():
-			return ReloadReply{Config: *path, Failed: stepShutdown, Error: "the appliance is shutting down"}
-		}
-	})
-	if cfg.Router.MetricsAddress != "" {
-		if err := app.serveMetrics(ctx, cfg.Router.MetricsAddress, met.Handler()); err != nil {
-			log.Error("start failed", "err", err)
-			app.close()
-			return 1
-		}
-	}
-	if err := dropPrivileges(cfg.Router.UID, cfg.Router.GID); err != nil {
-		log.Error("start failed", "err", err)
-		app.close()
-		return 1
-	}
-	if caps, err := effectiveCaps(); err == nil && caps != 0 {
-		// Started without root but with capabilities (or user = "root"):
-		// Go cannot drop them from every thread; starting as root can.
-		log.Warn("running with capabilities; start as root with [router] user set to have them dropped", "cap_eff", fmt.Sprintf("%#x", caps), "uid", os.Geteuid())
-	}
-	if !app.waitForwarding(ctx, readyWait) {
-		log.Warn("not every server's MAC is resolved; reporting ready anyway", "waited", readyWait)
-	}
-	if err := sd.Send(sdnotify.Ready, sdnotify.Status(fmt.Sprintf("forwarding: %d interfaces, %d clusters", len(cfg.Interfaces), len(cfg.Clusters)))); err != nil {
-		log.Error("systemd notification", "err", err)
-	}
-	log.Info("ghostrouter running", "config", *path, "uid", os.Geteuid(), "gid", os.Getegid(), "interfaces", len(cfg.Interfaces), "clusters", len(cfg.Clusters), "control_socket", cfg.Router.ControlSocket)
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	code := 0
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			log.Info("shutting down", "reason", "signal")
-			break loop
-		case <-hup:
-			app.notifiedReload(sd, *path)
-		case reply := <-reloads:
-			reply <- app.notifiedReload(sd, *path)
-		case err := <-app.r.Faults():
-			// See fault.go: mark it, withdraw, shut down, exit 1 for the
-			// supervisor to restart the appliance.
-			link := app.linkFault(err)
-			log.Error("link fault: shutting down so that the supervisor restarts the appliance", "interface", link, "err", err)
-			sd.Send(sdnotify.Status("link fault on " + link + ": " + err.Error() + "; exiting for a restart"))
-			code = exitLinkFault
-			break loop
-		}
-	}
-	sd.Send(sdnotify.Stopping)
-	if err := app.close(); err != nil {
-		log.Error("shutdown", "err", err)
-		code = 1
-	}
-	log.Info("stopped", "exit", code)
-	return code
+	return runAppliance(ctx, cfg, *path, log, runOptions{hup: hup, notify: sd, dropPrivileges: true})
 }
 
 // appliance is the running router plus what hangs off it.
@@ -311,8 +233,8 @@ type appliance struct {
 	captures *capture.Hub
 }
 
-func newAppliance(cfg *config.Config, log *slog.Logger, obs dispatch.Observer) (*appliance, error) {
-	r, err := router.New(cfg, router.Options{Logger: log})
+func newAppliance(cfg *config.Config, log *slog.Logger, obs dispatch.Observer, eps map[string]*tap.Endpoint) (*appliance, error) {
+	r, err := router.New(cfg, router.Options{Logger: log, Endpoints: eps})
 	if err != nil {
 		return nil, err
 	}
