@@ -11,7 +11,7 @@ COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 VPKG    := github.com/ghostrouter/ghostrouter/cmd/internal/version
 LDFLAGS := -X $(VPKG).version=$(VERSION) -X $(VPKG).commit=$(COMMIT)
 
-.PHONY: help deps build test unit demo bench vet fuzz clean
+.PHONY: help deps build test unit race demo bench vet fuzz clean
 
 help: ## list the targets
 	@awk -F':.*## ' '/^[a-z][a-z-]*:.*## /{printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,6 +34,12 @@ test: deps vet ## every test: unit, in-memory and end-to-end (root; under CI=tru
 
 unit: ## tests that need no root (the privileged ones skip outside CI)
 	$(GO) test -count=1 -short $(PKGS)
+
+# The unit tiers: every package but the end-to-end and benchmark rigs.
+UNITPKGS = $$($(GO) list ./... | grep -v -e /test/e2e -e /test/bench)
+
+race: ## the unit tiers (unit tests, socket-pair router tests) under the race detector
+	$(GO) test -race -count=1 -short -timeout 30m $(UNITPKGS)
 
 demo: deps build ## the showcase: namespaces, servers, the appliance, traffic, a readable account
 	./test/demo.sh

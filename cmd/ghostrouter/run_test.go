@@ -14,11 +14,11 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-	"golang.org/x/sys/unix"
 
 	"github.com/ghostrouter/ghostrouter/cmd/internal/sdnotify"
 	"github.com/ghostrouter/ghostrouter/router/config"
 	"github.com/ghostrouter/ghostrouter/router/tap"
+	"github.com/ghostrouter/ghostrouter/test/kit"
 )
 
 // runConfig is an appliance with every part that starts goroutines: a
@@ -115,13 +115,8 @@ func socketLinks(t *testing.T, cfg *config.Config) map[string]*tap.Endpoint {
 	t.Helper()
 	eps := map[string]*tap.Endpoint{}
 	for _, ic := range cfg.Interfaces {
-		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		peer := os.NewFile(uintptr(fds[1]), ic.Name+"-peer")
-		t.Cleanup(func() { peer.Close() })
-		ep, err := tap.NewEndpoint(tap.EndpointConfig{Name: ic.Name, Files: []*os.File{os.NewFile(uintptr(fds[0]), ic.Name)}, MAC: ic.MAC, MTU: 1500})
+		local, _ := kit.Pair(t, ic.Name) // the test's end stays silent
+		ep, err := tap.NewEndpoint(tap.EndpointConfig{Name: ic.Name, Files: []*os.File{local}, MAC: ic.MAC, MTU: 1500})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -14,27 +14,23 @@ import (
 	"time"
 
 	"golang.org/x/net/bpf"
-	"golang.org/x/sys/unix"
 
 	"github.com/ghostrouter/ghostrouter/router/tap"
+	"github.com/ghostrouter/ghostrouter/test/kit"
 )
 
 // endpoint returns a link endpoint over a socket pair; frames are shown to
 // its tap by writing them to the peer (inbound).
 func endpoint(t testing.TB) (*tap.Endpoint, *os.File) {
 	t.Helper()
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatalf("socketpair: %v", err)
-	}
+	local, peer := kit.Pair(t, "lan0")
 	ep, err := tap.NewEndpoint(tap.EndpointConfig{
-		Name: "lan0", Files: []*os.File{os.NewFile(uintptr(fds[0]), "lan0")},
+		Name: "lan0", Files: []*os.File{local},
 		MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, MTU: 1500,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	peer := os.NewFile(uintptr(fds[1]), "peer")
 	t.Cleanup(func() { ep.Close(); ep.Wait(); peer.Close() })
 	return ep, peer
 }
