@@ -42,7 +42,7 @@ race: ## the unit tiers (unit tests, socket-pair router tests) under the race de
 	$(GO) test -race -count=1 -short -timeout 30m $(UNITPKGS)
 
 demo: deps build ## the showcase: namespaces, servers, the appliance, traffic, a readable account
-	./test/demo.sh
+	$(GO) run ./test/cmd/demo -bin $(BIN)
 
 bench: deps build ## kernel vs ghostrouter side by side (root, a few minutes), then the datapath micro-benchmarks
 	GHOSTROUTER_BENCH=1 $(GO) test -count=1 -run '^TestBench$$' -v -timeout 30m ./test/bench/
