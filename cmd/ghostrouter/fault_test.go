@@ -42,7 +42,7 @@ func TestReloadReplyPrint(t *testing.T) {
 	var b bytes.Buffer
 	ReloadReply{Config: "g.toml", Failed: stepRouter, Error: "router: next hop 10.0.0.99 on lan0 unreachable",
 		Validated: []string{stepDispatch}, Committed: []string{}, Clusters: 1, Routes: 2}.print(&b)
-	for _, want := range []string{"rejected by router: router: next hop 10.0.0.99", "validated: dispatch; committed: none", "kept: 1 clusters, 2 routes"} {
+	for _, want := range []string{"rejected by the router: router: next hop 10.0.0.99", "validated: dispatch; committed: none", "kept: 1 clusters, 2 routes"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("missing %q in:\n%s", want, b.String())
 		}

@@ -61,7 +61,17 @@ func (r ReloadReply) Summary() string {
 	if r.OK {
 		return fmt.Sprintf("reloaded %s: %d clusters, %d routes", r.Config, r.Clusters, r.Routes)
 	}
-	return fmt.Sprintf("rejected by %s: %s", r.Failed, r.Error)
+	why := map[string]string{
+		stepConfig:   "rejected (the file)",
+		stepRestart:  "rejected (needs a restart)",
+		stepRouter:   "rejected by the router",
+		stepDispatch: "rejected by the dispatcher",
+		stepShutdown: "rejected (shutting down)",
+	}[r.Failed]
+	if why == "" {
+		why = "rejected (" + r.Failed + ")"
+	}
+	return why + ": " + r.Error
 }
 
 // print writes the reply for a person: the summary, the problems, and

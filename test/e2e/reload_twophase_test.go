@@ -141,7 +141,7 @@ func TestReloadRouterRefusesKeepsBoth(t *testing.T) {
 	if len(rep.Committed) != 0 || len(rep.Validated) != 1 || rep.Validated[0] != "dispatch" {
 		t.Errorf("reply: validated %v, committed %v; want validated [dispatch], nothing committed", rep.Validated, rep.Committed)
 	}
-	if out, err := tp.rtr.Run(tp.bin, "reload", "--socket", tp.sock); err == nil || !strings.Contains(out, "rejected by router") || !strings.Contains(out, "kept") {
+	if out, err := tp.rtr.Run(tp.bin, "reload", "--socket", tp.sock); err == nil || !strings.Contains(out, "rejected by the router") || !strings.Contains(out, "kept") {
 		t.Errorf("reload (text) of the same file: err %v, output:\n%s", err, out)
 	}
 	if st := tp.runningState(); fmt.Sprint(st) != fmt.Sprint(state0) {
