@@ -16,7 +16,8 @@ import (
 
 // TestOpsLinkDeletedExitsForRestart: deleting the appliance's LAN TAP
 // device under it is a link fault it acts on as documented: it logs the
-// fault naming the link, shuts down (removing the other TAP device it
+// fault naming the link, tells its supervisor (systemd STATUS, then
+// STOPPING=1), shuts down (removing the other TAP device it
 // created, and stops answering on its control socket) and exits with status 1, which the
 // shipped systemd unit answers with a restart (Restart=on-failure). Started
 // again as the supervisor would, it creates the link anew and every client
@@ -26,7 +27,13 @@ func TestOpsLinkDeletedExitsForRestart(t *testing.T) {
 	tp := newTopo(t, topoOptions{servers: 2, clientAddrs: nClients})
 	tp.startServers()
 	text := tp.baseConfig() + tp.clusterConfig("routing", "jhash", "")
-	tp.start(text)
+	// Started as the unit would (Type=notify): the supervisor hears why it stops.
+	tp.writeConfig(text)
+	nl := listenNotify(t, tp.h.ArtifactDir())
+	tp.app = tp.rtr.Start("ghostrouter", "env", "NOTIFY_SOCKET="+nl.path, tp.bin, "run", "-c", tp.cfgPath)
+	if msg := nl.next(t, 30*time.Second); !strings.HasPrefix(msg, "READY=1") {
+		t.Fatalf("first notification %q, want READY=1", msg)
+	}
 	tp.setupNodes()
 	clients := tp.clientSources(nClients)
 	want := tp.lookup(clients)
@@ -56,6 +63,12 @@ func TestOpsLinkDeletedExitsForRestart(t *testing.T) {
 		t.Fatalf("the appliance exited with %v after its LAN link was deleted, want exit status 1:\n%s", err, tp.app.Log())
 	}
 	took := time.Since(deleted)
+	if msg := nl.next(t, 5*time.Second); !strings.HasPrefix(msg, "STATUS=link fault on lan0: ") {
+		t.Errorf("the supervisor was told %q, want STATUS=link fault on lan0: ...", msg)
+	}
+	if msg := nl.next(t, 5*time.Second); msg != "STOPPING=1" {
+		t.Errorf("then %q, want STOPPING=1", msg)
+	}
 	log := tp.app.Log()
 	if !strings.Contains(log, "link fault") || !strings.Contains(log, "interface=lan0") {
 		t.Errorf("the log does not report the fault on lan0:\n%s", log)
