@@ -193,6 +193,11 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	for _, l := range st.Links {
+		up := uint64(0)
+		if l.State == "up" {
+			up = 1
+		}
+		emit("ghostrouter_link_up", "1 while the link's receive loops run; 0 once it faulted (the appliance then exits for a restart).", prometheus.GaugeValue, up, lnk, l.Name)
 		for k, v := range l.Counters {
 			emit("ghostrouter_link_"+k+"_total", linkHelp(k), prometheus.CounterValue, v, lnk, l.Name)
 		}
