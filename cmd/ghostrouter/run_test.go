@@ -177,6 +177,28 @@ func TestRunOwnsItsGoroutines(t *testing.T) {
 	if rep, err := requestReload(sock); err != nil || !rep.OK {
 		t.Fatalf("reload: %v %+v", err, rep)
 	}
+	// A file the router refuses (a new next hop that never answers ARP: the
+	// test's end of up0 stays silent): nothing committed, routes as before.
+	before, err := request(sock, "status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := strings.Replace(string(text), `via = "198.51.100.254"`, `via = "198.51.100.99"`, 1)
+	if err := os.WriteFile(path, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := requestReload(sock)
+	if err != nil || rep.OK || rep.Failed != stepRouter || len(rep.Committed) != 0 || !strings.Contains(rep.Error, "198.51.100.99") {
+		t.Errorf("reload of a file the router refuses: %v %+v", err, rep)
+	}
+	t.Logf("refused reload: %s", rep.Summary())
+	if after, err := request(sock, "status"); err != nil || fmt.Sprint(after.Routes) != fmt.Sprint(before.Routes) {
+		t.Errorf("routes after the refused reload: %v %v, want %v", err, after.Routes, before.Routes)
+	}
 	resp, err := http.Get("http://" + metrics.String() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
