@@ -12,23 +12,13 @@ import (
 	"time"
 
 	"github.com/ghostrouter/ghostrouter/router/tap"
+
+	"github.com/ghostrouter/ghostrouter/test/kit"
 )
 
 func arpFrame(op uint16, sender, target netip.Addr) []byte {
-	f := make([]byte, ethHeader+arpSize)
-	copy(f[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
-	copy(f[6:12], []byte{2, 0, 0, 0, 0, 7})
-	f[12], f[13] = 0x08, 0x06
-	p := f[ethHeader:]
-	binary.BigEndian.PutUint16(p[0:], 1)
-	binary.BigEndian.PutUint16(p[2:], 0x0800)
-	p[4], p[5] = 6, 4
-	binary.BigEndian.PutUint16(p[6:], op)
-	copy(p[8:14], []byte{2, 0, 0, 0, 0, 7})
-	s, t := sender.As4(), target.As4()
-	copy(p[14:18], s[:])
-	copy(p[24:28], t[:])
-	return f
+	mac := []byte{2, 0, 0, 0, 0, 7}
+	return kit.Ethernet(kit.Broadcast, mac, kit.TypeARP, kit.ARP(op, mac, sender, nil, target))
 }
 
 func TestGuard(t *testing.T) {

@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 
 	"github.com/ghostrouter/ghostrouter/router/tap"
+	"github.com/ghostrouter/ghostrouter/test/kit"
 )
 
 var (
@@ -42,12 +42,7 @@ func (r *recordedError) SendICMPv6Error(_ *tap.Endpoint, frame []byte, typ, code
 // lanPair returns a LAN endpoint over a SOCK_SEQPACKET pair and the test's end.
 func lanPair(t testing.TB) (*tap.Endpoint, *os.File) {
 	t.Helper()
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, b := os.NewFile(uintptr(fds[0]), "lan"), os.NewFile(uintptr(fds[1]), "lan-peer")
-	t.Cleanup(func() { a.Close(); b.Close() })
+	a, b := kit.Pair(t, "lan")
 	ep, err := tap.NewEndpoint(tap.EndpointConfig{Name: "lan", Files: []*os.File{a}, MAC: hookLANMAC, MTU: 1500})
 	if err != nil {
 		t.Fatal(err)

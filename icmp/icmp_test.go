@@ -1,43 +1,22 @@
 package icmp
 
 import (
-	"encoding/binary"
 	"net/netip"
 	"testing"
 	"time"
 
-	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/ghostrouter/ghostrouter/test/kit"
 )
 
 func frame4(src, dst netip.Addr, ttl, proto uint8, payload []byte) []byte {
-	f := make([]byte, 14+20+len(payload))
-	copy(f[0:6], []byte{2, 0, 0, 0, 0, 1})
-	copy(f[6:12], []byte{2, 0, 0, 0, 0, 2})
-	f[12], f[13] = 0x08, 0x00
-	ip := header.IPv4(f[14:])
-	ip.Encode(&header.IPv4Fields{TotalLength: uint16(20 + len(payload)), TTL: ttl, Protocol: proto,
-		SrcAddr: tcpip.AddrFrom4(src.As4()), DstAddr: tcpip.AddrFrom4(dst.As4())})
-	ip.SetChecksum(^ip.CalculateChecksum())
-	copy(f[34:], payload)
-	return f
+	return kit.Ethernet([]byte{2, 0, 0, 0, 0, 1}, []byte{2, 0, 0, 0, 0, 2}, kit.TypeIPv4, kit.IPv4(src, dst, ttl, proto, 0, payload))
 }
 
 func frame6(src, dst netip.Addr, hop, next uint8, payload []byte) []byte {
-	f := make([]byte, 14+40+len(payload))
-	copy(f[0:6], []byte{2, 0, 0, 0, 0, 1})
-	copy(f[6:12], []byte{2, 0, 0, 0, 0, 2})
-	f[12], f[13] = 0x86, 0xdd
-	ip := f[14:]
-	ip[0] = 0x60
-	binary.BigEndian.PutUint16(ip[4:], uint16(len(payload)))
-	ip[6], ip[7] = next, hop
-	s, d := src.As16(), dst.As16()
-	copy(ip[8:24], s[:])
-	copy(ip[24:40], d[:])
-	copy(ip[40:], payload)
-	return f
+	return kit.Ethernet([]byte{2, 0, 0, 0, 0, 1}, []byte{2, 0, 0, 0, 0, 2}, kit.TypeIPv6, kit.IPv6(src, dst, hop, next, payload))
 }
 
 func TestAppendError4(t *testing.T) {

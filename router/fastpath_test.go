@@ -10,11 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/ghostrouter/ghostrouter/router/config"
 	"github.com/ghostrouter/ghostrouter/router/tap"
+	"github.com/ghostrouter/ghostrouter/test/kit"
 )
 
 // The fast path's tests run the real router over socket pairs (as
@@ -50,13 +50,8 @@ func newFastRig(tb testing.TB) *fastRig {
 	rig := &fastRig{cfg: cfg}
 	eps := map[string]*tap.Endpoint{}
 	for _, ic := range cfg.Interfaces {
-		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			tb.Fatalf("socketpair: %v", err)
-		}
-		peer := os.NewFile(uintptr(fds[1]), ic.Name+"-test")
-		tb.Cleanup(func() { peer.Close() })
-		ep, err := tap.NewEndpoint(tap.EndpointConfig{Name: ic.Name, Files: []*os.File{os.NewFile(uintptr(fds[0]), ic.Name)}, MAC: ic.MAC, MTU: 1500})
+		local, peer := kit.Pair(tb, ic.Name)
+		ep, err := tap.NewEndpoint(tap.EndpointConfig{Name: ic.Name, Files: []*os.File{local}, MAC: ic.MAC, MTU: 1500})
 		if err != nil {
 			tb.Fatal(err)
 		}

@@ -33,7 +33,10 @@ type addrPolicy struct {
 }
 
 // setPolicy builds the snapshot from cfg and the router's links.
-func (r *Router) setPolicy(cfg *config.Config) {
+func (r *Router) setPolicy(cfg *config.Config) { r.policy.Store(r.policyFor(cfg)) }
+
+// policyFor builds the snapshot of cfg without publishing it.
+func (r *Router) policyFor(cfg *config.Config) *addrPolicy {
 	p := &addrPolicy{ghosts: map[[4]byte]struct{}{}, local6: map[[16]byte]struct{}{}}
 	for _, cl := range cfg.Clusters {
 		if cl.Address.Is4() {
@@ -47,7 +50,7 @@ func (r *Router) setPolicy(cfg *config.Config) {
 			}
 		}
 	}
-	r.policy.Store(p)
+	return p
 }
 
 // isGhost4 reports whether a is the address of a cluster.

@@ -235,9 +235,11 @@ func (r *Router) addNIC(l *Link) error {
 	return nil
 }
 
-// setRoutes installs the connected routes of every interface and the
-// configured routes, longest prefix first (netstack scans the table in order).
-func (r *Router) setRoutes(cfg *config.Config) error {
+// routeTable computes the routing table cfg asks for, without installing
+// it: the connected routes of every interface and the configured routes,
+// longest prefix first (netstack scans the table in order), and the IPv4
+// part of it as the redirect decision reads it.
+func (r *Router) routeTable(cfg *config.Config) ([]tcpip.Route, []fibEntry, error) {
 	type row struct {
 		route tcpip.Route
 		bits  int
@@ -254,7 +256,7 @@ func (r *Router) setRoutes(cfg *config.Config) error {
 		}
 		l, err := r.link(cl.Interface)
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		host := netip.PrefixFrom(cl.Address, cl.Address.BitLen())
 		rows = append(rows, row{route: tcpip.Route{Destination: subnet(host), Gateway: address(cl.BroadcastAddress), NIC: l.NIC}, bits: host.Bits()})
@@ -262,7 +264,7 @@ func (r *Router) setRoutes(cfg *config.Config) error {
 	for _, rt := range cfg.Routes {
 		l, err := r.link(rt.Interface)
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		tr := tcpip.Route{Destination: subnet(rt.To), NIC: l.NIC}
 		if rt.Via.IsValid() {
@@ -285,9 +287,7 @@ func (r *Router) setRoutes(cfg *config.Config) error {
 		}
 		fib = append(fib, fe)
 	}
-	r.fib.Store(&fib)
-	r.stack.SetRouteTable(table)
-	return nil
+	return table, fib, nil
 }
 
 // AddStaticNeighbor adds a permanent neighbor entry that nothing received

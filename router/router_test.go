@@ -1,19 +1,18 @@
 package router
 
 import (
-	"encoding/binary"
 	"net"
 	"net/netip"
 	"os"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/ghostrouter/ghostrouter/router/config"
 	"github.com/ghostrouter/ghostrouter/router/tap"
+	"github.com/ghostrouter/ghostrouter/test/kit"
 )
 
 // The tier-2 tests: the real router over real file descriptors (SOCK_SEQPACKET
@@ -41,13 +40,8 @@ type wire struct {
 
 func socketPair(t *testing.T, name string) (*os.File, *wire) {
 	t.Helper()
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatalf("socketpair: %v", err)
-	}
-	w := &wire{t: t, f: os.NewFile(uintptr(fds[1]), name+"-test")}
-	t.Cleanup(func() { w.f.Close() })
-	return os.NewFile(uintptr(fds[0]), name), w
+	local, peer := kit.Pair(t, name)
+	return local, &wire{t: t, f: peer}
 }
 
 func (w *wire) send(frame []byte) {
@@ -103,49 +97,15 @@ func newTestRouter(t *testing.T) (*Router, *wire, *wire) {
 
 // icmpEcho builds an Ethernet frame with an ICMP echo request.
 func icmpEcho(srcMAC, dstMAC net.HardwareAddr, src, dst netip.Addr, ttl uint8, id uint16) []byte {
-	payload := []byte("ghostrouter-test")
-	ic := make([]byte, header.ICMPv4MinimumSize+len(payload))
-	ic[0] = 8
-	binary.BigEndian.PutUint16(ic[4:], id)
-	binary.BigEndian.PutUint16(ic[6:], 1)
-	copy(ic[8:], payload)
-	binary.BigEndian.PutUint16(ic[2:], ^checksum.Checksum(ic, 0))
-	return ipFrame(srcMAC, dstMAC, src, dst, ttl, 1, ic)
+	return ipFrame(srcMAC, dstMAC, src, dst, ttl, 1, kit.ICMPEcho(8, id, 1, []byte("ghostrouter-test")))
 }
 
 func ipFrame(srcMAC, dstMAC net.HardwareAddr, src, dst netip.Addr, ttl, proto uint8, payload []byte) []byte {
-	f := make([]byte, header.EthernetMinimumSize+header.IPv4MinimumSize+len(payload))
-	copy(f[0:6], dstMAC)
-	copy(f[6:12], srcMAC)
-	f[12], f[13] = 0x08, 0x00
-	ip := header.IPv4(f[header.EthernetMinimumSize:])
-	s, d := src.As4(), dst.As4()
-	ip[0] = 0x45
-	binary.BigEndian.PutUint16(ip[2:], uint16(len(ip)))
-	binary.BigEndian.PutUint16(ip[4:], 0x1234)
-	ip[8] = ttl
-	ip[9] = proto
-	copy(ip[12:16], s[:])
-	copy(ip[16:20], d[:])
-	ip.SetChecksum(^ip.CalculateChecksum())
-	copy(ip[header.IPv4MinimumSize:], payload)
-	return f
+	return kit.Ethernet(dstMAC, srcMAC, kit.TypeIPv4, kit.IPv4(src, dst, ttl, proto, 0x1234, payload))
 }
 
 func arpReply(srcMAC, dstMAC net.HardwareAddr, src, dst netip.Addr) []byte {
-	f := make([]byte, header.EthernetMinimumSize+header.ARPSize)
-	copy(f[0:6], dstMAC)
-	copy(f[6:12], srcMAC)
-	f[12], f[13] = 0x08, 0x06
-	a := header.ARP(f[header.EthernetMinimumSize:])
-	a.SetIPv4OverEthernet()
-	a.SetOp(header.ARPReply)
-	s, d := src.As4(), dst.As4()
-	copy(a.HardwareAddressSender(), srcMAC)
-	copy(a.ProtocolAddressSender(), s[:])
-	copy(a.HardwareAddressTarget(), dstMAC)
-	copy(a.ProtocolAddressTarget(), d[:])
-	return f
+	return kit.Ethernet(dstMAC, srcMAC, kit.TypeARP, kit.ARP(kit.ARPReply, srcMAC, src, dstMAC, dst))
 }
 
 func isARPRequestFor(ip netip.Addr) func([]byte) bool {

@@ -10,6 +10,8 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/ghostrouter/ghostrouter/test/kit"
 )
 
 // The appliance's side of the tests' LAN.
@@ -117,21 +119,8 @@ func targets(n int, v6 bool) []Target {
 // arpFrame builds an ARP frame from the host at (mac, addr): op 1 or 2,
 // Ethernet destination dst, target (tha, tpa).
 func arpFrame(op uint16, dst, mac [6]byte, addr netip.Addr, tha [6]byte, tpa netip.Addr) []byte {
-	f := make([]byte, 60)
-	copy(f[0:6], dst[:])
-	copy(f[6:12], mac[:])
-	f[12], f[13] = 0x08, 0x06
-	p := f[14:]
-	binary.BigEndian.PutUint16(p[0:], 1)
-	binary.BigEndian.PutUint16(p[2:], 0x0800)
-	p[4], p[5] = 6, 4
-	binary.BigEndian.PutUint16(p[6:], op)
-	copy(p[8:14], mac[:])
-	a, t := addr.As4(), tpa.As4()
-	copy(p[14:18], a[:])
-	copy(p[18:24], tha[:])
-	copy(p[24:28], t[:])
-	return f
+	f := kit.Ethernet(dst[:], mac[:], kit.TypeARP, kit.ARP(op, mac[:], addr, tha[:], tpa))
+	return append(f, make([]byte, 60-len(f))...) // padded to the Ethernet minimum
 }
 
 // arpAnswer is the ARP reply of the host (mac, addr) to the appliance.

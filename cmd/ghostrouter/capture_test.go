@@ -15,12 +15,12 @@ import (
 	"time"
 
 	"golang.org/x/net/bpf"
-	"golang.org/x/sys/unix"
 
 	"github.com/ghostrouter/ghostrouter/router"
 	"github.com/ghostrouter/ghostrouter/router/capture"
 	"github.com/ghostrouter/ghostrouter/router/config"
 	"github.com/ghostrouter/ghostrouter/router/tap"
+	"github.com/ghostrouter/ghostrouter/test/kit"
 )
 
 // chunk frames payload as the appliance does.
@@ -108,13 +108,8 @@ func TestCaptureOverControlSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := os.NewFile(uintptr(fds[1]), "peer")
-	defer peer.Close()
-	ep, err := tap.NewEndpoint(tap.EndpointConfig{Name: "lan0", Files: []*os.File{os.NewFile(uintptr(fds[0]), "lan0")}, MAC: cfg.Interfaces[0].MAC, MTU: 1500})
+	local, peer := kit.Pair(t, "lan0")
+	ep, err := tap.NewEndpoint(tap.EndpointConfig{Name: "lan0", Files: []*os.File{local}, MAC: cfg.Interfaces[0].MAC, MTU: 1500})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +127,7 @@ func TestCaptureOverControlSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	go a.serveControl(l, "t.toml", func() string { return "" })
+	go a.serveControl(l, "t.toml", func() ReloadReply { return ReloadReply{} })
 
 	// ARP only: ether proto 0x0806.
 	arpOnly, _ := bpf.Assemble([]bpf.Instruction{

@@ -23,7 +23,7 @@ import (
 
 // The control socket speaks one request per connection: the client writes a
 // command word and a newline ("status" or "reload"), the appliance answers
-// with one JSON document and closes.
+// with one JSON document (a Status, or a ReloadReply) and closes.
 
 // Status is what `ghostrouter status` shows.
 type Status struct {
@@ -48,10 +48,14 @@ type Status struct {
 	Message  string          `json:"message,omitempty"`
 }
 
-// LinkStatus is one interface's counters.
+// LinkStatus is one interface's state and counters.
 type LinkStatus struct {
-	Name     string            `json:"name"`
-	MAC      string            `json:"mac"`
+	Name string `json:"name"`
+	MAC  string `json:"mac"`
+	// State is "up", or "faulted" once its receive loop stopped (the
+	// appliance is then shutting down: fault.go); Fault is the error.
+	State    string            `json:"state"`
+	Fault    string            `json:"fault,omitempty"`
 	Counters map[string]uint64 `json:"counters"`
 }
 
@@ -110,9 +114,12 @@ func (a *appliance) status(path string) Status {
 	}
 	for _, l := range a.r.Links() {
 		s := l.EP.Stats()
+		state, fault := a.faults.state(l.Config.Name)
 		st.Links = append(st.Links, LinkStatus{
-			Name: l.Config.Name,
-			MAC:  l.Config.MAC.String(),
+			Name:  l.Config.Name,
+			MAC:   l.Config.MAC.String(),
+			State: state,
+			Fault: fault,
 			Counters: map[string]uint64{
 				"rx_frames": s.RxFrames.Load(), "rx_bytes": s.RxBytes.Load(),
 				"rx_runt": s.RxRunt.Load(), "rx_foreign": s.RxForeign.Load(), "rx_errors": s.RxErrors.Load(),
@@ -132,8 +139,8 @@ func (a *appliance) status(path string) Status {
 func listenControl(path string) (net.Listener, error) { return listenUnixSafely(path) }
 
 // serveControl answers requests on l; reload requests are handed to reload,
-// which returns the message to send back.
-func (a *appliance) serveControl(l net.Listener, path string, reload func() string) {
+// whose reply (a ReloadReply) is sent back.
+func (a *appliance) serveControl(l net.Listener, path string, reload func() ReloadReply) {
 	acceptLoop(l, maxControlConns, a.log, "control socket", func(c net.Conn) {
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(5 * time.Second))
@@ -146,12 +153,12 @@ func (a *appliance) serveControl(l net.Listener, path string, reload func() stri
 			a.serveCapture(c, io.MultiReader(br, c))
 			return
 		}
-		var resp Status
+		var resp any
 		switch strings.TrimSpace(line) {
 		case "status":
 			resp = a.status(path)
 		case "reload":
-			resp = Status{Message: reload()}
+			resp = reload()
 		default:
 			resp = Status{Message: fmt.Sprintf("unknown request %q", strings.TrimSpace(line))}
 		}
@@ -201,25 +208,6 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	printStatus(stdout, st)
-	return 0
-}
-
-func cmdReload(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("reload", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	sock := socketFlag(fs)
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	st, err := request(*sock, "reload")
-	if err != nil {
-		fmt.Fprintf(stderr, "ghostrouter reload: %v\n", err)
-		return 1
-	}
-	fmt.Fprintln(stdout, st.Message)
-	if strings.HasPrefix(st.Message, "rejected") {
-		return 1
-	}
 	return 0
 }
 
@@ -310,7 +298,10 @@ func printStatus(w io.Writer, st *Status) {
 	}
 	fmt.Fprintln(tw, "\nlinks")
 	for _, l := range st.Links {
-		printCounters(tw, "  "+l.Name+" "+l.MAC+":", l.Counters)
+		if l.State == "faulted" {
+			fmt.Fprintf(tw, "  %s FAULTED: %s\n", l.Name, l.Fault)
+		}
+		printCounters(tw, "  "+l.Name+" "+l.MAC+" "+l.State+":", l.Counters)
 	}
 	printCounters(tw, "\nrouter:", st.Counters)
 	tw.Flush()

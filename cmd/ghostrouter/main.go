@@ -8,7 +8,10 @@
 //	run    -c FILE           run the appliance in the foreground; SIGHUP
 //	                         re-reads the file (a bad file keeps the running
 //	                         configuration); SIGTERM or SIGINT shuts it down
-//	                         and removes the TAP devices it created
+//	                         and removes the TAP devices it created; a link
+//	                         fault (a TAP device deleted or broken under it)
+//	                         shuts it down the same way and exits 1, for its
+//	                         supervisor to restart it (fault.go)
 //	check  -c FILE           validate a configuration file: exit 0, or 1 with
 //	                         every problem as FILE:LINE: KEY: MESSAGE
 //	lookup -c FILE [--cluster NAME] [--down IDS] CLIENT...
@@ -17,7 +20,12 @@
 //	status [--socket PATH] [--json]
 //	                         the running appliance: clusters, servers,
 //	                         health, counters, neighbor table
-//	reload [--socket PATH]   as SIGHUP, and says whether the file was taken
+//	reload [--socket PATH] [--json]
+//	                         as SIGHUP, in two phases: the dispatcher and the
+//	                         router each validate the file, and both commit
+//	                         only if both accept it (reload.go); prints what
+//	                         was validated and committed (--json: the reply
+//	                         as sent), exits 1 if the file was not taken
 //	capture [--socket PATH] -i IFACE [-w FILE] [-c COUNT] [-s SNAPLEN] [FILTER]
 //	                         pcap of what a link of the running appliance
 //	                         sends and receives
@@ -30,7 +38,8 @@
 //	help                     the usage text
 //
 // Exit codes: 0 success; 1 failure (a bad configuration, a start that
-// failed, an appliance that refused or could not be reached); 2 bad usage.
+// failed, an appliance that refused or could not be reached, a link fault
+// under `run`); 2 bad usage.
 //
 // The configuration file is described in router/config/README.md; the
 // running appliance answers status, reload and capture on its control
@@ -60,6 +69,7 @@ import (
 	"github.com/ghostrouter/ghostrouter/router"
 	"github.com/ghostrouter/ghostrouter/router/capture"
 	"github.com/ghostrouter/ghostrouter/router/config"
+	"github.com/ghostrouter/ghostrouter/router/tap"
 	"github.com/ghostrouter/ghostrouter/router/vrrp"
 )
 
@@ -73,7 +83,8 @@ commands:
                                       (--down: as if those servers had failed)
   status [--socket PATH] [--json]     the running appliance: clusters, servers,
                                       counters, neighbor table
-  reload [--socket PATH]              re-read the running appliance's file (as SIGHUP)
+  reload [--socket PATH] [--json]     re-read the running appliance's file (as SIGHUP);
+                                      exit 1 if the dispatcher or the router refused it
   capture [--socket PATH] -i IFACE [-w FILE] [-c COUNT] [-s SNAPLEN] [FILTER]
                                       pcap of what a link of the running appliance
                                       sends and receives (ghostrouter capture -h)
@@ -194,88 +205,14 @@ func cmdRun(args []string, stderr io.Writer) int {
 	log := config.NewLogger(strings.ToLower(cfg.Router.LogLevel), stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	sd, err := sdnotify.FromEnv()
 	if err != nil {
 		log.Error("systemd notification disabled", "err", err)
 	}
-	var app *appliance
-	met := newMetrics(func() Status { return app.status(*path) }, func() (uint64, uint64, uint64) {
-		st := app.captures.Stats()
-		return st.Sessions.Load(), st.Captured.Load(), st.Dropped.Load()
-	})
-	app, err = newAppliance(cfg, log, met)
-	if err != nil {
-		log.Error("start failed", "err", err)
-		return 1
-	}
-	ctl, err := listenControl(cfg.Router.ControlSocket)
-	if err != nil {
-		log.Error("start failed", "err", err)
-		app.close()
-		return 1
-	}
-	created, _ := os.Lstat(cfg.Router.ControlSocket)
-	defer closeUnixSafely(ctl, cfg.Router.ControlSocket, created)
-	reloads := make(chan chan string)
-	go app.serveControl(ctl, *path, func() string {
-		reply := make(chan string, 1)
-		select {
-		case reloads <- reply:
-			return <-reply
-		case <-ctx.Done():
-			return "rejected: shutting down"
-		}
-	})
-	if cfg.Router.MetricsAddress != "" {
-		if err := app.serveMetrics(ctx, cfg.Router.MetricsAddress, met.Handler()); err != nil {
-			log.Error("start failed", "err", err)
-			app.close()
-			return 1
-		}
-	}
-	if err := dropPrivileges(cfg.Router.UID, cfg.Router.GID); err != nil {
-		log.Error("start failed", "err", err)
-		app.close()
-		return 1
-	}
-	if caps, err := effectiveCaps(); err == nil && caps != 0 {
-		// Started without root but with capabilities (or user = "root"):
-		// Go cannot drop them from every thread; starting as root can.
-		log.Warn("running with capabilities; start as root with [router] user set to have them dropped", "cap_eff", fmt.Sprintf("%#x", caps), "uid", os.Geteuid())
-	}
-	if !app.waitForwarding(ctx, readyWait) {
-		log.Warn("not every server's MAC is resolved; reporting ready anyway", "waited", readyWait)
-	}
-	if err := sd.Send(sdnotify.Ready, sdnotify.Status(fmt.Sprintf("forwarding: %d interfaces, %d clusters", len(cfg.Interfaces), len(cfg.Clusters)))); err != nil {
-		log.Error("systemd notification", "err", err)
-	}
-	log.Info("ghostrouter running", "config", *path, "uid", os.Geteuid(), "gid", os.Getegid(), "interfaces", len(cfg.Interfaces), "clusters", len(cfg.Clusters), "control_socket", cfg.Router.ControlSocket)
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	code := 0
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			log.Info("shutting down", "reason", "signal")
-			break loop
-		case <-hup:
-			app.notifiedReload(sd, *path)
-		case reply := <-reloads:
-			reply <- app.notifiedReload(sd, *path)
-		case err := <-app.r.Faults():
-			log.Error("link fault", "err", err)
-			app.bgp.linkFault(err)
-		}
-	}
-	sd.Send(sdnotify.Stopping)
-	if err := app.close(); err != nil {
-		log.Error("shutdown", "err", err)
-		code = 1
-	}
-	log.Info("stopped")
-	return code
+	return runAppliance(ctx, cfg, *path, log, runOptions{hup: hup, notify: sd, dropPrivileges: true})
 }
 
 // appliance is the running router plus what hangs off it.
@@ -291,12 +228,13 @@ type appliance struct {
 	sender *announceSender
 	vr     *vrrp.Set
 	bgp    *bgpAnnouncer // nil without [bgp]
+	faults linkFaults    // links whose receive loop stopped (fault.go)
 
 	captures *capture.Hub
 }
 
-func newAppliance(cfg *config.Config, log *slog.Logger, obs dispatch.Observer) (*appliance, error) {
-	r, err := router.New(cfg, router.Options{Logger: log})
+func newAppliance(cfg *config.Config, log *slog.Logger, obs dispatch.Observer, eps map[string]*tap.Endpoint) (*appliance, error) {
+	r, err := router.New(cfg, router.Options{Logger: log, Endpoints: eps})
 	if err != nil {
 		return nil, err
 	}
@@ -408,49 +346,6 @@ func probe(r *router.Router, cfg *config.Config) {
 			arp.Probe(ep, []netip.Addr{cl.Address, cl.BroadcastAddress})
 		}
 	}
-}
-
-// reload re-reads the configuration file. A file with problems is reported
-// and the running configuration stays.
-//
-// Clusters (added, removed, servers, weights, drain, health settings),
-// routes, permanent neighbors and send_redirects change live; interfaces need
-// a restart, and a file that changes them is rejected whole.
-func (a *appliance) reload(path string) string {
-	reject := func(err error) string {
-		a.log.Error("reload rejected; keeping the running configuration", "config", path, "err", err)
-		return "rejected: " + err.Error()
-	}
-	cfg, err := config.Reload(path, a.cfg)
-	if err != nil {
-		return reject(err)
-	}
-	if err := a.r.CheckReconfigure(cfg); err != nil {
-		return reject(err)
-	}
-	if vrrpChanged(a.cfg.VRRP, cfg.VRRP) {
-		return reject(errors.New("[[vrrp]] changed: virtual routers need a restart (stop this appliance with SIGTERM; its backup takes over meanwhile)"))
-	}
-	// New servers are targets before their health checks start, so none is
-	// checked before its MAC is known; a rejected file restores the old set.
-	a.nb.SetTargets(serverTargets(cfg))
-	if err := a.m.Apply(cfg); err != nil {
-		a.nb.SetTargets(serverTargets(a.cfg))
-		return reject(err)
-	}
-	if err := a.r.Reconfigure(cfg); err != nil {
-		// Interfaces were checked above; what is left can only fail on a
-		// netstack refusal, which the log reports.
-		a.log.Error("reload: router reconfiguration incomplete", "err", err)
-	}
-	a.nb.Resync() // the router's permanent entries changed: the servers' go in again
-	a.guard.Protect(protectedAddresses(cfg))
-	a.ports.Set(announcePortRules(a.r, cfg))
-	probe(a.r, cfg)
-	a.bgp = reconfigureBGP(a.bgp, cfg, a.r, a.m, a.log)
-	a.cfg = cfg
-	a.log.Info("reloaded", "config", path, "clusters", len(cfg.Clusters), "routes", len(cfg.Routes))
-	return fmt.Sprintf("reloaded %s: %d clusters, %d routes", path, len(cfg.Clusters), len(cfg.Routes))
 }
 
 func (a *appliance) close() error {

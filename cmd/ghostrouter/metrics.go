@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,26 +24,33 @@ import (
 // Prometheus exposition formats (client_golang negotiates text or
 // protobuf).
 
-// serveMetrics listens on addr and serves h until ctx is done.
-func (a *appliance) serveMetrics(ctx context.Context, addr string, h http.Handler) error {
+// serveMetrics listens on addr and serves h until ctx is done; then it
+// lets requests in progress finish for up to a second and closes the rest.
+// Its goroutines are counted in wg.
+func (a *appliance) serveMetrics(ctx context.Context, wg *sync.WaitGroup, addr string, h http.Handler) (net.Addr, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("metrics: %w", err)
+		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	srv := newMetricsServer(h)
+	wg.Add(2)
 	go func() {
+		defer wg.Done()
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		srv.Shutdown(sctx)
+		if srv.Shutdown(sctx) != nil {
+			srv.Close()
+		}
 	}()
 	go func() {
+		defer wg.Done()
 		if err := srv.Serve(limitListener(l, maxMetricsConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.log.Error("metrics server stopped", "err", err)
 		}
 	}()
 	a.log.Info("metrics", "address", l.Addr().String())
-	return nil
+	return l.Addr(), nil
 }
 
 // newMetricsServer is the HTTP server of the metrics endpoint: /metrics
@@ -185,6 +193,11 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	for _, l := range st.Links {
+		up := uint64(0)
+		if l.State == "up" {
+			up = 1
+		}
+		emit("ghostrouter_link_up", "1 while the link's receive loops run; 0 once it faulted (the appliance then exits for a restart).", prometheus.GaugeValue, up, lnk, l.Name)
 		for k, v := range l.Counters {
 			emit("ghostrouter_link_"+k+"_total", linkHelp(k), prometheus.CounterValue, v, lnk, l.Name)
 		}

@@ -23,7 +23,8 @@ func testStatus() Status {
 				{ID: 1, Address: "10.0.0.12", Up: false, Buckets: 0, Packets: 4, Bytes: 400, Transitions: 1},
 			},
 		}},
-		Links:    []LinkStatus{{Name: "lan0", Counters: map[string]uint64{"rx_frames": 7, "tx_bytes": 70}}},
+		Links: []LinkStatus{{Name: "lan0", State: "up", Counters: map[string]uint64{"rx_frames": 7, "tx_bytes": 70}},
+			{Name: "up0", State: "faulted", Fault: "link up0: receive loop stopped: file descriptor in bad state"}},
 		Counters: map[string]uint64{"ttl_exceeded": 1, "fastpath_forwarded": 5},
 	}
 }
@@ -58,6 +59,8 @@ func TestMetrics(t *testing.T) {
 		`ghostrouter_server_buckets{address="10.0.0.11",cluster="web",server="0"} 2048` + "\n",
 		`ghostrouter_server_packets_total{address="10.0.0.12",cluster="web",server="1"} 4` + "\n",
 		`ghostrouter_link_rx_frames_total{interface="lan0"} 7` + "\n",
+		`ghostrouter_link_up{interface="lan0"} 1` + "\n",
+		`ghostrouter_link_up{interface="up0"} 0` + "\n",
 		"ghostrouter_ttl_exceeded_total 1\n",
 		"# TYPE ghostrouter_health_check_duration_seconds histogram\n",
 		`ghostrouter_health_check_duration_seconds_bucket{cluster="web",result="ok",server="0",le="0.005"} 1` + "\n",

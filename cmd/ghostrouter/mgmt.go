@@ -37,12 +37,27 @@ const (
 
 // acceptLoop accepts connections on l and hands each to serve on its own
 // goroutine, at most max at once (the next accept waits for a slot). It
-// returns when l is closed. Any other accept error (EMFILE, ENFILE,
-// ENOBUFS...) is logged once per run of failures and retried after a
-// back-off that doubles from 5 ms to 1 s: a full file-descriptor table
-// pauses the loop, it never ends it.
+// returns when l is closed, after closing the connections still open and
+// waiting for their serve calls to return: it owns every goroutine it
+// starts. Any other accept error (EMFILE, ENFILE, ENOBUFS...) is logged
+// once per run of failures and retried after a back-off that doubles from
+// 5 ms to 1 s: a full file-descriptor table pauses the loop, it never ends
+// it.
 func acceptLoop(l net.Listener, max int, log *slog.Logger, what string, serve func(net.Conn)) {
 	slots := make(chan struct{}, max)
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		open = map[net.Conn]struct{}{}
+	)
+	defer func() {
+		mu.Lock()
+		for c := range open {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	}()
 	var backoff time.Duration
 	for {
 		slots <- struct{}{}
@@ -65,8 +80,18 @@ func acceptLoop(l net.Listener, max int, log *slog.Logger, what string, serve fu
 			log.Info(what + ": accepting again")
 			backoff = 0
 		}
+		mu.Lock()
+		open[c] = struct{}{}
+		mu.Unlock()
+		wg.Add(1)
 		go func() {
-			defer func() { <-slots }()
+			defer func() {
+				mu.Lock()
+				delete(open, c)
+				mu.Unlock()
+				<-slots
+				wg.Done()
+			}()
 			serve(c)
 		}()
 	}

@@ -44,13 +44,13 @@ func (a *appliance) waitForwarding(ctx context.Context, max time.Duration) bool 
 }
 
 // notifiedReload is reload bracketed by RELOADING=1 and READY=1.
-func (a *appliance) notifiedReload(sd *sdnotify.Notifier, path string) string {
+func (a *appliance) notifiedReload(sd *sdnotify.Notifier, path string) ReloadReply {
 	if err := sd.Reloading(); err != nil {
 		a.log.Error("systemd notification", "err", err)
 	}
-	msg := a.reload(path)
-	if err := sd.Send(sdnotify.Ready, sdnotify.Status(msg)); err != nil {
+	rep := a.reload(path)
+	if err := sd.Send(sdnotify.Ready, sdnotify.Status(rep.Summary())); err != nil {
 		a.log.Error("systemd notification", "err", err)
 	}
-	return msg
+	return rep
 }

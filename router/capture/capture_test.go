@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,47 +15,32 @@ import (
 	"time"
 
 	"golang.org/x/net/bpf"
-	"golang.org/x/sys/unix"
 
 	"github.com/ghostrouter/ghostrouter/router/tap"
+	"github.com/ghostrouter/ghostrouter/test/kit"
 )
 
 // endpoint returns a link endpoint over a socket pair; frames are shown to
 // its tap by writing them to the peer (inbound).
 func endpoint(t testing.TB) (*tap.Endpoint, *os.File) {
 	t.Helper()
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatalf("socketpair: %v", err)
-	}
+	local, peer := kit.Pair(t, "lan0")
 	ep, err := tap.NewEndpoint(tap.EndpointConfig{
-		Name: "lan0", Files: []*os.File{os.NewFile(uintptr(fds[0]), "lan0")},
+		Name: "lan0", Files: []*os.File{local},
 		MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, MTU: 1500,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	peer := os.NewFile(uintptr(fds[1]), "peer")
 	t.Cleanup(func() { ep.Close(); ep.Wait(); peer.Close() })
 	return ep, peer
 }
 
 // udpFrame is an Ethernet/IPv4/UDP frame to dstPort with n payload bytes.
 func udpFrame(dstPort uint16, n int) []byte {
-	f := make([]byte, 14+20+8+n)
-	copy(f[0:6], []byte{2, 0, 0, 0, 0, 1})
-	copy(f[6:12], []byte{2, 0, 0, 0, 0, 2})
-	binary.BigEndian.PutUint16(f[12:], 0x0800)
-	ip := f[14:]
-	ip[0] = 0x45
-	binary.BigEndian.PutUint16(ip[2:], uint16(20+8+n))
-	ip[8], ip[9] = 64, 17
-	copy(ip[12:16], []byte{192, 0, 2, 1})
-	copy(ip[16:20], []byte{198, 51, 100, 1})
-	binary.BigEndian.PutUint16(ip[20:], 40000)
-	binary.BigEndian.PutUint16(ip[22:], dstPort)
-	binary.BigEndian.PutUint16(ip[24:], uint16(8+n))
-	return f
+	src, dst := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("198.51.100.1")
+	return kit.Ethernet([]byte{2, 0, 0, 0, 0, 1}, []byte{2, 0, 0, 0, 0, 2}, kit.TypeIPv4,
+		kit.IPv4(src, dst, 64, 17, 0, kit.UDP(src, dst, 40000, dstPort, make([]byte, n))))
 }
 
 // udpPortFilter is `udp dst port P` for IPv4 without fragments or options,

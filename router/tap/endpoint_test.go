@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/ghostrouter/ghostrouter/test/kit"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -39,19 +39,10 @@ func newLink(t testing.TB, name string, mac net.HardwareAddr, vnet bool, queues 
 	l := &link{disp: &recorder{}}
 	var files []*os.File
 	for q := 0; q < queues; q++ {
-		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			t.Fatalf("socketpair: %v", err)
-		}
-		for _, fd := range fds {
-			// Room for a few super-frames in flight.
-			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4<<20)
-			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
-		}
-		files = append(files, os.NewFile(uintptr(fds[0]), name))
-		p := os.NewFile(uintptr(fds[1]), name+"-peer")
+		// Room for a few super-frames in flight.
+		local, p := kit.PairBuffered(t, name, 4<<20)
+		files = append(files, local)
 		l.peers = append(l.peers, p)
-		t.Cleanup(func() { p.Close() })
 	}
 	ep, err := NewEndpoint(EndpointConfig{Name: name, Files: files, MAC: mac, MTU: 1500, VnetHdr: vnet})
 	if err != nil {

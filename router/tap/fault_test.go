@@ -6,19 +6,15 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/ghostrouter/ghostrouter/test/kit"
 )
 
 // TestLinkFaultNamesTheLink: a receive loop that stops on an error (here
 // the other end went away) reports a *LinkFault naming its endpoint, once.
 func TestLinkFaultNamesTheLink(t *testing.T) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := os.NewFile(uintptr(fds[1]), "peer")
+	local, peer := kit.Pair(t, "lan7")
 	faults := make(chan error, 4)
-	ep, err := NewEndpoint(EndpointConfig{Name: "lan7", Files: []*os.File{os.NewFile(uintptr(fds[0]), "lan7")}, MAC: macA, MTU: 1500,
+	ep, err := NewEndpoint(EndpointConfig{Name: "lan7", Files: []*os.File{local}, MAC: macA, MTU: 1500,
 		OnFault: func(err error) { faults <- err }})
 	if err != nil {
 		t.Fatal(err)

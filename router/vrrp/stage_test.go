@@ -10,10 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/ghostrouter/ghostrouter/router/config"
 	"github.com/ghostrouter/ghostrouter/router/tap"
+	"github.com/ghostrouter/ghostrouter/test/kit"
 )
 
 // The stage over a real endpoint (a SOCK_SEQPACKET pair standing in for the
@@ -39,12 +38,10 @@ type wire struct {
 }
 
 func newWire(t testing.TB) *wire {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := &wire{peer: os.NewFile(uintptr(fds[1]), "peer")}
-	w.ep, err = tap.NewEndpoint(tap.EndpointConfig{Name: "up0", Files: []*os.File{os.NewFile(uintptr(fds[0]), "up0")}, MAC: net.HardwareAddr(ownMAC[:]), MTU: 1500})
+	local, peer := kit.Pair(t, "up0")
+	w := &wire{peer: peer}
+	var err error
+	w.ep, err = tap.NewEndpoint(tap.EndpointConfig{Name: "up0", Files: []*os.File{local}, MAC: net.HardwareAddr(ownMAC[:]), MTU: 1500})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,30 +104,16 @@ func newTestSet(t testing.TB, w *wire) *Set {
 	return s
 }
 
-func frameHdr(dst, src [6]byte, typ uint16) []byte {
-	b := append(append([]byte(nil), dst[:]...), src[:]...)
-	return binary.BigEndian.AppendUint16(b, typ)
-}
+func frameHdr(dst, src [6]byte, typ uint16) []byte { return kit.Ethernet(dst[:], src[:], typ, nil) }
 
-// ipv4 builds an Ethernet frame with an IPv4 header (checksummed with the
-// reference sum) around payload.
+// ipv4Frame builds an Ethernet frame with an IPv4 header (checksummed with
+// the kit's reference sum) around payload.
 func ipv4Frame(dstMAC [6]byte, src, dst netip.Addr, proto, ttl uint8, payload []byte) []byte {
-	b := frameHdr(dstMAC, hostMAC, 0x0800)
-	ip := []byte{0x45, 0, 0, 0, 0, 0, 0, 0, ttl, proto, 0, 0}
-	binary.BigEndian.PutUint16(ip[2:], uint16(20+len(payload)))
-	ip = append(ip, src.AsSlice()...)
-	ip = append(ip, dst.AsSlice()...)
-	binary.BigEndian.PutUint16(ip[10:], ^refSum(ip))
-	return append(append(b, ip...), payload...)
+	return kit.Ethernet(dstMAC[:], hostMAC[:], kit.TypeIPv4, kit.IPv4(src, dst, ttl, proto, 0, payload))
 }
 
 func arpRequest(spa, tpa netip.Addr) []byte {
-	b := frameHdr([6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, hostMAC, 0x0806)
-	b = append(b, 0, 1, 8, 0, 6, 4, 0, 1)
-	b = append(b, hostMAC[:]...)
-	b = append(b, spa.AsSlice()...)
-	b = append(b, make([]byte, 6)...)
-	return append(b, tpa.AsSlice()...)
+	return kit.Ethernet(kit.Broadcast, hostMAC[:], kit.TypeARP, kit.ARP(kit.ARPRequest, hostMAC[:], spa, nil, tpa))
 }
 
 func advert4(src netip.Addr, prio uint8, ttl uint8) []byte {

@@ -15,14 +15,14 @@ import (
 	"github.com/ghostrouter/ghostrouter/test/harness"
 )
 
-// The standard two-armed topology of test/e2e, built once per mode (see doc.go for the
-// picture). Namespaces are "gr-k-..." for the kernel reference and "gr-g-..." for
+// The standard two-armed topology (harness.TwoArmed, as in test/e2e and the demo), built
+// once per mode (see doc.go for the picture). Namespaces are "gr-k-..." for the kernel reference and "gr-g-..." for
 // ghostrouter, so both live side by side in one run and the rounds can alternate.
 const (
-	clientAddr = "198.51.100.10"
-	upAddr     = "198.51.100.1"
-	lanAddr    = "10.0.0.1"
-	ghostAddr  = "203.0.113.10"
+	clientAddr = harness.ClientAddr
+	upAddr     = harness.UpAddr
+	lanAddr    = harness.LANAddr
+	ghostAddr  = harness.GhostAddr
 	seed       = 0x5eed
 	nServers   = 3
 	nSources   = 16 // extra client addresses, 198.51.100.100 and up, for HTTP
@@ -84,17 +84,11 @@ func newTopo(t *testing.T, h *harness.H, mode Mode, how string) *topo {
 	if mode == Appliance {
 		p = "g-"
 	}
-	tp.cli, tp.rtr = h.NS(p+"cli"), h.NS(p+"rtr")
-	h.Veth(tp.cli, "c0", tp.rtr, "u-c")
-	tp.rtr.Bridge("br-up", "u-c")
-	var ports []string
-	for i := range nServers {
-		s := &server{ns: h.NS(fmt.Sprintf("%ssrv%d", p, i)), addr: netip.AddrFrom4([4]byte{10, 0, 0, byte(11 + i)})}
-		port := fmt.Sprintf("l-s%d", i)
-		h.Veth(tp.rtr, port, s.ns, "e0")
-		ports = append(ports, port)
-		s.ns.AddrAdd("e0", s.addr.String()+"/24")
-		s.ns.MustRun("ip", "route", "add", "default", "via", lanAddr)
+	built := h.TwoArmed(harness.TopoOptions{Prefix: p, Servers: nServers, ClientAddrs: nSources})
+	tp.cli, tp.rtr, tp.sources = built.Cli, built.Rtr, built.Clients
+	for _, bs := range built.Servers {
+		s := &server{ns: bs.NS, addr: bs.Addr, mac: bs.MAC}
+		// The ghost on lo and the ARP and rp_filter sysctls (what ghostnode setup does).
 		s.ns.AddrAdd("lo", ghostAddr+"/32")
 		for _, kv := range [][2]string{
 			{"net.ipv4.conf.all.arp_ignore", "1"},
@@ -104,17 +98,8 @@ func newTopo(t *testing.T, h *harness.H, mode Mode, how string) *topo {
 		} {
 			s.ns.Sysctl(kv[0], kv[1])
 		}
-		s.mac = s.ns.MAC("e0")
 		tp.servers = append(tp.servers, s)
 	}
-	tp.rtr.Bridge("br-lan", ports...)
-	tp.cli.AddrAdd("c0", clientAddr+"/24")
-	for i := range nSources {
-		a := netip.AddrFrom4([4]byte{198, 51, 100, byte(100 + i)})
-		tp.sources = append(tp.sources, a)
-		tp.cli.AddrAdd("c0", a.String()+"/32")
-	}
-	tp.cli.MustRun("ip", "route", "add", "default", "via", upAddr)
 
 	tp.startServers()
 	if mode == Kernel {

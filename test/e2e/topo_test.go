@@ -17,15 +17,8 @@ import (
 	"github.com/ghostrouter/ghostrouter/test/harness"
 )
 
-// The standard two-armed topology. The router namespace holds two Linux
-// bridges; the appliance's TAP devices up0 and lan0 join them, or, for the
-// reference runs, a Linux router puts the same addresses on the bridges
-// themselves.
-//
-//	cli ── c0 ─── u-c ┐                           ┌ l-s0 ─── e0 ── srv0 10.0.0.11
-//	198.51.100.10/24  br-up ── up0 [ghostrouter] lan0 ── br-lan ┤ l-s1 ─── e0 ── srv1 10.0.0.12
-//	+ client addrs    │     198.51.100.1   10.0.0.1      └ ...
-//	                  └ (rtr namespace)
+// The standard two-armed topology, built by harness.TwoArmed (its picture is there):
+// the client, the router namespace with br-up and br-lan, and the servers.
 type topo struct {
 	h       *harness.H
 	t       *testing.T
@@ -48,10 +41,10 @@ type server struct {
 }
 
 const (
-	clientAddr = "198.51.100.10"
-	upAddr     = "198.51.100.1"
-	lanAddr    = "10.0.0.1"
-	ghostAddr  = "203.0.113.10"
+	clientAddr = harness.ClientAddr
+	upAddr     = harness.UpAddr
+	lanAddr    = harness.LANAddr
+	ghostAddr  = harness.GhostAddr
 )
 
 // topoOptions shape a topology.
@@ -69,42 +62,16 @@ func newTopo(t *testing.T, o topoOptions) *topo {
 	tp := &topo{h: h, t: t, linux: o.linux}
 	tp.bin = h.Build("cmd/ghostrouter")
 	tp.peer = h.Build("test/cmd/peer")
-	tp.cli, tp.rtr = h.NS("cli"), h.NS("rtr")
-	h.Veth(tp.cli, "c0", tp.rtr, "u-c")
-	tp.rtr.Bridge("br-up", "u-c")
-	var lanPorts []string
-	for i := 0; i < o.servers; i++ {
-		s := &server{
-			ns:   h.NS(fmt.Sprintf("srv%d", i)),
-			name: fmt.Sprintf("s%d", i),
-			addr: netip.AddrFrom4([4]byte{10, 0, 0, byte(11 + i)}),
-		}
-		port := fmt.Sprintf("l-s%d", i)
-		h.Veth(tp.rtr, port, s.ns, "e0")
-		lanPorts = append(lanPorts, port)
-		s.ns.AddrAdd("e0", s.addr.String()+"/24")
-		s.ns.MustRun("ip", "route", "add", "default", "via", lanAddr)
-		s.mac = s.ns.MAC("e0")
-		tp.servers = append(tp.servers, s)
-	}
-	tp.rtr.Bridge("br-lan", lanPorts...)
-	tp.cli.AddrAdd("c0", clientAddr+"/24")
-	for i := 0; i < o.clientAddrs; i++ {
-		tp.cli.AddrAdd("c0", tp.clientSource(i)+"/32")
-	}
-	tp.cli.MustRun("ip", "route", "add", "default", "via", upAddr)
-	if o.linux {
-		tp.rtr.AddrAdd("br-up", upAddr+"/24")
-		tp.rtr.AddrAdd("br-lan", lanAddr+"/24")
-		tp.rtr.Sysctl("net.ipv4.ip_forward", "1")
+	built := h.TwoArmed(harness.TopoOptions{Servers: o.servers, ClientAddrs: o.clientAddrs, LinuxRouter: o.linux})
+	tp.cli, tp.rtr = built.Cli, built.Rtr
+	for _, s := range built.Servers {
+		tp.servers = append(tp.servers, &server{ns: s.NS, name: s.Name, addr: s.Addr, mac: s.MAC})
 	}
 	return tp
 }
 
 // clientSource is the i-th extra client source address.
-func (tp *topo) clientSource(i int) string {
-	return fmt.Sprintf("198.51.%d.%d", 100+(100+i)/256, (100+i)%256)
-}
+func (tp *topo) clientSource(i int) string { return harness.ClientSource(i).String() }
 
 func (tp *topo) clientSources(n int) []string {
 	out := make([]string, n)
