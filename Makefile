@@ -40,7 +40,7 @@ demo: deps build ## the showcase: namespaces, servers, the appliance, traffic, a
 
 bench: deps build ## kernel vs ghostrouter side by side (root, a few minutes), then the datapath micro-benchmarks
 	GHOSTROUTER_BENCH=1 $(GO) test -count=1 -run '^TestBench$$' -v -timeout 30m ./test/bench/
-	$(GO) test -run '^$$' -bench . -benchmem ./dispatch/ ./router/...
+	$(GO) test -run '^$$' -bench . -benchmem ./dispatch/ ./dispatch/core/ ./router/...
 
 FUZZTIME ?= 10s
 fuzz: ## run every fuzzer (func FuzzX in *_test.go) for FUZZTIME each (default 10s)

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"github.com/ghostrouter/ghostrouter/dispatch/health"
 	"github.com/ghostrouter/ghostrouter/router/config"
 	"github.com/ghostrouter/ghostrouter/router/tap"
@@ -25,7 +26,7 @@ type Resolver interface {
 // which each computes the table (and so its own buckets) with NewTable. The
 // appliance implements it over UDP; version orders the announcements.
 type Announcer interface {
-	Announce(cl *config.Cluster, version uint64, servers []Server)
+	Announce(cl *config.Cluster, version uint64, servers []core.Server)
 }
 
 // Deps are what the manager uses from the rest of the appliance.
@@ -64,9 +65,9 @@ type Manager struct {
 type managed struct {
 	cfg     config.Cluster
 	c       *Cluster // routing mode: the forwarding path's cluster; nil in broadcast mode
-	sel     Selector
-	table   *Table   // jhash: sel's table, which the next change starts from
-	servers []Server // the order the selector's indices refer to
+	sel     core.Selector
+	table   *core.Table   // jhash: sel's table, which the next change starts from
+	servers []core.Server // the order the selector's indices refer to
 	macs    [][6]byte
 	stats   map[int]*ServerStats // by server id, kept across table changes
 	version uint64
@@ -116,7 +117,7 @@ func (m *Manager) Apply(cfg *config.Config) error {
 	return err
 }
 
-func (m *Manager) applyLocked(cfg *config.Config, built map[string]*Table) (retired []*health.Checker, _ error) {
+func (m *Manager) applyLocked(cfg *config.Config, built map[string]*core.Table) (retired []*health.Checker, _ error) {
 	old := map[string]*managed{}
 	for _, mc := range m.clusters {
 		old[mc.cfg.Name] = mc
@@ -307,7 +308,7 @@ func (mc *managed) rebuild(prev *managed) error {
 		base = prev.table
 	}
 	start := time.Now()
-	sel, servers, table, err := selectorFrom(&mc.cfg, mc.down, base)
+	sel, servers, table, err := core.SelectorFrom(&mc.cfg, mc.down, base)
 	if mc.obs != nil && err == nil {
 		mc.obs.TableBuilt(mc.cfg.Name, time.Since(start))
 	}
@@ -506,7 +507,7 @@ func (m *Manager) Status() []ClusterStatus {
 			Hash: mc.cfg.Hash, Seed: mc.cfg.Seed, Buckets: mc.cfg.Buckets, Version: mc.version,
 			Health: health.Describe(mc.cfg.Health), Counters: map[string]uint64{},
 			Events:           append([]string(nil), mc.events...),
-			TableFingerprint: fingerprintOf(mc.table, mc.servers),
+			TableFingerprint: core.FingerprintOf(mc.table, mc.servers),
 		}
 		if mc.cfg.BroadcastAddress.IsValid() {
 			cs.BroadcastAddress = mc.cfg.BroadcastAddress.String()
@@ -566,9 +567,9 @@ func (m *Manager) Status() []ClusterStatus {
 
 // bucketCounts counts the buckets each server index owns, for selectors that
 // have a table; others report zero.
-func bucketCounts(sel Selector, n int) []int {
+func bucketCounts(sel core.Selector, n int) []int {
 	counts := make([]int, n)
-	js, ok := sel.(interface{ Table() *Table })
+	js, ok := sel.(interface{ Table() *core.Table })
 	if !ok {
 		return counts
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"github.com/ghostrouter/ghostrouter/dispatch/health"
 	"github.com/ghostrouter/ghostrouter/router/config"
 	"github.com/ghostrouter/ghostrouter/router/tap"
@@ -23,10 +24,10 @@ func (fakeResolver) LinkAddress(_ string, a netip.Addr) ([6]byte, bool) {
 type recordedAnnounce struct {
 	mu       sync.Mutex
 	versions []uint64
-	servers  [][]Server
+	servers  [][]core.Server
 }
 
-func (r *recordedAnnounce) Announce(_ *config.Cluster, version uint64, servers []Server) {
+func (r *recordedAnnounce) Announce(_ *config.Cluster, version uint64, servers []core.Server) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.versions = append(r.versions, version)
@@ -75,7 +76,7 @@ func owners(t *testing.T, m *Manager) map[uint32]int {
 	t.Helper()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	js := m.clusters[0].sel.(*JHashSelector)
+	js := m.clusters[0].sel.(*core.JHashSelector)
 	out := map[uint32]int{}
 	for b := 0; b < js.Table().Buckets(); b++ {
 		id, _ := js.Table().OwnerID(uint32(b))

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"github.com/ghostrouter/ghostrouter/dispatch/health"
 	"github.com/ghostrouter/ghostrouter/router/config"
 	"github.com/ghostrouter/ghostrouter/router/tap"
@@ -225,7 +226,7 @@ func movedClients(t *testing.T, before, after func(netip.Addr) int, n int) (move
 
 func ownerFunc(t *testing.T, cfg *config.Config, down map[int]bool) func(netip.Addr) int {
 	t.Helper()
-	sel, servers, err := SelectorFor(&cfg.Clusters[0], down)
+	sel, servers, err := core.SelectorFor(&cfg.Clusters[0], down)
 	if err != nil {
 		t.Fatal(err)
 	}

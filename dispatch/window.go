@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"cmp"
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"net/netip"
 	"slices"
 	"time"
@@ -23,8 +24,8 @@ type window struct {
 func (w *window) learning() bool { return !w.learnUntil.IsZero() }
 
 // liveIn reports whether server id is in servers and up.
-func liveIn(servers []Server, id int) bool {
-	i, found := slices.BinarySearchFunc(servers, id, func(s Server, id int) int { return cmp.Compare(s.ID, id) })
+func liveIn(servers []core.Server, id int) bool {
+	i, found := slices.BinarySearchFunc(servers, id, func(s core.Server, id int) int { return cmp.Compare(s.ID, id) })
 	return found && servers[i].Up
 }
 
@@ -51,9 +52,9 @@ func (mc *managed) transit(prev *managed, planned bool, now time.Time) (stale *w
 	// The buckets this change moves away from a server that is still up.
 	var origins []int32
 	newly, moved := 0, 0
-	nj, ok1 := mc.sel.(*JHashSelector)
-	ej, ok2 := effSel.(*JHashSelector)
-	oj, ok3 := origin.(*JHashSelector)
+	nj, ok1 := mc.sel.(*core.JHashSelector)
+	ej, ok2 := effSel.(*core.JHashSelector)
+	oj, ok3 := origin.(*core.JHashSelector)
 	if ok1 && ok2 && ok3 && sameBuckets(nj, ej) && sameBuckets(nj, oj) && (old == nil || old.tr.origins != nil) {
 		n := nj.Table().Buckets()
 		origins = make([]int32, n)
@@ -143,20 +144,20 @@ func (mc *managed) closeWindow(w *window) {
 	mc.c.flows.Released.Add(uint64(w.tr.mem.close()))
 }
 
-func sameBuckets(a, b *JHashSelector) bool {
+func sameBuckets(a, b *core.JHashSelector) bool {
 	return a.Table().Buckets() == b.Table().Buckets() && a.Seed() == b.Seed()
 }
 
-func sameKind(a, b Selector) bool {
-	_, ja := a.(*JHashSelector)
-	_, jb := b.(*JHashSelector)
+func sameKind(a, b core.Selector) bool {
+	_, ja := a.(*core.JHashSelector)
+	_, jb := b.(*core.JHashSelector)
 	return ja == jb
 }
 
 // sameMembership reports whether two server lists (sorted by ID) agree on
 // every server's ID, weight and health.
-func sameMembership(a, b []Server) bool {
-	return slices.EqualFunc(a, b, func(x, y Server) bool { return x.ID == y.ID && x.Weight == y.Weight && x.Up == y.Up })
+func sameMembership(a, b []core.Server) bool {
+	return slices.EqualFunc(a, b, func(x, y core.Server) bool { return x.ID == y.ID && x.Weight == y.Weight && x.Up == y.Up })
 }
 
 // sweepWindow advances mc's window at now: the switch after learning, the

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ghostrouter/ghostrouter/dispatch"
 	"github.com/ghostrouter/ghostrouter/dispatch/announce"
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"github.com/ghostrouter/ghostrouter/router"
 	"github.com/ghostrouter/ghostrouter/router/config"
 	"github.com/ghostrouter/ghostrouter/router/vrrp"
@@ -170,7 +171,7 @@ type announceGate struct {
 type lastAnnounce struct {
 	cl      config.Cluster
 	version uint64
-	servers []dispatch.Server
+	servers []core.Server
 }
 
 var _ dispatch.Announcer = (*announceGate)(nil)
@@ -262,10 +263,10 @@ func (g *announceGate) Status() []announce.ClusterStatus {
 }
 
 // Announce implements dispatch.Announcer.
-func (g *announceGate) Announce(cl *config.Cluster, version uint64, servers []dispatch.Server) {
+func (g *announceGate) Announce(cl *config.Cluster, version uint64, servers []core.Server) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.last[cl.Name] = &lastAnnounce{cl: *cl, version: version, servers: append([]dispatch.Server(nil), servers...)}
+	g.last[cl.Name] = &lastAnnounce{cl: *cl, version: version, servers: append([]core.Server(nil), servers...)}
 	master := g.vr.GroupMaster(cl.Interface)
 	g.master[cl.Name] = master
 	if !master {

@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"github.com/ghostrouter/ghostrouter/router/config"
 )
 
@@ -90,8 +90,6 @@ type ackDrops struct {
 	malformed, unknownCluster atomic.Uint64
 }
 
-var _ dispatch.Announcer = (*Announcer)(nil)
-
 // NewAnnouncer returns an announcer for one run of the appliance, named by
 // epoch: NewEpoch's random number, a new one on every start (receivers
 // treat a datagram of an epoch they heard before as a possible replay). A
@@ -145,7 +143,7 @@ func (a *Announcer) message(cs *clusterState) *Message {
 // announcement in force (implementing dispatch.Announcer; version, the
 // manager's table version, is only logged). Failures are counted; the
 // first of a run of failures is logged, and so is the recovery.
-func (a *Announcer) Announce(cl *config.Cluster, version uint64, servers []dispatch.Server) {
+func (a *Announcer) Announce(cl *config.Cluster, version uint64, servers []core.Server) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := a.now()

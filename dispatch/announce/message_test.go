@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 )
 
 // testKey signs, testPub verifies; otherKey is another appliance's.
@@ -201,7 +201,7 @@ func TestRoundTrip(t *testing.T) {
 	empty.Members = nil
 	big := sample()
 	big.Epoch, big.Seq, big.Tx, big.Seed, big.Buckets = 1<<64-1, 1<<64-1, 1<<64-1, 1<<32-1, MaxBuckets
-	big.Members = []Member{{ID: 1<<32 - 1, Addr: netip.MustParseAddr("10.0.0.1"), Weight: dispatch.MaxWeight, Up: true}}
+	big.Members = []Member{{ID: 1<<32 - 1, Addr: netip.MustParseAddr("10.0.0.1"), Weight: core.MaxWeight, Up: true}}
 	big.Interval = (1<<32 - 1) * time.Millisecond
 	for name, m := range map[string]*Message{"ipv4": sample(), "ipv6": v6, "modulo": modulo, "no members": empty, "limits": big} {
 		b := mustMarshal(t, m, testKey)
@@ -370,7 +370,7 @@ func TestMarshalInvalid(t *testing.T) {
 		{"duplicate id", func(m *Message) { m.Members[1].ID = 2 }},
 		{"negative id", func(m *Message) { m.Members[1].ID = -1 }},
 		{"negative weight", func(m *Message) { m.Members[1].Weight = -1 }},
-		{"weight too large", func(m *Message) { m.Members[1].Weight = dispatch.MaxWeight + 1 }},
+		{"weight too large", func(m *Message) { m.Members[1].Weight = core.MaxWeight + 1 }},
 		{"no address", func(m *Message) { m.Members[1].Addr = netip.Addr{} }},
 		{"too many members", func(m *Message) {
 			m.Members = make([]Member, MaxMembers+1)
@@ -479,7 +479,7 @@ func FuzzUnmarshal(f *testing.F) {
 			}
 			// A bucket is granted only to a server every table gives it.
 			for i := 0; i <= len(m.Also); i++ {
-				tbl, err := dispatch.NewTable(m.tableServers(i), m.Buckets)
+				tbl, err := core.NewTable(m.tableServers(i), m.Buckets)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 )
 
 func mustReceiver(t testing.TB, id int) *Receiver {
@@ -34,7 +34,7 @@ func members(n int, down, drained []int) []Member {
 }
 
 // TestReceiverOwnedIsTheTable: the buckets a receiver applies are exactly
-// dispatch.NewTable(...).Owned(id) of the same membership, for every
+// core.NewTable(...).Owned(id) of the same membership, for every
 // server, with servers down and drained; a server not in the membership
 // owns none.
 func TestReceiverOwnedIsTheTable(t *testing.T) {
@@ -54,11 +54,11 @@ func TestReceiverOwnedIsTheTable(t *testing.T) {
 		m := sample()
 		m.Members, m.Buckets = ms, tc.buckets
 		b := mustMarshal(t, m, testKey)
-		servers := make([]dispatch.Server, len(ms))
+		servers := make([]core.Server, len(ms))
 		for i, s := range ms {
-			servers[i] = dispatch.Server{ID: s.ID, Addr: s.Addr, Weight: s.Weight, Up: s.Up}
+			servers[i] = core.Server{ID: s.ID, Addr: s.Addr, Weight: s.Weight, Up: s.Up}
 		}
-		table, err := dispatch.NewTable(servers, tc.buckets)
+		table, err := core.NewTable(servers, tc.buckets)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"github.com/ghostrouter/ghostrouter/router/config"
 )
 
@@ -240,8 +240,8 @@ func run(o options, logs []string, stdin io.Reader, stdout, stderr io.Writer, tt
 	}
 
 	// Search.
-	servers := dispatch.ServersFor(cl, nil) // as the appliance sees them: drained servers weigh 0
-	slices.SortFunc(servers, func(a, b dispatch.Server) int { return a.ID - b.ID })
+	servers := core.ServersFor(cl, nil) // as the appliance sees them: drained servers weigh 0
+	slices.SortFunc(servers, func(a, b core.Server) int { return a.ID - b.ID })
 	ev, err := NewEvaluator(servers, pop, o.by)
 	if err != nil {
 		return fmt.Errorf("cluster %q: %w", cl.Name, err)

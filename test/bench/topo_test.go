@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"github.com/ghostrouter/ghostrouter/test/harness"
 )
 
@@ -255,7 +255,7 @@ func (tp *topo) expected() map[netip.Addr]int {
 	want := map[netip.Addr]int{}
 	if tp.mode == Kernel {
 		for _, a := range tp.sources {
-			want[a] = int(dispatch.Bucket(dispatch.JHash(a, seed), nServers))
+			want[a] = int(core.Bucket(core.JHash(a, seed), nServers))
 		}
 		return want
 	}

@@ -13,7 +13,7 @@ import (
 	"testing"
 
 	"github.com/ghostrouter/ghostrouter/cmd/ghostnode/internal/filter"
-	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"github.com/ghostrouter/ghostrouter/router/config"
 )
 
@@ -530,7 +530,7 @@ func TestFromConfig(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tbl, _ := dispatch.NewTable(dispatch.ServersFor(cl, tc.down), 64)
+		tbl, _ := core.NewTable(core.ServersFor(cl, tc.down), 64)
 		want := tbl.Owned(tc.id)
 		if s.Mode != ModeBroadcast || s.Ghost != ghost || s.Primary != cl.Servers[tc.id].Address || s.Filter == nil ||
 			s.Filter.Buckets != 64 || s.Filter.Seed != 0x5eed || s.Filter.Server != tc.id || !slices.Equal(s.Filter.Owned, want) && len(want) > 0 {

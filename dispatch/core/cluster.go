@@ -1,4 +1,4 @@
-package dispatch
+package core
 
 import (
 	"fmt"
@@ -25,14 +25,14 @@ func ServersFor(cl *config.Cluster, down map[int]bool) []Server {
 // buckets and servers), with the servers in down marked failed. It returns the
 // selector and the servers its indices refer to.
 func SelectorFor(cl *config.Cluster, down map[int]bool) (Selector, []Server, error) {
-	sel, servers, _, err := selectorFrom(cl, down, nil)
+	sel, servers, _, err := SelectorFrom(cl, down, nil)
 	return sel, servers, err
 }
 
-// selectorFrom is SelectorFor starting from base, the cluster's previous
+// SelectorFrom is SelectorFor starting from base, the cluster's previous
 // table (nil for none): a health change then recomputes only the buckets it
 // moves (Table.Update). It also returns the new table (nil for modulo).
-func selectorFrom(cl *config.Cluster, down map[int]bool, base *Table) (Selector, []Server, *Table, error) {
+func SelectorFrom(cl *config.Cluster, down map[int]bool, base *Table) (Selector, []Server, *Table, error) {
 	servers := ServersFor(cl, down)
 	switch cl.Hash {
 	case "modulo":

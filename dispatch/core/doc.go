@@ -1,8 +1,8 @@
-// Package dispatch is the appliance's dispatcher (EP 0 865 180 A2): the stage
-// of the forwarding path that picks, for a packet sent to a cluster's ghost
-// address, the server that handles the client. This file documents the pure
-// core: the hash, the bucket table and the selectors built on them; the
-// forwarding hook and membership handling sit on top of it.
+// Package core is the dispatcher's pure core (EP 0 865 180 A2): the function
+// that maps a client of a cluster's ghost address to the server that handles
+// it. It owns the hash, the bucket table and the selectors built on them, and
+// depends on no network stack, so the server agent computes the very tables
+// the appliance does; package dispatch puts it on the forwarding path.
 //
 //	client address ──JHash(addr, seed)──> h ──Bucket(h, buckets)──> bucket ──Table──> server
 //	client address ──ModuloSelector (the patent's CA mod N)──────────────────────────> server
@@ -210,4 +210,4 @@
 // membership or health makes a new one (Table.Update, which may run while the
 // old table serves; tables sharing a plan serialize their updates on its
 // lock). Select, JHash4 and Bucket do not allocate.
-package dispatch
+package core
