@@ -118,9 +118,9 @@ func TestManagerHealthMovesOnlyTheFailedServer(t *testing.T) {
 			t.Fatal("the failure's announcement shows server 2 up")
 		}
 	}
-	st := m.Status()[0]
-	if len(st.Events) != 2 {
-		t.Fatalf("status events %q: want the down and the up", st.Events)
+	st := m.State()[0]
+	if len(st.Events) != 2 || st.Events[0].Up || !st.Events[1].Up || st.Events[0].ServerID != 2 {
+		t.Fatalf("status events %+v: want the down and the up of server 2", st.Events)
 	}
 }
 
@@ -161,7 +161,7 @@ func TestManagerApply(t *testing.T) {
 	if err := m.Apply(empty); err != nil {
 		t.Fatal(err)
 	}
-	if len(m.Forwarder().Clusters()) != 0 || len(m.Status()) != 0 {
+	if len(m.Forwarder().Clusters()) != 0 || len(m.State()) != 0 {
 		t.Fatal("a removed cluster is still served")
 	}
 }

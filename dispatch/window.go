@@ -217,24 +217,28 @@ func (mc *managed) nextWake(now time.Time) (time.Duration, bool) {
 	return min(250*time.Millisecond, max(w.deadline.Sub(now), time.Millisecond)), true
 }
 
-// TransitionStatus is an open transition window as `status` shows it.
-type TransitionStatus struct {
-	Phase    string `json:"phase"` // "learning" or "switched"
-	Moved    int    `json:"moved_buckets"`
-	Entries  int64  `json:"entries"`
-	Capacity int    `json:"capacity"`
-	Closes   string `json:"closes_by"` // RFC 3339: the window closes by then at the latest
-}
-
-func (mc *managed) transitionStatus() *TransitionStatus {
+// transitionState is the open window as State reports it; nil when none.
+func (mc *managed) transitionState() *Transition {
 	w := mc.win
 	if w == nil {
 		return nil
 	}
-	ts := &TransitionStatus{Phase: "switched", Moved: w.moved, Entries: w.tr.mem.entries.Load(),
-		Capacity: w.tr.mem.capacity, Closes: w.deadline.Format(time.RFC3339Nano)}
-	if w.learning() {
-		ts.Phase = "learning"
+	return &Transition{Learning: w.learning(), Moved: w.moved, Entries: w.tr.mem.entries.Load(),
+		Capacity: w.tr.mem.capacity, Closes: w.deadline}
+}
+
+// sweepWindowsLocked closes or advances every cluster's transition window
+// that is due, republishing what changed, and returns how long until the
+// next one is due.
+func (m *Manager) sweepWindowsLocked(now time.Time) time.Duration {
+	wait := time.Duration(1<<63 - 1)
+	for _, mc := range m.clusters {
+		if mc.sweepWindow(now) {
+			mc.publish()
+		}
+		if d, ok := mc.nextWake(now); ok {
+			wait = min(wait, d)
+		}
 	}
-	return ts
+	return wait
 }

@@ -136,7 +136,7 @@ func TestLimitsCheckAgreesWithRun(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s at the limit: check accepted the file, but run's manager fails: %v", c.name, err)
 		}
-		st := m.Status()[0]
+		st := m.State()[0]
 		m.Close()
 		owned := 0
 		for _, s := range st.Servers {

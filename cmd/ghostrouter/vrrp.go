@@ -111,14 +111,14 @@ func vrrpChanged(a, b []config.VRRP) bool {
 // dispatchReady reports whether every cluster can dispatch: at least one
 // server is up and every server that is up has its MAC resolved.
 func dispatchReady(m *dispatch.Manager) bool {
-	for _, c := range m.Status() {
+	for _, c := range m.State() {
 		up := 0
 		for _, s := range c.Servers {
 			if !s.Up {
 				continue
 			}
 			up++
-			if c.Mode == config.ModeRouting && s.MAC == "" {
+			if c.Mode == config.ModeRouting && s.MAC == ([6]byte{}) {
 				return false
 			}
 		}
