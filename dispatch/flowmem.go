@@ -2,9 +2,10 @@ package dispatch
 
 import (
 	"encoding/binary"
-	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"sync"
 	"sync/atomic"
+
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 )
 
 // flowKey names one flow as the dispatcher sees it: the client's address

@@ -3,11 +3,12 @@ package dispatch
 import (
 	"cmp"
 	"encoding/binary"
-	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"net/netip"
 	"slices"
 	"sync/atomic"
 	"time"
+
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 )
 
 // # Keeping connections across a planned change (routing mode)

@@ -2,10 +2,11 @@ package dispatch
 
 import (
 	"cmp"
-	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 )
 
 // window is a routing cluster's open transition window as the manager keeps

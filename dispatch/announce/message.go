@@ -97,7 +97,7 @@ type Member struct {
 // Message is one announcement: a cluster's membership and the parameters
 // of its table, at a version. The table itself is not sent: every receiver
 // computes it with core.NewTable(m.Servers(), m.Buckets), as the
-// appliance does (the table contract in package dispatch's documentation:
+// appliance does (the table contract in package dispatch/core's documentation:
 // the table depends only on the membership).
 type Message struct {
 	Cluster string

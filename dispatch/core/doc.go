@@ -144,7 +144,7 @@
 // average 13 to 16 throughout): "CPU" is the benchmark thread's own CPU
 // time, which the load hardly changes; wall times include waiting for a CPU
 // and varied up to 6x between runs. B = 65536, equal weights unless said;
-// ranges are over several runs (go test ./dispatch -run X -bench
+// ranges are over several runs (go test ./dispatch/core ./dispatch -run X -bench
 // 'TableBuild|TableFailure|ManagerHealthChange|DuringBuild' -count 3):
 //
 //	what (benchmark)                              CPU           wall          target
@@ -176,14 +176,6 @@
 // down, 1.66 MB at 4096, 4.9 MB at 4096 with 4000 down; TableBuild's
 // table-B and plan-B).
 //
-// The forwarding stage's per-packet cost is unchanged while a table is
-// built on another goroutine: in BenchmarkForwarderDuringBuild its CPU time
-// per packet during a 1000-server build is 0.97-1.01 of that without
-// (cpu-ratio). Its wall time per packet was 1.2-1.7 times that without
-// (ratio) because on the loaded machine the build's thread and the
-// forwarding thread share their process's slice of two busy cores; an
-// appliance with a core to spare does not see that.
-//
 // # Limits
 //
 // A cluster has at most MaxBuckets buckets, weights up to MaxWeight and at
@@ -195,13 +187,6 @@
 //
 // ModuloSelector is the patent's literal k = CA mod N with its failure rule;
 // see its documentation for how the rule extends to several failures.
-//
-// # Planned changes in routing mode
-//
-// While buckets change owner in a planned change, the forwarding stage keeps
-// the moved buckets' established connections on their old servers with a
-// bounded flow memory; transition.go documents the rules, the counters and
-// the cost per packet beside the stateless path.
 //
 // # Concurrency
 //

@@ -48,7 +48,7 @@ const (
 	MaxQueues     = 16
 
 	DefaultHash    = HashJhash
-	DefaultBuckets = 16384 // from this size up, adding a server moves at most 1/(N+1) + 1% of buckets (dispatch/doc.go)
+	DefaultBuckets = 16384 // from this size up, adding a server moves at most 1/(N+1) + 1% of buckets (dispatch/core/doc.go)
 	MaxServerID    = 65535
 	DefaultWeight  = 1
 

@@ -249,7 +249,7 @@ func (tp *topo) startServers() {
 
 // expected maps each client source to the server that should answer it: for the kernel,
 // bucket = jhash(src, seed) scaled to N (what nft's `jhash ... mod N` computes: the hash
-// contract in package dispatch's documentation); for the appliance, what `ghostrouter lookup` says.
+// contract in package dispatch/core's documentation); for the appliance, what `ghostrouter lookup` says.
 func (tp *topo) expected() map[netip.Addr]int {
 	tp.t.Helper()
 	want := map[netip.Addr]int{}
