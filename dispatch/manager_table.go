@@ -31,7 +31,7 @@ func (m *Manager) buildTables(cfg *config.Config) (map[string]*core.Table, error
 	built := map[string]*core.Table{}
 	for i := range cfg.Clusters {
 		cl := &cfg.Clusters[i]
-		if cl.Hash != config.HashJhash && cl.Hash != "" {
+		if cl.Hash != config.HashJhash {
 			continue
 		}
 		st := starts[cl.Name]

@@ -34,7 +34,7 @@ func (r *recordedAnnounce) Announce(_ *config.Cluster, version uint64, servers [
 	r.servers = append(r.servers, servers)
 }
 
-func testConfig(mode string, n int) *config.Config {
+func testConfig(mode config.Mode, n int) *config.Config {
 	cl := config.Cluster{
 		Name: "web", Address: netip.MustParseAddr("203.0.113.10"), Interface: "lan0", Mode: mode,
 		Hash: config.HashJhash, Seed: 0x5eed, Buckets: 4096, AnnounceKey: ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)),

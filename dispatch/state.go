@@ -15,11 +15,11 @@ import (
 // routes it advertises).
 type ClusterState struct {
 	Name             string
-	Mode             string
+	Mode             config.Mode
 	Ghost            netip.Addr
 	BroadcastAddress netip.Addr // broadcast mode's second ghost; invalid when none
 	Interface        string
-	Hash             string
+	Hash             config.Hash
 	Seed             uint32
 	Buckets          int
 	Health           config.Health

@@ -249,7 +249,7 @@ func (r *Router) setRoutes(cfg *config.Config) error {
 		}
 	}
 	for _, cl := range cfg.Clusters {
-		if cl.Mode != "broadcast" {
+		if cl.Mode != config.ModeBroadcast {
 			continue
 		}
 		l, err := r.link(cl.Interface)

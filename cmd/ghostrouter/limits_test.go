@@ -19,8 +19,8 @@ import (
 // limitCase is a cluster at one of the appliance's limits.
 type limitCase struct {
 	name      string
-	mode      string // routing | broadcast
-	hash      string
+	mode      config.Mode
+	hash      config.Hash
 	announce  bool
 	servers   int
 	buckets   int

@@ -68,8 +68,8 @@ func clusterStatuses(states []dispatch.ClusterState) []ClusterStatus {
 
 func clusterStatus(c *dispatch.ClusterState) ClusterStatus {
 	cs := ClusterStatus{
-		Name: c.Name, Mode: c.Mode, Ghost: c.Ghost.String(), Interface: c.Interface,
-		Hash: c.Hash, Seed: c.Seed, Buckets: c.Buckets, Version: c.Version,
+		Name: c.Name, Mode: c.Mode.String(), Ghost: c.Ghost.String(), Interface: c.Interface,
+		Hash: c.Hash.String(), Seed: c.Seed, Buckets: c.Buckets, Version: c.Version,
 		Health: health.Describe(c.Health), Counters: map[string]uint64{},
 		TableFingerprint: c.Fingerprint,
 	}

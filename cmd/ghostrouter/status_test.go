@@ -9,6 +9,7 @@ import (
 
 	"github.com/ghostrouter/ghostrouter/dispatch"
 	"github.com/ghostrouter/ghostrouter/dispatch/health"
+	"github.com/ghostrouter/ghostrouter/router/config"
 )
 
 // The event text status shows, written out by hand: a failure says when it
@@ -36,8 +37,8 @@ func TestClusterStatusJSON(t *testing.T) {
 	since := time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)
 	closes := time.Date(2026, 1, 2, 3, 5, 0, 250_000_000, time.UTC)
 	st := &dispatch.ClusterState{
-		Name: "web", Mode: "routing", Ghost: netip.MustParseAddr("203.0.113.10"), Interface: "lan0",
-		Hash: "jhash", Seed: 0x5eed, Buckets: 8, Version: 4, Fingerprint: "0x00000000000000ff",
+		Name: "web", Mode: config.ModeRouting, Ghost: netip.MustParseAddr("203.0.113.10"), Interface: "lan0",
+		Hash: config.HashJhash, Seed: 0x5eed, Buckets: 8, Version: 4, Fingerprint: "0x00000000000000ff",
 		Servers: []dispatch.ServerState{
 			{ID: 1, Addr: netip.MustParseAddr("10.0.0.11"), MAC: [6]byte{2, 0, 0, 0, 0, 0x11}, Weight: 1, Up: true, Buckets: 8,
 				Checked: true, Health: health.State{Up: true, Since: since, Transitions: 1, LastError: "old"}, Packets: 3, Bytes: 300},

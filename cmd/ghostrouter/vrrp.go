@@ -87,7 +87,7 @@ func warnVRRP(cfg *config.Config, log *slog.Logger) {
 func healthSettle(cfg *config.Config) time.Duration {
 	var d time.Duration
 	for _, c := range cfg.Clusters {
-		if h := c.Health; h.Check != config.CheckNone && h.Check != "" {
+		if h := c.Health; h.Check != config.CheckNone {
 			d = max(d, time.Duration(h.Fall)*h.Interval+h.Timeout)
 		}
 	}

@@ -113,7 +113,7 @@ type Message struct {
 	// Interval is how often the appliance repeats the announcement (sent in
 	// whole milliseconds; 0 when unknown).
 	Interval time.Duration
-	Hash     string // config.HashJhash or config.HashModulo
+	Hash     config.Hash
 	Seed     uint32
 	Buckets  int
 	Ghost    netip.Addr // the cluster address

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/ghostrouter/ghostrouter/dispatch/core"
+	"github.com/ghostrouter/ghostrouter/router/config"
 )
 
 func mustReceiver(t testing.TB, id int) *Receiver {
@@ -110,12 +111,12 @@ func TestReceiverSequence(t *testing.T) {
 	first := msg(e1, 1, 1, all)
 	forged := msg(e1, 2, 2, oneDown)
 	forged[len(forged)-1] ^= 1
-	otherKey, _ := (&Message{Cluster: "web", Epoch: e1, Seq: 9, Tx: 9, Hash: "jhash", Buckets: 4096, Ghost: sample().Ghost}).Marshal(otherKey)
+	otherKey, _ := (&Message{Cluster: "web", Epoch: e1, Seq: 9, Tx: 9, Hash: config.HashJhash, Buckets: 4096, Ghost: sample().Ghost}).Marshal(otherKey)
 	api := sample()
 	api.Cluster = "api"
 	apiMsg := mustMarshal(t, api, testKey)
 	modulo := sample()
-	modulo.Epoch, modulo.Seq, modulo.Tx, modulo.Hash = e1, 5, 5, "modulo"
+	modulo.Epoch, modulo.Seq, modulo.Tx, modulo.Hash = e1, 5, 5, config.HashModulo
 	nAll, nDown := ownedBy(t, all, 10), ownedBy(t, oneDown, 10)
 
 	var wantStats Counters

@@ -360,12 +360,12 @@ func settleAll(t *testing.T, tr *Transition, now time.Time) {
 func TestTransitionNewParameters(t *testing.T) {
 	now := time.Unix(1000, 0)
 	tr := &Transition{AckTimeout: time.Hour}
-	if _, err := tr.SetTarget("jhash", 1, 64, members3()); err != nil {
+	if _, err := tr.SetTarget(config.HashJhash, 1, 64, members3()); err != nil {
 		t.Fatal(err)
 	}
 	tr.Step(now)
 	settleAll(t, tr, now)
-	if _, err := tr.SetTarget("jhash", 2, 128, members3()); err != nil {
+	if _, err := tr.SetTarget(config.HashJhash, 2, 128, members3()); err != nil {
 		t.Fatal(err)
 	}
 	if did, _ := tr.Step(now); !did {
@@ -394,7 +394,7 @@ func TestTransitionNewParameters(t *testing.T) {
 func TestTransitionChangesInFlight(t *testing.T) {
 	now := time.Unix(1000, 0)
 	tr := &Transition{AckTimeout: time.Hour}
-	tr.SetTarget("jhash", 1, 64, members3())
+	tr.SetTarget(config.HashJhash, 1, 64, members3())
 	tr.Step(now)
 	settleAll(t, tr, now)
 	// Without acknowledgements every server may still hold whatever any
@@ -404,7 +404,7 @@ func TestTransitionChangesInFlight(t *testing.T) {
 		mayHold[b] = map[int32]bool{o: true}
 	}
 	for i, down := range [][]int{{0}, {0, 1}, {1}, {2}, {}} {
-		tr.SetTarget("jhash", 1, 64, members3(down...))
+		tr.SetTarget(config.HashJhash, 1, 64, members3(down...))
 		if _, err := tr.Step(now); err != nil {
 			t.Fatalf("change %d: %v", i, err)
 		}

@@ -35,13 +35,13 @@ func SelectorFor(cl *config.Cluster, down map[int]bool) (Selector, []Server, err
 func SelectorFrom(cl *config.Cluster, down map[int]bool, base *Table) (Selector, []Server, *Table, error) {
 	servers := ServersFor(cl, down)
 	switch cl.Hash {
-	case "modulo":
+	case config.HashModulo:
 		if len(servers) > MaxModuloServers {
 			return nil, nil, nil, fmt.Errorf("dispatch: cluster %s: %d servers: the modulo function takes at most %d", cl.Name, len(servers), MaxModuloServers)
 		}
 		sel := NewModuloSelector(servers)
 		return sel, sel.Servers(), nil, nil
-	case "jhash", "":
+	case config.HashJhash:
 		var t *Table
 		var err error
 		if base != nil && base.Buckets() == cl.Buckets {

@@ -48,7 +48,7 @@ func Check(ctx context.Context, p Prober, h config.Health, target netip.Addr, se
 			return fmt.Errorf("icmp echo: %w", err)
 		}
 		return nil
-	case config.CheckNone, "":
+	case config.CheckNone:
 		return nil
 	default:
 		return fmt.Errorf("unknown check %q", h.Check)
@@ -186,7 +186,7 @@ func NewChecker(h config.Health, targets []Target, p Prober, prev map[int]State,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
-	if h.Check == config.CheckNone || h.Check == "" {
+	if h.Check == config.CheckNone {
 		return c
 	}
 	for i, t := range targets {

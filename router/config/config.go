@@ -15,20 +15,6 @@ import (
 	"github.com/ghostrouter/ghostrouter/dispatch/limits"
 )
 
-// Values of [Cluster.Mode], [Cluster.Hash] and [Health.Check].
-const (
-	ModeRouting   = "routing"   // the appliance rewrites the destination MAC to the chosen server's
-	ModeBroadcast = "broadcast" // the appliance broadcasts; each server's filter keeps its own buckets
-
-	HashJhash  = "jhash"  // contract 1: Linux lookup3 jhash, as nftables computes it
-	HashModulo = "modulo" // the patent's k = CA mod N with its failure rule; routing mode only
-
-	CheckNone = "none"
-	CheckTCP  = "tcp"
-	CheckHTTP = "http"
-	CheckICMP = "icmp"
-)
-
 // Defaults filled in by [Parse] for keys that are absent, and the limits it
 // enforces.
 const (
@@ -159,9 +145,9 @@ type Cluster struct {
 	Name             string
 	Address          netip.Addr // the ghost (cluster) address
 	Interface        string     // the servers' LAN
-	Mode             string     // ModeRouting or ModeBroadcast
+	Mode             Mode       // ModeRouting or ModeBroadcast
 	BroadcastAddress netip.Addr // the second ghost; valid iff Mode is ModeBroadcast
-	Hash             string     // HashJhash or HashModulo
+	Hash             Hash       // HashJhash or HashModulo
 	Seed             uint32
 	Buckets          int
 	Servers          []Server // in file order
@@ -200,7 +186,7 @@ type Server struct {
 // Health is [cluster.health]. When the table is absent Check is CheckNone.
 // Port is set only for tcp and http; Path and ExpectStatus only for http.
 type Health struct {
-	Check        string
+	Check        Check
 	Port         int
 	Path         string
 	ExpectStatus int

@@ -239,7 +239,7 @@ func TestDefaults(t *testing.T) {
 		}
 	}
 	c := cfg.Clusters[0]
-	if c.Hash != "jhash" || c.Seed != 0 || c.Buckets != DefaultBuckets || c.BroadcastAddress.IsValid() {
+	if c.Hash != HashJhash || c.Seed != 0 || c.Buckets != DefaultBuckets || c.BroadcastAddress.IsValid() {
 		t.Errorf("cluster = %+v, want hash jhash, seed 0, %d buckets, no broadcast address", c, DefaultBuckets)
 	}
 	for _, s := range c.Servers {
@@ -247,7 +247,7 @@ func TestDefaults(t *testing.T) {
 			t.Errorf("server %d = %+v, want weight 1, not draining", s.ID, s)
 		}
 	}
-	wantHealth := Health{Check: "none", Interval: time.Second, Timeout: 500 * time.Millisecond, Rise: 2, Fall: 3}
+	wantHealth := Health{Check: CheckNone, Interval: time.Second, Timeout: 500 * time.Millisecond, Rise: 2, Fall: 3}
 	if c.Health != wantHealth {
 		t.Errorf("Health = %+v, want %+v", c.Health, wantHealth)
 	}

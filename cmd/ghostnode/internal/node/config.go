@@ -40,7 +40,7 @@ func FromConfig(cfg *config.Config, cluster string, id int, down map[int]bool) (
 	if cl.Mode != config.ModeBroadcast {
 		return s, nil
 	}
-	if cl.Hash != config.HashJhash && cl.Hash != "" {
+	if cl.Hash != config.HashJhash {
 		return Spec{}, fmt.Errorf("%s: cluster %s: broadcast mode needs hash = %q, the one the kernel filter computes", cfg.File, cluster, config.HashJhash)
 	}
 	t, err := core.NewTable(core.ServersFor(cl, down), cl.Buckets)

@@ -300,7 +300,7 @@ func TestSetupPreconditions(t *testing.T) {
 			h.tables["ip ghost_web"] = &fakeTable{family: "ip", name: "ghost_web", setComment: "mine"}
 		}, func() Spec { return broadcast("web", ghost, 1) }, ErrNotOurs, "delete it or use another cluster name"},
 		{"bad name", nil, func() Spec { return routing("a b", ghost) }, ErrBadSpec, "cluster name"},
-		{"bad mode", nil, func() Spec { s := routing("web", ghost); s.Mode = "anycast"; return s }, ErrBadSpec, "anycast"},
+		{"bad mode", nil, func() Spec { s := routing("web", ghost); s.Mode = config.Mode(9); return s }, ErrBadSpec, "mode"},
 		{"loopback ghost", nil, func() Spec { return routing("web", netip.MustParseAddr("127.0.0.2")) }, ErrBadSpec, "ghost address"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/ghostrouter/ghostrouter/router/config"
 )
 
 // goodState is what setup records for an IPv4 broadcast cluster.
@@ -44,7 +46,7 @@ func TestStateCheck(t *testing.T) {
 		{"table buckets", func(s *State) { s.Table.Buckets = 1 << 20 }, "table buckets"},
 		{"table server", func(s *State) { s.Table.Server = -7 }, "table server"},
 		{"table in routing mode", func(s *State) { s.Mode = ModeRouting }, "routing mode"},
-		{"mode", func(s *State) { s.Mode = "both" }, "mode"},
+		{"mode", func(s *State) { s.Mode = config.Mode(9) }, "mode"},
 		{"cluster name", func(s *State) { s.Cluster = "../web" }, "cluster name"},
 		{"dev with a slash", func(s *State) { s.Dev = "../lo" }, "not an interface name"},
 		{"lan too long", func(s *State) { s.LAN = strings.Repeat("e", 16) }, "not an interface name"},
