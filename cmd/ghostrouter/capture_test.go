@@ -114,7 +114,7 @@ func TestCaptureOverControlSocket(t *testing.T) {
 	}
 	peer := os.NewFile(uintptr(fds[1]), "peer")
 	defer peer.Close()
-	ep, err := tap.NewEndpoint(tap.EndpointConfig{Name: "lan0", Files: []*os.File{os.NewFile(uintptr(fds[0]), "lan0")}, MAC: cfg.Interfaces[0].MAC, MTU: 1500})
+	ep, err := tap.NewEndpoint(tap.EndpointConfig{Name: "lan0", Files: []*os.File{os.NewFile(uintptr(fds[0]), "lan0")}, MAC: cfg.Interfaces[0].MAC.HardwareAddr(), MTU: 1500})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +161,7 @@ func TestCaptureOverControlSocket(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	mac := cfg.Interfaces[0].MAC
+	mac := cfg.Interfaces[0].MAC.HardwareAddr()
 	other := []byte{2, 0, 0, 0, 0, 2}
 	ipv4 := append(append(append([]byte{}, mac...), other...), 0x08, 0x00)
 	ipv4 = append(ipv4, make([]byte, 46)...)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"time"
@@ -111,9 +110,9 @@ type Interface struct {
 	// kept: 198.51.100.1/24 is the address 198.51.100.1 on 198.51.100.0/24.
 	// Use Addr() for the address and Masked() for the connected subnet.
 	Addresses []netip.Prefix
-	// MAC is as written, or DerivedMAC(Name) when not written. Always 6
-	// bytes, unicast, not zero.
-	MAC    net.HardwareAddr
+	// MAC is as written, or DerivedMAC(Name) when not written. Always
+	// unicast, not zero.
+	MAC    MAC
 	MTU    int
 	Bridge string // an existing Linux bridge to attach the TAP to; "" for none
 	Queues int    // TAP queues
@@ -135,7 +134,7 @@ func (r *Route) OnLink() bool { return !r.Via.IsValid() }
 // Neighbor is one [[neighbor]]: a permanent neighbor (ARP/NDP) entry.
 type Neighbor struct {
 	Address   netip.Addr
-	MAC       net.HardwareAddr // 6 bytes; may be broadcast or multicast
+	MAC       MAC // not zero; may be broadcast or multicast
 	Interface string
 	Line      int
 }
@@ -178,8 +177,8 @@ type Server struct {
 	Weight  int        // 0..MaxWeight; 0 owns no buckets
 	Drain   bool
 	// MAC pins the server's MAC (routing mode): the appliance neither
-	// resolves nor learns it. nil: resolved by the appliance. Always unicast.
-	MAC  net.HardwareAddr
+	// resolves nor learns it. Zero: resolved by the appliance. Always unicast.
+	MAC  MAC
 	Line int
 }
 
@@ -283,9 +282,9 @@ func (c *Cluster) Server(id int) (*Server, bool) {
 // (locally administered, unicast) followed by the first five bytes of
 // SHA-256(name). It depends on nothing but the name, so it is stable across
 // restarts and identical on a backup appliance.
-func DerivedMAC(name string) net.HardwareAddr {
+func DerivedMAC(name string) MAC {
 	sum := sha256.Sum256([]byte(name))
-	mac := make(net.HardwareAddr, 6)
+	var mac MAC
 	mac[0] = 0x02
 	copy(mac[1:], sum[:5])
 	return mac

@@ -227,7 +227,7 @@ func (d *decoder) iface(t *table) Interface {
 	}
 
 	if m, ok := t.mac("mac"); ok {
-		if m[0]&1 != 0 {
+		if m.IsMulticast() {
 			t.errorf("mac", "%s is a multicast MAC address; an interface needs a unicast one", m)
 		}
 		ifc.MAC = m
@@ -427,7 +427,7 @@ func (d *decoder) server(t *table, cluster string) Server {
 	s.Weight = t.intRange("weight", DefaultWeight, 0, MaxWeight)
 	s.Drain, _ = t.boolean("drain")
 	if m, ok := t.mac("mac"); ok {
-		if m[0]&1 != 0 {
+		if m.IsMulticast() {
 			t.errorf("mac", "%s is a broadcast or multicast MAC address; a server's MAC is unicast", m)
 		} else {
 			s.MAC = m
