@@ -17,10 +17,10 @@ type Announcer interface {
 // announce sends mc's membership to its servers now, if it is a broadcast
 // cluster with announcements.
 func (m *Manager) announce(mc *managed) {
-	if m.d.Announce == nil || mc.cfg.Mode != config.ModeBroadcast || mc.cfg.AnnounceKey == nil {
+	if m.d.Announce == nil || mc.spec.announce == nil {
 		return
 	}
-	m.d.Announce.Announce(&mc.cfg, mc.version, mc.servers)
+	m.d.Announce.Announce(mc.spec.announce, mc.version, mc.servers)
 }
 
 // repeatAnnouncementsLocked repeats each broadcast cluster's announcement
@@ -29,14 +29,14 @@ func (m *Manager) announce(mc *managed) {
 func (m *Manager) repeatAnnouncementsLocked(last map[string]time.Time, now time.Time) time.Duration {
 	wait := time.Duration(1<<63 - 1)
 	for _, mc := range m.clusters {
-		if mc.cfg.Mode != config.ModeBroadcast || mc.cfg.AnnounceKey == nil {
+		if mc.spec.announce == nil {
 			continue
 		}
-		if now.Sub(last[mc.cfg.Name]) >= mc.cfg.AnnounceInterval {
+		if now.Sub(last[mc.spec.name]) >= mc.spec.announceInterval {
 			m.announce(mc)
-			last[mc.cfg.Name] = now
+			last[mc.spec.name] = now
 		}
-		wait = min(wait, mc.cfg.AnnounceInterval)
+		wait = min(wait, mc.spec.announceInterval)
 	}
 	return wait
 }

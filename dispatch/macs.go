@@ -23,13 +23,13 @@ func (m *Manager) resolveOnce() bool {
 		}
 		changed := false
 		for i, s := range mc.servers {
-			mac, ok := m.d.Resolver.LinkAddress(mc.cfg.Interface, s.Addr)
+			mac, ok := m.d.Resolver.LinkAddress(mc.spec.iface, s.Addr)
 			if !ok {
 				all = false
 				continue
 			}
 			if mac != mc.macs[i] {
-				m.log.Info("server link address", "cluster", mc.cfg.Name, "server", s.ID, "address", s.Addr, "mac", net.HardwareAddr(mac[:]).String())
+				m.log.Info("server link address", "cluster", mc.spec.name, "server", s.ID, "address", s.Addr, "mac", net.HardwareAddr(mac[:]).String())
 				mc.macs[i] = mac
 				changed = true
 			}

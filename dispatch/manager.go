@@ -3,7 +3,6 @@ package dispatch
 import (
 	"fmt"
 	"log/slog"
-	"reflect"
 	"sync"
 	"time"
 
@@ -47,7 +46,7 @@ type Manager struct {
 
 // managed is one configured cluster, with its runtime.
 type managed struct {
-	cfg     config.Cluster
+	spec    spec     // what the configuration asks for
 	c       *Cluster // routing mode: the forwarding path's cluster; nil in broadcast mode
 	sel     core.Selector
 	table   *core.Table   // jhash: sel's table, which the next change starts from
@@ -102,18 +101,19 @@ func (m *Manager) Apply(cfg *config.Config) error {
 func (m *Manager) applyLocked(cfg *config.Config, built map[string]*core.Table) (retired []*health.Checker, _ error) {
 	old := map[string]*managed{}
 	for _, mc := range m.clusters {
-		old[mc.cfg.Name] = mc
+		old[mc.spec.name] = mc
 	}
 	// Build every new table first, so that a bad one changes nothing.
 	next := make([]*managed, 0, len(cfg.Clusters))
-	for _, cl := range cfg.Clusters {
-		mc := &managed{cfg: cl, stats: map[int]*ServerStats{}, down: map[int]bool{}, obs: m.d.Observer}
+	for i := range cfg.Clusters {
+		cl := &cfg.Clusters[i]
+		mc := &managed{spec: specOf(cl), stats: map[int]*ServerStats{}, down: map[int]bool{}, obs: m.d.Observer}
 		prev := old[cl.Name]
-		if prev != nil && prev.cfg.Mode == cl.Mode && prev.cfg.Interface == cl.Interface && prev.cfg.Address == cl.Address {
+		if prev != nil && prev.spec.mode == mc.spec.mode && prev.spec.iface == mc.spec.iface && prev.spec.ghost == mc.spec.ghost {
 			mc.stats, mc.version, mc.events = prev.stats, prev.version, prev.events
 			mc.c = prev.c
 			for id := range prev.down {
-				if _, ok := cl.Server(id); ok {
+				if _, ok := mc.spec.server(id); ok {
 					mc.down[id] = true
 				}
 			}
@@ -138,14 +138,14 @@ func (m *Manager) applyLocked(cfg *config.Config, built map[string]*core.Table) 
 	keep := map[string]bool{}
 	now := time.Now()
 	for _, mc := range next {
-		prev := old[mc.cfg.Name]
+		prev := old[mc.spec.name]
 		var stale *window
 		if prev != nil && prev.c != nil && prev.c == mc.c {
 			stale = mc.transit(prev, true, now) // a planned change: keep the moved buckets' connections
 		}
-		if prev != nil && prev.checker != nil && reflect.DeepEqual(prev.cfg.Health, mc.cfg.Health) && sameTargets(prev.cfg, mc.cfg) {
+		if prev != nil && prev.checker != nil && prev.spec.health == mc.spec.health && sameTargets(&prev.spec, &mc.spec) {
 			mc.checker = prev.checker
-			keep[mc.cfg.Name] = true
+			keep[mc.spec.name] = true
 		} else {
 			var states map[int]health.State
 			if prev != nil && prev.checker != nil {
@@ -163,11 +163,11 @@ func (m *Manager) applyLocked(cfg *config.Config, built map[string]*core.Table) 
 		if prev != nil {
 			verb = "cluster updated"
 		}
-		m.log.Info(verb, "cluster", mc.cfg.Name, "mode", mc.cfg.Mode, "ghost", mc.cfg.Address, "servers", len(mc.cfg.Servers),
-			"hash", mc.cfg.Hash, "buckets", mc.cfg.Buckets, "health", health.Describe(mc.cfg.Health), "version", mc.version)
+		m.log.Info(verb, "cluster", mc.spec.name, "mode", mc.spec.mode, "ghost", mc.spec.ghost, "servers", len(mc.spec.servers),
+			"hash", mc.spec.hash, "buckets", mc.spec.buckets, "health", health.Describe(mc.spec.health), "version", mc.version)
 	}
 	for _, mc := range m.clusters {
-		if !keep[mc.cfg.Name] && mc.checker != nil {
+		if !keep[mc.spec.name] && mc.checker != nil {
 			retired = append(retired, mc.checker)
 		}
 	}
@@ -185,33 +185,21 @@ func (m *Manager) applyLocked(cfg *config.Config, built map[string]*core.Table) 
 	return retired, nil
 }
 
-func sameTargets(a, b config.Cluster) bool {
-	if len(a.Servers) != len(b.Servers) {
-		return false
-	}
-	for i := range a.Servers {
-		if a.Servers[i].ID != b.Servers[i].ID || a.Servers[i].Address != b.Servers[i].Address {
-			return false
-		}
-	}
-	return true
-}
-
 // newChecker starts health checks for mc's servers.
 func (m *Manager) newChecker(mc *managed, states map[int]health.State) *health.Checker {
 	if m.d.Prober == nil {
 		return nil
 	}
-	targets := make([]health.Target, len(mc.cfg.Servers))
-	for i, s := range mc.cfg.Servers {
-		targets[i] = health.Target{ID: s.ID, Addr: s.Address}
+	targets := make([]health.Target, len(mc.spec.servers))
+	for i, s := range mc.spec.servers {
+		targets[i] = health.Target{ID: s.id, Addr: s.addr}
 	}
-	name := mc.cfg.Name
+	name := mc.spec.name
 	var opts []health.Option
 	if o := m.d.Observer; o != nil {
 		opts = append(opts, health.WithObserver(func(id int, d time.Duration, err error) { o.HealthChecked(name, id, d, err) }))
 	}
-	return health.NewChecker(mc.cfg.Health, targets, m.d.Prober, states, func(ev health.Event) {
+	return health.NewChecker(mc.spec.health, targets, m.d.Prober, states, func(ev health.Event) {
 		m.healthChanged(name, ev)
 	}, opts...)
 }
@@ -222,14 +210,14 @@ func (m *Manager) healthChanged(cluster string, ev health.Event) {
 	defer m.mu.Unlock()
 	var mc *managed
 	for _, c := range m.clusters {
-		if c.cfg.Name == cluster {
+		if c.spec.name == cluster {
 			mc = c
 		}
 	}
 	if mc == nil {
 		return
 	}
-	if _, ok := mc.cfg.Server(ev.ServerID); !ok {
+	if _, ok := mc.spec.server(ev.ServerID); !ok {
 		return
 	}
 	before := ownerCounts(mc)
@@ -258,7 +246,7 @@ func (m *Manager) healthChanged(cluster string, ev health.Event) {
 		}
 	}
 	mc.events = append(mc.events, Event{At: ev.At, ServerID: ev.ServerID, Up: ev.Up, Reason: ev.Reason, Detect: ev.Detect,
-		Moved: moved, Buckets: mc.cfg.Buckets})
+		Moved: moved, Buckets: mc.spec.buckets})
 	if len(mc.events) > maxEvents {
 		mc.events = mc.events[len(mc.events)-maxEvents:]
 	}
@@ -287,12 +275,13 @@ func (mc *managed) rebuild(prev *managed) error {
 		base = prev.table
 	}
 	start := time.Now()
-	sel, servers, table, err := core.SelectorFrom(&mc.cfg, mc.down, base)
+	sp := &mc.spec
+	sel, servers, table, err := core.NewSelector(sp.name, sp.hash, sp.seed, sp.buckets, sp.tableServers(mc.down), base)
 	if mc.obs != nil && err == nil {
-		mc.obs.TableBuilt(mc.cfg.Name, time.Since(start))
+		mc.obs.TableBuilt(mc.spec.name, time.Since(start))
 	}
 	if err != nil {
-		return fmt.Errorf("dispatch: cluster %s: %w", mc.cfg.Name, err)
+		return fmt.Errorf("dispatch: cluster %s: %w", mc.spec.name, err)
 	}
 	mc.sel, mc.servers, mc.table = sel, servers, table
 	mc.macs = carryMACs(prev, servers)

@@ -24,7 +24,7 @@ func (m *Manager) buildTables(cfg *config.Config) (map[string]*core.Table, error
 	starts := map[string]start{}
 	m.mu.Lock()
 	for _, mc := range m.clusters {
-		starts[mc.cfg.Name] = start{base: mc.table, down: maps.Clone(mc.down)}
+		starts[mc.spec.name] = start{base: mc.table, down: maps.Clone(mc.down)}
 	}
 	m.mu.Unlock()
 

@@ -22,7 +22,7 @@ type ClusterState struct {
 	Hash             config.Hash
 	Seed             uint32
 	Buckets          int
-	Health           config.Health
+	Health           health.Spec
 	Version          uint64        // the table's version, incremented on every change
 	Servers          []ServerState // by ascending ID
 	// Fingerprint digests where the table sends every bucket (see
@@ -86,10 +86,11 @@ func (m *Manager) State() []ClusterState {
 	defer m.mu.Unlock()
 	out := make([]ClusterState, 0, len(m.clusters))
 	for _, mc := range m.clusters {
+		sp := &mc.spec
 		cs := ClusterState{
-			Name: mc.cfg.Name, Mode: mc.cfg.Mode, Ghost: mc.cfg.Address, BroadcastAddress: mc.cfg.BroadcastAddress,
-			Interface: mc.cfg.Interface, Hash: mc.cfg.Hash, Seed: mc.cfg.Seed, Buckets: mc.cfg.Buckets,
-			Health: mc.cfg.Health, Version: mc.version,
+			Name: sp.name, Mode: sp.mode, Ghost: sp.ghost, BroadcastAddress: sp.broadcast,
+			Interface: sp.iface, Hash: sp.hash, Seed: sp.seed, Buckets: sp.buckets,
+			Health: sp.health, Version: mc.version,
 			Events:      slices.Clone(mc.events),
 			Fingerprint: core.FingerprintOf(mc.table, mc.servers),
 		}
@@ -100,8 +101,8 @@ func (m *Manager) State() []ClusterState {
 		counts := bucketCounts(mc.sel, len(mc.servers))
 		for i, s := range mc.servers {
 			ss := ServerState{ID: s.ID, Addr: s.Addr, MAC: mc.macs[i], Weight: s.Weight, Up: s.Up, Buckets: counts[i]}
-			if cs, ok := mc.cfg.Server(s.ID); ok {
-				ss.Weight, ss.Drain = cs.Weight, cs.Drain
+			if cs, ok := sp.server(s.ID); ok {
+				ss.Weight, ss.Drain = cs.weight, cs.drain
 			}
 			ss.Health, ss.Checked = states[s.ID]
 			if st := mc.stats[s.ID]; st != nil {

@@ -41,7 +41,7 @@ func (mc *managed) transit(prev *managed, planned bool, now time.Time) (stale *w
 		old = prev.win
 	}
 	mc.win = nil
-	if mc.c == nil || prev == nil || prev.sel == nil || mc.cfg.DrainTimeout <= 0 {
+	if mc.c == nil || prev == nil || prev.sel == nil || mc.spec.drainTimeout <= 0 {
 		return old
 	}
 	effSel, effServers := prev.sel, prev.servers
@@ -101,12 +101,12 @@ func (mc *managed) transit(prev *managed, planned bool, now time.Time) (stale *w
 		tr.mem, tr.epoch = old.tr.mem, old.tr.epoch
 		w.switched, w.deadline, w.learnUntil = old.switched, old.deadline, old.learnUntil
 	} else {
-		tr.mem, tr.epoch = newFlowMemory(mc.cfg.FlowMemory), now
+		tr.mem, tr.epoch = newFlowMemory(mc.spec.flowMemory), now
 		mc.c.flows.Windows.Add(1)
 	}
-	learn := min(learnPeriod, mc.cfg.DrainTimeout)
+	learn := min(learnPeriod, mc.spec.drainTimeout)
 	if newly > 0 {
-		w.deadline = now.Add(learn + mc.cfg.DrainTimeout)
+		w.deadline = now.Add(learn + mc.spec.drainTimeout)
 	}
 	switch {
 	case planned && newly > 0:
@@ -180,7 +180,7 @@ func (mc *managed) sweepWindow(now time.Time) (republish bool) {
 	tr := w.tr
 	t := int64(now.Sub(tr.epoch))
 	tr.mem.clock.Store(t)
-	idle := int64(min(flowIdle, mc.cfg.DrainTimeout))
+	idle := int64(min(flowIdle, mc.spec.drainTimeout))
 	divergent := 0
 	released := tr.mem.sweep(func(e *flowEntry) bool {
 		age := t - e.last
@@ -196,7 +196,7 @@ func (mc *managed) sweepWindow(now time.Time) (republish bool) {
 		return false
 	})
 	mc.c.flows.Released.Add(uint64(released))
-	quiet := min(flowIdle, mc.cfg.DrainTimeout)
+	quiet := min(flowIdle, mc.spec.drainTimeout)
 	if !now.Before(w.deadline) || (now.Sub(w.switched) >= quiet && divergent == 0) {
 		mc.win = nil
 		mc.publish()
