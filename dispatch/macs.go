@@ -1,8 +1,9 @@
 package dispatch
 
 import (
-	"net"
 	"net/netip"
+
+	"github.com/ghostrouter/ghostrouter/router/config"
 )
 
 // Resolver gives the MAC of a LAN host as the appliance's own ARP/NDP has
@@ -29,7 +30,7 @@ func (m *Manager) resolveOnce() bool {
 				continue
 			}
 			if mac != mc.macs[i] {
-				m.log.Info("server link address", "cluster", mc.spec.name, "server", s.ID, "address", s.Addr, "mac", net.HardwareAddr(mac[:]).String())
+				m.log.Info("server link address", "cluster", mc.spec.name, "server", s.ID, "address", s.Addr, "mac", config.MAC(mac))
 				mc.macs[i] = mac
 				changed = true
 			}

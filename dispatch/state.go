@@ -42,7 +42,7 @@ type ClusterState struct {
 type ServerState struct {
 	ID      int
 	Addr    netip.Addr
-	MAC     [6]byte // all zero while unresolved
+	MAC     config.MAC // zero while unresolved
 	Weight  int     // the configured weight
 	Drain   bool
 	Up      bool
@@ -100,7 +100,7 @@ func (m *Manager) State() []ClusterState {
 		}
 		counts := bucketCounts(mc.sel, len(mc.servers))
 		for i, s := range mc.servers {
-			ss := ServerState{ID: s.ID, Addr: s.Addr, MAC: mc.macs[i], Weight: s.Weight, Up: s.Up, Buckets: counts[i]}
+			ss := ServerState{ID: s.ID, Addr: s.Addr, MAC: config.MAC(mc.macs[i]), Weight: s.Weight, Up: s.Up, Buckets: counts[i]}
 			if cs, ok := sp.server(s.ID); ok {
 				ss.Weight, ss.Drain = cs.weight, cs.drain
 			}

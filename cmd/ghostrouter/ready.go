@@ -28,7 +28,7 @@ func (a *appliance) waitForwarding(ctx context.Context, max time.Duration) bool 
 				continue
 			}
 			for _, s := range c.Servers {
-				if s.Up && s.MAC == ([6]byte{}) {
+				if s.Up && s.MAC.IsZero() {
 					ready = false
 				}
 			}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"time"
 
 	"github.com/ghostrouter/ghostrouter/dispatch"
@@ -89,8 +88,8 @@ func clusterStatus(c *dispatch.ClusterState) ClusterStatus {
 				ss.LastError = s.Health.LastError
 			}
 		}
-		if s.MAC != ([6]byte{}) {
-			ss.MAC = net.HardwareAddr(s.MAC[:]).String()
+		if !s.MAC.IsZero() {
+			ss.MAC = s.MAC.String()
 		}
 		cs.Servers = append(cs.Servers, ss)
 	}

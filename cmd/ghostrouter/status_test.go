@@ -40,7 +40,7 @@ func TestClusterStatusJSON(t *testing.T) {
 		Name: "web", Mode: config.ModeRouting, Ghost: netip.MustParseAddr("203.0.113.10"), Interface: "lan0",
 		Hash: config.HashJhash, Seed: 0x5eed, Buckets: 8, Version: 4, Fingerprint: "0x00000000000000ff",
 		Servers: []dispatch.ServerState{
-			{ID: 1, Addr: netip.MustParseAddr("10.0.0.11"), MAC: [6]byte{2, 0, 0, 0, 0, 0x11}, Weight: 1, Up: true, Buckets: 8,
+			{ID: 1, Addr: netip.MustParseAddr("10.0.0.11"), MAC: config.MAC{2, 0, 0, 0, 0, 0x11}, Weight: 1, Up: true, Buckets: 8,
 				Checked: true, Health: health.State{Up: true, Since: since, Transitions: 1, LastError: "old"}, Packets: 3, Bytes: 300},
 			{ID: 2, Addr: netip.MustParseAddr("10.0.0.12"), Weight: 2, Drain: true, Up: false,
 				Checked: true, Health: health.State{Up: false, Since: since, Transitions: 2, LastError: "refused"}},

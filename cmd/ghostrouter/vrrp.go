@@ -118,7 +118,7 @@ func dispatchReady(m *dispatch.Manager) bool {
 				continue
 			}
 			up++
-			if c.Mode == config.ModeRouting && s.MAC == ([6]byte{}) {
+			if c.Mode == config.ModeRouting && s.MAC.IsZero() {
 				return false
 			}
 		}
