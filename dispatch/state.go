@@ -43,7 +43,7 @@ type ServerState struct {
 	ID      int
 	Addr    netip.Addr
 	MAC     config.MAC // zero while unresolved
-	Weight  int     // the configured weight
+	Weight  int        // the configured weight
 	Drain   bool
 	Up      bool
 	Buckets int // buckets the table gives it
