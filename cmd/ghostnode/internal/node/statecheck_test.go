@@ -112,3 +112,25 @@ func FuzzDecodeState(f *testing.F) {
 		}
 	})
 }
+
+// The state file keeps the configuration's word for the mode, and a word
+// that is not a mode is refused when the file is read.
+func TestStateModeWord(t *testing.T) {
+	data, err := json.Marshal(goodState())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), `"mode":"broadcast"`) {
+		t.Fatalf("state file %s does not say \"mode\":\"broadcast\"", data)
+	}
+	st, err := decodeState(data)
+	if err != nil || st.Mode != ModeBroadcast {
+		t.Fatalf("decodeState(%s) = %+v, %v", data, st, err)
+	}
+	for _, word := range []string{"both", "", "Broadcast"} {
+		bad := strings.Replace(string(data), `"mode":"broadcast"`, `"mode":"`+word+`"`, 1)
+		if _, err := decodeState([]byte(bad)); err == nil || !strings.Contains(err.Error(), "mode") {
+			t.Errorf("mode %q: decodeState = %v, want an error naming the mode", word, err)
+		}
+	}
+}
