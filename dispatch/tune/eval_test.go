@@ -11,7 +11,7 @@ import (
 	"github.com/ghostrouter/ghostrouter/dispatch/core"
 )
 
-const defaultSeed = 0x5eed // the seed of the hash contract's worked example (package dispatch's doc)
+const defaultSeed = 0x5eed // the seed of the hash contract's worked example (package dispatch/core's doc)
 
 func readPop(t testing.TB, text []byte) *Population {
 	t.Helper()
