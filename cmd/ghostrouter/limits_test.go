@@ -102,6 +102,7 @@ func TestLimitsCheckAgreesWithRun(t *testing.T) {
 		{"broadcast announcing", config.ModeBroadcast, config.HashJhash, true, config.MaxAnnounceMembers, 1024, true},
 		{"broadcast silent", config.ModeBroadcast, config.HashJhash, false, config.MaxServers, 1024, false},
 	}
+	jhashCase := cases[0] // the one with a server at the largest weight, for the checks below
 	if testing.Short() {
 		cases = cases[1:3]
 	}
@@ -159,7 +160,7 @@ func TestLimitsCheckAgreesWithRun(t *testing.T) {
 	}
 
 	// One bucket more, and one unit of weight more.
-	c := cases[0]
+	c := jhashCase
 	c.servers, c.buckets = 4, config.MaxBuckets+1
 	path, _ := limitFile(t, c)
 	checkRejects(t, path, fmt.Sprintf("%s:12: cluster \"web\": buckets:", path))
