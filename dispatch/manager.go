@@ -276,7 +276,7 @@ func (mc *managed) rebuild(prev *managed) error {
 	}
 	start := time.Now()
 	sp := &mc.spec
-	sel, servers, table, err := core.NewSelector(sp.name, sp.hash, sp.seed, sp.buckets, sp.tableServers(mc.down), base)
+	sel, servers, table, err := core.NewSelector(core.Params{Name: sp.name, Hash: sp.hash, Seed: sp.seed, Buckets: sp.buckets}, sp.tableServers(mc.down), base)
 	if mc.obs != nil && err == nil {
 		mc.obs.TableBuilt(mc.spec.name, time.Since(start))
 	}

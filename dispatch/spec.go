@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/ghostrouter/ghostrouter/dispatch/core"
@@ -22,7 +23,8 @@ type spec struct {
 	hash      config.Hash
 	seed      uint32
 	buckets   int
-	servers   []serverSpec // in file order
+	servers   []serverSpec  // in file order
+	members   []core.Server // the table's view of servers, all up (core.ServersFor)
 	health    health.Spec
 	// drainTimeout and flowMemory shape routing mode's transition windows
 	// (window.go).
@@ -57,6 +59,7 @@ func specOf(cl *config.Cluster) spec {
 	for i, sv := range cl.Servers {
 		s.servers[i] = serverSpec{id: sv.ID, addr: sv.Address, weight: sv.Weight, drain: sv.Drain}
 	}
+	s.members = core.ServersFor(cl, nil)
 	if cl.Mode == config.ModeBroadcast && cl.AnnounceKey != nil {
 		s.announce = cl
 	}
@@ -75,9 +78,9 @@ func (s *spec) server(id int) (serverSpec, bool) {
 
 // tableServers is the table's view of the servers, those in down failed.
 func (s *spec) tableServers(down map[int]bool) []core.Server {
-	out := make([]core.Server, len(s.servers))
-	for i, sv := range s.servers {
-		out[i] = core.ServerOf(sv.id, sv.addr, sv.weight, sv.drain, !down[sv.id])
+	out := slices.Clone(s.members)
+	for i := range out {
+		out[i].Up = !down[out[i].ID]
 	}
 	return out
 }

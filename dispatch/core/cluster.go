@@ -2,7 +2,6 @@ package core
 
 import (
 	"fmt"
-	"net/netip"
 
 	"github.com/ghostrouter/ghostrouter/router/config"
 )
@@ -13,18 +12,13 @@ import (
 func ServersFor(cl *config.Cluster, down map[int]bool) []Server {
 	out := make([]Server, len(cl.Servers))
 	for i, s := range cl.Servers {
-		out[i] = ServerOf(s.ID, s.Address, s.Weight, s.Drain, !down[s.ID])
+		w := s.Weight
+		if s.Drain {
+			w = 0
+		}
+		out[i] = Server{ID: s.ID, Addr: s.Address, Weight: w, Up: !down[s.ID]}
 	}
 	return out
-}
-
-// ServerOf is the table's view of one configured server: a drained server
-// has weight 0, so it owns no buckets.
-func ServerOf(id int, addr netip.Addr, weight int, drain, up bool) Server {
-	if drain {
-		weight = 0
-	}
-	return Server{ID: id, Addr: addr, Weight: weight, Up: up}
 }
 
 // SelectorFor builds the selector a configured cluster uses (its hash, seed,
@@ -39,33 +33,42 @@ func SelectorFor(cl *config.Cluster, down map[int]bool) (Selector, []Server, err
 // table (nil for none): a health change then recomputes only the buckets it
 // moves (Table.Update). It also returns the new table (nil for modulo).
 func SelectorFrom(cl *config.Cluster, down map[int]bool, base *Table) (Selector, []Server, *Table, error) {
-	return NewSelector(cl.Name, cl.Hash, cl.Seed, cl.Buckets, ServersFor(cl, down), base)
+	return NewSelector(Params{Name: cl.Name, Hash: cl.Hash, Seed: cl.Seed, Buckets: cl.Buckets}, ServersFor(cl, down), base)
 }
 
-// NewSelector builds the selector of the named cluster's hash function over
-// servers, starting from base as SelectorFrom does. It returns the selector,
-// the servers its indices refer to and the new table (nil for modulo).
-func NewSelector(cluster string, hash config.Hash, seed uint32, buckets int, servers []Server, base *Table) (Selector, []Server, *Table, error) {
-	switch hash {
+// Params are what a cluster's selector is built from besides its servers:
+// its hash function, seed and bucket count, and its name for errors.
+type Params struct {
+	Name    string
+	Hash    config.Hash
+	Seed    uint32
+	Buckets int
+}
+
+// NewSelector builds the selector of cl over servers, starting from base as
+// SelectorFrom does. It returns the selector, the servers its indices refer
+// to and the new table (nil for modulo).
+func NewSelector(cl Params, servers []Server, base *Table) (Selector, []Server, *Table, error) {
+	switch cl.Hash {
 	case config.HashModulo:
 		if len(servers) > MaxModuloServers {
-			return nil, nil, nil, fmt.Errorf("dispatch: cluster %s: %d servers: the modulo function takes at most %d", cluster, len(servers), MaxModuloServers)
+			return nil, nil, nil, fmt.Errorf("dispatch: cluster %s: %d servers: the modulo function takes at most %d", cl.Name, len(servers), MaxModuloServers)
 		}
 		sel := NewModuloSelector(servers)
 		return sel, sel.Servers(), nil, nil
 	case config.HashJhash:
 		var t *Table
 		var err error
-		if base != nil && base.Buckets() == buckets {
+		if base != nil && base.Buckets() == cl.Buckets {
 			t, err = base.Update(servers)
 		} else {
-			t, err = NewTable(servers, buckets)
+			t, err = NewTable(servers, cl.Buckets)
 		}
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		return NewJHashSelector(t, seed), t.Servers(), t, nil
+		return NewJHashSelector(t, cl.Seed), t.Servers(), t, nil
 	default:
-		return nil, nil, nil, fmt.Errorf("dispatch: cluster %s: unknown hash %q", cluster, hash)
+		return nil, nil, nil, fmt.Errorf("dispatch: cluster %s: unknown hash %q", cl.Name, cl.Hash)
 	}
 }
