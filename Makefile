@@ -46,7 +46,7 @@ demo: deps build ## the showcase: namespaces, servers, the appliance, traffic, a
 
 bench: deps build ## kernel vs ghostrouter side by side (root, a few minutes), then the datapath micro-benchmarks
 	GHOSTROUTER_BENCH=1 $(GO) test -count=1 -run '^TestBench$$' -v -timeout 30m ./test/bench/
-	$(GO) test -run '^$$' -bench . -benchmem ./dispatch/ ./router/...
+	$(GO) test -run '^$$' -bench . -benchmem ./dispatch/ ./dispatch/core/ ./router/...
 
 FUZZTIME ?= 10s
 # Go's fuzz coordinator (before Go 1.27) can end a run with a bare "context deadline

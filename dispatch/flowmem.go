@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"sync"
 	"sync/atomic"
+
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 )
 
 // flowKey names one flow as the dispatcher sees it: the client's address
@@ -23,7 +25,7 @@ func (k *flowKey) hash() uint64 {
 	a := binary.LittleEndian.Uint64(k.addr[0:8])
 	b := binary.LittleEndian.Uint64(k.addr[8:16])
 	c := uint64(k.sport)<<24 | uint64(k.dport)<<8 | uint64(k.proto)
-	return mix64(mix64(a^0x666c6f772d6d656d) ^ b ^ mix64(c))
+	return core.Mix64(core.Mix64(a^0x666c6f772d6d656d) ^ b ^ core.Mix64(c))
 }
 
 // Entry states.

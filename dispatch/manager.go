@@ -3,30 +3,14 @@ package dispatch
 import (
 	"fmt"
 	"log/slog"
-	"net"
-	"net/netip"
-	"reflect"
-	"sort"
 	"sync"
 	"time"
 
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"github.com/ghostrouter/ghostrouter/dispatch/health"
 	"github.com/ghostrouter/ghostrouter/router/config"
 	"github.com/ghostrouter/ghostrouter/router/tap"
 )
-
-// Resolver gives the MAC of a LAN host as the appliance's own ARP/NDP has
-// resolved it (neigh.Resolver implements it). It must not block.
-type Resolver interface {
-	LinkAddress(ifname string, addr netip.Addr) ([6]byte, bool)
-}
-
-// Announcer tells a broadcast cluster's servers its current membership, from
-// which each computes the table (and so its own buckets) with NewTable. The
-// appliance implements it over UDP; version orders the announcements.
-type Announcer interface {
-	Announce(cl *config.Cluster, version uint64, servers []Server)
-}
 
 // Deps are what the manager uses from the rest of the appliance.
 type Deps struct {
@@ -62,22 +46,20 @@ type Manager struct {
 
 // managed is one configured cluster, with its runtime.
 type managed struct {
-	cfg     config.Cluster
+	spec    spec     // what the configuration asks for
 	c       *Cluster // routing mode: the forwarding path's cluster; nil in broadcast mode
-	sel     Selector
-	table   *Table   // jhash: sel's table, which the next change starts from
-	servers []Server // the order the selector's indices refer to
+	sel     core.Selector
+	table   *core.Table   // jhash: sel's table, which the next change starts from
+	servers []core.Server // the order the selector's indices refer to
 	macs    [][6]byte
 	stats   map[int]*ServerStats // by server id, kept across table changes
 	version uint64
 	checker *health.Checker
 	down    map[int]bool
-	events  []string // the last transitions, newest last
+	events  []Event  // the last transitions, newest last
 	obs     Observer // may be nil
 	win     *window  // routing mode: the open transition window, or nil (window.go)
 }
-
-const maxEvents = 16
 
 // NewManager builds the clusters of cfg.
 func NewManager(cfg *config.Config, d Deps) (*Manager, error) {
@@ -116,21 +98,22 @@ func (m *Manager) Apply(cfg *config.Config) error {
 	return err
 }
 
-func (m *Manager) applyLocked(cfg *config.Config, built map[string]*Table) (retired []*health.Checker, _ error) {
+func (m *Manager) applyLocked(cfg *config.Config, built map[string]*core.Table) (retired []*health.Checker, _ error) {
 	old := map[string]*managed{}
 	for _, mc := range m.clusters {
-		old[mc.cfg.Name] = mc
+		old[mc.spec.name] = mc
 	}
 	// Build every new table first, so that a bad one changes nothing.
 	next := make([]*managed, 0, len(cfg.Clusters))
-	for _, cl := range cfg.Clusters {
-		mc := &managed{cfg: cl, stats: map[int]*ServerStats{}, down: map[int]bool{}, obs: m.d.Observer}
+	for i := range cfg.Clusters {
+		cl := &cfg.Clusters[i]
+		mc := &managed{spec: specOf(cl), stats: map[int]*ServerStats{}, down: map[int]bool{}, obs: m.d.Observer}
 		prev := old[cl.Name]
-		if prev != nil && prev.cfg.Mode == cl.Mode && prev.cfg.Interface == cl.Interface && prev.cfg.Address == cl.Address {
+		if prev != nil && prev.spec.mode == mc.spec.mode && prev.spec.iface == mc.spec.iface && prev.spec.ghost == mc.spec.ghost {
 			mc.stats, mc.version, mc.events = prev.stats, prev.version, prev.events
 			mc.c = prev.c
 			for id := range prev.down {
-				if _, ok := cl.Server(id); ok {
+				if _, ok := mc.spec.server(id); ok {
 					mc.down[id] = true
 				}
 			}
@@ -155,14 +138,14 @@ func (m *Manager) applyLocked(cfg *config.Config, built map[string]*Table) (reti
 	keep := map[string]bool{}
 	now := time.Now()
 	for _, mc := range next {
-		prev := old[mc.cfg.Name]
+		prev := old[mc.spec.name]
 		var stale *window
 		if prev != nil && prev.c != nil && prev.c == mc.c {
 			stale = mc.transit(prev, true, now) // a planned change: keep the moved buckets' connections
 		}
-		if prev != nil && prev.checker != nil && reflect.DeepEqual(prev.cfg.Health, mc.cfg.Health) && sameTargets(prev.cfg, mc.cfg) {
+		if prev != nil && prev.checker != nil && prev.spec.health == mc.spec.health && sameTargets(&prev.spec, &mc.spec) {
 			mc.checker = prev.checker
-			keep[mc.cfg.Name] = true
+			keep[mc.spec.name] = true
 		} else {
 			var states map[int]health.State
 			if prev != nil && prev.checker != nil {
@@ -180,11 +163,11 @@ func (m *Manager) applyLocked(cfg *config.Config, built map[string]*Table) (reti
 		if prev != nil {
 			verb = "cluster updated"
 		}
-		m.log.Info(verb, "cluster", mc.cfg.Name, "mode", mc.cfg.Mode, "ghost", mc.cfg.Address, "servers", len(mc.cfg.Servers),
-			"hash", mc.cfg.Hash, "buckets", mc.cfg.Buckets, "health", health.Describe(mc.cfg.Health), "version", mc.version)
+		m.log.Info(verb, "cluster", mc.spec.name, "mode", mc.spec.mode, "ghost", mc.spec.ghost, "servers", len(mc.spec.servers),
+			"hash", mc.spec.hash, "buckets", mc.spec.buckets, "health", health.Describe(mc.spec.health), "version", mc.version)
 	}
 	for _, mc := range m.clusters {
-		if !keep[mc.cfg.Name] && mc.checker != nil {
+		if !keep[mc.spec.name] && mc.checker != nil {
 			retired = append(retired, mc.checker)
 		}
 	}
@@ -202,33 +185,21 @@ func (m *Manager) applyLocked(cfg *config.Config, built map[string]*Table) (reti
 	return retired, nil
 }
 
-func sameTargets(a, b config.Cluster) bool {
-	if len(a.Servers) != len(b.Servers) {
-		return false
-	}
-	for i := range a.Servers {
-		if a.Servers[i].ID != b.Servers[i].ID || a.Servers[i].Address != b.Servers[i].Address {
-			return false
-		}
-	}
-	return true
-}
-
 // newChecker starts health checks for mc's servers.
 func (m *Manager) newChecker(mc *managed, states map[int]health.State) *health.Checker {
 	if m.d.Prober == nil {
 		return nil
 	}
-	targets := make([]health.Target, len(mc.cfg.Servers))
-	for i, s := range mc.cfg.Servers {
-		targets[i] = health.Target{ID: s.ID, Addr: s.Address}
+	targets := make([]health.Target, len(mc.spec.servers))
+	for i, s := range mc.spec.servers {
+		targets[i] = health.Target{ID: s.id, Addr: s.addr}
 	}
-	name := mc.cfg.Name
+	name := mc.spec.name
 	var opts []health.Option
 	if o := m.d.Observer; o != nil {
 		opts = append(opts, health.WithObserver(func(id int, d time.Duration, err error) { o.HealthChecked(name, id, d, err) }))
 	}
-	return health.NewChecker(mc.cfg.Health, targets, m.d.Prober, states, func(ev health.Event) {
+	return health.NewChecker(mc.spec.health, targets, m.d.Prober, states, func(ev health.Event) {
 		m.healthChanged(name, ev)
 	}, opts...)
 }
@@ -239,14 +210,14 @@ func (m *Manager) healthChanged(cluster string, ev health.Event) {
 	defer m.mu.Unlock()
 	var mc *managed
 	for _, c := range m.clusters {
-		if c.cfg.Name == cluster {
+		if c.spec.name == cluster {
 			mc = c
 		}
 	}
 	if mc == nil {
 		return
 	}
-	if _, ok := mc.cfg.Server(ev.ServerID); !ok {
+	if _, ok := mc.spec.server(ev.ServerID); !ok {
 		return
 	}
 	before := ownerCounts(mc)
@@ -274,17 +245,14 @@ func (m *Manager) healthChanged(cluster string, ev health.Event) {
 			moved += d
 		}
 	}
+	mc.events = append(mc.events, Event{At: ev.At, ServerID: ev.ServerID, Up: ev.Up, Reason: ev.Reason, Detect: ev.Detect,
+		Moved: moved, Buckets: mc.spec.buckets})
+	if len(mc.events) > maxEvents {
+		mc.events = mc.events[len(mc.events)-maxEvents:]
+	}
 	state := "up"
 	if !ev.Up {
 		state = "down"
-	}
-	text := fmt.Sprintf("%s server %d %s: %s; %d of %d buckets moved", ev.At.Format(time.RFC3339Nano), ev.ServerID, state, ev.Reason, moved, mc.cfg.Buckets)
-	if !ev.Up {
-		text += fmt.Sprintf("; detected %s after its last good check", ev.Detect.Round(time.Millisecond))
-	}
-	mc.events = append(mc.events, text)
-	if len(mc.events) > maxEvents {
-		mc.events = mc.events[len(mc.events)-maxEvents:]
 	}
 	m.log.Warn("server "+state, "cluster", cluster, "server", ev.ServerID, "address", ev.Addr, "reason", ev.Reason,
 		"detect", ev.Detect.Round(time.Millisecond), "buckets_moved", moved, "table_version", mc.version)
@@ -307,12 +275,13 @@ func (mc *managed) rebuild(prev *managed) error {
 		base = prev.table
 	}
 	start := time.Now()
-	sel, servers, table, err := selectorFrom(&mc.cfg, mc.down, base)
+	sp := &mc.spec
+	sel, servers, table, err := core.NewSelector(core.Params{Name: sp.name, Hash: sp.hash, Seed: sp.seed, Buckets: sp.buckets}, sp.tableServers(mc.down), base)
 	if mc.obs != nil && err == nil {
-		mc.obs.TableBuilt(mc.cfg.Name, time.Since(start))
+		mc.obs.TableBuilt(mc.spec.name, time.Since(start))
 	}
 	if err != nil {
-		return fmt.Errorf("dispatch: cluster %s: %w", mc.cfg.Name, err)
+		return fmt.Errorf("dispatch: cluster %s: %w", mc.spec.name, err)
 	}
 	mc.sel, mc.servers, mc.table = sel, servers, table
 	mc.macs = carryMACs(prev, servers)
@@ -344,13 +313,6 @@ func (mc *managed) publish() {
 		v.Trans = mc.win.tr
 	}
 	mc.c.Publish(v)
-}
-
-func (m *Manager) announce(mc *managed) {
-	if m.d.Announce == nil || mc.cfg.Mode != config.ModeBroadcast || mc.cfg.AnnounceKey == nil {
-		return
-	}
-	m.d.Announce.Announce(&mc.cfg, mc.version, mc.servers)
 }
 
 // Forwarder is the datapath stage to install in the router.
@@ -395,25 +357,7 @@ func (m *Manager) loop() {
 		all := m.resolveOnce()
 		now := time.Now()
 		m.mu.Lock()
-		wait := time.Second
-		for _, mc := range m.clusters {
-			if mc.sweepWindow(now) {
-				mc.publish()
-			}
-			if d, ok := mc.nextWake(now); ok {
-				wait = min(wait, d)
-			}
-		}
-		for _, mc := range m.clusters {
-			if mc.cfg.Mode != config.ModeBroadcast || mc.cfg.AnnounceKey == nil {
-				continue
-			}
-			if now.Sub(lastAnnounce[mc.cfg.Name]) >= mc.cfg.AnnounceInterval {
-				m.announce(mc)
-				lastAnnounce[mc.cfg.Name] = now
-			}
-			wait = min(wait, mc.cfg.AnnounceInterval)
-		}
+		wait := min(time.Second, m.sweepWindowsLocked(now), m.repeatAnnouncementsLocked(lastAnnounce, now))
 		m.mu.Unlock()
 		if !all {
 			wait = min(wait, 100*time.Millisecond)
@@ -425,158 +369,4 @@ func (m *Manager) loop() {
 		case <-time.After(wait):
 		}
 	}
-}
-
-// resolveOnce asks the resolver for every server's MAC and publishes the
-// clusters whose MACs changed. It reports whether all are known.
-func (m *Manager) resolveOnce() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	all := true
-	for _, mc := range m.clusters {
-		if mc.c == nil {
-			continue
-		}
-		changed := false
-		for i, s := range mc.servers {
-			mac, ok := m.d.Resolver.LinkAddress(mc.cfg.Interface, s.Addr)
-			if !ok {
-				all = false
-				continue
-			}
-			if mac != mc.macs[i] {
-				m.log.Info("server link address", "cluster", mc.cfg.Name, "server", s.ID, "address", s.Addr, "mac", net.HardwareAddr(mac[:]).String())
-				mc.macs[i] = mac
-				changed = true
-			}
-		}
-		if changed {
-			mc.publish()
-		}
-	}
-	return all
-}
-
-// ServerStatus is one server's state as `ghostrouter status` shows it.
-type ServerStatus struct {
-	ID          int    `json:"id"`
-	Address     string `json:"address"`
-	MAC         string `json:"mac"`
-	Weight      int    `json:"weight"`
-	Drain       bool   `json:"drain,omitempty"`
-	Up          bool   `json:"up"`
-	Since       string `json:"since,omitempty"`
-	LastError   string `json:"last_error,omitempty"`
-	Transitions int    `json:"transitions"`
-	Buckets     int    `json:"buckets"`
-	Packets     uint64 `json:"packets"`
-	Bytes       uint64 `json:"bytes"`
-}
-
-// ClusterStatus is one cluster's state as `ghostrouter status` shows it.
-type ClusterStatus struct {
-	Name             string            `json:"name"`
-	Mode             string            `json:"mode"`
-	Ghost            string            `json:"ghost"`
-	BroadcastAddress string            `json:"broadcast_address,omitempty"`
-	Interface        string            `json:"interface"`
-	Hash             string            `json:"hash"`
-	Seed             uint32            `json:"seed"`
-	Buckets          int               `json:"buckets"`
-	Health           string            `json:"health"`
-	Version          uint64            `json:"version"`
-	Servers          []ServerStatus    `json:"servers"`
-	Counters         map[string]uint64 `json:"counters"`
-	Events           []string          `json:"events,omitempty"`
-	// Transition is the open transition window (routing mode), if any.
-	Transition *TransitionStatus `json:"transition,omitempty"`
-	// TableFingerprint digests where the table sends every bucket (see
-	// Table.Fingerprint): equal on two appliances that dispatch alike.
-	TableFingerprint string `json:"table_fingerprint"`
-}
-
-// Status reports every cluster.
-func (m *Manager) Status() []ClusterStatus {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := make([]ClusterStatus, 0, len(m.clusters))
-	for _, mc := range m.clusters {
-		cs := ClusterStatus{
-			Name: mc.cfg.Name, Mode: mc.cfg.Mode, Ghost: mc.cfg.Address.String(), Interface: mc.cfg.Interface,
-			Hash: mc.cfg.Hash, Seed: mc.cfg.Seed, Buckets: mc.cfg.Buckets, Version: mc.version,
-			Health: health.Describe(mc.cfg.Health), Counters: map[string]uint64{},
-			Events:           append([]string(nil), mc.events...),
-			TableFingerprint: fingerprintOf(mc.table, mc.servers),
-		}
-		if mc.cfg.BroadcastAddress.IsValid() {
-			cs.BroadcastAddress = mc.cfg.BroadcastAddress.String()
-		}
-		var states map[int]health.State
-		if mc.checker != nil {
-			states = mc.checker.States()
-		}
-		counts := bucketCounts(mc.sel, len(mc.servers))
-		for i, s := range mc.servers {
-			ss := ServerStatus{ID: s.ID, Address: s.Addr.String(), Weight: s.Weight, Up: s.Up, Buckets: counts[i]}
-			if cs, ok := mc.cfg.Server(s.ID); ok {
-				ss.Weight, ss.Drain = cs.Weight, cs.Drain
-			}
-			if st, ok := states[s.ID]; ok {
-				ss.Since = st.Since.Format(time.RFC3339)
-				ss.Transitions = st.Transitions
-				if !st.Up {
-					ss.LastError = st.LastError
-				}
-			}
-			if mc.macs[i] != ([6]byte{}) {
-				ss.MAC = net.HardwareAddr(mc.macs[i][:]).String()
-			}
-			if st := mc.stats[s.ID]; st != nil {
-				ss.Packets, ss.Bytes = st.Packets.Load(), st.Bytes.Load()
-			}
-			cs.Servers = append(cs.Servers, ss)
-		}
-		sort.Slice(cs.Servers, func(i, j int) bool { return cs.Servers[i].ID < cs.Servers[j].ID })
-		if mc.c != nil {
-			st := mc.c.Stats()
-			cs.Counters["packets"] = st.Packets.Load()
-			cs.Counters["bytes"] = st.Bytes.Load()
-			cs.Counters["drop_malformed"] = st.Malformed.Load()
-			cs.Counters["drop_ttl_exceeded"] = st.TTLExceeded.Load()
-			cs.Counters["drop_no_server"] = st.NoServer.Load()
-			cs.Counters["drop_no_mac"] = st.NoMAC.Load()
-			cs.Counters["drop_write_error"] = st.WriteErrors.Load()
-			cs.Counters["drop_too_big"] = st.TooBig.Load()
-			cs.Counters["drop_unfragmentable"] = st.Unfragmentable.Load()
-			cs.Counters["fragmented"] = st.Fragmented.Load()
-			cs.Counters["icmp_errors"] = st.ICMPErrors.Load()
-			cs.Counters["drop_icmp_malformed"] = st.ICMPMalformed.Load()
-			fl := mc.c.FlowStats()
-			cs.Counters["flow_remembered"] = fl.Remembered.Load()
-			cs.Counters["flow_overflow"] = fl.Overflow.Load()
-			cs.Counters["flow_released"] = fl.Released.Load()
-			cs.Counters["flow_held_packets"] = fl.Held.Load()
-			cs.Counters["flow_windows"] = fl.Windows.Load()
-			cs.Transition = mc.transitionStatus()
-		}
-		out = append(out, cs)
-	}
-	return out
-}
-
-// bucketCounts counts the buckets each server index owns, for selectors that
-// have a table; others report zero.
-func bucketCounts(sel Selector, n int) []int {
-	counts := make([]int, n)
-	js, ok := sel.(interface{ Table() *Table })
-	if !ok {
-		return counts
-	}
-	t := js.Table()
-	for b := 0; b < t.Buckets(); b++ {
-		if o := t.Owner(uint32(b)); o >= 0 && o < n {
-			counts[o]++
-		}
-	}
-	return counts
 }

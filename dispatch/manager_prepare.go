@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"github.com/ghostrouter/ghostrouter/router/config"
 )
 
@@ -15,7 +16,7 @@ import (
 type Plan struct {
 	m     *Manager
 	cfg   *config.Config
-	built map[string]*Table
+	built map[string]*core.Table
 	done  bool
 }
 

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"net/netip"
 
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"github.com/ghostrouter/ghostrouter/router/config"
 )
 
@@ -15,26 +16,26 @@ import (
 // each table up to the health of the moment, which touches only the buckets
 // of servers whose health changed in between. An error is a cluster whose
 // table cannot be built; nothing has changed then.
-func (m *Manager) buildTables(cfg *config.Config) (map[string]*Table, error) {
+func (m *Manager) buildTables(cfg *config.Config) (map[string]*core.Table, error) {
 	type start struct {
-		base *Table
+		base *core.Table
 		down map[int]bool
 	}
 	starts := map[string]start{}
 	m.mu.Lock()
 	for _, mc := range m.clusters {
-		starts[mc.cfg.Name] = start{base: mc.table, down: maps.Clone(mc.down)}
+		starts[mc.spec.name] = start{base: mc.table, down: maps.Clone(mc.down)}
 	}
 	m.mu.Unlock()
 
-	built := map[string]*Table{}
+	built := map[string]*core.Table{}
 	for i := range cfg.Clusters {
 		cl := &cfg.Clusters[i]
-		if cl.Hash != config.HashJhash && cl.Hash != "" {
+		if cl.Hash != config.HashJhash {
 			continue
 		}
 		st := starts[cl.Name]
-		_, _, t, err := selectorFrom(cl, st.down, st.base)
+		_, _, t, err := core.SelectorFrom(cl, st.down, st.base)
 		if err != nil {
 			return nil, fmt.Errorf("dispatch: cluster %s: %w", cl.Name, err)
 		}
@@ -46,7 +47,7 @@ func (m *Manager) buildTables(cfg *config.Config) (map[string]*Table, error) {
 // carryMACs returns the MACs of servers as prev (nil for none) knew them,
 // by address; unknown ones are zero. A health change keeps the servers and
 // their order, so the usual case is a copy.
-func carryMACs(prev *managed, servers []Server) [][6]byte {
+func carryMACs(prev *managed, servers []core.Server) [][6]byte {
 	out := make([][6]byte, len(servers))
 	if prev == nil {
 		return out

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"github.com/ghostrouter/ghostrouter/dispatch/health"
 	"github.com/ghostrouter/ghostrouter/router/config"
 	"github.com/ghostrouter/ghostrouter/router/tap"
@@ -23,17 +24,17 @@ func (fakeResolver) LinkAddress(_ string, a netip.Addr) ([6]byte, bool) {
 type recordedAnnounce struct {
 	mu       sync.Mutex
 	versions []uint64
-	servers  [][]Server
+	servers  [][]core.Server
 }
 
-func (r *recordedAnnounce) Announce(_ *config.Cluster, version uint64, servers []Server) {
+func (r *recordedAnnounce) Announce(_ *config.Cluster, version uint64, servers []core.Server) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.versions = append(r.versions, version)
 	r.servers = append(r.servers, servers)
 }
 
-func testConfig(mode string, n int) *config.Config {
+func testConfig(mode config.Mode, n int) *config.Config {
 	cl := config.Cluster{
 		Name: "web", Address: netip.MustParseAddr("203.0.113.10"), Interface: "lan0", Mode: mode,
 		Hash: config.HashJhash, Seed: 0x5eed, Buckets: 4096, AnnounceKey: ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)),
@@ -75,7 +76,7 @@ func owners(t *testing.T, m *Manager) map[uint32]int {
 	t.Helper()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	js := m.clusters[0].sel.(*JHashSelector)
+	js := m.clusters[0].sel.(*core.JHashSelector)
 	out := map[uint32]int{}
 	for b := 0; b < js.Table().Buckets(); b++ {
 		id, _ := js.Table().OwnerID(uint32(b))
@@ -117,9 +118,9 @@ func TestManagerHealthMovesOnlyTheFailedServer(t *testing.T) {
 			t.Fatal("the failure's announcement shows server 2 up")
 		}
 	}
-	st := m.Status()[0]
-	if len(st.Events) != 2 {
-		t.Fatalf("status events %q: want the down and the up", st.Events)
+	st := m.State()[0]
+	if len(st.Events) != 2 || st.Events[0].Up || !st.Events[1].Up || st.Events[0].ServerID != 2 {
+		t.Fatalf("status events %+v: want the down and the up of server 2", st.Events)
 	}
 }
 
@@ -160,7 +161,7 @@ func TestManagerApply(t *testing.T) {
 	if err := m.Apply(empty); err != nil {
 		t.Fatal(err)
 	}
-	if len(m.Forwarder().Clusters()) != 0 || len(m.Status()) != 0 {
+	if len(m.Forwarder().Clusters()) != 0 || len(m.State()) != 0 {
 		t.Fatal("a removed cluster is still served")
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sync/atomic"
 	"time"
+
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 )
 
 // # Keeping connections across a planned change (routing mode)
@@ -120,12 +122,12 @@ type transition struct {
 
 	// origin is the selector that was in effect when the window opened;
 	// originServers are the servers its indices refer to.
-	origin        Selector
-	originServers []Server
+	origin        core.Selector
+	originServers []core.Server
 	// prev, while learning, is the selector in effect before the latest
 	// change: UDP flows not yet seen go to its owner. nil after the switch.
-	prev        Selector
-	prevServers []Server
+	prev        core.Selector
+	prevServers []core.Server
 	// origins, by bucket, is the ID of the server that owned the bucket just
 	// before it first moved during the window (-1: not moved, "untouched").
 	// A bucket's origin that fails is replaced by the owner in effect then.
@@ -139,7 +141,7 @@ type transition struct {
 func (tr *transition) now() int64 { return tr.mem.clock.Load() }
 
 // ownerID is the ID of the server sel's servers list names for client, or -1.
-func ownerID(sel Selector, servers []Server, client netip.Addr) int {
+func ownerID(sel core.Selector, servers []core.Server, client netip.Addr) int {
 	i, _, ok := sel.Select(client)
 	if !ok || i < 0 || i >= len(servers) {
 		return -1
@@ -171,7 +173,7 @@ func (tr *transition) touches(v *View, client netip.Addr, bucket uint32) bool {
 // liveIndex is the index in v.Servers of server id if it is up and its MAC
 // is resolved.
 func (v *View) liveIndex(id int) (int, bool) {
-	i, found := slices.BinarySearchFunc(v.Servers, id, func(s Server, id int) int { return cmp.Compare(s.ID, id) })
+	i, found := slices.BinarySearchFunc(v.Servers, id, func(s core.Server, id int) int { return cmp.Compare(s.ID, id) })
 	if !found || !v.Servers[i].Up || i >= len(v.MACs) || v.MACs[i] == ([6]byte{}) {
 		return 0, false
 	}

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"github.com/ghostrouter/ghostrouter/dispatch/health"
 	"github.com/ghostrouter/ghostrouter/router/config"
 	"github.com/ghostrouter/ghostrouter/router/tap"
@@ -225,7 +226,7 @@ func movedClients(t *testing.T, before, after func(netip.Addr) int, n int) (move
 
 func ownerFunc(t *testing.T, cfg *config.Config, down map[int]bool) func(netip.Addr) int {
 	t.Helper()
-	sel, servers, err := SelectorFor(&cfg.Clusters[0], down)
+	sel, servers, err := core.SelectorFor(&cfg.Clusters[0], down)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,8 +253,8 @@ func TestTransitionKeepsConnectionsAcrossAnAddedServer(t *testing.T) {
 	}
 
 	r.apply(four)
-	st := r.m.Status()[0]
-	if st.Transition == nil || st.Transition.Phase != "learning" || st.Transition.Moved == 0 {
+	st := r.m.State()[0]
+	if st.Transition == nil || !st.Transition.Learning || st.Transition.Moved == 0 {
 		t.Fatalf("after the reload: transition %+v, want learning with moved buckets", st.Transition)
 	}
 	// Learning: flows are remembered; new connections already go to the
@@ -268,8 +269,8 @@ func TestTransitionKeepsConnectionsAcrossAnAddedServer(t *testing.T) {
 		t.Fatalf("learning: a new connection at %d, want the new owner %d", got, newOf(a))
 	}
 	r.sweep(time.Now().Add(learnPeriod))
-	if ph := r.m.Status()[0].Transition.Phase; ph != "switched" {
-		t.Fatalf("phase %q after the learning period", ph)
+	if tr := r.m.State()[0].Transition; tr.Learning {
+		t.Fatalf("still learning after the learning period: %+v", tr)
 	}
 
 	for _, c := range []struct {
@@ -320,16 +321,16 @@ func TestTransitionKeepsConnectionsAcrossAnAddedServer(t *testing.T) {
 	if got := fl.Released.Load() - before; got != 1 {
 		t.Errorf("%d entries released after the FIN linger, want 1", got)
 	}
-	if e := r.m.Status()[0].Transition.Entries; e != 5 {
+	if e := r.m.State()[0].Transition.Entries; e != 5 {
 		t.Errorf("%d entries, want 5", e)
 	}
 	// The deadline closes the window and releases everything.
 	r.sweep(time.Now().Add(learnPeriod + 10*time.Second + time.Second))
-	st = r.m.Status()[0]
+	st = r.m.State()[0]
 	if st.Transition != nil || r.cluster().View().Trans != nil {
 		t.Fatalf("window still open after drain_timeout: %+v", st.Transition)
 	}
-	if fl.Released.Load() != fl.Remembered.Load() || st.Counters["flow_released"] != 8 {
+	if fl.Released.Load() != fl.Remembered.Load() || st.Flows.Released.Load() != 8 {
 		t.Errorf("released %d of %d remembered", fl.Released.Load(), fl.Remembered.Load())
 	}
 	if got := r.send(tcpFrame(a, 1000, tcpACK)); got != newOf(a) {
@@ -388,7 +389,7 @@ func TestTransitionDrainAndFailure(t *testing.T) {
 	if got := r.cluster().FlowStats().Released.Load() - rel; got != 1 {
 		t.Fatalf("%d entries released after server 1 failed, want its one connection", got)
 	}
-	if tr := r.m.Status()[0].Transition; tr == nil || tr.Entries != int64(len(onOne)+1) {
+	if tr := r.m.State()[0].Transition; tr == nil || tr.Entries != int64(len(onOne)+1) {
 		t.Fatalf("transition %+v: want the %d new connections still remembered", tr, len(onOne)+1)
 	}
 }
@@ -428,7 +429,7 @@ func TestTransitionOverflow(t *testing.T) {
 	if got := r.send(tcpFrame(a, uint16(10000+over), tcpACK)); got != oldOf(a) {
 		t.Fatalf("the unremembered connection's ACK at %d, want %d with its SYN", got, oldOf(a))
 	}
-	if e := r.m.Status()[0].Transition.Entries; e > 64+flowShards {
+	if e := r.m.State()[0].Transition.Entries; e > 64+flowShards {
 		t.Fatalf("%d entries: the bound is not kept", e)
 	}
 }
@@ -439,11 +440,11 @@ func TestTransitionNotOpenedWithoutMoves(t *testing.T) {
 	cfg := routingConfig(3, time.Minute, 1024)
 	r := newTransitionRig(t, cfg)
 	r.apply(routingConfig(3, time.Minute, 1024))
-	if r.m.Status()[0].Transition != nil || r.cluster().View().Trans != nil {
+	if r.m.State()[0].Transition != nil || r.cluster().View().Trans != nil {
 		t.Fatal("a reload that moves nothing opened a window")
 	}
 	r.apply(routingConfig(4, 0, 1024))
-	if r.m.Status()[0].Transition != nil {
+	if r.m.State()[0].Transition != nil {
 		t.Fatal("drain_timeout = 0 opened a window")
 	}
 }
@@ -606,7 +607,7 @@ func TestTransitionRecoveryAfterFailureInWindow(t *testing.T) {
 	}
 	r.send(tcpFrame(a, 4000, tcpACK))
 	r.m.healthChanged("web", healthEvent(0, true))
-	if st := r.m.Status()[0].Transition; st == nil || st.Phase != "learning" {
+	if st := r.m.State()[0].Transition; st == nil || !st.Learning {
 		t.Fatalf("the recovery did not start learning: %+v", st)
 	}
 	r.sweep(time.Now().Add(2 * learnPeriod))
@@ -923,7 +924,7 @@ func TestTransitionBucketCountChange(t *testing.T) {
 	moved, kept := movedClients(t, ownerFunc(t, before, nil), ownerFunc(t, after, nil), 1)
 	a := moved[0]
 	r.apply(after)
-	if r.m.Status()[0].Transition == nil {
+	if r.m.State()[0].Transition == nil {
 		t.Fatal("a change of bucket count opened no window")
 	}
 	r.sweep(time.Now().Add(learnPeriod))

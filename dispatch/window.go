@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 )
 
 // window is a routing cluster's open transition window as the manager keeps
@@ -23,8 +25,8 @@ type window struct {
 func (w *window) learning() bool { return !w.learnUntil.IsZero() }
 
 // liveIn reports whether server id is in servers and up.
-func liveIn(servers []Server, id int) bool {
-	i, found := slices.BinarySearchFunc(servers, id, func(s Server, id int) int { return cmp.Compare(s.ID, id) })
+func liveIn(servers []core.Server, id int) bool {
+	i, found := slices.BinarySearchFunc(servers, id, func(s core.Server, id int) int { return cmp.Compare(s.ID, id) })
 	return found && servers[i].Up
 }
 
@@ -39,7 +41,7 @@ func (mc *managed) transit(prev *managed, planned bool, now time.Time) (stale *w
 		old = prev.win
 	}
 	mc.win = nil
-	if mc.c == nil || prev == nil || prev.sel == nil || mc.cfg.DrainTimeout <= 0 {
+	if mc.c == nil || prev == nil || prev.sel == nil || mc.spec.drainTimeout <= 0 {
 		return old
 	}
 	effSel, effServers := prev.sel, prev.servers
@@ -51,9 +53,9 @@ func (mc *managed) transit(prev *managed, planned bool, now time.Time) (stale *w
 	// The buckets this change moves away from a server that is still up.
 	var origins []int32
 	newly, moved := 0, 0
-	nj, ok1 := mc.sel.(*JHashSelector)
-	ej, ok2 := effSel.(*JHashSelector)
-	oj, ok3 := origin.(*JHashSelector)
+	nj, ok1 := mc.sel.(*core.JHashSelector)
+	ej, ok2 := effSel.(*core.JHashSelector)
+	oj, ok3 := origin.(*core.JHashSelector)
 	if ok1 && ok2 && ok3 && sameBuckets(nj, ej) && sameBuckets(nj, oj) && (old == nil || old.tr.origins != nil) {
 		n := nj.Table().Buckets()
 		origins = make([]int32, n)
@@ -99,12 +101,12 @@ func (mc *managed) transit(prev *managed, planned bool, now time.Time) (stale *w
 		tr.mem, tr.epoch = old.tr.mem, old.tr.epoch
 		w.switched, w.deadline, w.learnUntil = old.switched, old.deadline, old.learnUntil
 	} else {
-		tr.mem, tr.epoch = newFlowMemory(mc.cfg.FlowMemory), now
+		tr.mem, tr.epoch = newFlowMemory(mc.spec.flowMemory), now
 		mc.c.flows.Windows.Add(1)
 	}
-	learn := min(learnPeriod, mc.cfg.DrainTimeout)
+	learn := min(learnPeriod, mc.spec.drainTimeout)
 	if newly > 0 {
-		w.deadline = now.Add(learn + mc.cfg.DrainTimeout)
+		w.deadline = now.Add(learn + mc.spec.drainTimeout)
 	}
 	switch {
 	case planned && newly > 0:
@@ -143,20 +145,20 @@ func (mc *managed) closeWindow(w *window) {
 	mc.c.flows.Released.Add(uint64(w.tr.mem.close()))
 }
 
-func sameBuckets(a, b *JHashSelector) bool {
+func sameBuckets(a, b *core.JHashSelector) bool {
 	return a.Table().Buckets() == b.Table().Buckets() && a.Seed() == b.Seed()
 }
 
-func sameKind(a, b Selector) bool {
-	_, ja := a.(*JHashSelector)
-	_, jb := b.(*JHashSelector)
+func sameKind(a, b core.Selector) bool {
+	_, ja := a.(*core.JHashSelector)
+	_, jb := b.(*core.JHashSelector)
 	return ja == jb
 }
 
 // sameMembership reports whether two server lists (sorted by ID) agree on
 // every server's ID, weight and health.
-func sameMembership(a, b []Server) bool {
-	return slices.EqualFunc(a, b, func(x, y Server) bool { return x.ID == y.ID && x.Weight == y.Weight && x.Up == y.Up })
+func sameMembership(a, b []core.Server) bool {
+	return slices.EqualFunc(a, b, func(x, y core.Server) bool { return x.ID == y.ID && x.Weight == y.Weight && x.Up == y.Up })
 }
 
 // sweepWindow advances mc's window at now: the switch after learning, the
@@ -178,7 +180,7 @@ func (mc *managed) sweepWindow(now time.Time) (republish bool) {
 	tr := w.tr
 	t := int64(now.Sub(tr.epoch))
 	tr.mem.clock.Store(t)
-	idle := int64(min(flowIdle, mc.cfg.DrainTimeout))
+	idle := int64(min(flowIdle, mc.spec.drainTimeout))
 	divergent := 0
 	released := tr.mem.sweep(func(e *flowEntry) bool {
 		age := t - e.last
@@ -194,7 +196,7 @@ func (mc *managed) sweepWindow(now time.Time) (republish bool) {
 		return false
 	})
 	mc.c.flows.Released.Add(uint64(released))
-	quiet := min(flowIdle, mc.cfg.DrainTimeout)
+	quiet := min(flowIdle, mc.spec.drainTimeout)
 	if !now.Before(w.deadline) || (now.Sub(w.switched) >= quiet && divergent == 0) {
 		mc.win = nil
 		mc.publish()
@@ -216,24 +218,28 @@ func (mc *managed) nextWake(now time.Time) (time.Duration, bool) {
 	return min(250*time.Millisecond, max(w.deadline.Sub(now), time.Millisecond)), true
 }
 
-// TransitionStatus is an open transition window as `status` shows it.
-type TransitionStatus struct {
-	Phase    string `json:"phase"` // "learning" or "switched"
-	Moved    int    `json:"moved_buckets"`
-	Entries  int64  `json:"entries"`
-	Capacity int    `json:"capacity"`
-	Closes   string `json:"closes_by"` // RFC 3339: the window closes by then at the latest
-}
-
-func (mc *managed) transitionStatus() *TransitionStatus {
+// transitionState is the open window as State reports it; nil when none.
+func (mc *managed) transitionState() *Transition {
 	w := mc.win
 	if w == nil {
 		return nil
 	}
-	ts := &TransitionStatus{Phase: "switched", Moved: w.moved, Entries: w.tr.mem.entries.Load(),
-		Capacity: w.tr.mem.capacity, Closes: w.deadline.Format(time.RFC3339Nano)}
-	if w.learning() {
-		ts.Phase = "learning"
+	return &Transition{Learning: w.learning(), Moved: w.moved, Entries: w.tr.mem.entries.Load(),
+		Capacity: w.tr.mem.capacity, Closes: w.deadline}
+}
+
+// sweepWindowsLocked closes or advances every cluster's transition window
+// that is due, republishing what changed, and returns how long until the
+// next one is due.
+func (m *Manager) sweepWindowsLocked(now time.Time) time.Duration {
+	wait := time.Duration(1<<63 - 1)
+	for _, mc := range m.clusters {
+		if mc.sweepWindow(now) {
+			mc.publish()
+		}
+		if d, ok := mc.nextWake(now); ok {
+			wait = min(wait, d)
+		}
 	}
-	return ts
+	return wait
 }

@@ -113,8 +113,8 @@ func TestNoRedirectForBroadcastCluster(t *testing.T) {
 		File:   "test",
 		Router: config.Router{SendRedirects: true},
 		Interfaces: []config.Interface{
-			{Name: "a", Addresses: []netip.Prefix{netip.MustParsePrefix("192.0.2.1/24")}, MAC: macRA, MTU: 1500, Queues: 1},
-			{Name: "b", Addresses: []netip.Prefix{netip.MustParsePrefix("198.51.100.1/24")}, MAC: macRB, MTU: 1500, Queues: 1},
+			{Name: "a", Addresses: []netip.Prefix{netip.MustParsePrefix("192.0.2.1/24")}, MAC: config.MAC(macRA), MTU: 1500, Queues: 1},
+			{Name: "b", Addresses: []netip.Prefix{netip.MustParsePrefix("198.51.100.1/24")}, MAC: config.MAC(macRB), MTU: 1500, Queues: 1},
 		},
 		Clusters: []config.Cluster{{
 			Name: "web", Address: ghost, Interface: "b", Mode: config.ModeBroadcast,
@@ -125,7 +125,7 @@ func TestNoRedirectForBroadcastCluster(t *testing.T) {
 	wires := map[string]*wire{}
 	for _, ic := range cfg.Interfaces {
 		f, w := socketPair(t, ic.Name)
-		ep, err := tap.NewEndpoint(tap.EndpointConfig{Name: ic.Name, Files: []*os.File{f}, MAC: ic.MAC, MTU: 1500})
+		ep, err := tap.NewEndpoint(tap.EndpointConfig{Name: ic.Name, Files: []*os.File{f}, MAC: ic.MAC.HardwareAddr(), MTU: 1500})
 		if err != nil {
 			t.Fatal(err)
 		}

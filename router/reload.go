@@ -21,7 +21,7 @@ import (
 type static struct {
 	ifname string
 	addr   netip.Addr
-	mac    string
+	mac    config.MAC
 }
 
 // wantStatics lists the permanent neighbors cfg asks for: its [[neighbor]]
@@ -31,11 +31,11 @@ type static struct {
 func wantStatics(cfg *config.Config) []static {
 	var out []static
 	for _, n := range cfg.Neighbors {
-		out = append(out, static{n.Interface, n.Address, string(n.MAC)})
+		out = append(out, static{n.Interface, n.Address, n.MAC})
 	}
 	for _, cl := range cfg.Clusters {
 		if cl.Mode == config.ModeBroadcast {
-			out = append(out, static{cl.Interface, cl.BroadcastAddress, string(BroadcastMAC[:])})
+			out = append(out, static{cl.Interface, cl.BroadcastAddress, config.MAC(BroadcastMAC)})
 		}
 	}
 	return out
@@ -70,7 +70,7 @@ func (r *Router) setStatics(want []static) error {
 		if have[s] {
 			continue
 		}
-		if err := r.AddStaticNeighbor(s.ifname, s.addr, []byte(s.mac)); err != nil {
+		if err := r.AddStaticNeighbor(s.ifname, s.addr, s.mac[:]); err != nil {
 			return err
 		}
 	}

@@ -191,7 +191,7 @@ func (r *Router) openLink(l *Link, eps map[string]*tap.Endpoint) error {
 	ep, err := tap.NewEndpoint(tap.EndpointConfig{
 		Name:    ic.Name,
 		Files:   dev.Files(),
-		MAC:     ic.MAC,
+		MAC:     ic.MAC.HardwareAddr(),
 		MTU:     uint32(ic.MTU),
 		OnFault: r.fault,
 	})
@@ -251,7 +251,7 @@ func (r *Router) routeTable(cfg *config.Config) ([]tcpip.Route, []fibEntry, erro
 		}
 	}
 	for _, cl := range cfg.Clusters {
-		if cl.Mode != "broadcast" {
+		if cl.Mode != config.ModeBroadcast {
 			continue
 		}
 		l, err := r.link(cl.Interface)

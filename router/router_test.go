@@ -72,15 +72,15 @@ func newTestRouter(t *testing.T) (*Router, *wire, *wire) {
 	cfg := &config.Config{
 		File: "test",
 		Interfaces: []config.Interface{
-			{Name: "a", Addresses: []netip.Prefix{netip.MustParsePrefix("192.0.2.1/24")}, MAC: macRA, MTU: 1500, Queues: 1},
-			{Name: "b", Addresses: []netip.Prefix{netip.MustParsePrefix("198.51.100.1/24")}, MAC: macRB, MTU: 1500, Queues: 1},
+			{Name: "a", Addresses: []netip.Prefix{netip.MustParsePrefix("192.0.2.1/24")}, MAC: config.MAC(macRA), MTU: 1500, Queues: 1},
+			{Name: "b", Addresses: []netip.Prefix{netip.MustParsePrefix("198.51.100.1/24")}, MAC: config.MAC(macRB), MTU: 1500, Queues: 1},
 		},
 	}
 	eps := map[string]*tap.Endpoint{}
 	wires := map[string]*wire{}
 	for _, ic := range cfg.Interfaces {
 		f, w := socketPair(t, ic.Name)
-		ep, err := tap.NewEndpoint(tap.EndpointConfig{Name: ic.Name, Files: []*os.File{f}, MAC: ic.MAC, MTU: 1500})
+		ep, err := tap.NewEndpoint(tap.EndpointConfig{Name: ic.Name, Files: []*os.File{f}, MAC: ic.MAC.HardwareAddr(), MTU: 1500})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -17,7 +17,7 @@ import (
 
 	"github.com/ghostrouter/ghostrouter/cmd/ghostnode/internal/filter"
 	"github.com/ghostrouter/ghostrouter/cmd/ghostnode/internal/node"
-	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"github.com/ghostrouter/ghostrouter/router/config"
 	"github.com/ghostrouter/ghostrouter/test/harness"
 )
@@ -358,7 +358,7 @@ func TestPrivilegedToolErrors(t *testing.T) {
 // TestPrivilegedFilter proves the filter: the lan namespace sends UDP to
 // the ghost from 64 client addresses with destination MAC
 // ff:ff:ff:ff:ff:ff, and exactly the clients whose bucket
-// (dispatch.Bucket(dispatch.JHash(src, seed), buckets)) the server owns
+// (core.Bucket(core.JHash(src, seed), buckets)) the server owns
 // reach the listener, which answers them; their second datagrams pass by
 // their bucket too (UDP follows the bucket, not conntrack). After an update
 // that hands the owned buckets to someone else, the old flows no longer
@@ -382,7 +382,7 @@ func TestPrivilegedFilter(t *testing.T) {
 
 	owned := []uint32{1, 2, 5} // a range (1-2) and a single element
 	rest := []uint32{0, 3, 4, 6, 7}
-	bucketOf := func(a netip.Addr) uint32 { return dispatch.Bucket(dispatch.JHash(a, seed), buckets) }
+	bucketOf := func(a netip.Addr) uint32 { return core.Bucket(core.JHash(a, seed), buckets) }
 	in := func(set []uint32, a netip.Addr) bool { return slices.Contains(set, bucketOf(a)) }
 	var mine []netip.Addr
 	for _, a := range srcs {

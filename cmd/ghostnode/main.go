@@ -414,8 +414,12 @@ func clusterSpec(f *flags, setup bool) (node.Spec, error) {
 	if err != nil {
 		return node.Spec{}, usageErr("--ghost %q: %v", f.ghost, err)
 	}
-	s := node.Spec{Cluster: f.cluster, Ghost: ghost, Mode: f.mode}
-	if s.Mode == "" {
+	s := node.Spec{Cluster: f.cluster, Ghost: ghost}
+	if f.mode != "" {
+		if s.Mode, err = config.ParseMode(f.mode); err != nil {
+			return node.Spec{}, usageErr("--mode %q: want routing or broadcast", f.mode)
+		}
+	} else {
 		s.Mode = node.ModeRouting
 		if !setup || setAmong(f, "buckets", "seed", "owned") != "" {
 			s.Mode = node.ModeBroadcast

@@ -98,8 +98,12 @@ func planRun(f *flags) (*runPlan, error) {
 		if err != nil {
 			return nil, usageErr("--ghost %q: %v", f.ghost, err)
 		}
-		mode := f.mode
-		if mode == "" {
+		var mode config.Mode
+		if f.mode != "" {
+			if mode, err = config.ParseMode(f.mode); err != nil {
+				return nil, usageErr("--mode %q: want routing or broadcast", f.mode)
+			}
+		} else {
 			mode = node.ModeRouting
 			if setAmong(f, "key-file", "buckets", "seed", "listen", "appliance") != "" {
 				mode = node.ModeBroadcast

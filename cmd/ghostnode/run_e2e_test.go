@@ -35,7 +35,7 @@ type announcer struct {
 // describes it) at seq, with the servers in down failed.
 func (a *announcer) message(seq uint64, down ...int) *announce.Message {
 	a.tx++
-	m := &announce.Message{Cluster: "web", Epoch: a.epoch, Seq: seq, Tx: a.tx, Interval: time.Second, Hash: "jhash",
+	m := &announce.Message{Cluster: "web", Epoch: a.epoch, Seq: seq, Tx: a.tx, Interval: time.Second, Hash: config.HashJhash,
 		Seed: 0x5eed, Buckets: 4096, Ghost: netip.MustParseAddr(e2eGhost)}
 	for id := range 3 {
 		m.Members = append(m.Members, announce.Member{ID: id, Addr: netip.AddrFrom4([4]byte{10, 0, 0, byte(11 + id)}), Weight: 1, Up: !slices.Contains(down, id)})

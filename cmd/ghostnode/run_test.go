@@ -78,7 +78,7 @@ func TestPlanRun(t *testing.T) {
 			t.Errorf("run %s: %v", strings.Join(tc.args, " "), err)
 			continue
 		}
-		if !bytes.Equal(plan.key, tc.key) || plan.addr != tc.addr || plan.spec.Mode != tc.mode || (plan.spec.Filter != nil) != tc.filter ||
+		if !bytes.Equal(plan.key, tc.key) || plan.addr != tc.addr || plan.spec.Mode.String() != tc.mode || (plan.spec.Filter != nil) != tc.filter ||
 			fmt.Sprint(plan.from) != tc.from {
 			t.Errorf("run %s: key %x, listen %q, mode %s, from %v, filter %+v; want %x, %q, %s, %s, filter %v",
 				strings.Join(tc.args, " "), plan.key, plan.addr, plan.spec.Mode, plan.from, plan.spec.Filter, tc.key, tc.addr, tc.mode, tc.from, tc.filter)

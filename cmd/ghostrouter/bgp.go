@@ -97,7 +97,7 @@ func (a *bgpAnnouncer) wanted() []netip.Prefix {
 	faulted := a.faulted
 	a.mu.Unlock()
 	var out []netip.Prefix
-	for _, c := range a.m.Status() {
+	for _, c := range a.m.State() {
 		if faulted[c.Interface] {
 			continue
 		}
@@ -105,11 +105,10 @@ func (a *bgpAnnouncer) wanted() []netip.Prefix {
 		for _, s := range c.Servers {
 			live = live || (s.Up && s.Weight > 0 && !s.Drain)
 		}
-		ghost, err := netip.ParseAddr(c.Ghost)
-		if !live || err != nil {
+		if !live || !c.Ghost.IsValid() {
 			continue
 		}
-		out = append(out, netip.PrefixFrom(ghost, ghost.BitLen()))
+		out = append(out, netip.PrefixFrom(c.Ghost, c.Ghost.BitLen()))
 	}
 	return out
 }

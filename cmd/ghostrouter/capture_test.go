@@ -109,7 +109,7 @@ func TestCaptureOverControlSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	local, peer := kit.Pair(t, "lan0")
-	ep, err := tap.NewEndpoint(tap.EndpointConfig{Name: "lan0", Files: []*os.File{local}, MAC: cfg.Interfaces[0].MAC, MTU: 1500})
+	ep, err := tap.NewEndpoint(tap.EndpointConfig{Name: "lan0", Files: []*os.File{local}, MAC: cfg.Interfaces[0].MAC.HardwareAddr(), MTU: 1500})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +156,7 @@ func TestCaptureOverControlSocket(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	mac := cfg.Interfaces[0].MAC
+	mac := cfg.Interfaces[0].MAC.HardwareAddr()
 	other := []byte{2, 0, 0, 0, 0, 2}
 	ipv4 := append(append(append([]byte{}, mac...), other...), 0x08, 0x00)
 	ipv4 = append(ipv4, make([]byte, 46)...)

@@ -14,7 +14,6 @@ import (
 
 	"github.com/ghostrouter/ghostrouter/arp"
 	"github.com/ghostrouter/ghostrouter/arp/neigh"
-	"github.com/ghostrouter/ghostrouter/dispatch"
 	"github.com/ghostrouter/ghostrouter/dispatch/announce"
 	"github.com/ghostrouter/ghostrouter/router"
 	"github.com/ghostrouter/ghostrouter/router/bgp"
@@ -27,13 +26,13 @@ import (
 
 // Status is what `ghostrouter status` shows.
 type Status struct {
-	Config    string                   `json:"config"`
-	Clusters  []dispatch.ClusterStatus `json:"clusters"`
-	Neighbors []router.Neighbor        `json:"neighbors"`
-	Routes    []router.RouteRow        `json:"routes"`
-	Links     []LinkStatus             `json:"links"`
-	Counters  map[string]uint64        `json:"counters"`
-	Conflicts []arp.Conflict           `json:"conflicts"`
+	Config    string            `json:"config"`
+	Clusters  []ClusterStatus   `json:"clusters"`
+	Neighbors []router.Neighbor `json:"neighbors"`
+	Routes    []router.RouteRow `json:"routes"`
+	Links     []LinkStatus      `json:"links"`
+	Counters  map[string]uint64 `json:"counters"`
+	Conflicts []arp.Conflict    `json:"conflicts"`
 	// ServerNeighbors are the servers' MACs as the appliance resolves
 	// and guards them: unresolved ones, and the age of each MAC.
 	ServerNeighbors []neigh.Entry       `json:"server_neighbors"`
@@ -62,7 +61,7 @@ type LinkStatus struct {
 func (a *appliance) status(path string) Status {
 	st := Status{
 		Config:          path,
-		Clusters:        a.m.Status(),
+		Clusters:        clusterStatuses(a.m.State()),
 		Neighbors:       a.r.Neighbors(),
 		Routes:          a.r.Routes(),
 		Conflicts:       append(a.guard.Conflicts(), a.nb.Conflicts()...),

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ghostrouter/ghostrouter/dispatch"
 	"github.com/ghostrouter/ghostrouter/dispatch/announce"
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"github.com/ghostrouter/ghostrouter/router/config"
 	"github.com/ghostrouter/ghostrouter/router/tap"
 	"github.com/ghostrouter/ghostrouter/router/vrrp"
@@ -31,7 +31,7 @@ type gateRig struct {
 	vr      *vrrp.Set
 	g       *announceGate
 	cl      *config.Cluster
-	servers []dispatch.Server
+	servers []core.Server
 	peer    *announce.Announcer
 	pub     ed25519.PublicKey
 
@@ -85,7 +85,7 @@ func newGateRig(t *testing.T) *gateRig {
 	r.cl = &config.Cluster{Name: "web", Address: netip.MustParseAddr("10.0.0.100"), Interface: "lan0", Mode: config.ModeBroadcast,
 		Hash: config.HashJhash, Seed: 7, Buckets: 256, AnnounceKey: priv, AnnouncePort: announce.DefaultPort, AnnounceInterval: 100 * time.Millisecond}
 	for id := range 3 {
-		r.servers = append(r.servers, dispatch.Server{ID: id, Addr: netip.AddrFrom4([4]byte{10, 0, 0, byte(11 + id)}), Weight: 1, Up: true})
+		r.servers = append(r.servers, core.Server{ID: id, Addr: netip.AddrFrom4([4]byte{10, 0, 0, byte(11 + id)}), Weight: 1, Up: true})
 		rc, err := announce.NewReceiver("web", pub, id)
 		if err != nil {
 			t.Fatal(err)
@@ -247,7 +247,7 @@ func TestAnnounceGateTakeover(t *testing.T) {
 			}
 		}
 	}()
-	tb, err := dispatch.NewTable(r.servers, r.cl.Buckets)
+	tb, err := core.NewTable(r.servers, r.cl.Buckets)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,8 +21,8 @@ import (
 // limitCase is a cluster at one of the appliance's limits.
 type limitCase struct {
 	name      string
-	mode      string // routing | broadcast
-	hash      string
+	mode      config.Mode
+	hash      config.Hash
 	announce  bool
 	servers   int
 	buckets   int
@@ -187,7 +187,7 @@ func TestLimitsCheckAgreesWithRun(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s at the limit: check accepted the file, but run's manager fails: %v", c.name, err)
 		}
-		st := m.Status()[0]
+		st := m.State()[0]
 		m.Close()
 		owned := 0
 		for _, s := range st.Servers {

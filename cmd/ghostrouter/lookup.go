@@ -9,7 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"github.com/ghostrouter/ghostrouter/router/config"
 )
 
@@ -46,7 +46,7 @@ func cmdLookup(args []string, stdout, stderr io.Writer) int {
 		}
 		down[id] = true
 	}
-	sel, servers, err := dispatch.SelectorFor(cl, down)
+	sel, servers, err := core.SelectorFor(cl, down)
 	if err != nil {
 		fmt.Fprintf(stderr, "ghostrouter lookup: cluster %s: %v\n", cl.Name, err)
 		return 1

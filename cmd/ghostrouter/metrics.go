@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ghostrouter/ghostrouter/cmd/internal/version"
+	"github.com/ghostrouter/ghostrouter/router/config"
 )
 
 // The metrics endpoint serves, at /metrics, the appliance's counters (the
@@ -169,7 +170,7 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	cl, srv, lnk := []string{"cluster"}, []string{"cluster", "server", "address"}, []string{"interface"}
 	for _, c := range st.Clusters {
 		emit("ghostrouter_cluster_table_version", "Version of the cluster's bucket table.", prometheus.GaugeValue, c.Version, cl, c.Name)
-		if c.Mode == "routing" {
+		if c.Mode == config.ModeRouting.String() {
 			var entries uint64
 			if c.Transition != nil {
 				entries = uint64(c.Transition.Entries)

@@ -3,21 +3,19 @@ package main
 import (
 	"strings"
 	"testing"
-
-	"github.com/ghostrouter/ghostrouter/dispatch"
 )
 
 // The transition memory in the metrics: its entries as a gauge (0 with no
 // window open), its counters as counters.
 func TestWriteMetricsFlowMemory(t *testing.T) {
 	for _, c := range []struct {
-		tr   *dispatch.TransitionStatus
+		tr   *TransitionStatus
 		want string
 	}{
-		{&dispatch.TransitionStatus{Phase: "switched", Entries: 12}, `ghostrouter_cluster_flow_entries{cluster="web"} 12`},
+		{&TransitionStatus{Phase: "switched", Entries: 12}, `ghostrouter_cluster_flow_entries{cluster="web"} 12`},
 		{nil, `ghostrouter_cluster_flow_entries{cluster="web"} 0`},
 	} {
-		st := Status{Clusters: []dispatch.ClusterStatus{{
+		st := Status{Clusters: []ClusterStatus{{
 			Name: "web", Mode: "routing", Transition: c.tr,
 			Counters: map[string]uint64{"flow_remembered": 40, "flow_overflow": 1},
 		}}}

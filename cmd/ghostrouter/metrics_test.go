@@ -9,16 +9,14 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/ghostrouter/ghostrouter/dispatch"
 )
 
 func testStatus() Status {
 	return Status{
-		Clusters: []dispatch.ClusterStatus{{
+		Clusters: []ClusterStatus{{
 			Name: "web", Version: 3,
 			Counters: map[string]uint64{"packets": 10, "drop_no_mac": 2},
-			Servers: []dispatch.ServerStatus{
+			Servers: []ServerStatus{
 				{ID: 0, Address: "10.0.0.11", Up: true, Buckets: 2048, Packets: 6, Bytes: 600},
 				{ID: 1, Address: "10.0.0.12", Up: false, Buckets: 0, Packets: 4, Bytes: 400, Transitions: 1},
 			},

@@ -56,14 +56,14 @@ func serverTargets(cfg *config.Config) []neigh.Target {
 			role := fmt.Sprintf("server %d of cluster %s", s.ID, cl.Name)
 			if i, dup := seen[key{cl.Interface, s.Address}]; dup {
 				out[i].Role += ", " + role
-				if len(s.MAC) == 6 && out[i].Pin == ([6]byte{}) {
+				if !s.MAC.IsZero() && out[i].Pin == ([6]byte{}) {
 					out[i].Pin = [6]byte(s.MAC)
 				}
 				continue
 			}
 			seen[key{cl.Interface, s.Address}] = len(out)
 			t := neigh.Target{Interface: cl.Interface, Addr: s.Address, Role: role}
-			if len(s.MAC) == 6 {
+			if !s.MAC.IsZero() {
 				t.Pin = [6]byte(s.MAC)
 			}
 			for _, n := range cfg.Neighbors {

@@ -23,12 +23,12 @@ func (a *appliance) waitForwarding(ctx context.Context, max time.Duration) bool 
 	deadline := time.Now().Add(max)
 	for {
 		ready := true
-		for _, c := range a.m.Status() {
+		for _, c := range a.m.State() {
 			if c.Mode != config.ModeRouting {
 				continue
 			}
 			for _, s := range c.Servers {
-				if s.Up && s.MAC == "" {
+				if s.Up && s.MAC.IsZero() {
 					ready = false
 				}
 			}

@@ -116,7 +116,7 @@ func socketLinks(t *testing.T, cfg *config.Config) map[string]*tap.Endpoint {
 	eps := map[string]*tap.Endpoint{}
 	for _, ic := range cfg.Interfaces {
 		local, _ := kit.Pair(t, ic.Name) // the test's end stays silent
-		ep, err := tap.NewEndpoint(tap.EndpointConfig{Name: ic.Name, Files: []*os.File{local}, MAC: ic.MAC, MTU: 1500})
+		ep, err := tap.NewEndpoint(tap.EndpointConfig{Name: ic.Name, Files: []*os.File{local}, MAC: ic.MAC.HardwareAddr(), MTU: 1500})
 		if err != nil {
 			t.Fatal(err)
 		}

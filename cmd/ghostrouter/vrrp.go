@@ -17,6 +17,7 @@ import (
 
 	"github.com/ghostrouter/ghostrouter/dispatch"
 	"github.com/ghostrouter/ghostrouter/dispatch/announce"
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"github.com/ghostrouter/ghostrouter/router"
 	"github.com/ghostrouter/ghostrouter/router/config"
 	"github.com/ghostrouter/ghostrouter/router/vrrp"
@@ -88,7 +89,7 @@ func warnVRRP(cfg *config.Config, log *slog.Logger) {
 func healthSettle(cfg *config.Config) time.Duration {
 	var d time.Duration
 	for _, c := range cfg.Clusters {
-		if h := c.Health; h.Check != config.CheckNone && h.Check != "" {
+		if h := c.Health; h.Check != config.CheckNone {
 			d = max(d, time.Duration(h.Fall)*h.Interval+h.Timeout)
 		}
 	}
@@ -112,14 +113,14 @@ func vrrpChanged(a, b []config.VRRP) bool {
 // dispatchReady reports whether every cluster can dispatch: at least one
 // server is up and every server that is up has its MAC resolved.
 func dispatchReady(m *dispatch.Manager) bool {
-	for _, c := range m.Status() {
+	for _, c := range m.State() {
 		up := 0
 		for _, s := range c.Servers {
 			if !s.Up {
 				continue
 			}
 			up++
-			if c.Mode == config.ModeRouting && s.MAC == "" {
+			if c.Mode == config.ModeRouting && s.MAC.IsZero() {
 				return false
 			}
 		}
@@ -206,7 +207,7 @@ type takeoverCounts struct {
 type lastAnnounce struct {
 	cl      config.Cluster
 	version uint64
-	servers []dispatch.Server
+	servers []core.Server
 }
 
 var _ dispatch.Announcer = (*announceGate)(nil)
@@ -502,10 +503,10 @@ func (g *announceGate) Takeover() TakeoverStatus {
 }
 
 // Announce implements dispatch.Announcer.
-func (g *announceGate) Announce(cl *config.Cluster, version uint64, servers []dispatch.Server) {
+func (g *announceGate) Announce(cl *config.Cluster, version uint64, servers []core.Server) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.last[cl.Name] = &lastAnnounce{cl: *cl, version: version, servers: append([]dispatch.Server(nil), servers...)}
+	g.last[cl.Name] = &lastAnnounce{cl: *cl, version: version, servers: append([]core.Server(nil), servers...)}
 	master := g.vr.GroupMaster(cl.Interface) && !g.handedOver
 	g.master[cl.Name] = master
 	if !master {

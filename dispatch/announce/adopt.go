@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/ghostrouter/ghostrouter/router/config"
 )
 
 // Taking over from another appliance (a VRRP backup that becomes master).
@@ -263,7 +265,7 @@ func (t *Transition) Adopt(heard []*Message) error {
 		heard = heard[len(heard)-maxAdopt:]
 	}
 	type entry struct {
-		hash    string
+		hash    config.Hash
 		seed    uint32
 		buckets int
 		tables  [][]Member

@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"github.com/ghostrouter/ghostrouter/router/config"
 )
 
@@ -106,8 +106,6 @@ type ackDrops struct {
 	malformed, unknownCluster atomic.Uint64
 }
 
-var _ dispatch.Announcer = (*Announcer)(nil)
-
 // NewAnnouncer returns an announcer for one run of the appliance, named by
 // epoch: NewEpoch's random number, a new one on every start (receivers
 // treat a datagram of an epoch they heard before as a possible replay). A
@@ -161,7 +159,7 @@ func (a *Announcer) message(cs *clusterState) *Message {
 // announcement in force (implementing dispatch.Announcer; version, the
 // manager's table version, is only logged). Failures are counted; the
 // first of a run of failures is logged, and so is the recovery.
-func (a *Announcer) Announce(cl *config.Cluster, version uint64, servers []dispatch.Server) {
+func (a *Announcer) Announce(cl *config.Cluster, version uint64, servers []core.Server) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := a.now()
@@ -194,11 +192,7 @@ func (a *Announcer) Announce(cl *config.Cluster, version uint64, servers []dispa
 	if a.ackTimeout > 0 {
 		cs.tr.AckTimeout = a.ackTimeout
 	}
-	hash := cl.Hash
-	if hash == "" {
-		hash = config.HashJhash
-	}
-	changed, err := cs.tr.SetTarget(hash, cl.Seed, cl.Buckets, MembersFrom(servers))
+	changed, err := cs.tr.SetTarget(cl.Hash, cl.Seed, cl.Buckets, MembersFrom(servers))
 	if err != nil {
 		a.failed.Add(1)
 		a.log.Error("announcement: target table not built", "cluster", cl.Name, "version", version, "err", err)

@@ -12,8 +12,12 @@ import (
 	"time"
 
 	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"github.com/ghostrouter/ghostrouter/router/config"
 )
+
+// The manager schedules its announcements through this type.
+var _ dispatch.Announcer = (*Announcer)(nil)
 
 func webCluster() *config.Cluster {
 	return &config.Cluster{
@@ -48,7 +52,7 @@ func TestAnnouncerToReceiver(t *testing.T) {
 	}, nil)
 	a.now = clk.now
 	cl := webCluster()
-	servers := []dispatch.Server{
+	servers := []core.Server{
 		{ID: 0, Addr: netip.MustParseAddr("10.0.0.11"), Weight: 1, Up: true},
 		{ID: 1, Addr: netip.MustParseAddr("10.0.0.12"), Weight: 1, Up: true},
 		{ID: 2, Addr: netip.MustParseAddr("10.0.0.13"), Weight: 1, Up: true},
@@ -97,7 +101,7 @@ func TestAnnouncerToReceiver(t *testing.T) {
 		t.Fatalf("%d datagrams after every acknowledgement, want 3", len(sent))
 	}
 	deliver(2, true, 0, 1, 2)
-	tb, err := dispatch.NewTable(servers, cl.Buckets)
+	tb, err := core.NewTable(servers, cl.Buckets)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +134,7 @@ func TestAnnouncerToReceiver(t *testing.T) {
 		t.Fatalf("%d datagrams, want 5 (the acquisition)", len(sent))
 	}
 	deliver(4, true, 0, 1, 2)
-	after, err := dispatch.NewTable(servers, cl.Buckets)
+	after, err := core.NewTable(servers, cl.Buckets)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +167,7 @@ func TestAnnouncerAckInput(t *testing.T) {
 	var sent int
 	a := NewAnnouncer(1000, func(*config.Cluster, []byte) error { sent++; return nil }, nil)
 	cl := webCluster()
-	a.Announce(cl, 1, []dispatch.Server{
+	a.Announce(cl, 1, []core.Server{
 		{ID: 0, Addr: netip.MustParseAddr("10.0.0.11"), Weight: 1, Up: true},
 		{ID: 1, Addr: netip.MustParseAddr("10.0.0.12"), Weight: 1, Up: true},
 	})
@@ -238,7 +242,7 @@ func TestAnnouncerSeqAcrossReplacement(t *testing.T) {
 	var last []byte
 	a := NewAnnouncer(1000, func(_ *config.Cluster, b []byte) error { last = bytes.Clone(b); return nil }, nil)
 	cl := webCluster()
-	one := []dispatch.Server{{ID: 0, Addr: netip.MustParseAddr("10.0.0.11"), Weight: 1, Up: true}}
+	one := []core.Server{{ID: 0, Addr: netip.MustParseAddr("10.0.0.11"), Weight: 1, Up: true}}
 	a.Announce(cl, 1, one)
 	m, err := Unmarshal(last, testPub)
 	if err != nil {
@@ -271,7 +275,7 @@ func TestAnnouncerAckRoundTrip(t *testing.T) {
 	}
 	var got []obs
 	a.OnAck(func(c string, d time.Duration) { got = append(got, obs{c, d}) })
-	servers := []dispatch.Server{
+	servers := []core.Server{
 		{ID: 0, Addr: netip.MustParseAddr("10.0.0.11"), Weight: 1, Up: true},
 		{ID: 1, Addr: netip.MustParseAddr("10.0.0.12"), Weight: 1, Up: true},
 	}

@@ -13,7 +13,7 @@
 //
 // What is sent is the cluster's membership, not its per-bucket table: the
 // table is a pure function of the membership, so a receiver computes
-// exactly the appliance's table with dispatch.NewTable and keeps its own
+// exactly the appliance's table with core.NewTable and keeps its own
 // buckets. The package does no I/O: the appliance supplies a Sender and
 // hands acknowledgements to HandleAck; the agent reads datagrams, passes
 // them to a Receiver and sends what Receiver.Ack returns.

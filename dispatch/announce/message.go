@@ -11,7 +11,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"github.com/ghostrouter/ghostrouter/dispatch/limits"
 	"github.com/ghostrouter/ghostrouter/router/config"
 )
@@ -85,7 +85,7 @@ var (
 )
 
 // Member is one server of the cluster as the table sees it
-// (dispatch.Server): a drained server has Weight 0, a failed one !Up.
+// (core.Server): a drained server has Weight 0, a failed one !Up.
 type Member struct {
 	ID     int
 	Addr   netip.Addr // the server's primary address
@@ -98,8 +98,8 @@ type Member struct {
 
 // Message is one announcement: a cluster's membership and the parameters
 // of its table, at a version. The table itself is not sent: every receiver
-// computes it with dispatch.NewTable(m.Servers(), m.Buckets), as the
-// appliance does (the table contract in package dispatch's documentation:
+// computes it with core.NewTable(m.Servers(), m.Buckets), as the
+// appliance does (the table contract in package dispatch/core's documentation:
 // the table depends only on the membership).
 type Message struct {
 	Cluster string
@@ -115,7 +115,7 @@ type Message struct {
 	// Interval is how often the appliance repeats the announcement (sent in
 	// whole milliseconds; 0 when unknown).
 	Interval time.Duration
-	Hash     string // config.HashJhash or config.HashModulo
+	Hash     config.Hash
 	Seed     uint32
 	Buckets  int
 	Ghost    netip.Addr // the cluster address
@@ -153,12 +153,12 @@ func (m *Message) Newer(than *Message) bool {
 	return m.Seq > than.Seq
 }
 
-// Servers is the membership as dispatch.NewTable takes it.
-func (m *Message) Servers() []dispatch.Server {
-	out := make([]dispatch.Server, 0, len(m.Members))
+// Servers is the membership as core.NewTable takes it.
+func (m *Message) Servers() []core.Server {
+	out := make([]core.Server, 0, len(m.Members))
 	for _, s := range m.Members {
 		if !s.Absent {
-			out = append(out, dispatch.Server{ID: s.ID, Addr: s.Addr, Weight: s.Weight, Up: s.Up})
+			out = append(out, core.Server{ID: s.ID, Addr: s.Addr, Weight: s.Weight, Up: s.Up})
 		}
 	}
 	return out
@@ -166,12 +166,12 @@ func (m *Message) Servers() []dispatch.Server {
 
 // Table computes the message's bucket table, exactly as the appliance
 // does.
-func (m *Message) Table() (*dispatch.Table, error) {
-	return dispatch.NewTable(m.Servers(), m.Buckets)
+func (m *Message) Table() (*core.Table, error) {
+	return core.NewTable(m.Servers(), m.Buckets)
 }
 
 // MembersFrom converts the table's view of servers into Members.
-func MembersFrom(servers []dispatch.Server) []Member {
+func MembersFrom(servers []core.Server) []Member {
 	out := make([]Member, len(servers))
 	for i, s := range servers {
 		out[i] = Member{ID: s.ID, Addr: s.Addr, Weight: s.Weight, Up: s.Up}
@@ -237,7 +237,7 @@ func (m *Message) Marshal(key ed25519.PrivateKey) ([]byte, error) {
 			return bad("further table %d has %d shares for %d members", i+1, len(t), len(m.Members))
 		}
 		for j, sh := range t {
-			if sh.Weight < 0 || sh.Weight > dispatch.MaxWeight || sh.Absent && (sh.Weight != 0 || sh.Up) {
+			if sh.Weight < 0 || sh.Weight > core.MaxWeight || sh.Absent && (sh.Weight != 0 || sh.Up) {
 				return bad("further table %d: share %d: weight %d up %v absent %v", i+1, j, sh.Weight, sh.Up, sh.Absent)
 			}
 		}
@@ -251,8 +251,8 @@ func (m *Message) Marshal(key ed25519.PrivateKey) ([]byte, error) {
 			return bad("server id %d: want 0..%d", s.ID, uint32(math.MaxUint32))
 		case i > 0 && members[i-1].ID == s.ID:
 			return bad("server id %d appears twice", s.ID)
-		case s.Weight < 0 || s.Weight > dispatch.MaxWeight:
-			return bad("server %d: weight %d: want 0..%d", s.ID, s.Weight, dispatch.MaxWeight)
+		case s.Weight < 0 || s.Weight > core.MaxWeight:
+			return bad("server %d: weight %d: want 0..%d", s.ID, s.Weight, core.MaxWeight)
 		case !okAddr(s.Addr):
 			return bad("server %d: address %v: want an IPv4 or IPv6 address without zone", s.ID, s.Addr)
 		case s.Absent && (s.Weight != 0 || s.Up):
@@ -385,8 +385,8 @@ func Unmarshal(b []byte, key ed25519.PublicKey) (*Message, error) {
 			return nil, malformed("member %d: %v", s.ID, err)
 		}
 		s.Up, s.Absent = flags&flagUp != 0, flags&flagAbsent != 0
-		if s.Weight > dispatch.MaxWeight {
-			return nil, malformed("member %d: weight %d: at most %d", s.ID, s.Weight, dispatch.MaxWeight)
+		if s.Weight > core.MaxWeight {
+			return nil, malformed("member %d: weight %d: at most %d", s.ID, s.Weight, core.MaxWeight)
 		}
 		if i > 0 && m.Members[i-1].ID >= s.ID {
 			return nil, malformed("member %d after %d: ids must ascend", s.ID, m.Members[i-1].ID)

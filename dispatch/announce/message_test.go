@@ -11,7 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
+	"github.com/ghostrouter/ghostrouter/router/config"
 )
 
 // testKey signs, testPub verifies; otherKey is another appliance's.
@@ -31,7 +32,7 @@ func appendMAC(b []byte, key ed25519.PrivateKey) []byte {
 func sample() *Message {
 	return &Message{
 		Cluster: "web", Epoch: 1764145441000000000, Seq: 7, Tx: 42, Interval: time.Second,
-		Hash: "jhash", Seed: 0x5eed, Buckets: 4096, Ghost: netip.MustParseAddr("203.0.113.10"),
+		Hash: config.HashJhash, Seed: 0x5eed, Buckets: 4096, Ghost: netip.MustParseAddr("203.0.113.10"),
 		Members: []Member{
 			{ID: 2, Addr: netip.MustParseAddr("10.0.0.13"), Weight: 1, Up: false},
 			{ID: 0, Addr: netip.MustParseAddr("10.0.0.11"), Weight: 1, Up: true},
@@ -70,7 +71,7 @@ func reference(m *Message, key ed25519.PrivateKey) []byte {
 	var b bytes.Buffer
 	b.WriteString("GHRT")
 	b.WriteByte(3)
-	b.WriteByte(map[string]byte{"jhash": 1, "modulo": 2}[m.Hash])
+	b.WriteByte(map[string]byte{"jhash": 1, "modulo": 2}[m.Hash.String()])
 	binary.Write(&b, binary.BigEndian, uint16(len(m.Members)))
 	binary.Write(&b, binary.BigEndian, m.Epoch)
 	binary.Write(&b, binary.BigEndian, m.Seq)
@@ -196,12 +197,12 @@ func TestRoundTrip(t *testing.T) {
 	v6.Members[0].Addr = netip.MustParseAddr("2001:db8::13")
 	v6.Members[1].Addr = netip.MustParseAddr("::ffff:10.0.0.11") // 16 bytes on the wire, kept so
 	modulo := sample()
-	modulo.Hash, modulo.Interval = "modulo", 0
+	modulo.Hash, modulo.Interval = config.HashModulo, 0
 	empty := sample()
 	empty.Members = nil
 	big := sample()
 	big.Epoch, big.Seq, big.Tx, big.Seed, big.Buckets = 1<<64-1, 1<<64-1, 1<<64-1, 1<<32-1, MaxBuckets
-	big.Members = []Member{{ID: 1<<32 - 1, Addr: netip.MustParseAddr("10.0.0.1"), Weight: dispatch.MaxWeight, Up: true}}
+	big.Members = []Member{{ID: 1<<32 - 1, Addr: netip.MustParseAddr("10.0.0.1"), Weight: core.MaxWeight, Up: true}}
 	big.Interval = (1<<32 - 1) * time.Millisecond
 	for name, m := range map[string]*Message{"ipv4": sample(), "ipv6": v6, "modulo": modulo, "no members": empty, "limits": big} {
 		b := mustMarshal(t, m, testKey)
@@ -357,8 +358,8 @@ func TestMarshalInvalid(t *testing.T) {
 		name string
 		edit func(m *Message)
 	}{
-		{"hash", func(m *Message) { m.Hash = "crc32" }},
-		{"empty hash", func(m *Message) { m.Hash = "" }},
+		{"hash", func(m *Message) { m.Hash = config.Hash(7) }},
+		{"hash past the last", func(m *Message) { m.Hash = config.Hash(255) }},
 		{"name", func(m *Message) { m.Cluster = "web cluster" }},
 		{"long name", func(m *Message) { m.Cluster = strings.Repeat("w", 64) }},
 		{"0 buckets", func(m *Message) { m.Buckets = 0 }},
@@ -370,7 +371,7 @@ func TestMarshalInvalid(t *testing.T) {
 		{"duplicate id", func(m *Message) { m.Members[1].ID = 2 }},
 		{"negative id", func(m *Message) { m.Members[1].ID = -1 }},
 		{"negative weight", func(m *Message) { m.Members[1].Weight = -1 }},
-		{"weight too large", func(m *Message) { m.Members[1].Weight = dispatch.MaxWeight + 1 }},
+		{"weight too large", func(m *Message) { m.Members[1].Weight = core.MaxWeight + 1 }},
 		{"no address", func(m *Message) { m.Members[1].Addr = netip.Addr{} }},
 		{"too many members", func(m *Message) {
 			m.Members = make([]Member, MaxMembers+1)
@@ -479,7 +480,7 @@ func FuzzUnmarshal(f *testing.F) {
 			}
 			// A bucket is granted only to a server every table gives it.
 			for i := 0; i <= len(m.Also); i++ {
-				tbl, err := dispatch.NewTable(m.tableServers(i), m.Buckets)
+				tbl, err := core.NewTable(m.tableServers(i), m.Buckets)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -98,7 +98,7 @@ type Result struct {
 
 // Receiver is a server agent's side of one cluster's announcements: it
 // authenticates each datagram, decides whether it carries a newer table,
-// computes this server's buckets in it with dispatch.NewTable (the
+// computes this server's buckets in it with core.NewTable (the
 // appliance's own code), and remembers the last table applied, which stays
 // in force however long the appliance is quiet. It does no I/O. A Receiver
 // is not safe for concurrent use.

@@ -7,7 +7,8 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
+	"github.com/ghostrouter/ghostrouter/router/config"
 )
 
 func mustReceiver(t testing.TB, id int) *Receiver {
@@ -34,7 +35,7 @@ func members(n int, down, drained []int) []Member {
 }
 
 // TestReceiverOwnedIsTheTable: the buckets a receiver applies are exactly
-// dispatch.NewTable(...).Owned(id) of the same membership, for every
+// core.NewTable(...).Owned(id) of the same membership, for every
 // server, with servers down and drained; a server not in the membership
 // owns none.
 func TestReceiverOwnedIsTheTable(t *testing.T) {
@@ -54,11 +55,11 @@ func TestReceiverOwnedIsTheTable(t *testing.T) {
 		m := sample()
 		m.Members, m.Buckets = ms, tc.buckets
 		b := mustMarshal(t, m, testKey)
-		servers := make([]dispatch.Server, len(ms))
+		servers := make([]core.Server, len(ms))
 		for i, s := range ms {
-			servers[i] = dispatch.Server{ID: s.ID, Addr: s.Addr, Weight: s.Weight, Up: s.Up}
+			servers[i] = core.Server{ID: s.ID, Addr: s.Addr, Weight: s.Weight, Up: s.Up}
 		}
-		table, err := dispatch.NewTable(servers, tc.buckets)
+		table, err := core.NewTable(servers, tc.buckets)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -110,12 +111,12 @@ func TestReceiverSequence(t *testing.T) {
 	first := msg(e1, 1, 1, all)
 	forged := msg(e1, 2, 2, oneDown)
 	forged[len(forged)-1] ^= 1
-	otherKey, _ := (&Message{Cluster: "web", Epoch: e1, Seq: 9, Tx: 9, Hash: "jhash", Buckets: 4096, Ghost: sample().Ghost}).Marshal(otherKey)
+	otherKey, _ := (&Message{Cluster: "web", Epoch: e1, Seq: 9, Tx: 9, Hash: config.HashJhash, Buckets: 4096, Ghost: sample().Ghost}).Marshal(otherKey)
 	api := sample()
 	api.Cluster = "api"
 	apiMsg := mustMarshal(t, api, testKey)
 	modulo := sample()
-	modulo.Epoch, modulo.Seq, modulo.Tx, modulo.Hash = e1, 5, 5, "modulo"
+	modulo.Epoch, modulo.Seq, modulo.Tx, modulo.Hash = e1, 5, 5, config.HashModulo
 	nAll, nDown := ownedBy(t, all, 10), ownedBy(t, oneDown, 10)
 
 	var wantStats Counters

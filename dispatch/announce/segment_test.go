@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 )
 
 // bigMessage is an announcement of n members (IPv6 addresses when v6),
@@ -64,8 +64,8 @@ func reassemble(t *testing.T, segs [][]byte) []byte {
 // fragmented), and comes back whole, in any order, through a Receiver that
 // applies it.
 func TestSegmentsAtTheLimit(t *testing.T) {
-	if MaxMembers != dispatch.MaxServers {
-		t.Fatalf("MaxMembers %d, the table's limit %d", MaxMembers, dispatch.MaxServers)
+	if MaxMembers != core.MaxServers {
+		t.Fatalf("MaxMembers %d, the table's limit %d", MaxMembers, core.MaxServers)
 	}
 	for _, tc := range []struct {
 		name string

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 )
 
 // Nobody is the owner of a bucket that no server may accept new
@@ -85,8 +85,8 @@ func (r *reader) also(n int) ([][]Share, error) {
 			if err := checkFlags(f, w); err != nil {
 				return nil, fmt.Errorf("further table %d, member %d: %v", i+1, j+1, err)
 			}
-			if w > dispatch.MaxWeight {
-				return nil, fmt.Errorf("further table %d, member %d: weight %d: at most %d", i+1, j+1, w, dispatch.MaxWeight)
+			if w > core.MaxWeight {
+				return nil, fmt.Errorf("further table %d, member %d: weight %d: at most %d", i+1, j+1, w, core.MaxWeight)
 			}
 			out[i][j] = Share{Weight: w, Up: f&flagUp != 0, Absent: f&flagAbsent != 0}
 		}
@@ -94,17 +94,17 @@ func (r *reader) also(n int) ([][]Share, error) {
 	return out, nil
 }
 
-// tableServers is table i of m as dispatch.NewTable takes it: 0 is the
+// tableServers is table i of m as core.NewTable takes it: 0 is the
 // target table (Members), 1.. the tables of Also.
-func (m *Message) tableServers(i int) []dispatch.Server {
+func (m *Message) tableServers(i int) []core.Server {
 	if i == 0 {
 		return m.Servers()
 	}
-	out := make([]dispatch.Server, 0, len(m.Members))
+	out := make([]core.Server, 0, len(m.Members))
 	for j, s := range m.Members {
 		sh := m.Also[i-1][j]
 		if !sh.Absent {
-			out = append(out, dispatch.Server{ID: s.ID, Addr: s.Addr, Weight: sh.Weight, Up: sh.Up})
+			out = append(out, core.Server{ID: s.ID, Addr: s.Addr, Weight: sh.Weight, Up: sh.Up})
 		}
 	}
 	return out
@@ -119,7 +119,7 @@ func (m *Message) tableServers(i int) []dispatch.Server {
 func (m *Message) Grants() ([]int32, error) {
 	out := make([]int32, m.Buckets)
 	for i := 0; i <= len(m.Also); i++ {
-		t, err := dispatch.NewTable(m.tableServers(i), m.Buckets)
+		t, err := core.NewTable(m.tableServers(i), m.Buckets)
 		if err != nil {
 			return nil, fmt.Errorf("announce: table %d of cluster %s: %w", i, m.Cluster, err)
 		}

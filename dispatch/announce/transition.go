@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/ghostrouter/ghostrouter/router/config"
 )
 
 // Transition is the appliance's side of break-before-make for one
@@ -36,7 +38,7 @@ type Transition struct {
 	AckTimeout time.Duration
 
 	target   []Member // sorted by ID, present members only
-	hash     string
+	hash     config.Hash
 	seed     uint32
 	buckets  int
 	tgrants  []int32 // grants of the target table alone
@@ -60,7 +62,7 @@ type Transition struct {
 type issued struct {
 	seq     uint64
 	at      time.Time
-	hash    string
+	hash    config.Hash
 	seed    uint32
 	buckets int
 	tables  [][]Member // the target first; each sorted by ID, present members only
@@ -101,7 +103,7 @@ const maxHistory = 16
 // with weight 0, failed ones not up) with hash, seed and buckets the
 // table the Transition works towards. It reports whether the target
 // changed.
-func (t *Transition) SetTarget(hash string, seed uint32, buckets int, members []Member) (bool, error) {
+func (t *Transition) SetTarget(hash config.Hash, seed uint32, buckets int, members []Member) (bool, error) {
 	tgt := make([]Member, 0, len(members))
 	for _, m := range members {
 		if !m.Absent {
@@ -286,7 +288,7 @@ func (t *Transition) grantsOf(tables [][]Member) ([]int32, error) {
 // compose builds the message of tables (the first the target): members
 // are the union, by ascending ID, with the target's weights; each further
 // table is a list of shares.
-func compose(hash string, seed uint32, buckets int, tables [][]Member) Message {
+func compose(hash config.Hash, seed uint32, buckets int, tables [][]Member) Message {
 	byID := map[int]Member{}
 	for i := len(tables) - 1; i >= 0; i-- {
 		for _, m := range tables[i] {

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"github.com/ghostrouter/ghostrouter/router/config"
 )
 
@@ -178,11 +178,11 @@ type membership struct {
 	weight []int
 }
 
-func (ms *membership) servers() []dispatch.Server {
-	var out []dispatch.Server
+func (ms *membership) servers() []core.Server {
+	var out []core.Server
 	for id := range ms.in {
 		if ms.in[id] {
-			out = append(out, dispatch.Server{ID: id, Addr: netip.AddrFrom4([4]byte{10, 0, 0, byte(11 + id)}), Weight: ms.weight[id], Up: ms.up[id]})
+			out = append(out, core.Server{ID: id, Addr: netip.AddrFrom4([4]byte{10, 0, 0, byte(11 + id)}), Weight: ms.weight[id], Up: ms.up[id]})
 		}
 	}
 	return out
@@ -235,7 +235,7 @@ func (m *model) settle(ms *membership) {
 	m.t.Helper()
 	m.loss, m.dup = 0, 0
 	m.run(3*time.Second, ms, 0)
-	tb, err := dispatch.NewTable(ms.servers(), m.cl.Buckets)
+	tb, err := core.NewTable(ms.servers(), m.cl.Buckets)
 	if err != nil {
 		m.t.Fatal(err)
 	}
@@ -360,12 +360,12 @@ func settleAll(t *testing.T, tr *Transition, now time.Time) {
 func TestTransitionNewParameters(t *testing.T) {
 	now := time.Unix(1000, 0)
 	tr := &Transition{AckTimeout: time.Hour}
-	if _, err := tr.SetTarget("jhash", 1, 64, members3()); err != nil {
+	if _, err := tr.SetTarget(config.HashJhash, 1, 64, members3()); err != nil {
 		t.Fatal(err)
 	}
 	tr.Step(now)
 	settleAll(t, tr, now)
-	if _, err := tr.SetTarget("jhash", 2, 128, members3()); err != nil {
+	if _, err := tr.SetTarget(config.HashJhash, 2, 128, members3()); err != nil {
 		t.Fatal(err)
 	}
 	if did, _ := tr.Step(now); !did {
@@ -394,7 +394,7 @@ func TestTransitionNewParameters(t *testing.T) {
 func TestTransitionChangesInFlight(t *testing.T) {
 	now := time.Unix(1000, 0)
 	tr := &Transition{AckTimeout: time.Hour}
-	tr.SetTarget("jhash", 1, 64, members3())
+	tr.SetTarget(config.HashJhash, 1, 64, members3())
 	tr.Step(now)
 	settleAll(t, tr, now)
 	// Without acknowledgements every server may still hold whatever any
@@ -404,7 +404,7 @@ func TestTransitionChangesInFlight(t *testing.T) {
 		mayHold[b] = map[int32]bool{o: true}
 	}
 	for i, down := range [][]int{{0}, {0, 1}, {1}, {2}, {}} {
-		tr.SetTarget("jhash", 1, 64, members3(down...))
+		tr.SetTarget(config.HashJhash, 1, 64, members3(down...))
 		if _, err := tr.Step(now); err != nil {
 			t.Fatalf("change %d: %v", i, err)
 		}
@@ -424,7 +424,7 @@ func TestTransitionChangesInFlight(t *testing.T) {
 		}
 	}
 	settleAll(t, tr, now)
-	tb, _ := dispatch.NewTable(toServers(members3()), 64)
+	tb, _ := core.NewTable(toServers(members3()), 64)
 	for id := range 3 {
 		if got := OwnedBy(tr.CurrentGrants(), id); !slices.Equal(got, tb.Owned(id)) {
 			t.Errorf("server %d: %v, want %v", id, got, tb.Owned(id))
@@ -432,7 +432,7 @@ func TestTransitionChangesInFlight(t *testing.T) {
 	}
 }
 
-func toServers(ms []Member) []dispatch.Server {
+func toServers(ms []Member) []core.Server {
 	m := Message{Members: ms}
 	return m.Servers()
 }

@@ -23,6 +23,25 @@ import (
 	"github.com/ghostrouter/ghostrouter/router/config"
 )
 
+// Spec is how a cluster's servers are checked: a [cluster.health] table as
+// the checks run it. Unlike the decoded table it carries no line number, so
+// two specs are equal (==) exactly when they check alike.
+type Spec struct {
+	Check        config.Check
+	Port         int // tcp and http
+	Path         string
+	ExpectStatus int // http
+	Interval     time.Duration
+	Timeout      time.Duration // > 0 and <= Interval
+	Rise, Fall   int
+}
+
+// SpecOf is the spec of a validated [cluster.health] table.
+func SpecOf(h config.Health) Spec {
+	return Spec{Check: h.Check, Port: h.Port, Path: h.Path, ExpectStatus: h.ExpectStatus,
+		Interval: h.Interval, Timeout: h.Timeout, Rise: h.Rise, Fall: h.Fall}
+}
+
 // Prober is what checks need from the appliance's stack.
 type Prober interface {
 	DialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, error)
@@ -30,7 +49,7 @@ type Prober interface {
 }
 
 // Check performs one check of kind h on target, bounded by h.Timeout.
-func Check(ctx context.Context, p Prober, h config.Health, target netip.Addr, seq uint16) error {
+func Check(ctx context.Context, p Prober, h Spec, target netip.Addr, seq uint16) error {
 	ctx, cancel := context.WithTimeout(ctx, h.Timeout)
 	defer cancel()
 	switch h.Check {
@@ -48,14 +67,14 @@ func Check(ctx context.Context, p Prober, h config.Health, target netip.Addr, se
 			return fmt.Errorf("icmp echo: %w", err)
 		}
 		return nil
-	case config.CheckNone, "":
+	case config.CheckNone:
 		return nil
 	default:
 		return fmt.Errorf("unknown check %q", h.Check)
 	}
 }
 
-func checkHTTP(ctx context.Context, p Prober, h config.Health, target netip.Addr) error {
+func checkHTTP(ctx context.Context, p Prober, h Spec, target netip.Addr) error {
 	dst := netip.AddrPortFrom(target, uint16(h.Port))
 	c, err := p.DialTCP(ctx, dst)
 	if err != nil {
@@ -147,7 +166,7 @@ type Target struct {
 // and reports transitions through onChange (called from those goroutines,
 // one at a time per server).
 type Checker struct {
-	h        config.Health
+	h        Spec
 	p        Prober
 	onChange func(Event)
 
@@ -171,7 +190,7 @@ func WithObserver(f func(server int, d time.Duration, err error)) Option {
 
 // NewChecker returns a checker for targets; every target starts up, with the
 // state it had in prev if it is there (so a reload keeps what is known).
-func NewChecker(h config.Health, targets []Target, p Prober, prev map[int]State, onChange func(Event), opts ...Option) *Checker {
+func NewChecker(h Spec, targets []Target, p Prober, prev map[int]State, onChange func(Event), opts ...Option) *Checker {
 	c := &Checker{h: h, p: p, onChange: onChange, states: map[int]*State{}}
 	for _, o := range opts {
 		o(c)
@@ -186,7 +205,7 @@ func NewChecker(h config.Health, targets []Target, p Prober, prev map[int]State,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
-	if h.Check == config.CheckNone || h.Check == "" {
+	if h.Check == config.CheckNone {
 		return c
 	}
 	for i, t := range targets {
@@ -268,7 +287,7 @@ func (c *Checker) Stop() {
 }
 
 // Describe is a short text for a check setting, e.g. "tcp/80 every 1s".
-func Describe(h config.Health) string {
+func Describe(h Spec) string {
 	switch h.Check {
 	case config.CheckTCP:
 		return "tcp/" + strconv.Itoa(h.Port) + " every " + h.Interval.String()

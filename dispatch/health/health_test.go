@@ -76,7 +76,7 @@ func TestCheckKinds(t *testing.T) {
 	port := l.Addr().(*net.TCPAddr).Port
 	lo := netip.MustParseAddr("127.0.0.1")
 	p := &fakeProber{alive: map[netip.Addr]bool{lo: true}}
-	base := config.Health{Timeout: time.Second, Interval: time.Second}
+	base := Spec{Timeout: time.Second, Interval: time.Second}
 	closed := func() int { // a port with nothing listening
 		c, _ := net.Listen("tcp", "127.0.0.1:0")
 		n := c.Addr().(*net.TCPAddr).Port
@@ -85,15 +85,15 @@ func TestCheckKinds(t *testing.T) {
 	}()
 	for _, tc := range []struct {
 		name string
-		h    config.Health
+		h    Spec
 		ok   bool
 	}{
-		{"tcp open", config.Health{Check: config.CheckTCP, Port: port}, true},
-		{"tcp closed", config.Health{Check: config.CheckTCP, Port: closed}, false},
-		{"http expected status", config.Health{Check: config.CheckHTTP, Port: port, Path: "/healthz", ExpectStatus: 204}, true},
-		{"http wrong status", config.Health{Check: config.CheckHTTP, Port: port, Path: "/other", ExpectStatus: 204}, false},
-		{"icmp alive", config.Health{Check: config.CheckICMP}, true},
-		{"none", config.Health{Check: config.CheckNone}, true},
+		{"tcp open", Spec{Check: config.CheckTCP, Port: port}, true},
+		{"tcp closed", Spec{Check: config.CheckTCP, Port: closed}, false},
+		{"http expected status", Spec{Check: config.CheckHTTP, Port: port, Path: "/healthz", ExpectStatus: 204}, true},
+		{"http wrong status", Spec{Check: config.CheckHTTP, Port: port, Path: "/other", ExpectStatus: 204}, false},
+		{"icmp alive", Spec{Check: config.CheckICMP}, true},
+		{"none", Spec{Check: config.CheckNone}, true},
 	} {
 		h := tc.h
 		h.Timeout, h.Interval = base.Timeout, base.Interval
@@ -102,7 +102,7 @@ func TestCheckKinds(t *testing.T) {
 			t.Errorf("%s: Check = %v, want ok=%v", tc.name, err, tc.ok)
 		}
 	}
-	h := config.Health{Check: config.CheckICMP, Timeout: 50 * time.Millisecond}
+	h := Spec{Check: config.CheckICMP, Timeout: 50 * time.Millisecond}
 	if err := Check(context.Background(), p, h, netip.MustParseAddr("127.0.0.2"), 1); err == nil {
 		t.Error("icmp to a dead address passed")
 	}
@@ -113,7 +113,7 @@ func TestCheckerReportsTransitionsOnce(t *testing.T) {
 	live := netip.MustParseAddr("127.0.0.1")
 	p := &fakeProber{alive: map[netip.Addr]bool{live: true}}
 	events := make(chan Event, 16)
-	h := config.Health{Check: config.CheckICMP, Interval: 20 * time.Millisecond, Timeout: 10 * time.Millisecond, Rise: 2, Fall: 3}
+	h := Spec{Check: config.CheckICMP, Interval: 20 * time.Millisecond, Timeout: 10 * time.Millisecond, Rise: 2, Fall: 3}
 	c := NewChecker(h, []Target{{ID: 0, Addr: live}, {ID: 1, Addr: dead}}, p, nil, func(ev Event) { events <- ev })
 	defer c.Stop()
 	select {
@@ -145,5 +145,24 @@ func TestCheckerReportsTransitionsOnce(t *testing.T) {
 	}
 	if s := c.States()[1]; s.Transitions != 2 {
 		t.Fatalf("server 1 transitions = %d, want 2", s.Transitions)
+	}
+}
+
+// The spec of a [cluster.health] table is its settings alone: the same
+// settings on another line of the file are the same spec.
+func TestSpecOfIgnoresTheLine(t *testing.T) {
+	a := config.Health{Check: config.CheckHTTP, Port: 80, Path: "/", ExpectStatus: 200, Interval: time.Second, Timeout: time.Second / 2, Rise: 2, Fall: 3, Line: 12}
+	b := a
+	b.Line = 40
+	if SpecOf(a) != SpecOf(b) {
+		t.Errorf("specs of one table on lines 12 and 40 differ: %+v, %+v", SpecOf(a), SpecOf(b))
+	}
+	b.Fall = 4
+	if SpecOf(a) == SpecOf(b) {
+		t.Error("specs with different fall compare equal")
+	}
+	want := Spec{Check: config.CheckHTTP, Port: 80, Path: "/", ExpectStatus: 200, Interval: time.Second, Timeout: time.Second / 2, Rise: 2, Fall: 3}
+	if SpecOf(a) != want {
+		t.Errorf("SpecOf = %+v, want %+v", SpecOf(a), want)
 	}
 }

@@ -18,7 +18,7 @@ func TestCheckerObserver(t *testing.T) {
 	var mu sync.Mutex
 	got := map[int][]error{}
 	var longest time.Duration
-	h := config.Health{Check: config.CheckICMP, Interval: 20 * time.Millisecond, Timeout: 10 * time.Millisecond, Rise: 2, Fall: 3}
+	h := Spec{Check: config.CheckICMP, Interval: 20 * time.Millisecond, Timeout: 10 * time.Millisecond, Rise: 2, Fall: 3}
 	c := NewChecker(h, []Target{{ID: 0, Addr: live}, {ID: 1, Addr: dead}}, p, nil, nil,
 		WithObserver(func(id int, d time.Duration, err error) {
 			mu.Lock()

@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 )
 
 // Hash names, as written in the config's hash key.
@@ -89,7 +89,7 @@ func (r *Result) Loads(m Metric) []uint64 {
 // client population. It is immutable after NewEvaluator and safe for
 // concurrent use.
 type Evaluator struct {
-	servers []dispatch.Server
+	servers []core.Server
 	index   map[int]int // server ID -> index in servers
 	share   []float64   // fair share of each server, 0 if it takes no load
 	clients []Client    // heaviest first under by
@@ -108,7 +108,7 @@ type Evaluator struct {
 // NewEvaluator prepares to evaluate candidates for servers (kept in the
 // given order, which is the order of every per-server slice) against pop,
 // judging balance by m.
-func NewEvaluator(servers []dispatch.Server, pop *Population, m Metric) (*Evaluator, error) {
+func NewEvaluator(servers []core.Server, pop *Population, m Metric) (*Evaluator, error) {
 	e := &Evaluator{
 		servers: slices.Clone(servers),
 		index:   make(map[int]int, len(servers)),
@@ -151,7 +151,7 @@ func NewEvaluator(servers []dispatch.Server, pop *Population, m Metric) (*Evalua
 }
 
 // Servers returns the servers in the order of every per-server slice.
-func (e *Evaluator) Servers() []dispatch.Server { return e.servers }
+func (e *Evaluator) Servers() []core.Server { return e.servers }
 
 // Share returns each server's fair share of the load (0 for a server that
 // takes none), indexed like Servers.
@@ -225,14 +225,14 @@ func (e *Evaluator) assign(c Candidate) (assigner, error) {
 		}
 		n := uint32(c.Buckets)
 		return func(a netip.Addr) int {
-			o := owners[dispatch.Bucket(dispatch.JHash(a, c.Seed), n)]
+			o := owners[core.Bucket(core.JHash(a, c.Seed), n)]
 			if int(o) == len(e.servers) {
 				return -1
 			}
 			return int(o)
 		}, nil
 	case HashModulo:
-		sel := dispatch.NewModuloSelector(e.servers)
+		sel := core.NewModuloSelector(e.servers)
 		ss := sel.Servers() // what the selector's indices refer to
 		return func(a netip.Addr) int {
 			idx, _, ok := sel.Select(a)
@@ -250,14 +250,14 @@ func (e *Evaluator) assign(c Candidate) (assigner, error) {
 }
 
 // owners builds the table for n buckets once and flattens it to bucket ->
-// server index, with len(servers) standing for "no owner". dispatch.NewTable
-// takes at most dispatch.MaxServers (4096) servers, so an index fits 16 bits
+// server index, with len(servers) standing for "no owner". core.NewTable
+// takes at most core.MaxServers (4096) servers, so an index fits 16 bits
 // and even a 65536-bucket table stays in L2.
 func (e *Evaluator) owners(n int) ([]uint16, error) {
 	if n <= 0 || n > math.MaxUint32 {
 		return nil, fmt.Errorf("tune: bad bucket count %d", n)
 	}
-	t, err := dispatch.NewTable(e.servers, n)
+	t, err := core.NewTable(e.servers, n)
 	if err != nil {
 		return nil, fmt.Errorf("tune: %d buckets: %w", n, err)
 	}
@@ -478,7 +478,7 @@ func (e *Evaluator) searchSeeds(seeds []uint32, counts []int, owners [][]uint16,
 						keys := e.v4[i:min(i+hashBlock, len(e.v4))]
 						h := hs[:len(keys)]
 						for j, a := range keys {
-							h[j] = dispatch.JHash4(a, seed)
+							h[j] = core.JHash4(a, seed)
 						}
 						scatter(loads, nsrv, counts, owners, h, e.v4w[i:i+len(keys)])
 					}
@@ -486,7 +486,7 @@ func (e *Evaluator) searchSeeds(seeds []uint32, counts []int, owners [][]uint16,
 						keys := e.v6[i:min(i+hashBlock, len(e.v6))]
 						h := hs[:len(keys)]
 						for j, a := range keys {
-							h[j] = dispatch.JHash16(a, seed)
+							h[j] = core.JHash16(a, seed)
 						}
 						scatter(loads, nsrv, counts, owners, h, e.v6w[i:i+len(keys)])
 					}
@@ -525,7 +525,7 @@ func scatter(loads []uint64, nsrv int, counts []int, owners [][]uint16, h []uint
 		l := loads[k*nsrv : (k+1)*nsrv]
 		n := uint32(counts[k])
 		for j, hj := range h {
-			l[own[dispatch.Bucket(hj, n)]] += w[j]
+			l[own[core.Bucket(hj, n)]] += w[j]
 		}
 	}
 }

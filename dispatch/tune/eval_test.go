@@ -8,10 +8,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 )
 
-const defaultSeed = 0x5eed // the seed of the hash contract's worked example (package dispatch's doc)
+const defaultSeed = 0x5eed // the seed of the hash contract's worked example (package dispatch/core's doc)
 
 func readPop(t testing.TB, text []byte) *Population {
 	t.Helper()
@@ -76,17 +76,17 @@ func TestResultMatchesDirectCount(t *testing.T) {
 		{Hash: HashJHash, Seed: 77, Buckets: 1000},
 		{Hash: HashModulo},
 	} {
-		var sel dispatch.Selector
-		var selServers []dispatch.Server
+		var sel core.Selector
+		var selServers []core.Server
 		if c.Hash == HashModulo {
-			m := dispatch.NewModuloSelector(srv)
+			m := core.NewModuloSelector(srv)
 			sel, selServers = m, m.Servers()
 		} else {
-			tb, err := dispatch.NewTable(srv, c.Buckets)
+			tb, err := core.NewTable(srv, c.Buckets)
 			if err != nil {
 				t.Fatal(err)
 			}
-			sel, selServers = dispatch.NewJHashSelector(tb, c.Seed), tb.Servers()
+			sel, selServers = core.NewJHashSelector(tb, c.Seed), tb.Servers()
 		}
 		want := map[int]Counts{}
 		for i, a := range g.Addrs {
@@ -207,7 +207,7 @@ func TestSearchTies(t *testing.T) {
 }
 
 func TestScoreWeighted(t *testing.T) {
-	srv := []dispatch.Server{
+	srv := []core.Server{
 		{ID: 1, Weight: 1, Up: true},
 		{ID: 2, Weight: 2, Up: true},
 		{ID: 3, Weight: 3, Up: true},
@@ -233,7 +233,7 @@ func TestScoreWeighted(t *testing.T) {
 			t.Errorf("score(%v) = %+v, want max/mean %v cv %v", tc.loads, s, tc.maxMean, tc.cv)
 		}
 	}
-	if _, err := NewEvaluator([]dispatch.Server{{ID: 1, Weight: 0, Up: true}}, pop, ByRequests); err != ErrNoServers {
+	if _, err := NewEvaluator([]core.Server{{ID: 1, Weight: 0, Up: true}}, pop, ByRequests); err != ErrNoServers {
 		t.Errorf("NewEvaluator(no live weight) error = %v, want ErrNoServers", err)
 	}
 }

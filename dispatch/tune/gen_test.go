@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 )
 
 // genSpec describes a generated access log with a known skew: a Zipf-like
@@ -128,10 +128,10 @@ func gzipped(t testing.TB, b []byte) []byte {
 
 // servers returns n servers with IDs 10, 13, 16, ... (not their indices,
 // so ID/index mix-ups show) on 10.0.0.0/16.
-func servers(n int) []dispatch.Server {
-	s := make([]dispatch.Server, n)
+func servers(n int) []core.Server {
+	s := make([]core.Server, n)
 	for i := range s {
-		s[i] = dispatch.Server{ID: 10 + 3*i, Addr: netip.AddrFrom4([4]byte{10, 0, byte(i / 200), byte(11 + i%200)}), Weight: 1, Up: true}
+		s[i] = core.Server{ID: 10 + 3*i, Addr: netip.AddrFrom4([4]byte{10, 0, byte(i / 200), byte(11 + i%200)}), Weight: 1, Up: true}
 	}
 	return s
 }

@@ -7,7 +7,7 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 )
 
 // A search fits the log it is given: which clients happened to be busy in it.
@@ -105,7 +105,7 @@ type HoldOut struct {
 }
 
 // EvaluateHoldOut runs the held-out evaluation of pop for servers under m.
-func EvaluateHoldOut(servers []dispatch.Server, pop *Population, m Metric, o HoldOutOptions) (HoldOut, error) {
+func EvaluateHoldOut(servers []core.Server, pop *Population, m Metric, o HoldOutOptions) (HoldOut, error) {
 	ho := HoldOut{Untimed: pop.Timeline.Untimed}
 	ws := pop.Windows(o.Folds + 1)
 	ho.Windows = len(ws)
@@ -129,7 +129,7 @@ func EvaluateHoldOut(servers []dispatch.Server, pop *Population, m Metric, o Hol
 	return ho, nil
 }
 
-func holdOutFold(servers []dispatch.Server, train, test *Population, m Metric, sopts SearchOptions, fold uint64) (Fold, error) {
+func holdOutFold(servers []core.Server, train, test *Population, m Metric, sopts SearchOptions, fold uint64) (Fold, error) {
 	var f Fold
 	evTrain, err := NewEvaluator(servers, train, m)
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"github.com/ghostrouter/ghostrouter/router/config"
 )
 
@@ -206,10 +206,7 @@ func run(o options, logs []string, stdin io.Reader, stdout, stderr io.Writer, tt
 	if err != nil {
 		return err
 	}
-	cur := Candidate{Hash: cl.Hash, Seed: cl.Seed, Buckets: cl.Buckets}
-	if cur.Hash == "" {
-		cur.Hash = config.DefaultHash
-	}
+	cur := Candidate{Hash: cl.Hash.String(), Seed: cl.Seed, Buckets: cl.Buckets}
 	if cur.Hash == HashModulo {
 		cur.Seed, cur.Buckets = 0, 0
 	}
@@ -240,8 +237,8 @@ func run(o options, logs []string, stdin io.Reader, stdout, stderr io.Writer, tt
 	}
 
 	// Search.
-	servers := dispatch.ServersFor(cl, nil) // as the appliance sees them: drained servers weigh 0
-	slices.SortFunc(servers, func(a, b dispatch.Server) int { return a.ID - b.ID })
+	servers := core.ServersFor(cl, nil) // as the appliance sees them: drained servers weigh 0
+	slices.SortFunc(servers, func(a, b core.Server) int { return a.ID - b.ID })
 	ev, err := NewEvaluator(servers, pop, o.by)
 	if err != nil {
 		return fmt.Errorf("cluster %q: %w", cl.Name, err)
@@ -262,7 +259,7 @@ func run(o options, logs []string, stdin io.Reader, stdout, stderr io.Writer, tt
 	}
 
 	// Validate on held-out windows.
-	rep := &Report{Cluster: cl.Name, Mode: cl.Mode, Files: logs, Pop: pop, Eval: ev, Search: res, Seeds: o.seeds, Top: o.top}
+	rep := &Report{Cluster: cl.Name, Mode: cl.Mode.String(), Files: logs, Pop: pop, Eval: ev, Search: res, Seeds: o.seeds, Top: o.top}
 	rep.Recommended = res.Best.Candidate
 	if !o.inSample {
 		prog.printf("validating on held-out windows")
@@ -380,7 +377,7 @@ func writeConfig(path, cluster string, c Candidate, out io.Writer) error {
 		return fmt.Errorf("--write: the rewritten %s would not parse, left unchanged: %w", path, err)
 	}
 	got, ok := cfg.Cluster(cluster)
-	if !ok || got.Hash != c.Hash || (c.Hash != HashModulo && (got.Seed != c.Seed || got.Buckets != c.Buckets)) {
+	if !ok || got.Hash.String() != c.Hash || (c.Hash != HashModulo && (got.Seed != c.Seed || got.Buckets != c.Buckets)) {
 		return fmt.Errorf("--write: the rewritten %s does not read back as %s, left unchanged", path, c)
 	}
 	st, err := os.Stat(real)

@@ -159,7 +159,7 @@ func TestMainWrite(t *testing.T) {
 	}
 	seed, _ := strconv.ParseUint(m[1], 0, 32)
 	buckets, _ := strconv.Atoi(m[2])
-	if web.Seed != uint32(seed) || web.Buckets != buckets || web.Hash != "jhash" {
+	if web.Seed != uint32(seed) || web.Buckets != buckets || web.Hash.String() != "jhash" {
 		t.Errorf("config reads back %s %#x %d, recommended %#x %d", web.Hash, web.Seed, web.Buckets, seed, buckets)
 	}
 	// Again: nothing to change.

@@ -57,7 +57,7 @@ func TestRewriteConfigKeepsEverythingElse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c, _ := cfg.Cluster("web"); c.Hash != "jhash" || c.Seed != 0x1f3 || c.Buckets != 1024 {
+	if c, _ := cfg.Cluster("web"); c.Hash.String() != "jhash" || c.Seed != 0x1f3 || c.Buckets != 1024 {
 		t.Errorf("web reads back as %s %#x %d", c.Hash, c.Seed, c.Buckets)
 	}
 	if c, _ := cfg.Cluster("api"); c.Seed != 7 || c.Buckets != 256 {

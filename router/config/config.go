@@ -6,27 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"time"
 
 	"github.com/ghostrouter/ghostrouter/dispatch/announce/keyfile"
 	"github.com/ghostrouter/ghostrouter/dispatch/limits"
-)
-
-// Values of [Cluster.Mode], [Cluster.Hash] and [Health.Check].
-const (
-	ModeRouting   = "routing"   // the appliance rewrites the destination MAC to the chosen server's
-	ModeBroadcast = "broadcast" // the appliance broadcasts; each server's filter keeps its own buckets
-
-	HashJhash  = "jhash"  // contract 1: Linux lookup3 jhash, as nftables computes it
-	HashModulo = "modulo" // the patent's k = CA mod N with its failure rule; routing mode only
-
-	CheckNone = "none"
-	CheckTCP  = "tcp"
-	CheckHTTP = "http"
-	CheckICMP = "icmp"
 )
 
 // Defaults filled in by [Parse] for keys that are absent, and the limits it
@@ -48,7 +33,7 @@ const (
 	MaxQueues     = 16
 
 	DefaultHash    = HashJhash
-	DefaultBuckets = 16384 // from this size up, adding a server moves at most 1/(N+1) + 1% of buckets (dispatch/doc.go)
+	DefaultBuckets = 16384 // from this size up, adding a server moves at most 1/(N+1) + 1% of buckets (dispatch/core/doc.go)
 	MaxServerID    = 65535
 	DefaultWeight  = 1
 
@@ -125,9 +110,9 @@ type Interface struct {
 	// kept: 198.51.100.1/24 is the address 198.51.100.1 on 198.51.100.0/24.
 	// Use Addr() for the address and Masked() for the connected subnet.
 	Addresses []netip.Prefix
-	// MAC is as written, or DerivedMAC(Name) when not written. Always 6
-	// bytes, unicast, not zero.
-	MAC    net.HardwareAddr
+	// MAC is as written, or DerivedMAC(Name) when not written. Always
+	// unicast, not zero.
+	MAC    MAC
 	MTU    int
 	Bridge string // an existing Linux bridge to attach the TAP to; "" for none
 	Queues int    // TAP queues
@@ -149,7 +134,7 @@ func (r *Route) OnLink() bool { return !r.Via.IsValid() }
 // Neighbor is one [[neighbor]]: a permanent neighbor (ARP/NDP) entry.
 type Neighbor struct {
 	Address   netip.Addr
-	MAC       net.HardwareAddr // 6 bytes; may be broadcast or multicast
+	MAC       MAC // not zero; may be broadcast or multicast
 	Interface string
 	Line      int
 }
@@ -159,9 +144,9 @@ type Cluster struct {
 	Name             string
 	Address          netip.Addr // the ghost (cluster) address
 	Interface        string     // the servers' LAN
-	Mode             string     // ModeRouting or ModeBroadcast
+	Mode             Mode       // ModeRouting or ModeBroadcast
 	BroadcastAddress netip.Addr // the second ghost; valid iff Mode is ModeBroadcast
-	Hash             string     // HashJhash or HashModulo
+	Hash             Hash       // HashJhash or HashModulo
 	Seed             uint32
 	Buckets          int
 	Servers          []Server // in file order
@@ -192,15 +177,15 @@ type Server struct {
 	Weight  int        // 0..MaxWeight; 0 owns no buckets
 	Drain   bool
 	// MAC pins the server's MAC (routing mode): the appliance neither
-	// resolves nor learns it. nil: resolved by the appliance. Always unicast.
-	MAC  net.HardwareAddr
+	// resolves nor learns it. Zero: resolved by the appliance. Always unicast.
+	MAC  MAC
 	Line int
 }
 
 // Health is [cluster.health]. When the table is absent Check is CheckNone.
 // Port is set only for tcp and http; Path and ExpectStatus only for http.
 type Health struct {
-	Check        string
+	Check        Check
 	Port         int
 	Path         string
 	ExpectStatus int
@@ -297,9 +282,9 @@ func (c *Cluster) Server(id int) (*Server, bool) {
 // (locally administered, unicast) followed by the first five bytes of
 // SHA-256(name). It depends on nothing but the name, so it is stable across
 // restarts and identical on a backup appliance.
-func DerivedMAC(name string) net.HardwareAddr {
+func DerivedMAC(name string) MAC {
 	sum := sha256.Sum256([]byte(name))
-	mac := make(net.HardwareAddr, 6)
+	var mac MAC
 	mac[0] = 0x02
 	copy(mac[1:], sum[:5])
 	return mac

@@ -156,7 +156,7 @@ announce_port = 9999
 			{
 				Name:      "up0",
 				Addresses: []netip.Prefix{netip.MustParsePrefix("198.51.100.1/24"), netip.MustParsePrefix("2001:db8::1/64")},
-				MAC:       net.HardwareAddr{0x02, 0x00, 0x5e, 0x00, 0x00, 0x01},
+				MAC:       MAC{0x02, 0x00, 0x5e, 0x00, 0x00, 0x01},
 				MTU:       9000,
 				Bridge:    "br-up",
 				Queues:    4,
@@ -177,7 +177,7 @@ announce_port = 9999
 			{To: netip.MustParsePrefix("192.0.2.0/24"), Interface: "lan0", Line: 29},
 		},
 		Neighbors: []Neighbor{
-			{Address: netip.MustParseAddr("10.0.0.250"), MAC: net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, Interface: "lan0", Line: 33},
+			{Address: netip.MustParseAddr("10.0.0.250"), MAC: MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, Interface: "lan0", Line: 33},
 		},
 		Clusters: []Cluster{{
 			Name:             "web",
@@ -234,12 +234,12 @@ func TestDefaults(t *testing.T) {
 		t.Errorf("Router = %+v, want the defaults", got)
 	}
 	for _, ifc := range cfg.Interfaces {
-		if ifc.MTU != 1500 || ifc.Queues != 1 || ifc.Bridge != "" || !bytes.Equal(ifc.MAC, DerivedMAC(ifc.Name)) {
+		if ifc.MTU != 1500 || ifc.Queues != 1 || ifc.Bridge != "" || ifc.MAC != DerivedMAC(ifc.Name) {
 			t.Errorf("interface %q = %+v, want MTU 1500, 1 queue, no bridge, MAC %s", ifc.Name, ifc, DerivedMAC(ifc.Name))
 		}
 	}
 	c := cfg.Clusters[0]
-	if c.Hash != "jhash" || c.Seed != 0 || c.Buckets != DefaultBuckets || c.BroadcastAddress.IsValid() {
+	if c.Hash != HashJhash || c.Seed != 0 || c.Buckets != DefaultBuckets || c.BroadcastAddress.IsValid() {
 		t.Errorf("cluster = %+v, want hash jhash, seed 0, %d buckets, no broadcast address", c, DefaultBuckets)
 	}
 	for _, s := range c.Servers {
@@ -247,7 +247,7 @@ func TestDefaults(t *testing.T) {
 			t.Errorf("server %d = %+v, want weight 1, not draining", s.ID, s)
 		}
 	}
-	wantHealth := Health{Check: "none", Interval: time.Second, Timeout: 500 * time.Millisecond, Rise: 2, Fall: 3}
+	wantHealth := Health{Check: CheckNone, Interval: time.Second, Timeout: 500 * time.Millisecond, Rise: 2, Fall: 3}
 	if c.Health != wantHealth {
 		t.Errorf("Health = %+v, want %+v", c.Health, wantHealth)
 	}
@@ -323,17 +323,17 @@ func TestDerivedMAC(t *testing.T) {
 		m := DerivedMAC(name)
 		sum := sha256.Sum256([]byte(name))
 		want := net.HardwareAddr{0x02, sum[0], sum[1], sum[2], sum[3], sum[4]}
-		if !bytes.Equal(m, want) {
+		if !bytes.Equal(m[:], want) {
 			t.Errorf("DerivedMAC(%q) = %s, want %s", name, m, want)
 		}
 		if m[0]&0x02 == 0 || m[0]&0x01 != 0 {
 			t.Errorf("DerivedMAC(%q) = %s: not locally administered unicast", name, m)
 		}
-		if again := DerivedMAC(name); !bytes.Equal(m, again) {
+		if again := DerivedMAC(name); m != again {
 			t.Errorf("DerivedMAC(%q) changed between calls: %s, then %s", name, m, again)
 		}
 	}
-	if bytes.Equal(DerivedMAC("up0"), DerivedMAC("lan0")) {
+	if DerivedMAC("up0") == DerivedMAC("lan0") {
 		t.Errorf("DerivedMAC(up0) == DerivedMAC(lan0) = %s", DerivedMAC("up0"))
 	}
 	// Pinned, so that a change to the derivation (and so to every appliance's

@@ -227,7 +227,7 @@ func (d *decoder) iface(t *table) Interface {
 	}
 
 	if m, ok := t.mac("mac"); ok {
-		if m[0]&1 != 0 {
+		if m.IsMulticast() {
 			t.errorf("mac", "%s is a multicast MAC address; an interface needs a unicast one", m)
 		}
 		ifc.MAC = m
@@ -340,7 +340,7 @@ func (d *decoder) cluster(t *table) Cluster {
 	} else if !t.has("interface") {
 		t.missing("interface", "the interface on the servers' LAN")
 	}
-	c.Mode = t.oneOf("mode", "", ModeRouting, ModeBroadcast)
+	c.Mode, _ = oneOfWord(t, "mode", 0, false, ModeRouting, ModeBroadcast)
 	if !t.has("mode") {
 		t.missing("mode", "routing or broadcast")
 	}
@@ -353,8 +353,9 @@ func (d *decoder) cluster(t *table) Cluster {
 	case c.Mode == ModeRouting && t.has("broadcast_address"):
 		t.errorf("broadcast_address", "only for mode = \"broadcast\"; this cluster is in routing mode")
 	}
-	c.Hash = t.oneOf("hash", DefaultHash, HashJhash, HashModulo)
-	if c.Hash == HashModulo && c.Mode == ModeBroadcast {
+	hash, hashOK := oneOfWord(t, "hash", DefaultHash, true, HashJhash, HashModulo)
+	c.Hash = hash
+	if hashOK && c.Hash == HashModulo && c.Mode == ModeBroadcast {
 		t.errorf("hash", "\"modulo\" works in routing mode only: servers' filters in broadcast mode compute jhash")
 	}
 	if n, ok := t.integer("seed"); ok {
@@ -426,7 +427,7 @@ func (d *decoder) server(t *table, cluster string) Server {
 	s.Weight = t.intRange("weight", DefaultWeight, 0, MaxWeight)
 	s.Drain, _ = t.boolean("drain")
 	if m, ok := t.mac("mac"); ok {
-		if m[0]&1 != 0 {
+		if m.IsMulticast() {
 			t.errorf("mac", "%s is a broadcast or multicast MAC address; a server's MAC is unicast", m)
 		} else {
 			s.MAC = m
@@ -449,24 +450,27 @@ func (d *decoder) health(c *table) Health {
 	}
 	t.known("check", "port", "path", "expect_status", "interval", "timeout", "rise", "fall")
 	h.Line = t.line
-	h.Check = t.oneOf("check", "", CheckTCP, CheckHTTP, CheckICMP, CheckNone)
+	check, checkOK := oneOfWord(t, "check", 0, false, CheckTCP, CheckHTTP, CheckICMP, CheckNone)
+	h.Check = check
 	if !t.has("check") {
 		t.missing("check", "tcp, http, icmp or none")
 	}
-	switch h.Check {
-	case CheckTCP, CheckHTTP:
+	switch {
+	case !checkOK:
+	case h.Check == CheckTCP || h.Check == CheckHTTP:
 		if t.has("port") {
 			h.Port = t.intRange("port", 0, 1, 65535)
 		} else {
 			t.missing("port", fmt.Sprintf("a %s check needs a port", h.Check))
 		}
-	case CheckICMP, CheckNone:
+	case h.Check == CheckICMP || h.Check == CheckNone:
 		if t.has("port") {
 			t.errorf("port", "only for tcp and http checks, not %q", h.Check)
 		}
 	}
-	switch h.Check {
-	case CheckHTTP:
+	switch {
+	case !checkOK:
+	case h.Check == CheckHTTP:
 		h.Path, h.ExpectStatus = DefaultHTTPPath, DefaultExpectStatus
 		if s, ok := t.str("path"); ok {
 			h.Path = s
@@ -475,7 +479,7 @@ func (d *decoder) health(c *table) Health {
 			}
 		}
 		h.ExpectStatus = t.intRange("expect_status", DefaultExpectStatus, 100, 599)
-	case CheckTCP, CheckICMP, CheckNone:
+	default:
 		for _, k := range []string{"path", "expect_status"} {
 			if t.has(k) {
 				t.errorf(k, "only for http checks, not %q", h.Check)

@@ -39,7 +39,18 @@
 //     cluster over its server limit is reported at the first server too
 //     many. So a file that validates never fails to start on a limit;
 //   - a server's mac (routing mode only; it pins the server's MAC, which the
-//     appliance otherwise resolves and guards itself) is a unicast MAC.
+//     appliance otherwise resolves and guards itself) is a unicast MAC;
+//   - enumerated keys are typed values, never strings: mode is a [Mode],
+//     hash a [Hash] (its zero value is jhash, the default), check a [Check]
+//     (its zero value is none, also what a cluster without [cluster.health]
+//     gets), each with the file's word as its String and text form; MACs
+//     are [MAC] values ([6]byte: comparable, a map key; the zero MAC means
+//     none, which no file can write).
+//
+// The decoded types record where each table was written (their Line
+// fields) for problem reports. Code that compares configurations (a reload
+// deciding what changed) compares what they do, not where the file wrote
+// them: the dispatcher, for one, runs a line-free spec of each cluster.
 //
 // [[vrrp]] tables (vrrp.go) are the appliance's VRRPv3 virtual routers:
 // interface (a configured one, with an address to send from: IPv4, or

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding"
 	"errors"
 	"fmt"
 	"os"
@@ -391,6 +392,9 @@ func sameValue(field, lit any) bool {
 		return lit == int64(f)
 	case uint8:
 		return lit == int64(f)
+	case encoding.TextMarshaler: // the enumerations (mode, hash, check), MACs
+		b, err := f.MarshalText()
+		return err == nil && lit == string(b)
 	}
 	return false
 }

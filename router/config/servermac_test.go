@@ -10,8 +10,8 @@ func TestServerMAC(t *testing.T) {
 	cfg := mustParse(t, twoArms+strings.Replace(webCluster, "address = \"10.0.0.12\"", "address = \"10.0.0.12\"\n  mac = \"02:00:00:00:00:12\"", 1))
 	s0, _ := cfg.Clusters[0].Server(0)
 	s1, _ := cfg.Clusters[0].Server(1)
-	if s0.MAC != nil {
-		t.Errorf("server 0 without mac: MAC = %v, want nil (resolved by the appliance)", s0.MAC)
+	if !s0.MAC.IsZero() {
+		t.Errorf("server 0 without mac: MAC = %v, want none (resolved by the appliance)", s0.MAC)
 	}
 	if s1.MAC.String() != "02:00:00:00:00:12" {
 		t.Errorf("server 1 mac = %v, want 02:00:00:00:00:12", s1.MAC)

@@ -3,7 +3,6 @@ package config
 import (
 	"fmt"
 	"math"
-	"net"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -246,19 +245,19 @@ func (t *table) unicast(k string) (netip.Addr, bool) {
 
 // mac returns the MAC address at k; ok is false when k is absent or bad
 // (which is reported).
-func (t *table) mac(k string) (net.HardwareAddr, bool) {
+func (t *table) mac(k string) (MAC, bool) {
 	s, ok := t.str(k)
 	if !ok {
-		return nil, false
+		return MAC{}, false
 	}
-	m, err := net.ParseMAC(s)
-	if err != nil || len(m) != 6 {
+	m, err := ParseMAC(s)
+	if err != nil {
 		t.errorf(k, "%q is not a MAC address such as \"02:00:5e:00:00:01\"", s)
-		return nil, false
+		return MAC{}, false
 	}
-	if isZero(m) {
+	if m.IsZero() {
 		t.errorf(k, "%s is the zero MAC address", m)
-		return nil, false
+		return MAC{}, false
 	}
 	return m, true
 }
@@ -477,15 +476,6 @@ func notHost(p netip.Prefix, a netip.Addr) string {
 		return fmt.Sprintf("%s is the broadcast address of %s", a, network)
 	}
 	return ""
-}
-
-func isZero(m net.HardwareAddr) bool {
-	for _, b := range m {
-		if b != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // validIfname returns why name cannot be a Linux interface name, or "". The

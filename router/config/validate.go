@@ -1,7 +1,6 @@
 package config
 
 import (
-	"bytes"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -317,10 +316,10 @@ func (d *decoder) checkClusters(cfg *Config, own map[netip.Addr]owner) {
 func (d *decoder) checkBroadcastNeighbor(cfg *Config, c *Cluster) {
 	for i := range cfg.Neighbors {
 		n := &cfg.Neighbors[i]
-		if n.Address != c.BroadcastAddress || n.Interface != c.Interface || n.MAC == nil {
+		if n.Address != c.BroadcastAddress || n.Interface != c.Interface || n.MAC.IsZero() {
 			continue
 		}
-		if !bytes.Equal(n.MAC, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}) {
+		if !n.MAC.IsBroadcast() {
 			d.nbrs[i].errorf("mac", "%s is the broadcast_address of cluster %q and must resolve to ff:ff:ff:ff:ff:ff",
 				n.Address, c.Name)
 		}

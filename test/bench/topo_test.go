@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"github.com/ghostrouter/ghostrouter/test/harness"
 )
 
@@ -234,13 +234,13 @@ func (tp *topo) startServers() {
 
 // expected maps each client source to the server that should answer it: for the kernel,
 // bucket = jhash(src, seed) scaled to N (what nft's `jhash ... mod N` computes: the hash
-// contract in package dispatch's documentation); for the appliance, what `ghostrouter lookup` says.
+// contract in package dispatch/core's documentation); for the appliance, what `ghostrouter lookup` says.
 func (tp *topo) expected() map[netip.Addr]int {
 	tp.t.Helper()
 	want := map[netip.Addr]int{}
 	if tp.mode == Kernel {
 		for _, a := range tp.sources {
-			want[a] = int(dispatch.Bucket(dispatch.JHash(a, seed), nServers))
+			want[a] = int(core.Bucket(core.JHash(a, seed), nServers))
 		}
 		return want
 	}

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -39,12 +39,12 @@ func golden(t *testing.T, name, got string) {
 // membership is the cluster of the golden tests: three equal servers.
 func membership(t *testing.T, buckets int, id int) []uint32 {
 	t.Helper()
-	servers := []dispatch.Server{
+	servers := []core.Server{
 		{ID: 0, Addr: netip.MustParseAddr("10.0.0.11"), Weight: 1, Up: true},
 		{ID: 1, Addr: netip.MustParseAddr("10.0.0.12"), Weight: 1, Up: true},
 		{ID: 2, Addr: netip.MustParseAddr("10.0.0.13"), Weight: 1, Up: true},
 	}
-	tbl, err := dispatch.NewTable(servers, buckets)
+	tbl, err := core.NewTable(servers, buckets)
 	if err != nil {
 		t.Fatal(err)
 	}

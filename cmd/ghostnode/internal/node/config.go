@@ -6,7 +6,7 @@ import (
 	"strings"
 
 	"github.com/ghostrouter/ghostrouter/cmd/ghostnode/internal/filter"
-	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"github.com/ghostrouter/ghostrouter/router/config"
 )
 
@@ -40,10 +40,10 @@ func FromConfig(cfg *config.Config, cluster string, id int, down map[int]bool) (
 	if cl.Mode != config.ModeBroadcast {
 		return s, nil
 	}
-	if cl.Hash != config.HashJhash && cl.Hash != "" {
+	if cl.Hash != config.HashJhash {
 		return Spec{}, fmt.Errorf("%s: cluster %s: broadcast mode needs hash = %q, the one the kernel filter computes", cfg.File, cluster, config.HashJhash)
 	}
-	t, err := dispatch.NewTable(dispatch.ServersFor(cl, down), cl.Buckets)
+	t, err := core.NewTable(core.ServersFor(cl, down), cl.Buckets)
 	if err != nil {
 		return Spec{}, fmt.Errorf("%s: cluster %s: %w", cfg.File, cluster, err)
 	}

@@ -27,9 +27,9 @@ const DefaultDev = "lo"
 // Spec is what setup makes of this server for one cluster.
 type Spec struct {
 	Cluster string
-	Mode    string     // ModeRouting or ModeBroadcast
-	Ghost   netip.Addr // the cluster address
-	Dev     string     // interface for the ghost; DefaultDev when ""
+	Mode    config.Mode // ModeRouting or ModeBroadcast
+	Ghost   netip.Addr  // the cluster address
+	Dev     string      // interface for the ghost; DefaultDev when ""
 	// LAN is the interface facing the appliance. When "", it is the
 	// interface holding Primary.
 	LAN     string

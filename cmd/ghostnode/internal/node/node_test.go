@@ -13,7 +13,7 @@ import (
 	"testing"
 
 	"github.com/ghostrouter/ghostrouter/cmd/ghostnode/internal/filter"
-	"github.com/ghostrouter/ghostrouter/dispatch"
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"github.com/ghostrouter/ghostrouter/router/config"
 )
 
@@ -300,7 +300,7 @@ func TestSetupPreconditions(t *testing.T) {
 			h.tables["ip ghost_web"] = &fakeTable{family: "ip", name: "ghost_web", setComment: "mine"}
 		}, func() Spec { return broadcast("web", ghost, 1) }, ErrNotOurs, "delete it or use another cluster name"},
 		{"bad name", nil, func() Spec { return routing("a b", ghost) }, ErrBadSpec, "cluster name"},
-		{"bad mode", nil, func() Spec { s := routing("web", ghost); s.Mode = "anycast"; return s }, ErrBadSpec, "anycast"},
+		{"bad mode", nil, func() Spec { s := routing("web", ghost); s.Mode = config.Mode(9); return s }, ErrBadSpec, "mode"},
 		{"loopback ghost", nil, func() Spec { return routing("web", netip.MustParseAddr("127.0.0.2")) }, ErrBadSpec, "ghost address"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -530,7 +530,7 @@ func TestFromConfig(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tbl, _ := dispatch.NewTable(dispatch.ServersFor(cl, tc.down), 64)
+		tbl, _ := core.NewTable(core.ServersFor(cl, tc.down), 64)
 		want := tbl.Owned(tc.id)
 		if s.Mode != ModeBroadcast || s.Ghost != ghost || s.Primary != cl.Servers[tc.id].Address || s.Filter == nil ||
 			s.Filter.Buckets != 64 || s.Filter.Seed != 0x5eed || s.Filter.Server != tc.id || !slices.Equal(s.Filter.Owned, want) && len(want) > 0 {

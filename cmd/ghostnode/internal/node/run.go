@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ghostrouter/ghostrouter/dispatch/announce"
+	"github.com/ghostrouter/ghostrouter/router/config"
 )
 
 // RunDir is the subdirectory of the state directory where `ghostnode run`
@@ -27,14 +28,14 @@ const RunDir = "run"
 // `ghostnode run` takes its Floor back, so that replaying announcements it
 // had already heard gains nothing.
 type RunStatus struct {
-	Cluster string    `json:"cluster"`
-	Mode    string    `json:"mode"`
-	Server  int       `json:"server"`
-	PID     int       `json:"pid"`
-	Listen  string    `json:"listen,omitempty"` // the UDP address announcements are read on (broadcast mode)
-	Started time.Time `json:"started"`
-	Updated time.Time `json:"updated"`
-	Stopped time.Time `json:"stopped,omitzero"` // set when run exits cleanly
+	Cluster string      `json:"cluster"`
+	Mode    config.Mode `json:"mode"`
+	Server  int         `json:"server"`
+	PID     int         `json:"pid"`
+	Listen  string      `json:"listen,omitempty"` // the UDP address announcements are read on (broadcast mode)
+	Started time.Time   `json:"started"`
+	Updated time.Time   `json:"updated"`
+	Stopped time.Time   `json:"stopped,omitzero"` // set when run exits cleanly
 
 	// Broadcast mode: the announcements.
 	Applied *AppliedTable `json:"applied,omitempty"` // the table in force, by this run

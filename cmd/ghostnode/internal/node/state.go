@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ghostrouter/ghostrouter/cmd/ghostnode/internal/filter"
+	"github.com/ghostrouter/ghostrouter/router/config"
 )
 
 // DefaultStateDir is where state files live unless told otherwise. /run is
@@ -29,12 +30,12 @@ const StateVersion = 1
 // (write-ahead), so that a setup killed half-way leaves a file teardown can
 // use; undoing a change that was recorded but never made is harmless.
 type State struct {
-	Version int        `json:"version"`
-	Cluster string     `json:"cluster"`
-	Mode    string     `json:"mode"`  // "routing" or "broadcast"
-	Ghost   netip.Addr `json:"ghost"` // the cluster address
-	Dev     string     `json:"dev"`   // the interface holding the ghost
-	LAN     string     `json:"lan"`   // the interface holding the server's primary address
+	Version int         `json:"version"`
+	Cluster string      `json:"cluster"`
+	Mode    config.Mode `json:"mode"`  // "routing" or "broadcast"
+	Ghost   netip.Addr  `json:"ghost"` // the cluster address
+	Dev     string      `json:"dev"`   // the interface holding the ghost
+	LAN     string      `json:"lan"`   // the interface holding the server's primary address
 
 	Address *AddressRecord `json:"address,omitempty"`
 	// Sysctls are in the order setup first touched them.

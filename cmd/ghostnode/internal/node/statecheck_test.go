@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/ghostrouter/ghostrouter/router/config"
 )
 
 // goodState is what setup records for an IPv4 broadcast cluster.
@@ -44,7 +46,7 @@ func TestStateCheck(t *testing.T) {
 		{"table buckets", func(s *State) { s.Table.Buckets = 1 << 20 }, "table buckets"},
 		{"table server", func(s *State) { s.Table.Server = -7 }, "table server"},
 		{"table in routing mode", func(s *State) { s.Mode = ModeRouting }, "routing mode"},
-		{"mode", func(s *State) { s.Mode = "both" }, "mode"},
+		{"mode", func(s *State) { s.Mode = config.Mode(9) }, "mode"},
 		{"cluster name", func(s *State) { s.Cluster = "../web" }, "cluster name"},
 		{"dev with a slash", func(s *State) { s.Dev = "../lo" }, "not an interface name"},
 		{"lan too long", func(s *State) { s.LAN = strings.Repeat("e", 16) }, "not an interface name"},
@@ -109,4 +111,26 @@ func FuzzDecodeState(f *testing.F) {
 			t.Fatalf("round trip changed the state:\n%s\n%s", again, again2)
 		}
 	})
+}
+
+// The state file keeps the configuration's word for the mode, and a word
+// that is not a mode is refused when the file is read.
+func TestStateModeWord(t *testing.T) {
+	data, err := json.Marshal(goodState())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), `"mode":"broadcast"`) {
+		t.Fatalf("state file %s does not say \"mode\":\"broadcast\"", data)
+	}
+	st, err := decodeState(data)
+	if err != nil || st.Mode != ModeBroadcast {
+		t.Fatalf("decodeState(%s) = %+v, %v", data, st, err)
+	}
+	for _, word := range []string{"both", "", "Broadcast"} {
+		bad := strings.Replace(string(data), `"mode":"broadcast"`, `"mode":"`+word+`"`, 1)
+		if _, err := decodeState([]byte(bad)); err == nil || !strings.Contains(err.Error(), "mode") {
+			t.Errorf("mode %q: decodeState = %v, want an error naming the mode", word, err)
+		}
+	}
 }

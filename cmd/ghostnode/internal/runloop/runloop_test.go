@@ -18,6 +18,7 @@ import (
 
 	"github.com/ghostrouter/ghostrouter/cmd/ghostnode/internal/node"
 	"github.com/ghostrouter/ghostrouter/dispatch/announce"
+	"github.com/ghostrouter/ghostrouter/router/config"
 )
 
 var (
@@ -232,7 +233,7 @@ type sender struct {
 func (s *sender) msg(seq uint64, down ...int) ([]byte, []uint32) {
 	s.t.Helper()
 	s.tx++
-	m := &announce.Message{Cluster: "web", Epoch: 100, Seq: seq, Tx: s.tx, Interval: time.Second, Hash: "jhash", Seed: 0x5eed, Buckets: 64,
+	m := &announce.Message{Cluster: "web", Epoch: 100, Seq: seq, Tx: s.tx, Interval: time.Second, Hash: config.HashJhash, Seed: 0x5eed, Buckets: 64,
 		Ghost: netip.MustParseAddr("203.0.113.10")}
 	for id := range 3 {
 		m.Members = append(m.Members, announce.Member{ID: id, Addr: netip.AddrFrom4([4]byte{10, 0, 0, byte(11 + id)}), Weight: 1, Up: !slices.Contains(down, id)})
@@ -442,7 +443,7 @@ func TestNewChecks(t *testing.T) {
 // members), and the status counts every segment by outcome.
 func TestLoopReassemblesSegments(t *testing.T) {
 	h := start(t)
-	m := &announce.Message{Cluster: "web", Epoch: 100, Seq: 1, Tx: 1, Interval: time.Second, Hash: "jhash", Seed: 0x5eed, Buckets: 4096,
+	m := &announce.Message{Cluster: "web", Epoch: 100, Seq: 1, Tx: 1, Interval: time.Second, Hash: config.HashJhash, Seed: 0x5eed, Buckets: 4096,
 		Ghost: netip.MustParseAddr("203.0.113.10")}
 	for id := range 3000 {
 		m.Members = append(m.Members, announce.Member{ID: id, Addr: netip.AddrFrom4([4]byte{10, 0, byte(id >> 8), byte(id)}), Weight: 1, Up: id%4 != 0})

@@ -1,4 +1,4 @@
-package dispatch
+package core
 
 import (
 	"encoding/binary"
@@ -45,9 +45,9 @@ func moduloFingerprint(servers []Server) uint64 {
 	return h.Sum64()
 }
 
-// fingerprintOf is the fingerprint of a cluster's selector as status shows
+// FingerprintOf is the fingerprint of a cluster's selector as status shows
 // it: "0x" and 16 hex digits.
-func fingerprintOf(table *Table, servers []Server) string {
+func FingerprintOf(table *Table, servers []Server) string {
 	var f uint64
 	if table != nil {
 		f = table.Fingerprint()

@@ -1,4 +1,4 @@
-package dispatch
+package core
 
 import (
 	"encoding/binary"
@@ -105,3 +105,8 @@ func jhashFinal(a, b, c uint32) uint32 {
 	c -= bits.RotateLeft32(b, 24)
 	return c
 }
+
+// Mix64 is the 64-bit finalizer the table's scores are built from
+// (splitmix64's): a bijection whose every output bit depends on every input
+// bit. The forwarding stage's flow memory hashes its keys with it.
+func Mix64(x uint64) uint64 { return mix64(x) }

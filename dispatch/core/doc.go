@@ -1,8 +1,8 @@
-// Package dispatch is the appliance's dispatcher (EP 0 865 180 A2): the stage
-// of the forwarding path that picks, for a packet sent to a cluster's ghost
-// address, the server that handles the client. This file documents the pure
-// core: the hash, the bucket table and the selectors built on them; the
-// forwarding hook and membership handling sit on top of it.
+// Package core is the dispatcher's pure core (EP 0 865 180 A2): the function
+// that maps a client of a cluster's ghost address to the server that handles
+// it. It owns the hash, the bucket table and the selectors built on them, and
+// depends on no network stack, so the server agent computes the very tables
+// the appliance does; package dispatch puts it on the forwarding path.
 //
 //	client address ──JHash(addr, seed)──> h ──Bucket(h, buckets)──> bucket ──Table──> server
 //	client address ──ModuloSelector (the patent's CA mod N)──────────────────────────> server
@@ -154,7 +154,7 @@
 // baseline takes 21 ms alone and 26-34 ms under load); wall times include
 // waiting for a CPU. B = 65536, equal weights unless said; ranges are over
 // runs at load averages 0.7-5 ("quiet") and 11-19 ("loaded") (go test
-// ./dispatch -run X -bench 'TableBuild|TableFailure|ManagerHealthChange|DuringBuild'
+// ./dispatch/core ./dispatch -run X -bench 'TableBuild|TableFailure|ManagerHealthChange|DuringBuild'
 // -count 3, and -bench 'TableBuild/servers=(64|1000)/down=0'):
 //
 //	what (benchmark)                              CPU           wall          target
@@ -195,14 +195,6 @@
 // 1000, 1.31 MB at 1000 weighted, 2.42 MB at 1000 with 500 down, 1.66 MB at
 // 4096, 4.9 MB at 4096 with 4000 down; TableBuild's table-B and plan-B).
 //
-// The forwarding stage's per-packet cost is unchanged while a table is
-// built on another goroutine: in BenchmarkForwarderDuringBuild its CPU time
-// per packet during a 1000-server build is 0.97-1.14 of that without
-// (cpu-ratio, loaded). Its wall time per packet was 1.2-2.3 times that
-// without (ratio) because on the loaded machine the build's thread and the
-// forwarding thread share their process's slice of two busy cores; an
-// appliance with a core to spare does not see that.
-//
 // # Limits
 //
 // A cluster has at most MaxBuckets buckets, weights up to MaxWeight and at
@@ -215,13 +207,6 @@
 // ModuloSelector is the patent's literal k = CA mod N with its failure rule;
 // see its documentation for how the rule extends to several failures.
 //
-// # Planned changes in routing mode
-//
-// While buckets change owner in a planned change, the forwarding stage keeps
-// the moved buckets' established connections on their old servers with a
-// bounded flow memory; transition.go documents the rules, the counters and
-// the cost per packet beside the stateless path.
-//
 // # Concurrency
 //
 // Tables and selectors are immutable after construction and safe for
@@ -229,4 +214,4 @@
 // membership or health makes a new one (Table.Update, which may run while the
 // old table serves; tables sharing a plan serialize their updates on its
 // lock). Select, JHash4 and Bucket do not allocate.
-package dispatch
+package core

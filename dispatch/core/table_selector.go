@@ -1,4 +1,4 @@
-package dispatch
+package core
 
 import "net/netip"
 
@@ -19,7 +19,7 @@ var (
 
 // JHashSelector selects through a bucket table: bucket =
 // Bucket(JHash(client, seed), buckets), server = the bucket's owner
-// (the hash contract in package dispatch's documentation), the same bucket nftables' `jhash ip saddr mod
+// (the hash contract in this package's documentation), the same bucket nftables' `jhash ip saddr mod
 // BUCKETS seed SEED` yields on a server.
 type JHashSelector struct {
 	t    *Table

@@ -10,6 +10,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"github.com/ghostrouter/ghostrouter/router/tap"
 	"github.com/ghostrouter/ghostrouter/test/kit"
 )
@@ -55,17 +56,17 @@ func lanPair(t testing.TB) (*tap.Endpoint, *os.File) {
 // indices left without a MAC.
 func testForwarder(t testing.TB, lan *tap.Endpoint, errs ErrorSender, unresolved ...int) (*Forwarder, *Cluster, *View) {
 	t.Helper()
-	servers := []Server{
+	servers := []core.Server{
 		{ID: 0, Addr: netip.MustParseAddr("10.0.0.11"), Weight: 1, Up: true},
 		{ID: 1, Addr: netip.MustParseAddr("10.0.0.12"), Weight: 1, Up: true},
 		{ID: 2, Addr: netip.MustParseAddr("10.0.0.13"), Weight: 1, Up: true},
 		{ID: 3, Addr: netip.MustParseAddr("10.0.0.14"), Weight: 1, Up: true},
 	}
-	tbl, err := NewTable(servers, 4096)
+	tbl, err := core.NewTable(servers, 4096)
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := &View{Selector: NewJHashSelector(tbl, 0x5eed), Servers: tbl.Servers()}
+	v := &View{Selector: core.NewJHashSelector(tbl, 0x5eed), Servers: tbl.Servers()}
 	for i := range v.Servers {
 		v.MACs = append(v.MACs, [6]byte{0x02, 0, 0, 0, 1, byte(i + 1)})
 		v.Stats = append(v.Stats, &ServerStats{})
@@ -222,8 +223,8 @@ func TestForwarderDropsAndCounts(t *testing.T) {
 func TestForwarderNoLiveServer(t *testing.T) {
 	lan, peer := lanPair(t)
 	f, c, _ := testForwarder(t, lan, nil)
-	tbl, _ := NewTable([]Server{{ID: 0, Addr: netip.MustParseAddr("10.0.0.11"), Weight: 1, Up: false}}, 64)
-	c.Publish(&View{Selector: NewJHashSelector(tbl, 1), Servers: tbl.Servers(), MACs: [][6]byte{{2, 0, 0, 0, 1, 1}}, Stats: []*ServerStats{{}}})
+	tbl, _ := core.NewTable([]core.Server{{ID: 0, Addr: netip.MustParseAddr("10.0.0.11"), Weight: 1, Up: false}}, 64)
+	c.Publish(&View{Selector: core.NewJHashSelector(tbl, 1), Servers: tbl.Servers(), MACs: [][6]byte{{2, 0, 0, 0, 1, 1}}, Stats: []*ServerStats{{}}})
 	f.Inbound(nil, udpFrame(netip.MustParseAddr("198.51.100.10"), hookGhost, 64))
 	if c.Stats().NoServer.Load() != 1 {
 		t.Fatalf("NoServer = %d, want 1", c.Stats().NoServer.Load())

@@ -1,4 +1,4 @@
-package dispatch
+package core
 
 import (
 	"fmt"
@@ -25,23 +25,38 @@ func ServersFor(cl *config.Cluster, down map[int]bool) []Server {
 // buckets and servers), with the servers in down marked failed. It returns the
 // selector and the servers its indices refer to.
 func SelectorFor(cl *config.Cluster, down map[int]bool) (Selector, []Server, error) {
-	sel, servers, _, err := selectorFrom(cl, down, nil)
+	sel, servers, _, err := SelectorFrom(cl, down, nil)
 	return sel, servers, err
 }
 
-// selectorFrom is SelectorFor starting from base, the cluster's previous
+// SelectorFrom is SelectorFor starting from base, the cluster's previous
 // table (nil for none): a health change then recomputes only the buckets it
 // moves (Table.Update). It also returns the new table (nil for modulo).
-func selectorFrom(cl *config.Cluster, down map[int]bool, base *Table) (Selector, []Server, *Table, error) {
-	servers := ServersFor(cl, down)
+func SelectorFrom(cl *config.Cluster, down map[int]bool, base *Table) (Selector, []Server, *Table, error) {
+	return NewSelector(Params{Name: cl.Name, Hash: cl.Hash, Seed: cl.Seed, Buckets: cl.Buckets}, ServersFor(cl, down), base)
+}
+
+// Params are what a cluster's selector is built from besides its servers:
+// its hash function, seed and bucket count, and its name for errors.
+type Params struct {
+	Name    string
+	Hash    config.Hash
+	Seed    uint32
+	Buckets int
+}
+
+// NewSelector builds the selector of cl over servers, starting from base as
+// SelectorFrom does. It returns the selector, the servers its indices refer
+// to and the new table (nil for modulo).
+func NewSelector(cl Params, servers []Server, base *Table) (Selector, []Server, *Table, error) {
 	switch cl.Hash {
-	case "modulo":
+	case config.HashModulo:
 		if len(servers) > MaxModuloServers {
 			return nil, nil, nil, fmt.Errorf("dispatch: cluster %s: %d servers: the modulo function takes at most %d", cl.Name, len(servers), MaxModuloServers)
 		}
 		sel := NewModuloSelector(servers)
 		return sel, sel.Servers(), nil, nil
-	case "jhash", "":
+	case config.HashJhash:
 		var t *Table
 		var err error
 		if base != nil && base.Buckets() == cl.Buckets {

@@ -1,4 +1,4 @@
-package dispatch
+package core
 
 import (
 	"encoding/binary"

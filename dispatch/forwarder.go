@@ -8,6 +8,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 
+	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"github.com/ghostrouter/ghostrouter/icmp"
 	"github.com/ghostrouter/ghostrouter/router/hdr"
 	"github.com/ghostrouter/ghostrouter/router/tap"
@@ -68,8 +69,8 @@ type Cluster struct {
 // counters. It is replaced whole.
 type View struct {
 	Version  uint64
-	Selector Selector
-	Servers  []Server
+	Selector core.Selector
+	Servers  []core.Server
 	MACs     [][6]byte // per server; all zero when unresolved
 	Stats    []*ServerStats
 	// Trans is the open transition window (transition.go); nil in the
