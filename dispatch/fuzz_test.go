@@ -118,7 +118,7 @@ func FuzzForwarderInbound(f *testing.F) {
 		in := append([]byte(nil), frame...)
 		want := reference(in, hookGhost, ghost6, int(lan.MTU()))
 		nerr := errs.n + errs.n6
-		taken := fw.Inbound(nil, in)
+		taken := fw.Inbound(nil, in).Taken()
 		if taken != want.taken {
 			t.Fatalf("consumed %v, want %v (the destination is a ghost: %v)", taken, want.taken, want.taken)
 		}

@@ -14,6 +14,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/ghostrouter/ghostrouter/router/config"
+	"github.com/ghostrouter/ghostrouter/router/stage"
 	"github.com/ghostrouter/ghostrouter/router/tap"
 )
 
@@ -332,7 +333,7 @@ func TestFastPathAllocatesNothing(t *testing.T) {
 	before := rig.r.FastPathStats().Forwarded.Load()
 	allocs := testing.AllocsPerRun(1000, func() {
 		copy(work, frame)
-		if !rig.r.fast.forward(la, work) {
+		if rig.r.fast.forward(la, work) != stage.Consumed {
 			t.Fatal("the fast path declined a warm destination")
 		}
 	})

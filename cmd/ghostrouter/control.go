@@ -18,6 +18,7 @@ import (
 	"github.com/ghostrouter/ghostrouter/dispatch/announce"
 	"github.com/ghostrouter/ghostrouter/router"
 	"github.com/ghostrouter/ghostrouter/router/bgp"
+	"github.com/ghostrouter/ghostrouter/router/stage"
 	"github.com/ghostrouter/ghostrouter/router/vrrp"
 )
 
@@ -33,7 +34,12 @@ type Status struct {
 	Routes    []router.RouteRow        `json:"routes"`
 	Links     []LinkStatus             `json:"links"`
 	Counters  map[string]uint64        `json:"counters"`
-	Conflicts []arp.Conflict           `json:"conflicts"`
+	// Stages are the datapath's stages in the order every inbound frame
+	// passes them; Verdicts counts, per stage, the frames each dropped or
+	// answered with ICMP, by reason.
+	Stages    []string       `json:"stages"`
+	Verdicts  []stage.Count  `json:"verdicts"`
+	Conflicts []arp.Conflict `json:"conflicts"`
 	// ServerNeighbors are the servers' MACs as the appliance resolves
 	// and guards them: unresolved ones, and the age of each MAC.
 	ServerNeighbors []neigh.Entry       `json:"server_neighbors"`
@@ -61,6 +67,8 @@ func (a *appliance) status(path string) Status {
 		Conflicts:       append(a.guard.Conflicts(), a.nb.Conflicts()...),
 		ServerNeighbors: a.nb.Entries(),
 		BGP:             a.bgp.status(),
+		Stages:          a.r.StageNames(),
+		Verdicts:        a.r.StageCounts(),
 		Counters: map[string]uint64{
 			"ttl_exceeded":       a.r.Stats().TTLExceeded.Load(),
 			"icmp_rate_limited":  a.r.Stats().ICMPRateLimited.Load(),

@@ -192,6 +192,10 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	for k, v := range st.Counters {
 		emit("ghostrouter_"+k+"_total", routerHelp(k), prometheus.CounterValue, v, nil)
 	}
+	for _, v := range st.Verdicts {
+		emit("ghostrouter_stage_frames_total", "Inbound frames a datapath stage dropped, or answered with an ICMP error, by reason.", prometheus.CounterValue, v.N,
+			[]string{"stage", "verdict", "reason"}, v.Stage, v.Kind, v.Reason)
+	}
 	for _, c := range st.Conflicts {
 		emit("ghostrouter_address_conflict_claims_total", "ARP claims of a protected address by a LAN host (dropped).", prometheus.CounterValue, c.Claims,
 			[]string{"address", "role", "mac"}, c.Address.String(), c.Role, c.MAC)

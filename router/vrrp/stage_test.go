@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ghostrouter/ghostrouter/router/config"
+	"github.com/ghostrouter/ghostrouter/router/hdr"
 	"github.com/ghostrouter/ghostrouter/router/tap"
 )
 
@@ -153,10 +154,10 @@ func TestStage(t *testing.T) {
 	}
 	// Before it runs (Initialize) and as backup: ARP for the VIP is taken
 	// and not answered.
-	if !s.Inbound(w.ep, arpRequest(host4, vip4)) {
+	if !s.Inbound(w.ep, arpRequest(host4, vip4)).Taken() {
 		t.Errorf("ARP request for the VIP passed to netstack")
 	}
-	if s.Inbound(w.ep, arpRequest(host4, own4)) {
+	if s.Inbound(w.ep, arpRequest(host4, own4)).Taken() {
 		t.Errorf("ARP request for the link's own address taken")
 	}
 	s.Start()
@@ -256,10 +257,10 @@ func TestStage(t *testing.T) {
 	// A unicast packet in a link-layer broadcast is not forwarded; a
 	// subnet broadcast is.
 	bc := [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
-	if !s.Inbound(w.ep, ipv4Frame(bc, host4, netip.MustParseAddr("203.0.113.10"), 6, 64, make([]byte, 20))) {
+	if !s.Inbound(w.ep, ipv4Frame(bc, host4, netip.MustParseAddr("203.0.113.10"), 6, 64, make([]byte, 20))).Taken() {
 		t.Errorf("unicast in a broadcast passed")
 	}
-	if s.Inbound(w.ep, ipv4Frame(bc, host4, netip.MustParseAddr("198.51.100.255"), 17, 64, make([]byte, 8))) {
+	if s.Inbound(w.ep, ipv4Frame(bc, host4, netip.MustParseAddr("198.51.100.255"), 17, 64, make([]byte, 8))).Taken() {
 		t.Errorf("subnet broadcast dropped")
 	}
 	// A higher priority takes over: backup, the virtual MACs released.
@@ -386,7 +387,7 @@ func FuzzStage(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		before := s.insts[0].ctr.ARPReplies.Load() + s.insts[1].ctr.ARPReplies.Load()
-		taken := s.Inbound(w.ep, frame)
+		taken := s.Inbound(w.ep, frame).Taken()
 		answers := s.insts[0].ctr.ARPReplies.Load() + s.insts[1].ctr.ARPReplies.Load() - before
 		if len(frame) < ethLen {
 			if taken || answers != 0 {
@@ -398,7 +399,7 @@ func FuzzStage(f *testing.F) {
 		if taken && typ != 0x0800 && typ != 0x0806 && typ != 0x86dd {
 			t.Fatalf("ethertype %#x taken", typ)
 		}
-		if taken && typ == 0x0800 && len(frame) >= ethLen+ipv4Len && frame[ethLen+9] != Protocol && !isBroadcast(frame[:6]) {
+		if taken && typ == 0x0800 && len(frame) >= ethLen+ipv4Len && frame[ethLen+9] != Protocol && !hdr.IsBroadcast(frame) {
 			if dst := netip.AddrFrom4([4]byte(frame[ethLen+16 : ethLen+20])); dst != vip4 {
 				t.Fatalf("IPv4 packet to %s taken", dst)
 			}
@@ -477,7 +478,7 @@ func BenchmarkStage(b *testing.B) {
 	b.Run("vrrp", func(b *testing.B) {
 		b.ReportAllocs()
 		for range b.N {
-			if s.Inbound(w.ep, plain) {
+			if s.Inbound(w.ep, plain).Taken() {
 				b.Fatal("taken")
 			}
 		}
