@@ -307,12 +307,27 @@ func printStatus(w io.Writer, st *Status) {
 			}
 		}
 	}
+	printStages(tw, st.Stages, st.Verdicts)
 	fmt.Fprintln(tw, "\nlinks")
 	for _, l := range st.Links {
 		printCounters(tw, "  "+l.Name+" "+l.MAC+":", l.Counters)
 	}
 	printCounters(tw, "\nrouter:", st.Counters)
 	tw.Flush()
+}
+
+// printStages prints the datapath's stages in order and, per stage, the
+// frames it dropped or answered, by reason.
+func printStages(w io.Writer, names []string, counts []stage.Count) {
+	fmt.Fprintf(w, "\ndatapath: %s -> netstack\n", strings.Join(names, " -> "))
+	if len(counts) == 0 {
+		fmt.Fprintln(w, "  no frame dropped or answered")
+		return
+	}
+	fmt.Fprintln(w, "  STAGE\tVERDICT\tREASON\tFRAMES")
+	for _, c := range counts {
+		fmt.Fprintf(w, "  %s\t%s\t%s\t%d\n", c.Stage, c.Kind, c.Reason, c.N)
+	}
 }
 
 // printAnnounce prints a broadcast cluster's announcements: the table in
