@@ -25,13 +25,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ghostrouter/ghostrouter/router/hdr"
 	"github.com/ghostrouter/ghostrouter/router/stage"
 	"github.com/ghostrouter/ghostrouter/router/tap"
 )
 
 const (
-	ethHeader = 14
-	arpSize   = 28
+	ethHeader = hdr.EthLen
+	arpSize   = hdr.ARPLen
 	opRequest = 1
 	opReply   = 2
 )
@@ -240,7 +241,7 @@ func (g *Guard) Inbound(ep *tap.Endpoint, frame []byte) stage.Verdict {
 // claim reports whether frame is an ARP packet claiming a protected
 // address, and records it.
 func (g *Guard) claim(ep *tap.Endpoint, frame []byte) bool {
-	if len(frame) < ethHeader+arpSize || frame[12] != 0x08 || frame[13] != 0x06 {
+	if len(frame) < ethHeader+arpSize || hdr.EtherType(frame) != hdr.EtherARP {
 		return false
 	}
 	p := frame[ethHeader:]

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ghostrouter/ghostrouter/arp"
+	"github.com/ghostrouter/ghostrouter/router/hdr"
 	"github.com/ghostrouter/ghostrouter/router/stage"
 	"github.com/ghostrouter/ghostrouter/router/tap"
 )
@@ -469,13 +470,13 @@ func (r *Resolver) Name() string { return "neighbors" }
 // stating its known MAC (or, before one is known, a unicast one) goes on to
 // netstack, which answers it. Other frames pass.
 func (r *Resolver) Inbound(ep *tap.Endpoint, frame []byte) stage.Verdict {
-	if len(frame) < ethLen+arpLen {
+	if len(frame) < hdr.EthLen+arpLen {
 		return stage.Pass
 	}
 	switch {
-	case frame[12] == 0x08 && frame[13] == 0x06:
-	case frame[12] == 0x86 && frame[13] == 0xdd && len(frame) >= ethLen+ipv6Len+24 &&
-		frame[ethLen+6] == 58 && (frame[ethLen+ipv6Len] == icmp6NS || frame[ethLen+ipv6Len] == icmp6NA):
+	case hdr.EtherType(frame) == hdr.EtherARP:
+	case hdr.IsIPv6(frame) && len(frame) >= hdr.EthLen+hdr.IPv6Len+24 &&
+		hdr.IP6(frame[hdr.EthLen:]).NextHeader() == hdr.ProtoICMPv6 && (frame[hdr.EthLen+hdr.IPv6Len] == icmp6NS || frame[hdr.EthLen+hdr.IPv6Len] == icmp6NA):
 	default:
 		return stage.Pass
 	}

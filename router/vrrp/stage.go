@@ -239,10 +239,10 @@ func containsAddr(as []netip.Addr, a netip.Addr) bool {
 // arp answers an ARP request for a virtual IPv4 address while master and
 // drops it while backup. Other ARP passes.
 func (s *Set) arp(ep *tap.Endpoint, insts []*instance, frame []byte) stage.Verdict {
-	if len(frame) < ethLen+arpLen {
+	if len(frame) < hdr.EthLen+arpLen {
 		return stage.Pass
 	}
-	p := frame[ethLen:]
+	p := frame[hdr.EthLen:]
 	if binary.BigEndian.Uint16(p[0:2]) != 1 || binary.BigEndian.Uint16(p[2:4]) != 0x0800 || p[4] != 6 || p[5] != 4 ||
 		binary.BigEndian.Uint16(p[6:8]) != 1 {
 		return stage.Pass
@@ -256,7 +256,7 @@ func (s *Set) arp(ep *tap.Endpoint, insts []*instance, frame []byte) stage.Verdi
 			// Sender = target is another router's gratuitous ARP (a second
 			// master during a partition): taken, not answered.
 			if in.master.Load() && [4]byte(p[14:18]) != tpa {
-				var buf [ethLen + arpLen]byte
+				var buf [hdr.EthLen + arpLen]byte
 				out := appendARP(buf[:0], [6]byte(p[8:14]), in.vmac, 2, in.vmac, v, [6]byte(p[8:14]), [4]byte(p[14:18]))
 				if ep.WriteFrame(out) == nil {
 					in.ctr.ARPReplies.Add(1)
@@ -291,7 +291,7 @@ func (s *Set) solicit(ep *tap.Endpoint, insts []*instance, frame []byte) stage.V
 				if src.IsUnspecified() { // duplicate address detection: tell everyone
 					dst, ethDst = allNodes(), multicastMAC(allNodes())
 				}
-				var buf [ethLen + ipv6Len + naLen]byte
+				var buf [hdr.EthLen + hdr.IPv6Len + naLen]byte
 				out := appendNA(buf[:0], ethDst, in.vmac, in.src, dst, netip.AddrFrom16(v), !src.IsUnspecified())
 				if ep.WriteFrame(out) == nil {
 					in.ctr.ARPReplies.Add(1)

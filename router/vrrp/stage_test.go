@@ -389,7 +389,7 @@ func FuzzStage(f *testing.F) {
 		before := s.insts[0].ctr.ARPReplies.Load() + s.insts[1].ctr.ARPReplies.Load()
 		taken := s.Inbound(w.ep, frame).Taken()
 		answers := s.insts[0].ctr.ARPReplies.Load() + s.insts[1].ctr.ARPReplies.Load() - before
-		if len(frame) < ethLen {
+		if len(frame) < hdr.EthLen {
 			if taken || answers != 0 {
 				t.Fatalf("runt taken")
 			}
@@ -399,8 +399,8 @@ func FuzzStage(f *testing.F) {
 		if taken && typ != 0x0800 && typ != 0x0806 && typ != 0x86dd {
 			t.Fatalf("ethertype %#x taken", typ)
 		}
-		if taken && typ == 0x0800 && len(frame) >= ethLen+ipv4Len && frame[ethLen+9] != Protocol && !hdr.IsBroadcast(frame) {
-			if dst := netip.AddrFrom4([4]byte(frame[ethLen+16 : ethLen+20])); dst != vip4 {
+		if taken && typ == 0x0800 && len(frame) >= hdr.EthLen+hdr.IPv4Min && frame[hdr.EthLen+9] != Protocol && !hdr.IsBroadcast(frame) {
+			if dst := netip.AddrFrom4([4]byte(frame[hdr.EthLen+16 : hdr.EthLen+20])); dst != vip4 {
 				t.Fatalf("IPv4 packet to %s taken", dst)
 			}
 		}
@@ -410,11 +410,11 @@ func FuzzStage(f *testing.F) {
 		if answers == 1 {
 			switch typ {
 			case 0x0806:
-				if netip.AddrFrom4([4]byte(frame[ethLen+24:ethLen+28])) != vip4 {
+				if netip.AddrFrom4([4]byte(frame[hdr.EthLen+24:hdr.EthLen+28])) != vip4 {
 					t.Fatalf("ARP answered for another address")
 				}
 			case 0x86dd:
-				if frame[ethLen+40] != 135 || netip.AddrFrom16([16]byte(frame[ethLen+48:ethLen+64])) != vip6 {
+				if frame[hdr.EthLen+40] != 135 || netip.AddrFrom16([16]byte(frame[hdr.EthLen+48:hdr.EthLen+64])) != vip6 {
 					t.Fatalf("NDP answered for something else")
 				}
 			default:
