@@ -93,6 +93,12 @@ func (a *appliance) status(path string) Status {
 	st.Counters["unicast_in_broadcast_dropped"] = a.r.Stats().UnicastInGroupFrame.Load()
 	st.Counters["redirects_sent"] = a.r.Stats().RedirectsSent.Load()
 	st.Counters["refragmented"] = a.r.Stats().Refragmented.Load()
+	// What got past every stage: netstack's own view of the IP packets it
+	// was handed, and of those it could not forward.
+	ip := a.r.Stack().Stats().IP
+	st.Counters["netstack_ip_received"] = ip.PacketsReceived.Value()
+	st.Counters["netstack_forward_unrouteable"] = ip.Forwarding.Unrouteable.Value()
+	st.Counters["netstack_forward_errors"] = ip.Forwarding.Errors.Value()
 	fp := a.r.FastPathStats()
 	st.Counters["fastpath_forwarded"] = fp.Forwarded.Load()
 	st.Counters["fastpath_bytes"] = fp.Bytes.Load()
