@@ -119,7 +119,9 @@ func TestGhostFramesFromTheFirstInstant(t *testing.T) {
 // clusterCounter is a counter of the appliance's only cluster.
 func (tp *topo) clusterCounter(name string) uint64 {
 	tp.t.Helper()
-	var st struct{ Clusters []struct{ Counters map[string]uint64 } }
+	var st struct {
+		Clusters []struct{ Counters map[string]uint64 }
+	}
 	out := tp.rtr.MustRun(tp.bin, "status", "--socket", tp.sock, "--json")
 	if err := json.Unmarshal([]byte(out), &st); err != nil || len(st.Clusters) != 1 {
 		tp.t.Fatalf("status --json: %v\n%s", err, out)
