@@ -40,9 +40,12 @@ func TestChainOrderAndVerdicts(t *testing.T) {
 	first := &fixedStage{name: "first", v: stage.Pass}
 	second := &fixedStage{name: "second", v: stage.Answer(stage.TooBig)}
 	third := &fixedStage{name: "third", v: stage.Consumed}
-	c := &linkChain{stages: []stage.Stage{first, second, third}, pos: []chainStage{
-		{name: "first", counts: &stage.Counters{}}, {name: "second", counts: &stage.Counters{}}, {name: "third", counts: &stage.Counters{}},
-	}}
+	la, _ := r.Link("a")
+	pos := []chainStage{{name: "first", counts: &stage.Counters{}}, {name: "second", counts: &stage.Counters{}}, {name: "third", counts: &stage.Counters{}}}
+	for _, n := range want {
+		pos = append(pos, chainStage{name: n, counts: &stage.Counters{}})
+	}
+	c := &linkChain{given: []stage.Stage{first, second, third}, pos: pos, own: r.ownStages(la)}
 	frame := make([]byte, 64)
 	if !c.Inbound(nil, frame) || first.calls != 1 || second.calls != 1 || third.calls != 0 {
 		t.Fatalf("walk: taken by the second? calls %d %d %d", first.calls, second.calls, third.calls)
