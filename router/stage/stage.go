@@ -42,8 +42,11 @@
 // forwards a frame whole, by handing that same slice (not a copy) to
 // tap.Endpoint.WriteFrame of an endpoint in the same tap.Group during
 // Inbound, keeps the super-frame whole and the checksum partial;
-// tap.Endpoint.SegmentSize tells the segment size it will be cut into. A
-// copy, or a write after Inbound returned, is a plain frame. What goes on
+// tap.Endpoint.SegmentSize tells the segment size it will be cut into. The
+// edits a consuming stage may make (above) touch nothing the offload
+// depends on. A copy, or a write after Inbound returned, is a plain frame
+// (and a copy of a super-frame is no longer one: the endpoint cannot know
+// its segment size). What goes on
 // to netstack (Pass from every stage, or tap.Endpoint.DeliverToStack) is
 // made plain first: super-frames are cut, partial checksums completed.
 //
