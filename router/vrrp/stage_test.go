@@ -14,6 +14,7 @@ import (
 
 	"github.com/ghostrouter/ghostrouter/router/config"
 	"github.com/ghostrouter/ghostrouter/router/hdr"
+	"github.com/ghostrouter/ghostrouter/router/stage"
 	"github.com/ghostrouter/ghostrouter/router/tap"
 )
 
@@ -154,8 +155,8 @@ func TestStage(t *testing.T) {
 	}
 	// Before it runs (Initialize) and as backup: ARP for the VIP is taken
 	// and not answered.
-	if !s.Inbound(w.ep, arpRequest(host4, vip4)).Taken() {
-		t.Errorf("ARP request for the VIP passed to netstack")
+	if v := s.Inbound(w.ep, arpRequest(host4, vip4)); v != stage.Drop(stage.Backup) {
+		t.Errorf("ARP request for the VIP while not master: verdict %v, want dropped as backup", v)
 	}
 	if s.Inbound(w.ep, arpRequest(host4, own4)).Taken() {
 		t.Errorf("ARP request for the link's own address taken")
@@ -203,7 +204,9 @@ func TestStage(t *testing.T) {
 	}
 	// Master: ARP for the VIP answered with the virtual MAC.
 	w.take(func([]byte) bool { return true })
-	s.Inbound(w.ep, arpRequest(host4, vip4))
+	if v := s.Inbound(w.ep, arpRequest(host4, vip4)); v != stage.Consumed {
+		t.Errorf("ARP request for the VIP while master: verdict %v, want consumed (answered)", v)
+	}
 	waitFor(t, "ARP reply", func() bool {
 		w.mu.Lock()
 		defer w.mu.Unlock()
@@ -257,8 +260,8 @@ func TestStage(t *testing.T) {
 	// A unicast packet in a link-layer broadcast is not forwarded; a
 	// subnet broadcast is.
 	bc := [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
-	if !s.Inbound(w.ep, ipv4Frame(bc, host4, netip.MustParseAddr("203.0.113.10"), 6, 64, make([]byte, 20))).Taken() {
-		t.Errorf("unicast in a broadcast passed")
+	if v := s.Inbound(w.ep, ipv4Frame(bc, host4, netip.MustParseAddr("203.0.113.10"), 6, 64, make([]byte, 20))); v != stage.Drop(stage.UnicastInGroupFrame) {
+		t.Errorf("unicast in a broadcast: verdict %v", v)
 	}
 	if s.Inbound(w.ep, ipv4Frame(bc, host4, netip.MustParseAddr("198.51.100.255"), 17, 64, make([]byte, 8))).Taken() {
 		t.Errorf("subnet broadcast dropped")
