@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ghostrouter/ghostrouter/router/stage"
 	"github.com/ghostrouter/ghostrouter/router/tap"
 )
 
@@ -52,8 +53,12 @@ func TestGuard(t *testing.T) {
 		{"a request for the ghost", arpFrame(opRequest, server, ghost), false},
 		{"truncated", arpFrame(opReply, ghost, me)[:30], false},
 	} {
-		if got := g.Inbound(nil, tc.frame).Taken(); got != tc.drop {
-			t.Errorf("%s: dropped = %v, want %v", tc.name, got, tc.drop)
+		want := stage.Pass
+		if tc.drop {
+			want = stage.Drop(stage.AddressClaim)
+		}
+		if got := g.Inbound(nil, tc.frame); got != want {
+			t.Errorf("%s: verdict %v, want %v", tc.name, got, want)
 		}
 	}
 	s := g.Stats()

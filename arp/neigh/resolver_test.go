@@ -10,6 +10,8 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/ghostrouter/ghostrouter/router/stage"
 )
 
 // The appliance's side of the tests' LAN.
@@ -530,7 +532,9 @@ func TestUnsolicitedNotLearned(t *testing.T) {
 		a, mac := serverAddr(0, v6)
 		now := time.Unix(1000, 0)
 		// Before any request.
-		r.input("lan0", selfMAC, replyFor(rogue, a), now)
+		if v := r.input("lan0", selfMAC, replyFor(rogue, a), now); v != stage.Drop(stage.Unsolicited) {
+			t.Errorf("v6=%v: an answer nobody asked for: verdict %v", v6, v)
+		}
 		for _, f := range claims(a, rogue) {
 			r.input("lan0", selfMAC, f, now)
 		}
@@ -546,7 +550,9 @@ func TestUnsolicitedNotLearned(t *testing.T) {
 		// An answer within the window.
 		r.step(late)
 		port.take()
-		r.input("lan0", selfMAC, replyFor(mac, a), late.Add(time.Millisecond))
+		if v := r.input("lan0", selfMAC, replyFor(mac, a), late.Add(time.Millisecond)); v != stage.Consumed {
+			t.Errorf("v6=%v: the answer to the request: verdict %v", v6, v)
+		}
 		r.publish()
 		if got, ok := r.LinkAddress("lan0", a); !ok || got != mac {
 			t.Fatalf("v6=%v: the answer to the request was not learned: %x", v6, got)
