@@ -29,8 +29,8 @@
 // the duration of Inbound: a stage must not keep it, nor any slice of it,
 // after it returns. A stage may change the frame in place (the Ethernet
 // header, the IPv4 TTL and header checksum, the IPv6 hop limit) when it
-// consumes it; a stage that passes a frame on leaves it as it found it. A
-// stage that needs the frame later copies it.
+// takes it (any verdict but Pass); a stage that passes a frame on leaves it
+// as it found it. A stage that needs the frame later copies it.
 //
 // # The offload rule
 //
@@ -43,12 +43,12 @@
 // tap.Endpoint.WriteFrame of an endpoint in the same tap.Group during
 // Inbound, keeps the super-frame whole and the checksum partial;
 // tap.Endpoint.SegmentSize tells the segment size it will be cut into. The
-// edits a consuming stage may make (above) touch nothing the offload
-// depends on. A copy, or a write after Inbound returned, is a plain frame
-// (and a copy of a super-frame is no longer one: the endpoint cannot know
-// its segment size). What goes on
-// to netstack (Pass from every stage, or tap.Endpoint.DeliverToStack) is
-// made plain first: super-frames are cut, partial checksums completed.
+// edits a stage may make (above) touch nothing the offload depends on. A
+// copy, or a write after Inbound returned, is a plain frame (and a copy of
+// a super-frame is no longer one: the endpoint cannot know its segment
+// size). What goes on to netstack (Pass from every stage, or
+// tap.Endpoint.DeliverToStack) is made plain first: super-frames are cut,
+// partial checksums completed.
 //
 // # The stage order
 //
