@@ -25,12 +25,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ghostrouter/ghostrouter/router/hdr"
+	"github.com/ghostrouter/ghostrouter/router/stage"
 	"github.com/ghostrouter/ghostrouter/router/tap"
 )
 
 const (
-	ethHeader = 14
-	arpSize   = 28
+	ethHeader = hdr.EthLen
+	arpSize   = hdr.ARPLen
 	opRequest = 1
 	opReply   = 2
 )
@@ -47,8 +49,8 @@ func (s *Stats) Total() uint64 {
 	return s.Requests.Load() + s.Replies.Load() + s.Gratuitous.Load()
 }
 
-// Guard is a tap.Hook that drops every ARP packet claiming a protected
-// address. The protected set is an immutable snapshot swapped whole.
+// Guard is a datapath stage (stage.Stage) that drops every ARP packet
+// claiming a protected address. The protected set is an immutable snapshot swapped whole.
 type Guard struct {
 	set   atomic.Pointer[map[[4]byte]*entry]
 	stats Stats
@@ -113,7 +115,7 @@ type Conflict struct {
 	Hint      string     `json:"hint"`
 }
 
-var _ tap.Hook = (*Guard)(nil)
+var _ stage.Stage = (*Guard)(nil)
 
 // NewGuard returns a guard protecting addrs (IPv6 entries are ignored: there
 // is no ARP for them). Conflicts are logged to log when it is not nil.
@@ -224,9 +226,22 @@ func (g *Guard) record(e *entry, ep *tap.Endpoint, p []byte, kind string) {
 // Stats returns the guard's counters.
 func (g *Guard) Stats() *Stats { return &g.stats }
 
-// Inbound implements tap.Hook.
-func (g *Guard) Inbound(ep *tap.Endpoint, frame []byte) bool {
-	if len(frame) < ethHeader+arpSize || frame[12] != 0x08 || frame[13] != 0x06 {
+// Name implements stage.Stage.
+func (g *Guard) Name() string { return "arp-guard" }
+
+// Inbound implements stage.Stage: an ARP packet claiming a protected
+// address is recorded and dropped; everything else passes.
+func (g *Guard) Inbound(ep *tap.Endpoint, frame []byte) stage.Verdict {
+	if g.claim(ep, frame) {
+		return stage.Drop(stage.AddressClaim)
+	}
+	return stage.Pass
+}
+
+// claim reports whether frame is an ARP packet claiming a protected
+// address, and records it.
+func (g *Guard) claim(ep *tap.Endpoint, frame []byte) bool {
+	if len(frame) < ethHeader+arpSize || hdr.EtherType(frame) != hdr.EtherARP {
 		return false
 	}
 	p := frame[ethHeader:]

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ghostrouter/ghostrouter/router/stage"
 	"github.com/ghostrouter/ghostrouter/router/tap"
 
 	"github.com/ghostrouter/ghostrouter/test/kit"
@@ -42,8 +43,12 @@ func TestGuard(t *testing.T) {
 		{"a request for the ghost", arpFrame(opRequest, server, ghost), false},
 		{"truncated", arpFrame(opReply, ghost, me)[:30], false},
 	} {
-		if got := g.Inbound(nil, tc.frame); got != tc.drop {
-			t.Errorf("%s: dropped = %v, want %v", tc.name, got, tc.drop)
+		want := stage.Pass
+		if tc.drop {
+			want = stage.Drop(stage.AddressClaim)
+		}
+		if got := g.Inbound(nil, tc.frame); got != want {
+			t.Errorf("%s: verdict %v, want %v", tc.name, got, want)
 		}
 	}
 	s := g.Stats()
@@ -51,7 +56,7 @@ func TestGuard(t *testing.T) {
 		t.Fatalf("counters: gratuitous %d replies %d requests %d", s.Gratuitous.Load(), s.Replies.Load(), s.Requests.Load())
 	}
 	g.Protect(nil)
-	if g.Inbound(nil, arpFrame(opReply, ghost, me)) {
+	if g.Inbound(nil, arpFrame(opReply, ghost, me)).Taken() {
 		t.Fatal("a claim dropped after the protected set was emptied")
 	}
 }
@@ -94,7 +99,7 @@ func FuzzGuard(f *testing.F) {
 			sender = [4]byte(b[28:32])
 			before, _ = claims(sender)
 		}
-		got := g.Inbound(nil, in)
+		got := g.Inbound(nil, in).Taken()
 		if got != claim {
 			t.Fatalf("consumed %v, want %v", got, claim)
 		}
@@ -139,9 +144,9 @@ func TestConflictsRecordedAndKeptAcrossProtect(t *testing.T) {
 	}
 	before := time.Now()
 	for range 3 {
-		g.Inbound(nil, arpFrame(opReply, second, me))
+		g.Inbound(nil, arpFrame(opReply, second, me)).Taken()
 	}
-	g.Inbound(nil, arpFrame(opRequest, me, netip.MustParseAddr("10.0.0.7")))
+	g.Inbound(nil, arpFrame(opRequest, me, netip.MustParseAddr("10.0.0.7"))).Taken()
 	c := g.Conflicts()
 	if len(c) != 2 {
 		t.Fatalf("conflicts %+v, want the second ghost and the interface address", c)
@@ -183,7 +188,7 @@ func TestAppendProbe(t *testing.T) {
 	}
 	// A probe names nobody as sender: the guard never takes one for a claim.
 	g := NewGuard(map[netip.Addr]Role{target: {KindSecondGhost, "web"}}, nil)
-	if g.Inbound(nil, f) {
+	if g.Inbound(nil, f).Taken() {
 		t.Fatal("the guard dropped a probe")
 	}
 }
@@ -201,14 +206,14 @@ func TestOwnLoopedBackARPIsNoClaim(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := NewGuard(map[netip.Addr]Role{me: {KindInterface, "lan0"}}, nil)
-	if g.Inbound(ep, arpFrame(opRequest, me, me)) || len(g.Conflicts()) != 0 {
+	if g.Inbound(ep, arpFrame(opRequest, me, me)).Taken() || len(g.Conflicts()) != 0 {
 		t.Fatal("the appliance's own gratuitous ARP, looped back, was taken for a claim")
 	}
 	other, err := tap.NewEndpoint(tap.EndpointConfig{Name: "lan1", Files: []*os.File{null}, MAC: net.HardwareAddr{2, 0, 0, 0, 0, 9}, MTU: 1500})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !g.Inbound(other, arpFrame(opRequest, me, me)) || len(g.Conflicts()) != 1 || g.Conflicts()[0].Interface != "lan1" {
+	if !g.Inbound(other, arpFrame(opRequest, me, me)).Taken() || len(g.Conflicts()) != 1 || g.Conflicts()[0].Interface != "lan1" {
 		t.Fatalf("a claim from another MAC: conflicts %+v", g.Conflicts())
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"github.com/ghostrouter/ghostrouter/icmp"
 	"github.com/ghostrouter/ghostrouter/router/hdr"
+	"github.com/ghostrouter/ghostrouter/router/stage"
 	"github.com/ghostrouter/ghostrouter/router/tap"
 )
 
@@ -93,7 +94,7 @@ func (c *Cluster) View() *View { return c.view.Load() }
 // old one; no lock is taken on the packet path.
 func (c *Cluster) Publish(v *View) { c.view.Store(v) }
 
-// Forwarder is the dispatch stage of the router's datapath: a tap.Hook that
+// Forwarder is the dispatch stage of the router's datapath: a stage.Stage that
 // takes IPv4 and IPv6 packets for a routing-mode ghost address, whatever link
 // they arrive on, and writes them to the chosen server's MAC on the cluster's
 // LAN with only the TTL (hop limit) changed. Everything else passes on.
@@ -103,7 +104,7 @@ type Forwarder struct {
 	frags    sync.Pool // *[]byte of tap.MaxFrame bytes: fragments being built
 }
 
-var _ tap.Hook = (*Forwarder)(nil)
+var _ stage.Stage = (*Forwarder)(nil)
 
 // NewForwarder returns a forwarder with no clusters.
 func NewForwarder(errs ErrorSender) *Forwarder {
@@ -129,98 +130,92 @@ func (f *Forwarder) SetClusters(cs []*Cluster) {
 // Clusters returns the clusters served now.
 func (f *Forwarder) Clusters() map[netip.Addr]*Cluster { return *f.clusters.Load() }
 
-const (
-	ethLen  = 14
-	ipv4Min = 20
-	ipv6Len = 40
-	flagDF  = 0x40 // in the IPv4 header's byte 6
-	flagMF  = 0x20
-)
+// Name implements stage.Stage.
+func (f *Forwarder) Name() string { return "dispatch" }
 
-// Inbound implements tap.Hook. It allocates nothing.
-func (f *Forwarder) Inbound(in *tap.Endpoint, frame []byte) bool {
-	if len(frame) < ethLen+ipv4Min || frame[0]&1 != 0 {
-		return false
+// Inbound implements stage.Stage: a packet for a routing-mode ghost is
+// Consumed (dispatched, or fragmented and dispatched), Answered (time
+// exceeded, too big) or Dropped with its reason; anything else passes. It
+// allocates nothing.
+func (f *Forwarder) Inbound(in *tap.Endpoint, frame []byte) stage.Verdict {
+	if len(frame) < hdr.EthLen+hdr.IPv4Min || hdr.IsGroup(frame) {
+		return stage.Pass
 	}
 	var dst netip.Addr
 	v6 := false
 	switch {
-	case frame[12] == 0x08 && frame[13] == 0x00:
-		dst = netip.AddrFrom4([4]byte(frame[ethLen+16 : ethLen+20]))
-	case frame[12] == 0x86 && frame[13] == 0xdd:
-		if len(frame) < ethLen+ipv6Len {
-			return false
-		}
-		dst = netip.AddrFrom16([16]byte(frame[ethLen+24 : ethLen+40]))
+	case hdr.IsIPv4(frame):
+		dst = netip.AddrFrom4(hdr.IP4(frame[hdr.EthLen:]).Dst())
+	case hdr.IsIPv6(frame):
+		dst = netip.AddrFrom16(hdr.IP6(frame[hdr.EthLen:]).Dst())
 		v6 = true
 	default:
-		return false
+		return stage.Pass
 	}
 	c := (*f.clusters.Load())[dst]
 	if c == nil {
-		return false
+		return stage.Pass
 	}
 	if v6 {
-		f.dispatch6(c, in, frame)
-	} else {
-		f.dispatch4(c, in, frame)
+		return f.dispatch6(c, in, frame)
 	}
-	return true
+	return f.dispatch4(c, in, frame)
 }
 
-func (f *Forwarder) dispatch4(c *Cluster, in *tap.Endpoint, frame []byte) {
-	ip := frame[ethLen:]
-	hl := int(ip[0]&0x0f) * 4
-	tot := int(binary.BigEndian.Uint16(ip[2:4]))
-	if ip[0]>>4 != 4 || hl < ipv4Min || tot < hl || tot > len(ip) || checksum.Checksum(ip[:hl], 0) != 0xffff {
+func (f *Forwarder) dispatch4(c *Cluster, in *tap.Endpoint, frame []byte) stage.Verdict {
+	ip := hdr.IP4(frame[hdr.EthLen:])
+	hl := ip.HeaderLen()
+	tot := ip.TotalLen()
+	if ip.Version() != 4 || hl < hdr.IPv4Min || tot < hl || tot > len(ip) || checksum.Checksum(ip[:hl], 0) != 0xffff {
 		c.stats.Malformed.Add(1)
-		return
+		return stage.Drop(stage.Malformed)
 	}
-	if ip[8] <= 1 {
+	if ip.TTL() <= 1 {
 		c.stats.TTLExceeded.Add(1)
 		if f.errs != nil {
-			f.errs.SendICMPError(in, frame[:ethLen+tot], icmp.TypeTimeExceeded, icmp.CodeTTLExceeded, [4]byte{})
+			f.errs.SendICMPError(in, frame[:hdr.EthLen+tot], icmp.TypeTimeExceeded, icmp.CodeTTLExceeded, [4]byte{})
 		}
-		return
+		return stage.Answer(stage.TTLExceeded)
 	}
 	var v *View
 	var idx int
 	var mac [6]byte
-	var ok bool
-	if ip[9] == protoICMP {
+	var why stage.Reason
+	if ip.Protocol() == protoICMP {
 		// An ICMP error goes where the flow it quotes goes (icmperr.go).
-		v, idx, mac, ok = c.pickICMP4(ip[:tot], hl)
+		v, idx, mac, why = c.pickICMP4(ip[:tot], hl)
 	} else {
 		l4 := hl
-		if binary.BigEndian.Uint16(ip[6:8])&0x1fff != 0 {
+		if ip.FragOffset() != 0 {
 			l4 = noL4 // a later fragment: no ports
 		}
-		v, idx, mac, ok = c.pickFlow(netip.AddrFrom4([4]byte(ip[12:16])), ip[:tot], l4, ip[9])
+		v, idx, mac, why = c.pickFlow(netip.AddrFrom4(ip.Src()), ip[:tot], l4, ip.Protocol())
 	}
-	if !ok {
-		return
+	if why != stage.None {
+		return stage.Drop(why)
 	}
 	mtu, seg := c.LAN.MTU(), 0
 	if tot > int(mtu) { // a super-frame always is; a packet within the MTU fits
 		seg = segmentSize(in, frame)
 	}
-	if hdr.Exceeds(ip, hl, tot, ip[9], seg, mtu) {
+	if hdr.Exceeds(ip, hl, tot, ip.Protocol(), seg, mtu) {
 		switch {
-		case ip[6]&flagDF != 0:
+		case ip.DF():
 			c.stats.TooBig.Add(1)
 			if f.errs != nil {
-				f.errs.SendICMPError(in, frame[:ethLen+tot], icmp.TypeDestUnreachable, icmp.CodeFragNeeded, icmp.MTUWord(mtu))
+				f.errs.SendICMPError(in, frame[:hdr.EthLen+tot], icmp.TypeDestUnreachable, icmp.CodeFragNeeded, icmp.MTUWord(mtu))
 			}
+			return stage.Answer(stage.TooBig)
 		case seg > 0 || int(mtu) < hl+8:
 			c.stats.Unfragmentable.Add(1)
+			return stage.Drop(stage.Unfragmentable)
 		default:
 			hdr.DecTTL(ip)
-			f.fragment(c, v, idx, mac, ip[:tot], hl, int(mtu))
+			return f.fragment(c, v, idx, mac, ip[:tot], hl, int(mtu))
 		}
-		return
 	}
 	hdr.DecTTL(ip)
-	f.send(c, v, idx, mac, frame[:ethLen+tot], tot)
+	return f.send(c, v, idx, mac, frame[:hdr.EthLen+tot], tot)
 }
 
 // segmentSize is the TCP segment size of a super-frame received on in, or 0.
@@ -237,50 +232,50 @@ func segmentSize(in *tap.Endpoint, frame []byte) int {
 // first keeps all options, later ones only those with the copied flag. A
 // packet that was itself a fragment keeps its offset and MF on the last
 // piece. All fragments go to the one server: the hash is on the source.
-func (f *Forwarder) fragment(c *Cluster, v *View, idx int, mac [6]byte, ip []byte, hl, mtu int) {
+func (f *Forwarder) fragment(c *Cluster, v *View, idx int, mac [6]byte, ip []byte, hl, mtu int) stage.Verdict {
 	bp := f.frags.Get().(*[]byte)
 	defer f.frags.Put(bp)
 	buf := *bp
 	var later [40]byte // options copied into fragments after the first
-	nl := hdr.CopiedOptions(later[:], ip[ipv4Min:hl])
-	fw := binary.BigEndian.Uint16(ip[6:8])
+	nl := hdr.CopiedOptions(later[:], ip[hdr.IPv4Min:hl])
+	fw := hdr.IP4(ip).FlagsFrag()
 	baseOff := int(fw & 0x1fff)
 	payload := ip[hl:]
 	if !fragmentFits(baseOff, len(payload)) {
 		c.stats.Malformed.Add(1)
-		return
+		return stage.Drop(stage.Malformed)
 	}
 	for off := 0; off < len(payload); {
-		opts := ip[ipv4Min:hl]
+		opts := ip[hdr.IPv4Min:hl]
 		if off > 0 {
 			opts = later[:nl]
 		}
-		h := ipv4Min + len(opts)
+		h := hdr.IPv4Min + len(opts)
 		n := len(payload) - off
 		if h+n > mtu {
 			n = (mtu - h) &^ 7
 		}
 		last := off+n == len(payload)
-		out := buf[:ethLen+h+n]
+		out := buf[:hdr.EthLen+h+n]
 		copy(out[0:6], mac[:])
 		copy(out[6:12], c.lanMAC[:])
-		out[12], out[13] = 0x08, 0x00
-		fh := out[ethLen : ethLen+h]
-		copy(fh, ip[:ipv4Min])
-		copy(fh[ipv4Min:], opts)
+		binary.BigEndian.PutUint16(out[12:14], hdr.EtherIPv4)
+		fh := out[hdr.EthLen : hdr.EthLen+h]
+		copy(fh, ip[:hdr.IPv4Min])
+		copy(fh[hdr.IPv4Min:], opts)
 		fh[0] = 0x40 | byte(h/4)
 		binary.BigEndian.PutUint16(fh[2:4], uint16(h+n))
-		flags := fw & 0xe000 &^ (flagMF << 8)
-		if !last || fw&(flagMF<<8) != 0 {
-			flags |= flagMF << 8
+		flags := fw & 0xe000 &^ hdr.FlagMF
+		if !last || fw&hdr.FlagMF != 0 {
+			flags |= hdr.FlagMF
 		}
 		binary.BigEndian.PutUint16(fh[6:8], flags|uint16(baseOff+off/8))
 		fh[10], fh[11] = 0, 0
 		binary.BigEndian.PutUint16(fh[10:12], ^checksum.Checksum(fh, 0))
-		copy(out[ethLen+h:], payload[off:off+n])
+		copy(out[hdr.EthLen+h:], payload[off:off+n])
 		if err := c.LAN.WriteFrame(out); err != nil {
 			c.stats.WriteErrors.Add(1)
-			return
+			return stage.Drop(stage.WriteError)
 		}
 		off += n
 	}
@@ -291,53 +286,54 @@ func (f *Forwarder) fragment(c *Cluster, v *View, idx int, mac [6]byte, ip []byt
 		v.Stats[idx].Packets.Add(1)
 		v.Stats[idx].Bytes.Add(uint64(len(ip)))
 	}
+	return stage.Consumed
 }
 
-func (f *Forwarder) dispatch6(c *Cluster, in *tap.Endpoint, frame []byte) {
-	ip := frame[ethLen:]
-	tot := ipv6Len + int(binary.BigEndian.Uint16(ip[4:6]))
-	if ip[0]>>4 != 6 || tot > len(ip) {
+func (f *Forwarder) dispatch6(c *Cluster, in *tap.Endpoint, frame []byte) stage.Verdict {
+	ip := hdr.IP6(frame[hdr.EthLen:])
+	tot := hdr.IPv6Len + ip.PayloadLen()
+	if ip.Version() != 6 || tot > len(ip) {
 		c.stats.Malformed.Add(1)
-		return
+		return stage.Drop(stage.Malformed)
 	}
-	if ip[7] <= 1 {
+	if ip.HopLimit() <= 1 {
 		c.stats.TTLExceeded.Add(1)
 		if f.errs != nil {
-			f.errs.SendICMPv6Error(in, frame[:ethLen+tot], icmp.Type6TimeExceeded, icmp.Code6HopLimit, [4]byte{})
+			f.errs.SendICMPv6Error(in, frame[:hdr.EthLen+tot], icmp.Type6TimeExceeded, icmp.Code6HopLimit, [4]byte{})
 		}
-		return
+		return stage.Answer(stage.TTLExceeded)
 	}
 	var v *View
 	var idx int
 	var mac [6]byte
-	var ok bool
-	if ip[6] == protoICMPv6 {
-		v, idx, mac, ok = c.pickICMP6(ip[:tot])
+	var why stage.Reason
+	if ip.NextHeader() == protoICMPv6 {
+		v, idx, mac, why = c.pickICMP6(ip[:tot])
 	} else {
-		v, idx, mac, ok = c.pickFlow(netip.AddrFrom16([16]byte(ip[8:24])), ip[:tot], ipv6Len, ip[6])
+		v, idx, mac, why = c.pickFlow(netip.AddrFrom16(ip.Src()), ip[:tot], hdr.IPv6Len, ip.NextHeader())
 	}
-	if !ok {
-		return
+	if why != stage.None {
+		return stage.Drop(why)
 	}
-	if mtu := c.LAN.MTU(); tot > int(mtu) && hdr.Exceeds(ip, ipv6Len, tot, ip[6], segmentSize(in, frame), mtu) {
+	if mtu := c.LAN.MTU(); tot > int(mtu) && hdr.Exceeds(ip, hdr.IPv6Len, tot, ip.NextHeader(), segmentSize(in, frame), mtu) {
 		// Routers never fragment IPv6 (RFC 8200 5).
 		c.stats.TooBig.Add(1)
 		if f.errs != nil {
-			f.errs.SendICMPv6Error(in, frame[:ethLen+tot], icmp.Type6PacketTooBig, 0, icmp.MTUWord(mtu))
+			f.errs.SendICMPv6Error(in, frame[:hdr.EthLen+tot], icmp.Type6PacketTooBig, 0, icmp.MTUWord(mtu))
 		}
-		return
+		return stage.Answer(stage.TooBig)
 	}
-	ip[7]--
-	f.send(c, v, idx, mac, frame[:ethLen+tot], tot)
+	ip[7]-- // the hop limit
+	return f.send(c, v, idx, mac, frame[:hdr.EthLen+tot], tot)
 }
 
 // send rewrites the Ethernet header in place and writes the frame to the LAN.
-func (f *Forwarder) send(c *Cluster, v *View, idx int, mac [6]byte, frame []byte, ipLen int) {
+func (f *Forwarder) send(c *Cluster, v *View, idx int, mac [6]byte, frame []byte, ipLen int) stage.Verdict {
 	copy(frame[0:6], mac[:])
 	copy(frame[6:12], c.lanMAC[:])
 	if err := c.LAN.WriteFrame(frame); err != nil {
 		c.stats.WriteErrors.Add(1)
-		return
+		return stage.Drop(stage.WriteError)
 	}
 	c.stats.Packets.Add(1)
 	c.stats.Bytes.Add(uint64(ipLen))
@@ -345,4 +341,5 @@ func (f *Forwarder) send(c *Cluster, v *View, idx int, mac [6]byte, frame []byte
 		v.Stats[idx].Packets.Add(1)
 		v.Stats[idx].Bytes.Add(uint64(ipLen))
 	}
+	return stage.Consumed
 }

@@ -123,7 +123,7 @@ func TestForwarderDispatchesUnchangedButTTL(t *testing.T) {
 		client := netip.AddrFrom4([4]byte{198, 51, 100, byte(10 + i)})
 		in := udpFrame(client, hookGhost, 64)
 		orig := append([]byte(nil), in...)
-		if !f.Inbound(nil, in) {
+		if !f.Inbound(nil, in).Taken() {
 			t.Fatalf("client %s: ghost packet not taken by the forwarder", client)
 		}
 		out := readFrame(t, peer)
@@ -203,7 +203,7 @@ func TestForwarderDropsAndCounts(t *testing.T) {
 		t.Fatalf("a dropped packet reached the LAN: %x", out)
 	}
 	// Not for a ghost: handed on.
-	if f.Inbound(nil, udpFrame(client, netip.MustParseAddr("10.0.0.11"), 64)) {
+	if f.Inbound(nil, udpFrame(client, netip.MustParseAddr("10.0.0.11"), 64)).Taken() {
 		t.Fatal("a packet for a non-ghost address was taken")
 	}
 

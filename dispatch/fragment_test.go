@@ -120,7 +120,7 @@ func FuzzFragment(f *testing.F) {
 		client := netip.AddrFrom4([4]byte{198, 51, 100, byte(fw)})
 		in := ipv4Frame(client, opts, fw, int(n))
 		want := append([]byte(nil), in[14+hl:]...)
-		if !fwd.Inbound(nil, in) {
+		if !fwd.Inbound(nil, in).Taken() {
 			t.Fatal("ghost packet not taken")
 		}
 		idx, _, _ := v.Selector.Select(client)

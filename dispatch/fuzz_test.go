@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+
+	"github.com/ghostrouter/ghostrouter/router/stage"
 )
 
 // expected is what the forwarder must do with a frame, worked out from the
@@ -118,9 +120,19 @@ func FuzzForwarderInbound(f *testing.F) {
 		in := append([]byte(nil), frame...)
 		want := reference(in, hookGhost, ghost6, int(lan.MTU()))
 		nerr := errs.n + errs.n6
-		taken := fw.Inbound(nil, in)
+		verdict := fw.Inbound(nil, in)
+		taken := verdict.Taken()
 		if taken != want.taken {
 			t.Fatalf("consumed %v, want %v (the destination is a ghost: %v)", taken, want.taken, want.taken)
+		}
+		if answered := verdict.Kind() == stage.KindAnswered; answered != want.errSent {
+			t.Fatalf("verdict %v; an ICMP error is due: %v", verdict, want.errSent)
+		}
+		if want.send && verdict != stage.Consumed {
+			t.Fatalf("verdict %v for a dispatched packet", verdict)
+		}
+		if verdict.Kind() == stage.KindDropped && verdict.Reason() == stage.None {
+			t.Fatal("a drop without a reason")
 		}
 		if !want.send && !bytes.Equal(in, frame) {
 			t.Fatal("a frame that was not dispatched was changed")

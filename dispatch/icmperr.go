@@ -3,6 +3,9 @@ package dispatch
 import (
 	"encoding/binary"
 	"net/netip"
+
+	"github.com/ghostrouter/ghostrouter/router/hdr"
+	"github.com/ghostrouter/ghostrouter/router/stage"
 )
 
 // ICMP errors follow their flow. An ICMP error addressed to the ghost is
@@ -68,12 +71,12 @@ func (c *Cluster) errorClient4(ip []byte, hl int, src netip.Addr) (client netip.
 		return src, true
 	}
 	q := icmp[icmpHdr:]
-	if len(q) < ipv4Min || q[0]>>4 != 4 {
+	if len(q) < hdr.IPv4Min || q[0]>>4 != 4 {
 		c.stats.ICMPMalformed.Add(1)
 		return src, false
 	}
 	qhl := int(q[0]&0x0f) * 4
-	if qhl < ipv4Min || qhl > len(q) || netip.AddrFrom4([4]byte(q[12:16])) != c.Ghost {
+	if qhl < hdr.IPv4Min || qhl > len(q) || netip.AddrFrom4([4]byte(q[12:16])) != c.Ghost {
 		c.stats.ICMPMalformed.Add(1)
 		return src, false
 	}
@@ -85,12 +88,12 @@ func (c *Cluster) errorClient4(ip []byte, hl int, src netip.Addr) (client netip.
 // Only an ICMPv6 header right after the fixed header is looked at: an error
 // behind extension headers goes by its source.
 func (c *Cluster) errorClient6(ip []byte, src netip.Addr) (client netip.Addr, ok bool) {
-	icmp := ip[ipv6Len:]
+	icmp := ip[hdr.IPv6Len:]
 	if len(icmp) < icmpHdr || !isError6(icmp[0]) {
 		return src, true
 	}
 	q := icmp[icmpHdr:]
-	if len(q) < ipv6Len || q[0]>>4 != 6 || netip.AddrFrom16([16]byte(q[8:24])) != c.Ghost {
+	if len(q) < hdr.IPv6Len || q[0]>>4 != 6 || netip.AddrFrom16([16]byte(q[8:24])) != c.Ghost {
 		c.stats.ICMPMalformed.Add(1)
 		return src, false
 	}
@@ -101,13 +104,13 @@ func (c *Cluster) errorClient6(ip []byte, src netip.Addr) (client netip.Addr, ok
 // pickICMP4 chooses the server for an ICMP packet ip (header length hl,
 // exactly its total length) sent to the ghost. An error goes to the server
 // that the flow it quotes reaches (transition memory included, see
-// pickQuoted); a malformed error is dropped (ok false, counted); anything
+// pickQuoted); a malformed error is dropped (why BadICMPQuote, counted); anything
 // else (echo) goes by its source like any packet without ports.
-func (c *Cluster) pickICMP4(ip []byte, hl int) (v *View, idx int, mac [6]byte, ok bool) {
+func (c *Cluster) pickICMP4(ip []byte, hl int) (v *View, idx int, mac [6]byte, why stage.Reason) {
 	src := netip.AddrFrom4([4]byte(ip[12:16]))
 	client, ok := c.errorClient4(ip, hl, src)
 	if !ok {
-		return nil, 0, mac, false
+		return nil, 0, mac, stage.BadICMPQuote
 	}
 	if ip[6]&0x1f == 0 && ip[7] == 0 && len(ip) >= hl+icmpHdr && isError4(ip[hl]) {
 		q := ip[hl+icmpHdr:]
@@ -122,16 +125,16 @@ func (c *Cluster) pickICMP4(ip []byte, hl int) (v *View, idx int, mac [6]byte, o
 
 // pickICMP6 is pickICMP4 for IPv6 (ip exactly its length). Only a quoted
 // packet whose transport header follows its fixed header gives ports.
-func (c *Cluster) pickICMP6(ip []byte) (v *View, idx int, mac [6]byte, ok bool) {
+func (c *Cluster) pickICMP6(ip []byte) (v *View, idx int, mac [6]byte, why stage.Reason) {
 	src := netip.AddrFrom16([16]byte(ip[8:24]))
 	client, ok := c.errorClient6(ip, src)
 	if !ok {
-		return nil, 0, mac, false
+		return nil, 0, mac, stage.BadICMPQuote
 	}
-	if len(ip) >= ipv6Len+icmpHdr && isError6(ip[ipv6Len]) {
-		q := ip[ipv6Len+icmpHdr:]
-		if p := q[6]; (p == protoTCP || p == protoUDP) && len(q) >= ipv6Len+4 {
-			return c.pickQuoted(client, p, binary.BigEndian.Uint16(q[ipv6Len+2:]), binary.BigEndian.Uint16(q[ipv6Len:]))
+	if len(ip) >= hdr.IPv6Len+icmpHdr && isError6(ip[hdr.IPv6Len]) {
+		q := ip[hdr.IPv6Len+icmpHdr:]
+		if p := q[6]; (p == protoTCP || p == protoUDP) && len(q) >= hdr.IPv6Len+4 {
+			return c.pickQuoted(client, p, binary.BigEndian.Uint16(q[hdr.IPv6Len+2:]), binary.BigEndian.Uint16(q[hdr.IPv6Len:]))
 		}
 	}
 	return c.pickFlow(client, ip, noL4, protoICMPv6)

@@ -84,7 +84,7 @@ func TestICMPErrorFollowsTheQuotedClient(t *testing.T) {
 			f, c, v := testForwarder(t, lan, nil)
 			client, router := distinctPair(t, v)
 			in := icmpErrorFrame(router, tc.typ, tc.code, serverToClient(hookGhost, client))
-			if !f.Inbound(nil, in) {
+			if !f.Inbound(nil, in).Taken() {
 				t.Fatal("ICMP error to the ghost not taken")
 			}
 			out := readNow(t, peer)
@@ -118,7 +118,7 @@ func TestICMPNonErrorsGoBySource(t *testing.T) {
 	binary.BigEndian.PutUint16(later[14+10:], ^checksum.Checksum(later[14:34], 0))
 	ri, _, _ := v.Selector.Select(router)
 	for name, in := range map[string][]byte{"echo request": echo, "later fragment": later} {
-		if !f.Inbound(nil, in) {
+		if !f.Inbound(nil, in).Taken() {
 			t.Fatalf("%s: not taken", name)
 		}
 		out := readNow(t, peer)
@@ -148,7 +148,7 @@ func TestICMPErrorWithBadQuoteDropped(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			lan, peer := lanPair(t)
 			f, c, _ := testForwarder(t, lan, nil)
-			if !f.Inbound(nil, icmpErrorFrame(netip.MustParseAddr("192.0.2.254"), 3, 4, tc.quote)) {
+			if !f.Inbound(nil, icmpErrorFrame(netip.MustParseAddr("192.0.2.254"), 3, 4, tc.quote)).Taken() {
 				t.Fatal("not taken")
 			}
 			if out := readNow(t, peer); out != nil {
@@ -208,7 +208,7 @@ func TestICMPv6ErrorFollowsTheQuotedClient(t *testing.T) {
 	}
 	want, _, _ := v.Selector.Select(client)
 	for _, typ := range []uint8{1, 2, 3, 4} {
-		if !f.Inbound(nil, icmp6ErrorFrame(router, ghost6, ghost6, client, typ)) {
+		if !f.Inbound(nil, icmp6ErrorFrame(router, ghost6, ghost6, client, typ)).Taken() {
 			t.Fatal("not taken")
 		}
 		out := readNow(t, peer)
@@ -217,7 +217,7 @@ func TestICMPv6ErrorFollowsTheQuotedClient(t *testing.T) {
 		}
 	}
 	// A quote of a packet the ghost did not send: dropped, counted.
-	if !f.Inbound(nil, icmp6ErrorFrame(router, ghost6, router, client, 2)) {
+	if !f.Inbound(nil, icmp6ErrorFrame(router, ghost6, router, client, 2)).Taken() {
 		t.Fatal("not taken")
 	}
 	if out := readNow(t, peer); out != nil {
@@ -227,7 +227,7 @@ func TestICMPv6ErrorFollowsTheQuotedClient(t *testing.T) {
 		t.Fatalf("errors %d malformed %d, want 4 1", c6.Stats().ICMPErrors.Load(), c6.Stats().ICMPMalformed.Load())
 	}
 	// An echo request (type 128) goes by its source.
-	if !f.Inbound(nil, icmp6ErrorFrame(router, ghost6, ghost6, client, 128)) {
+	if !f.Inbound(nil, icmp6ErrorFrame(router, ghost6, ghost6, client, 128)).Taken() {
 		t.Fatal("not taken")
 	}
 	if out := readNow(t, peer); out == nil || [6]byte(out[0:6]) != v.MACs[ri] {

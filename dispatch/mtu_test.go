@@ -53,7 +53,7 @@ func TestTooBigWithDFDrawsFragmentationNeeded(t *testing.T) {
 	client := netip.MustParseAddr("198.51.100.10")
 	in := ipv4Frame(client, nil, 0x4000, 1401-20) // 1401 bytes, DF
 	orig := append([]byte(nil), in...)
-	if !f.Inbound(nil, in) {
+	if !f.Inbound(nil, in).Taken() {
 		t.Fatal("ghost packet not taken")
 	}
 	if errs.n != 1 || errs.typ != 3 || errs.code != 4 {
@@ -72,7 +72,7 @@ func TestTooBigWithDFDrawsFragmentationNeeded(t *testing.T) {
 		t.Fatalf("a %d-byte frame reached the LAN", len(out))
 	}
 	// Exactly the MTU passes whole.
-	if !f.Inbound(nil, ipv4Frame(client, nil, 0x4000, 1400-20)) {
+	if !f.Inbound(nil, ipv4Frame(client, nil, 0x4000, 1400-20)).Taken() {
 		t.Fatal("ghost packet not taken")
 	}
 	if out := readFrame(t, peer); len(out) != 14+1400 {
@@ -108,7 +108,7 @@ func TestTooBigWithoutDFIsFragmented(t *testing.T) {
 			in := ipv4Frame(client, tc.opts, tc.fw, tc.payload)
 			hl := 20 + len(tc.opts)
 			want := append([]byte(nil), in[14+hl:]...)
-			if !f.Inbound(nil, in) {
+			if !f.Inbound(nil, in).Taken() {
 				t.Fatal("ghost packet not taken")
 			}
 			idx, _, _ := v.Selector.Select(client)
@@ -196,7 +196,7 @@ func TestIPv6TooBigDrawsPacketTooBig(t *testing.T) {
 	d := ghost6.As16()
 	copy(ip[8:24], s[:])
 	copy(ip[24:40], d[:])
-	if !f.Inbound(nil, in) {
+	if !f.Inbound(nil, in).Taken() {
 		t.Fatal("ghost packet not taken")
 	}
 	if errs.n6 != 1 || errs.typ != 2 || errs.code != 0 || binary.BigEndian.Uint32(errs.rest[:]) != 1280 {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ghostrouter/ghostrouter/dispatch/core"
+	"github.com/ghostrouter/ghostrouter/router/stage"
 )
 
 // # Keeping connections across a planned change (routing mode)
@@ -195,11 +196,11 @@ const (
 // l4 the offset of its transport header (or noL4) and proto the protocol
 // there. In the steady state it is pick; while a transition window is open it
 // consults the window's memory (see the comment at the top of this file).
-func (c *Cluster) pickFlow(client netip.Addr, ip []byte, l4 int, proto uint8) (v *View, idx int, mac [6]byte, ok bool) {
+func (c *Cluster) pickFlow(client netip.Addr, ip []byte, l4 int, proto uint8) (v *View, idx int, mac [6]byte, why stage.Reason) {
 	v = c.view.Load()
 	if v == nil {
 		c.stats.NoServer.Add(1)
-		return nil, 0, mac, false
+		return nil, 0, mac, stage.NoServer
 	}
 	idx, bucket, ok := v.Selector.Select(client)
 	if tr := v.Trans; tr != nil && l4 >= 0 && tr.touches(v, client, bucket) {
@@ -207,13 +208,13 @@ func (c *Cluster) pickFlow(client netip.Addr, ip []byte, l4 int, proto uint8) (v
 	}
 	if !ok {
 		c.stats.NoServer.Add(1)
-		return nil, 0, mac, false
+		return nil, 0, mac, stage.NoServer
 	}
 	if mac = v.MACs[idx]; mac == ([6]byte{}) {
 		c.stats.NoMAC.Add(1)
-		return nil, 0, mac, false
+		return nil, 0, mac, stage.NoMAC
 	}
-	return v, idx, mac, true
+	return v, idx, mac, stage.None
 }
 
 // steer applies the window's rules to a packet of a touched client whose
@@ -291,11 +292,11 @@ func (c *Cluster) steer(v *View, tr *transition, client netip.Addr, bucket uint3
 // protocol proto): the server that the client's own packets of that flow
 // reach. In the steady state that is pick(client); while a window is open
 // the memory is consulted as for the flow's packets, but never changed.
-func (c *Cluster) pickQuoted(client netip.Addr, proto uint8, clientPort, ghostPort uint16) (v *View, idx int, mac [6]byte, ok bool) {
+func (c *Cluster) pickQuoted(client netip.Addr, proto uint8, clientPort, ghostPort uint16) (v *View, idx int, mac [6]byte, why stage.Reason) {
 	v = c.view.Load()
 	if v == nil {
 		c.stats.NoServer.Add(1)
-		return nil, 0, mac, false
+		return nil, 0, mac, stage.NoServer
 	}
 	idx, bucket, ok := v.Selector.Select(client)
 	if tr := v.Trans; tr != nil && (proto == protoTCP || proto == protoUDP) && tr.touches(v, client, bucket) {
@@ -317,13 +318,13 @@ func (c *Cluster) pickQuoted(client netip.Addr, proto uint8, clientPort, ghostPo
 	}
 	if !ok {
 		c.stats.NoServer.Add(1)
-		return nil, 0, mac, false
+		return nil, 0, mac, stage.NoServer
 	}
 	if mac = v.MACs[idx]; mac == ([6]byte{}) {
 		c.stats.NoMAC.Add(1)
-		return nil, 0, mac, false
+		return nil, 0, mac, stage.NoMAC
 	}
-	return v, idx, mac, true
+	return v, idx, mac, stage.None
 }
 
 // held returns the index of server id if it can take the packet, counting

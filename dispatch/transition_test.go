@@ -15,6 +15,8 @@ import (
 	"github.com/ghostrouter/ghostrouter/dispatch/core"
 	"github.com/ghostrouter/ghostrouter/dispatch/health"
 	"github.com/ghostrouter/ghostrouter/router/config"
+	"github.com/ghostrouter/ghostrouter/router/hdr"
+	"github.com/ghostrouter/ghostrouter/router/stage"
 	"github.com/ghostrouter/ghostrouter/router/tap"
 )
 
@@ -158,7 +160,7 @@ func newTransitionRig(t *testing.T, cfg *config.Config) *transitionRig {
 func (r *transitionRig) send(frame []byte) int {
 	r.t.Helper()
 	work := append([]byte(nil), frame...)
-	if !r.m.Forwarder().Inbound(nil, work) {
+	if !r.m.Forwarder().Inbound(nil, work).Taken() {
 		r.t.Fatalf("the forwarder did not take a ghost packet: %x", frame)
 	}
 	out := readFrameQuick(r.peer)
@@ -545,8 +547,8 @@ func BenchmarkTransition(b *testing.B) {
 		b.Run("choice", func(b *testing.B) {
 			b.ReportAllocs()
 			for i := 0; i < b.N; i++ {
-				ip := frames[i&255][ethLen:]
-				if _, _, _, ok := c.pickFlow(netip.AddrFrom4([4]byte(ip[12:16])), ip, ipv4Min, ip[9]); !ok {
+				ip := frames[i&255][hdr.EthLen:]
+				if _, _, _, why := c.pickFlow(netip.AddrFrom4([4]byte(ip[12:16])), ip, hdr.IPv4Min, ip[9]); why != stage.None {
 					b.Fatal("no server")
 				}
 			}
@@ -882,7 +884,8 @@ func TestTransitionPickQuoted(t *testing.T) {
 		if proto == protoUDP {
 			ghostPort = 9000 // udpFrame's
 		}
-		_, idx, _, ok := r.cluster().pickQuoted(a, proto, port, ghostPort)
+		_, idx, _, why := r.cluster().pickQuoted(a, proto, port, ghostPort)
+		ok := why == stage.None
 		if !ok {
 			return -1
 		}

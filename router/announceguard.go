@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"sync/atomic"
 
+	"github.com/ghostrouter/ghostrouter/router/hdr"
+	"github.com/ghostrouter/ghostrouter/router/stage"
 	"github.com/ghostrouter/ghostrouter/router/tap"
 )
 
@@ -44,16 +46,18 @@ func (g *PortGuard) Set(rules []PortRule) { g.rules.Store(&rules) }
 // Dropped counts the datagrams dropped.
 func (g *PortGuard) Dropped() uint64 { return g.dropped.Load() }
 
-// Inbound implements tap.Hook: it consumes (drops) a frame that a rule
-// forbids.
-func (g *PortGuard) Inbound(ep *tap.Endpoint, frame []byte) bool {
+// Name implements stage.Stage.
+func (g *PortGuard) Name() string { return "announce-guard" }
+
+// Inbound implements stage.Stage: it drops a frame that a rule forbids.
+func (g *PortGuard) Inbound(ep *tap.Endpoint, frame []byte) stage.Verdict {
 	rules := *g.rules.Load()
 	if len(rules) == 0 {
-		return false
+		return stage.Pass
 	}
 	dst, port, ok := udpDst(frame)
 	if !ok {
-		return false
+		return stage.Pass
 	}
 	for i := range rules {
 		r := &rules[i]
@@ -63,42 +67,40 @@ func (g *PortGuard) Inbound(ep *tap.Endpoint, frame []byte) bool {
 		for _, p := range r.Dst {
 			if p.Contains(dst) {
 				g.dropped.Add(1)
-				return true
+				return stage.Drop(stage.AnnouncePort)
 			}
 		}
 	}
-	return false
+	return stage.Pass
 }
 
 // udpDst returns the destination address and UDP port of an Ethernet frame
 // carrying a UDP datagram's first (or only) fragment.
 func udpDst(frame []byte) (netip.Addr, uint16, bool) {
-	if len(frame) < 14 {
-		return netip.Addr{}, 0, false
-	}
-	ip := frame[14:]
-	switch binary.BigEndian.Uint16(frame[12:14]) {
-	case 0x0800:
-		if len(ip) < 20 || ip[0]>>4 != 4 || ip[9] != 17 {
+	switch {
+	case hdr.IsIPv4(frame):
+		ip := hdr.IP4(frame[hdr.EthLen:])
+		if ip.Version() != 4 || ip.Protocol() != hdr.ProtoUDP {
 			return netip.Addr{}, 0, false
 		}
-		if binary.BigEndian.Uint16(ip[6:8])&0x1fff != 0 { // not the first fragment
+		if ip.FragOffset() != 0 { // not the first fragment
 			return netip.Addr{}, 0, false
 		}
-		hl := int(ip[0]&0x0f) * 4
-		if hl < 20 || len(ip) < hl+4 {
+		hl := ip.HeaderLen()
+		if hl < hdr.IPv4Min || len(ip) < hl+4 {
 			return netip.Addr{}, 0, false
 		}
-		return netip.AddrFrom4([4]byte(ip[16:20])), binary.BigEndian.Uint16(ip[hl+2:]), true
-	case 0x86dd:
-		if len(ip) < 40 || ip[0]>>4 != 6 {
+		return netip.AddrFrom4(ip.Dst()), binary.BigEndian.Uint16(ip[hl+2:]), true
+	case hdr.IsIPv6(frame):
+		ip := hdr.IP6(frame[hdr.EthLen:])
+		if ip.Version() != 6 {
 			return netip.Addr{}, 0, false
 		}
-		dst := netip.AddrFrom16([16]byte(ip[24:40]))
-		next, off := ip[6], 40
+		dst := netip.AddrFrom16(ip.Dst())
+		next, off := ip.NextHeader(), hdr.IPv6Len
 		for range 4 {
 			switch next {
-			case 17:
+			case hdr.ProtoUDP:
 				if len(ip) < off+4 {
 					return netip.Addr{}, 0, false
 				}

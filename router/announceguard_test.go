@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/ghostrouter/ghostrouter/router/stage"
 	"github.com/ghostrouter/ghostrouter/router/tap"
 )
 
@@ -78,8 +79,12 @@ func TestPortGuard(t *testing.T) {
 		{"runt", up, []byte{1, 2, 3}, false},
 	} {
 		before := g.Dropped()
-		if got := g.Inbound(tc.ep, tc.frame); got != tc.drop {
-			t.Errorf("%s: dropped %v, want %v", tc.name, got, tc.drop)
+		want := stage.Pass
+		if tc.drop {
+			want = stage.Drop(stage.AnnouncePort)
+		}
+		if got := g.Inbound(tc.ep, tc.frame); got != want {
+			t.Errorf("%s: verdict %v, want %v", tc.name, got, want)
 		}
 		if n := g.Dropped() - before; (n == 1) != tc.drop {
 			t.Errorf("%s: counted %d", tc.name, n)
@@ -100,7 +105,7 @@ func FuzzPortGuard(f *testing.F) {
 	g := NewPortGuard()
 	g.Set([]PortRule{{LAN: lan, Port: 9470, Dst: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}}})
 	f.Fuzz(func(t *testing.T, frame []byte) {
-		if g.Inbound(up, frame) {
+		if g.Inbound(up, frame).Taken() {
 			if _, port, ok := udpDst(frame); !ok || port != 9470 {
 				t.Fatalf("dropped a frame that is not UDP to 9470: % x", frame)
 			}

@@ -12,6 +12,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/ghostrouter/ghostrouter/router/hdr"
+	"github.com/ghostrouter/ghostrouter/router/stage"
 	"github.com/ghostrouter/ghostrouter/router/tap"
 )
 
@@ -173,66 +174,74 @@ func (f *fastPath) close() {
 	<-f.done
 }
 
-const (
-	ethLen  = 14
-	ipv4Min = 20
-)
+// fastStage is the fast path as the stage of one link.
+type fastStage struct {
+	f *fastPath
+	l *Link
+}
+
+// Name implements stage.Stage.
+func (fastStage) Name() string { return "fast-path" }
+
+// Inbound implements stage.Stage.
+func (s fastStage) Inbound(_ *tap.Endpoint, frame []byte) stage.Verdict {
+	return s.f.forward(s.l, frame)
+}
 
 // forward forwards frame, received on in, when it is ordinary IPv4 transit
-// traffic with a cached next hop, and reports whether it did (or dropped it
-// on a write error). It allocates nothing.
-func (f *fastPath) forward(in *Link, frame []byte) bool {
-	if f == nil || len(frame) < ethLen+ipv4Min+8 || frame[12] != 0x08 || frame[13] != 0x00 || frame[0]&1 != 0 {
-		return false
+// traffic with a cached next hop: Consumed, or Dropped on a write error;
+// Pass when it is not the fast path's. It allocates nothing.
+func (f *fastPath) forward(in *Link, frame []byte) stage.Verdict {
+	if f == nil || len(frame) < hdr.EthLen+hdr.IPv4Min+8 || !hdr.IsIPv4(frame) || hdr.IsGroup(frame) {
+		return stage.Pass
 	}
-	ip := frame[ethLen:]
-	if ip[0] != 0x45 || ip[8] <= 1 { // IPv4 without options; TTL <= 1 is the TTL guard's
-		return false
+	ip := hdr.IP4(frame[hdr.EthLen:])
+	if ip[0] != 0x45 || ip.TTL() <= 1 { // IPv4 without options; TTL <= 1 is the TTL guard's
+		return stage.Pass
 	}
-	tot := int(binary.BigEndian.Uint16(ip[2:4]))
-	if tot < ipv4Min || tot > len(ip) {
-		return false
+	tot := ip.TotalLen()
+	if tot < hdr.IPv4Min || tot > len(ip) {
+		return stage.Pass
 	}
-	dst := [4]byte(ip[16:20])
+	dst, src := ip.Dst(), ip.Src()
 	t := f.table.Load()
 	h := t.hops[dst]
 	if h == nil {
-		f.noteMiss(t, dst, [4]byte(ip[12:16]))
-		return false
+		f.noteMiss(t, dst, src)
+		return stage.Pass
 	}
 	if t.fib != f.r.fib.Load() {
 		// The routes changed since the snapshot: slow path until rebuilt.
 		f.wake()
-		return false
+		return stage.Pass
 	}
-	src := [4]byte(ip[12:16])
-	if !ordinarySource(src) || checksum.Checksum(ip[:ipv4Min], 0) != 0xffff {
-		return false
+	if !ordinarySource(src) || checksum.Checksum(ip[:hdr.IPv4Min], 0) != 0xffff {
+		return stage.Pass
 	}
 	if _, ok := f.r.local[src]; ok {
-		return false
+		return stage.Pass
 	}
 	out := h.out
 	// Only a packet longer than the MTU (a super-frame always is) needs its
 	// segment size looked up.
-	if mtu := out.EP.MTU(); tot > int(mtu) && hdr.Exceeds(ip, ipv4Min, tot, ip[9], in.EP.SegmentSize(frame), mtu) {
-		return false
+	if mtu := out.EP.MTU(); tot > int(mtu) && hdr.Exceeds(ip, hdr.IPv4Min, tot, ip.Protocol(), in.EP.SegmentSize(frame), mtu) {
+		return stage.Pass
 	}
 	if out == in && f.r.sendRedirects.Load() {
-		return false
+		return stage.Pass
 	}
 	hdr.DecTTL(ip) // as the dispatcher and Linux's ip_decrease_ttl do
 	copy(frame[0:12], h.eth[:])
 	if !h.used.Load() {
 		h.used.Store(true)
 	}
-	if err := out.EP.WriteFrame(frame[:ethLen+tot]); err != nil {
+	if err := out.EP.WriteFrame(frame[:hdr.EthLen+tot]); err != nil {
 		f.stats.WriteErrors.Add(1)
-		return true
+		return stage.Drop(stage.WriteError)
 	}
 	f.stats.Forwarded.Add(1)
 	f.stats.Bytes.Add(uint64(tot))
-	return true
+	return stage.Consumed
 }
 
 // noteMiss records a destination the refresher should cache, and the

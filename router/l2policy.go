@@ -1,10 +1,12 @@
 package router
 
 import (
-	"encoding/binary"
 	"net/netip"
 
 	"github.com/ghostrouter/ghostrouter/router/config"
+	"github.com/ghostrouter/ghostrouter/router/hdr"
+	"github.com/ghostrouter/ghostrouter/router/stage"
+	"github.com/ghostrouter/ghostrouter/router/tap"
 )
 
 // Two policies that need to know which addresses are the appliance's own
@@ -13,14 +15,15 @@ import (
 //   - A unicast IP packet that arrived in a link-layer broadcast or
 //     multicast frame is never forwarded (RFC 1812 5.3.4: "A router SHOULD
 //     NOT forward ... a packet which ... was received as a link-layer
-//     broadcast"). It is dropped and counted (Stats.UnicastInGroupFrame).
+//     broadcast"). The l2-policy stage drops it, counted
+//     (Stats.UnicastInGroupFrame and its verdict).
 //     Packets the appliance is meant to receive pass: to one of its own
 //     addresses or directed broadcasts, to the limited broadcast, to a
 //     multicast group, and IPv6 to a link-local address. Without this, a
 //     broadcast cluster's ghost traffic (sent to the LAN broadcast MAC) that
 //     reaches a second appliance or comes back through a hairpin port would be
 //     routed again, and again, until its TTL runs out.
-//   - No ICMP redirect for cluster traffic, in either mode: a packet to or
+//   - No ICMP redirect for cluster traffic, in either mode (redirect.go): a packet to or
 //     from a ghost never draws one. A broadcast cluster's ghost is routed via
 //     its second ghost, an address on the LAN; a client on that LAN would be
 //     told to use the second ghost as its gateway, whose MAC is the broadcast
@@ -32,10 +35,11 @@ type addrPolicy struct {
 	local6 map[[16]byte]struct{} // the router's IPv6 addresses
 }
 
-// setPolicy builds the snapshot from cfg and the router's links.
+// setPolicy builds the snapshot from cfg and publishes it.
 func (r *Router) setPolicy(cfg *config.Config) { r.policy.Store(r.policyFor(cfg)) }
 
-// policyFor builds the snapshot of cfg without publishing it.
+// policyFor builds the snapshot of cfg without publishing it (its
+// interfaces are the router's links: they never change while it runs).
 func (r *Router) policyFor(cfg *config.Config) *addrPolicy {
 	p := &addrPolicy{ghosts: map[[4]byte]struct{}{}, local6: map[[16]byte]struct{}{}}
 	for _, cl := range cfg.Clusters {
@@ -43,8 +47,8 @@ func (r *Router) policyFor(cfg *config.Config) *addrPolicy {
 			p.ghosts[cl.Address.As4()] = struct{}{}
 		}
 	}
-	for _, l := range r.links {
-		for _, a := range l.Config.Addresses {
+	for _, ic := range cfg.Interfaces {
+		for _, a := range ic.Addresses {
 			if a.Addr().Is6() {
 				p.local6[a.Addr().As16()] = struct{}{}
 			}
@@ -63,31 +67,44 @@ func (r *Router) isGhost4(a [4]byte) bool {
 	return ok
 }
 
+// l2Policy is the stage that drops unicast IP in group frames.
+type l2Policy struct{ r *Router }
+
+// Name implements stage.Stage.
+func (l2Policy) Name() string { return "l2-policy" }
+
+// Inbound implements stage.Stage.
+func (p l2Policy) Inbound(_ *tap.Endpoint, frame []byte) stage.Verdict {
+	if p.r.unicastInGroupFrame(frame) {
+		return stage.Drop(stage.UnicastInGroupFrame)
+	}
+	return stage.Pass
+}
+
 // unicastInGroupFrame drops and counts a unicast IP packet for someone else
 // that arrived in a broadcast or multicast frame, and reports whether it
 // did. Everything else, and every frame to a unicast MAC, passes.
 func (r *Router) unicastInGroupFrame(frame []byte) bool {
-	if len(frame) < ethLen || frame[0]&1 == 0 {
+	if len(frame) < hdr.EthLen || !hdr.IsGroup(frame) {
 		return false
 	}
-	switch binary.BigEndian.Uint16(frame[12:14]) {
-	case 0x0800:
-		if len(frame) < ethLen+ipv4Min {
+	switch hdr.EtherType(frame) {
+	case hdr.EtherIPv4:
+		if !hdr.IsIPv4(frame) {
 			return false // netstack drops it as malformed
 		}
-		dst := [4]byte(frame[ethLen+16 : ethLen+20])
+		dst := hdr.IP4(frame[hdr.EthLen:]).Dst()
 		if dst[0] >= 224 && dst[0] < 240 || dst == [4]byte{255, 255, 255, 255} {
 			return false // multicast, limited broadcast
 		}
 		if _, ok := r.local[dst]; ok {
 			return false // the router's own address or a directed broadcast
 		}
-	case 0x86dd:
-		const ipv6Len = 40
-		if len(frame) < ethLen+ipv6Len {
+	case hdr.EtherIPv6:
+		if !hdr.IsIPv6(frame) {
 			return false
 		}
-		dst := netip.AddrFrom16([16]byte(frame[ethLen+24 : ethLen+40]))
+		dst := netip.AddrFrom16(hdr.IP6(frame[hdr.EthLen:]).Dst())
 		if dst.IsMulticast() || dst.IsLinkLocalUnicast() {
 			return false
 		}

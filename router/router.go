@@ -2,19 +2,13 @@
 // interface over a TAP link endpoint, the addresses, the routing table,
 // permanent neighbors, forwarding, and the lifecycle of all of it.
 //
-// The datapath of every link is a chain of small stages run on each inbound
-// frame before netstack sees it:
-//
-//	TAP ──> tap.Endpoint ──> [stages: ARP guard, dispatcher, ...] ──> L2 policy ──> TTL guard ──> fast path ──> [redirect] ──> netstack
-//	         drops runts and    each may consume the frame            unicast IP in   IPv4 TTL<=1 in  plain IPv4    RFC 1812 host
-//	         foreign unicast    (forward, drop+count)                  a broadcast     transit: ICMP   transit from  redirect, when
-//	                                                                   frame: drop     time exceeded   a next-hop    send_redirects
-//	                                                                                                   cache         is on (never
-//	                                                                                                                 for clusters)
-//
-// Between the TTL guard and the fast path, IPv4 fragments in transit that
-// are too big for their egress link are cut keeping their offset
-// (refrag.go): netstack would number the pieces from 0.
+// Every inbound frame of every link passes a chain of stages before
+// netstack sees it: the ones the router is given at construction
+// (Options.Stages), then its own: the L2 policy (l2policy.go), the TTL
+// guard (ttlguard.go), refragmentation (refrag.go), the forwarding fast
+// path (fastpath.go) and the redirect policy (redirect.go). The contract
+// every stage follows, their order, frame ownership and the lock order are
+// in package router/stage; the chain itself is in chain.go.
 //
 // netstack then does what a router does: ARP, ICMP echo for its own
 // addresses, longest-prefix routing, TTL decrement, ICMP unreachable errors.
@@ -32,7 +26,6 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
@@ -43,6 +36,7 @@ import (
 
 	"github.com/ghostrouter/ghostrouter/icmp"
 	"github.com/ghostrouter/ghostrouter/router/config"
+	"github.com/ghostrouter/ghostrouter/router/stage"
 	"github.com/ghostrouter/ghostrouter/router/tap"
 )
 
@@ -83,9 +77,12 @@ type Stats struct {
 // Options are the parts of a router that other packages supply.
 type Options struct {
 	Logger *slog.Logger
-	// Stages run, in order, on every inbound frame of every link before the
-	// TTL guard and netstack; the first that consumes a frame ends its walk.
-	Stages []tap.Hook
+	// Stages builds the stages that run, in order, on every inbound frame
+	// of every link before the router's own and netstack; the first that
+	// takes a frame ends its walk (package stage). New calls it once, after
+	// the links are opened and before any of them receives a frame, so the
+	// stages may look the links up; an error fails New.
+	Stages func(r *Router) ([]stage.Stage, error)
 	// Endpoints, when set, are used instead of opening TAP devices: one per
 	// configured interface, by name (in-memory tests).
 	Endpoints map[string]*tap.Endpoint
@@ -98,12 +95,13 @@ type Options struct {
 
 // Router is a running netstack router.
 type Router struct {
-	log    *slog.Logger
-	stack  *stack.Stack
-	links  []*Link
-	stages atomic.Pointer[[]tap.Hook]
-	local  map[[4]byte]struct{} // the router's IPv4 addresses and directed broadcasts
-	stats  Stats
+	log   *slog.Logger
+	stack *stack.Stack
+	links []*Link
+	// chain is the stages every link runs (chain.go); fixed by New.
+	chain []chainStage
+	local map[[4]byte]struct{} // the router's IPv4 addresses and directed broadcasts; fixed by New
+	stats Stats
 	// fib mirrors netstack's IPv4 routing table, longest prefix first, for
 	// the redirect decision (only consulted when redirects are on).
 	fib           atomic.Pointer[[]fibEntry]
@@ -115,8 +113,10 @@ type Router struct {
 }
 
 // New builds the router described by cfg: it opens (or creates) the TAP
-// devices, unless opts.Endpoints supplies the links, and starts forwarding.
-// On error everything opened so far is closed again.
+// devices, unless opts.Endpoints supplies the links, builds the stages
+// (opts.Stages) and starts forwarding. Every link's stage chain is in place
+// before its receive loop starts. On error everything opened so far is
+// closed again.
 func New(cfg *config.Config, opts Options) (_ *Router, err error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -130,11 +130,12 @@ func New(cfg *config.Config, opts Options) (_ *Router, err error) {
 	mask := uint32(cmp.Or(cfg.Router.ICMPRateMask, config.DefaultICMPRateMask))
 	r := &Router{
 		log:    opts.Logger,
-		local:  map[[4]byte]struct{}{},
+		local:  localAddresses(cfg),
 		faults: make(chan error, 16),
 	}
-	r.SetStages(opts.Stages...)
+	r.fib.Store(&[]fibEntry{})
 	r.sendRedirects.Store(cfg.Router.SendRedirects)
+	r.setPolicy(cfg)
 	r.stack = stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol, arp.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmptransport.NewProtocol4, icmptransport.NewProtocol6},
@@ -149,12 +150,26 @@ func New(cfg *config.Config, opts Options) (_ *Router, err error) {
 			return nil, fmt.Errorf("router: enable forwarding: %s", e)
 		}
 	}
+	// The links are opened, but not attached to netstack: their receive
+	// loops start when their NIC is created, below, after the chain is in
+	// place.
 	for i, ic := range cfg.Interfaces {
 		l := &Link{Config: ic, NIC: tcpip.NICID(i + 1), icmp: icmp.NewBudget(opts.ICMPRate, opts.ICMPBurst, mask)}
+		l.setSources()
 		if err := r.openLink(l, opts.Endpoints); err != nil {
 			return nil, err
 		}
 		r.links = append(r.links, l)
+	}
+	r.fast = newFastPath(r)
+	var given []stage.Stage
+	if opts.Stages != nil {
+		if given, err = opts.Stages(r); err != nil {
+			return nil, fmt.Errorf("router: stages: %w", err)
+		}
+	}
+	r.buildChain(given)
+	for _, l := range r.links {
 		if err := r.addNIC(l); err != nil {
 			return nil, err
 		}
@@ -165,12 +180,38 @@ func New(cfg *config.Config, opts Options) (_ *Router, err error) {
 	if err := r.setStatics(wantStatics(cfg)); err != nil {
 		return nil, err
 	}
-	r.setPolicy(cfg)
-	r.fast = newFastPath(r)
-	for _, l := range r.links {
-		l.EP.SetHook(&linkHook{r: r, l: l})
-	}
 	return r, nil
+}
+
+// localAddresses are the router's IPv4 addresses and their subnets'
+// directed broadcasts.
+func localAddresses(cfg *config.Config) map[[4]byte]struct{} {
+	local := map[[4]byte]struct{}{}
+	for _, ic := range cfg.Interfaces {
+		for _, p := range ic.Addresses {
+			if !p.Addr().Is4() {
+				continue
+			}
+			local[p.Addr().As4()] = struct{}{}
+			if b, ok := config.SubnetBroadcast(p); ok {
+				local[b.As4()] = struct{}{}
+			}
+		}
+	}
+	return local
+}
+
+// setSources records the link's first IPv4 and IPv6 addresses, the sources
+// of the ICMP errors sent from it.
+func (l *Link) setSources() {
+	for _, p := range l.Config.Addresses {
+		if p.Addr().Is6() && !l.hasV6 {
+			l.v6, l.hasV6 = p.Addr().As16(), true
+		}
+		if p.Addr().Is4() && !l.hasV4 {
+			l.v4, l.hasV4 = p.Addr().As4(), true
+		}
+	}
 }
 
 func (r *Router) openLink(l *Link, eps map[string]*tap.Endpoint) error {
@@ -209,6 +250,8 @@ func (r *Router) openLink(l *Link, eps map[string]*tap.Endpoint) error {
 	return nil
 }
 
+// addNIC creates the link's NIC, which attaches its endpoint and so starts
+// its receive loops, and adds its addresses.
 func (r *Router) addNIC(l *Link) error {
 	if e := r.stack.CreateNICWithOptions(l.NIC, l.EP, stack.NICOptions{Name: l.Config.Name}); e != nil {
 		return fmt.Errorf("router: create NIC %s: %s", l.Config.Name, e)
@@ -217,19 +260,6 @@ func (r *Router) addNIC(l *Link) error {
 		pa := protocolAddress(p)
 		if e := r.stack.AddProtocolAddress(l.NIC, pa, stack.AddressProperties{}); e != nil {
 			return fmt.Errorf("router: interface %s: add address %s: %s", l.Config.Name, p, e)
-		}
-		if p.Addr().Is6() && !l.hasV6 {
-			l.v6, l.hasV6 = p.Addr().As16(), true
-		}
-		if p.Addr().Is4() {
-			a := p.Addr().As4()
-			if !l.hasV4 {
-				l.v4, l.hasV4 = a, true
-			}
-			r.local[a] = struct{}{}
-			if b, ok := config.SubnetBroadcast(p); ok {
-				r.local[b.As4()] = struct{}{}
-			}
 		}
 	}
 	return nil
@@ -322,13 +352,6 @@ func (r *Router) Link(name string) (*Link, bool) {
 	return l, err == nil
 }
 
-// SetStages replaces the stages every inbound frame passes before the TTL
-// guard and netstack (see Options.Stages).
-func (r *Router) SetStages(stages ...tap.Hook) {
-	s := append([]tap.Hook(nil), stages...)
-	r.stages.Store(&s)
-}
-
 // Endpoint returns the link endpoint of the named interface.
 func (r *Router) Endpoint(name string) (*tap.Endpoint, bool) {
 	l, err := r.link(name)
@@ -386,116 +409,6 @@ func (r *Router) Close() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// linkHook is the chain of stages on one link's inbound frames.
-type linkHook struct {
-	r *Router
-	l *Link
-}
-
-// Inbound implements tap.Hook.
-func (h *linkHook) Inbound(ep *tap.Endpoint, frame []byte) bool {
-	for _, s := range *h.r.stages.Load() {
-		if s.Inbound(ep, frame) {
-			return true
-		}
-	}
-	if h.r.unicastInGroupFrame(frame) {
-		return true
-	}
-	if h.r.ttlGuard(h.l, frame) {
-		return true
-	}
-	if h.r.refragment(h.l, frame) {
-		return true
-	}
-	if h.r.fast.forward(h.l, frame) {
-		return true
-	}
-	if h.r.sendRedirects.Load() {
-		h.r.maybeRedirect(h.l, frame)
-	}
-	return false
-}
-
-// fibEntry is one IPv4 route as the redirect decision sees it.
-type fibEntry struct {
-	prefix netip.Prefix
-	gw     netip.Addr // invalid: on-link
-	link   *Link
-}
-
-// maybeRedirect sends an ICMP host redirect (RFC 1812 5.2.7.2) for an
-// ordinary IPv4 packet in transit that will leave by the link it came in on,
-// toward a next hop on the sender's own subnet: the sender could have sent it
-// there directly. The packet is still forwarded. Cluster traffic never
-// draws one: a routing-mode cluster's has been consumed by the dispatcher
-// stage, and a packet to or from any ghost (a broadcast cluster's goes via
-// its second ghost, on the LAN) is left alone here.
-func (r *Router) maybeRedirect(l *Link, frame []byte) {
-	if len(frame) < header.EthernetMinimumSize+header.IPv4MinimumSize || frame[12] != 0x08 || frame[13] != 0x00 || frame[0]&1 != 0 {
-		return
-	}
-	ip := header.IPv4(frame[header.EthernetMinimumSize:])
-	if ip[0] != 0x45 { // options (e.g. source routing) never draw a redirect
-		return
-	}
-	dst := netip.AddrFrom4([4]byte(ip[16:20]))
-	if _, ok := r.local[dst.As4()]; ok || dst.IsMulticast() {
-		return
-	}
-	if r.isGhost4(dst.As4()) || r.isGhost4([4]byte(ip[12:16])) {
-		return
-	}
-	var route *fibEntry
-	fib := *r.fib.Load()
-	for i := range fib {
-		if fib[i].prefix.Contains(dst) {
-			route = &fib[i]
-			break
-		}
-	}
-	if route == nil || route.link != l {
-		return
-	}
-	next := route.gw
-	if !next.IsValid() {
-		next = dst
-	}
-	src := netip.AddrFrom4([4]byte(ip[12:16]))
-	for _, p := range l.Config.Addresses {
-		if p.Addr().Is4() && p.Masked().Contains(src) && p.Masked().Contains(next) && src != next {
-			r.sendICMPOn(l, false, frame, icmp.TypeRedirect, icmp.CodeRedirectHost, next.As4())
-			r.stats.RedirectsSent.Add(1)
-			return
-		}
-	}
-}
-
-// ttlGuard answers IPv4 packets in transit that arrived with TTL <= 1 with
-// ICMP time exceeded and drops them: RFC 1812 5.3.1 requires it, and netstack
-// would forward a TTL 1 packet with TTL 0. It passes everything else on.
-func (r *Router) ttlGuard(l *Link, frame []byte) bool {
-	if len(frame) < header.EthernetMinimumSize+header.IPv4MinimumSize ||
-		frame[12] != 0x08 || frame[13] != 0x00 {
-		return false
-	}
-	ip := frame[header.EthernetMinimumSize:]
-	if ip[8] > 1 || ip[0]>>4 != 4 {
-		return false
-	}
-	dst := [4]byte(ip[16:20])
-	if _, ok := r.local[dst]; ok || dst[0] >= 224 || frame[0]&1 != 0 {
-		return false // for the router itself, or multicast/broadcast: not in transit
-	}
-	if !header.IPv4(ip).IsValid(len(ip)) || !header.IPv4(ip).IsChecksumValid() {
-		r.stats.MalformedDropped.Add(1)
-		return true
-	}
-	r.sendICMPOn(l, false, frame, icmp.TypeTimeExceeded, icmp.CodeTTLExceeded, [4]byte{})
-	r.stats.TTLExceeded.Add(1)
-	return true
 }
 
 // SendICMPError sends an ICMPv4 error about the packet in frame (as received

@@ -11,6 +11,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/ghostrouter/ghostrouter/router/config"
+	"github.com/ghostrouter/ghostrouter/router/stage"
 	"github.com/ghostrouter/ghostrouter/router/tap"
 	"github.com/ghostrouter/ghostrouter/test/kit"
 )
@@ -187,6 +188,9 @@ func TestTTLOneDrawsTimeExceeded(t *testing.T) {
 	}
 	if n := r.Stats().TTLExceeded.Load(); n != 1 {
 		t.Fatalf("TTLExceeded = %d, want 1", n)
+	}
+	if got := r.StageCounts(); len(got) != 1 || got[0] != (stage.Count{Stage: "ttl-guard", Kind: "answered", Reason: "ttl_exceeded", N: 1}) {
+		t.Fatalf("verdict counters %v, want the TTL guard's one answer", got)
 	}
 }
 

@@ -1,7 +1,8 @@
 // Package neigh owns the MACs of the servers of routing-mode clusters: the
 // appliance resolves and refreshes them itself, and guards them against LAN
 // hosts that claim a server's address. Its Resolver is a datapath stage (a
-// tap.Hook, right after the ARP guard) and the dispatcher's source of MACs.
+// stage.Stage, after the ARP and announce guards) and the dispatcher's source
+// of MACs.
 //
 // # Resolution
 //

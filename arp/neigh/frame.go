@@ -3,13 +3,13 @@ package neigh
 import (
 	"encoding/binary"
 	"net/netip"
+
+	"github.com/ghostrouter/ghostrouter/router/hdr"
 )
 
 // Frame layout constants.
 const (
-	ethLen     = 14
-	arpLen     = 28
-	ipv6Len    = 40
+	arpLen     = hdr.ARPLen
 	nsLen      = 24 + 8 // ICMPv6 neighbor solicitation with a source link-layer address option
 	arpRequest = 1
 	arpReply   = 2
@@ -19,7 +19,7 @@ const (
 	optTLLA    = 2 // NDP target link-layer address option
 	naSolicit  = 0x40
 	// FrameSize is the largest frame AppendRequest builds.
-	FrameSize = ethLen + ipv6Len + nsLen
+	FrameSize = hdr.EthLen + hdr.IPv6Len + nsLen
 )
 
 // broadcastMAC is the Ethernet broadcast address.
@@ -55,7 +55,7 @@ func AppendRequest(dst []byte, srcMAC [6]byte, src, target netip.Addr, to [6]byt
 		}
 		copy(f[6:12], srcMAC[:])
 		f[12], f[13] = 0x08, 0x06
-		p := f[ethLen:]
+		p := f[hdr.EthLen:]
 		p[0], p[1], p[2], p[3], p[4], p[5] = 0, 1, 0x08, 0, 6, 4
 		p[6], p[7] = 0, arpRequest
 		copy(p[8:14], srcMAC[:])
@@ -78,13 +78,13 @@ func AppendRequest(dst []byte, srcMAC [6]byte, src, target netip.Addr, to [6]byt
 	}
 	copy(f[6:12], srcMAC[:])
 	f[12], f[13] = 0x86, 0xdd
-	ip := f[ethLen:]
+	ip := f[hdr.EthLen:]
 	ip[0] = 0x60
 	binary.BigEndian.PutUint16(ip[4:6], nsLen)
 	ip[6], ip[7] = 58, 255
 	copy(ip[8:24], s16[:])
 	copy(ip[24:40], ipDst[:])
-	m := ip[ipv6Len:]
+	m := ip[hdr.IPv6Len:]
 	m[0] = icmp6NS
 	copy(m[8:24], t16[:])
 	m[24], m[25] = optSLLA, 1
@@ -148,16 +148,16 @@ type Message struct {
 // target link-layer option (the answer to a unicast solicitation) states the
 // Ethernet source. It does not allocate.
 func Parse(frame []byte, self [6]byte) (m Message, ok bool) {
-	if len(frame) < ethLen {
+	if len(frame) < hdr.EthLen {
 		return m, false
 	}
 	toSelf := [6]byte(frame[0:6]) == self
 	switch {
-	case frame[12] == 0x08 && frame[13] == 0x06:
-		if len(frame) < ethLen+arpLen {
+	case hdr.EtherType(frame) == hdr.EtherARP:
+		if len(frame) < hdr.EthLen+arpLen {
 			return m, false
 		}
-		p := frame[ethLen:]
+		p := frame[hdr.EthLen:]
 		if p[0] != 0 || p[1] != 1 || p[2] != 0x08 || p[3] != 0 || p[4] != 6 || p[5] != 4 {
 			return m, false
 		}
@@ -177,25 +177,25 @@ func Parse(frame []byte, self [6]byte) (m Message, ok bool) {
 			return m, false
 		}
 		return m, true
-	case frame[12] == 0x86 && frame[13] == 0xdd:
+	case hdr.EtherType(frame) == hdr.EtherIPv6:
 		return parseNDP(frame, toSelf)
 	}
 	return m, false
 }
 
 func parseNDP(frame []byte, toSelf bool) (m Message, ok bool) {
-	if len(frame) < ethLen+ipv6Len+24 {
+	if len(frame) < hdr.EthLen+hdr.IPv6Len+24 {
 		return m, false
 	}
-	ip := frame[ethLen:]
+	ip := frame[hdr.EthLen:]
 	if ip[0]>>4 != 6 || ip[6] != 58 || ip[7] != 255 {
 		return m, false
 	}
 	pl := int(binary.BigEndian.Uint16(ip[4:6]))
-	if pl < 24 || ipv6Len+pl > len(ip) {
+	if pl < 24 || hdr.IPv6Len+pl > len(ip) {
 		return m, false
 	}
-	msg := ip[ipv6Len : ipv6Len+pl]
+	msg := ip[hdr.IPv6Len : hdr.IPv6Len+pl]
 	if msg[0] != icmp6NS && msg[0] != icmp6NA || msg[1] != 0 {
 		return m, false
 	}

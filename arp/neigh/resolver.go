@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/ghostrouter/ghostrouter/arp"
+	"github.com/ghostrouter/ghostrouter/router/hdr"
+	"github.com/ghostrouter/ghostrouter/router/stage"
 	"github.com/ghostrouter/ghostrouter/router/tap"
 )
 
@@ -166,7 +168,7 @@ type Resolver struct {
 	wg   sync.WaitGroup
 }
 
-var _ tap.Hook = (*Resolver)(nil)
+var _ stage.Stage = (*Resolver)(nil)
 
 // New returns a resolver with no targets; Start starts it.
 func New(d Deps, p Params) *Resolver {
@@ -457,51 +459,55 @@ func (r *Resolver) publish() {
 	}
 }
 
-// Inbound implements tap.Hook: it takes the ARP and NDP frames that state a
+// Name implements stage.Stage.
+func (r *Resolver) Name() string { return "neighbors" }
+
+// Inbound implements stage.Stage: it takes the ARP and NDP frames that state a
 // MAC for a server address on ep's link. Answers to the appliance's own
 // requests teach or confirm a MAC; every frame stating a MAC other than the
 // known one, or a broadcast or multicast one, is a claim: recorded, not
 // applied, dropped. A server's own ARP request or neighbor solicitation
 // stating its known MAC (or, before one is known, a unicast one) goes on to
 // netstack, which answers it. Other frames pass.
-func (r *Resolver) Inbound(ep *tap.Endpoint, frame []byte) bool {
-	if len(frame) < ethLen+arpLen {
-		return false
+func (r *Resolver) Inbound(ep *tap.Endpoint, frame []byte) stage.Verdict {
+	if len(frame) < hdr.EthLen+arpLen {
+		return stage.Pass
 	}
 	switch {
-	case frame[12] == 0x08 && frame[13] == 0x06:
-	case frame[12] == 0x86 && frame[13] == 0xdd && len(frame) >= ethLen+ipv6Len+24 &&
-		frame[ethLen+6] == 58 && (frame[ethLen+ipv6Len] == icmp6NS || frame[ethLen+ipv6Len] == icmp6NA):
+	case hdr.EtherType(frame) == hdr.EtherARP:
+	case hdr.IsIPv6(frame) && len(frame) >= hdr.EthLen+hdr.IPv6Len+24 &&
+		hdr.IP6(frame[hdr.EthLen:]).NextHeader() == hdr.ProtoICMPv6 && (frame[hdr.EthLen+hdr.IPv6Len] == icmp6NS || frame[hdr.EthLen+hdr.IPv6Len] == icmp6NA):
 	default:
-		return false
+		return stage.Pass
 	}
 	return r.input(ep.Name(), ep.MACBytes(), frame, time.Now())
 }
 
 // input handles one ARP or NDP frame received on ifname by the appliance's
-// MAC self; it reports whether the frame is consumed.
-func (r *Resolver) input(ifname string, self [6]byte, frame []byte, now time.Time) bool {
+// MAC self: Consumed when it answers the appliance's own request, Dropped
+// when it is a claim or unsolicited, Pass when netstack should see it.
+func (r *Resolver) input(ifname string, self [6]byte, frame []byte, now time.Time) stage.Verdict {
 	m, ok := Parse(frame, self)
 	if !ok || !(*r.addrs.Load())[key{ifname, m.Addr}] {
-		return false
+		return stage.Pass
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e := r.entries[key{ifname, m.Addr}]
 	if e == nil {
-		return false
+		return stage.Pass
 	}
 	known := e.mac != ([6]byte{})
 	switch {
 	case !Unicast(m.MAC):
 		r.claim(e, m, now, false)
-		return true
+		return stage.Drop(stage.MACClaim)
 	case m.Kind == KindARPRequest || m.Kind == KindNS:
 		// The server asking for someone (the appliance, usually): it
 		// goes on to netstack unless it states another MAC.
 		if known && m.MAC != e.mac {
 			r.claim(e, m, now, true)
-			return true
+			return stage.Drop(stage.MACClaim)
 		}
 		if (e.state == StateUnresolved || e.state == StateGone) && !now.Before(e.sent.Add(r.p.Retry)) && now.Before(e.due) {
 			// A server we have no (live) MAC for is talking: ask it now
@@ -509,13 +515,13 @@ func (r *Resolver) input(ifname string, self [6]byte, frame []byte, now time.Tim
 			e.due = now
 			r.kick()
 		}
-		return false
+		return stage.Pass
 	case m.Reply && now.Before(e.window) && r.forUs(e, m):
 		r.answer(e, m, now)
-		return true
+		return stage.Consumed
 	case known && m.MAC != e.mac:
 		r.claim(e, m, now, true)
-		return true
+		return stage.Drop(stage.MACClaim)
 	default:
 		// Unsolicited (gratuitous, unsolicited advertisement, a late or
 		// stray reply) stating the known MAC, or any MAC before one is
@@ -523,7 +529,7 @@ func (r *Resolver) input(ifname string, self [6]byte, frame []byte, now time.Tim
 		if !known {
 			r.stats.Unsolicited.Add(1)
 		}
-		return true
+		return stage.Drop(stage.Unsolicited)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
+	"github.com/ghostrouter/ghostrouter/router/stage"
 	"github.com/ghostrouter/ghostrouter/test/kit"
 )
 
@@ -250,7 +251,7 @@ func answerAll(t testing.TB, r *Resolver, frames [][]byte, now time.Time, macOf 
 		if !ok || !broadcastTo(q) && q.to != mac {
 			continue // nobody holds it, or a unicast probe to a MAC that is gone
 		}
-		if !r.input("lan0", selfMAC, replyFor(mac, q.target), now) {
+		if !r.input("lan0", selfMAC, replyFor(mac, q.target), now).Taken() {
 			t.Fatalf("the answer of %v was not consumed", q.target)
 		}
 		n++
@@ -433,7 +434,7 @@ func TestClaimNotApplied(t *testing.T) {
 					r, port, st, a, mac := resolveOne(t, v6, p)
 					now := time.Unix(1001, 0)
 					for i := range 50 {
-						if !r.input("lan0", selfMAC, f, now) {
+						if !r.input("lan0", selfMAC, f, now).Taken() {
 							t.Fatalf("claim %d not consumed: netstack would see it", i)
 						}
 						r.step(now)
@@ -519,7 +520,9 @@ func TestUnsolicitedNotLearned(t *testing.T) {
 		a, mac := serverAddr(0, v6)
 		now := time.Unix(1000, 0)
 		// Before any request.
-		r.input("lan0", selfMAC, replyFor(rogue, a), now)
+		if v := r.input("lan0", selfMAC, replyFor(rogue, a), now); v != stage.Drop(stage.Unsolicited) {
+			t.Errorf("v6=%v: an answer nobody asked for: verdict %v", v6, v)
+		}
 		for _, f := range claims(a, rogue) {
 			r.input("lan0", selfMAC, f, now)
 		}
@@ -535,7 +538,9 @@ func TestUnsolicitedNotLearned(t *testing.T) {
 		// An answer within the window.
 		r.step(late)
 		port.take()
-		r.input("lan0", selfMAC, replyFor(mac, a), late.Add(time.Millisecond))
+		if v := r.input("lan0", selfMAC, replyFor(mac, a), late.Add(time.Millisecond)); v != stage.Consumed {
+			t.Errorf("v6=%v: the answer to the request: verdict %v", v6, v)
+		}
 		r.publish()
 		if got, ok := r.LinkAddress("lan0", a); !ok || got != mac {
 			t.Fatalf("v6=%v: the answer to the request was not learned: %x", v6, got)
@@ -568,16 +573,16 @@ func TestPinned(t *testing.T) {
 func TestPassThrough(t *testing.T) {
 	r, _, _, a, mac := resolveOne(t, false, testParams())
 	now := time.Unix(1001, 0)
-	if r.input("lan0", selfMAC, arpFrame(1, broadcastMAC, mac, a, [6]byte{}, self4), now) {
+	if r.input("lan0", selfMAC, arpFrame(1, broadcastMAC, mac, a, [6]byte{}, self4), now).Taken() {
 		t.Error("the server's own ARP request for the appliance was consumed")
 	}
 	other := netip.MustParseAddr("10.0.0.200")
 	for _, f := range claims(other, rogue) {
-		if r.input("lan0", selfMAC, f, now) {
+		if r.input("lan0", selfMAC, f, now).Taken() {
 			t.Error("a frame about a non-server address was consumed")
 		}
 	}
-	if r.input("lan1", selfMAC, arpAnswer(rogue, a), now) {
+	if r.input("lan1", selfMAC, arpAnswer(rogue, a), now).Taken() {
 		t.Error("a frame on another link was consumed")
 	}
 }
@@ -609,7 +614,7 @@ func TestLinkAddressNoAlloc(t *testing.T) {
 	ip6 := make([]byte, 14+40+24)
 	ip6[12], ip6[13], ip6[14+6], ip6[14+40] = 0x86, 0xdd, 6, 0x80 // TCP, or an echo request: not NDP
 	if n := testing.AllocsPerRun(100, func() {
-		if r.Inbound(nil, ip) || r.Inbound(nil, ip6) { // data frames leave before the link is looked at
+		if r.Inbound(nil, ip).Taken() || r.Inbound(nil, ip6).Taken() { // data frames leave before the link is looked at
 			t.Fatal("a data frame was consumed")
 		}
 		r.LinkAddress("lan0", a)
@@ -654,7 +659,7 @@ func TestRequestStartsResolution(t *testing.T) {
 	if r.step(later); len(port.take()) != 0 {
 		t.Fatal("a request before the backoff was over")
 	}
-	if r.input("lan0", selfMAC, arpFrame(1, broadcastMAC, mac, a, [6]byte{}, self4), later) {
+	if r.input("lan0", selfMAC, arpFrame(1, broadcastMAC, mac, a, [6]byte{}, self4), later).Taken() {
 		t.Fatal("the server's request was consumed")
 	}
 	r.step(later)

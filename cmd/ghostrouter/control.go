@@ -17,6 +17,7 @@ import (
 	"github.com/ghostrouter/ghostrouter/dispatch/announce"
 	"github.com/ghostrouter/ghostrouter/router"
 	"github.com/ghostrouter/ghostrouter/router/bgp"
+	"github.com/ghostrouter/ghostrouter/router/stage"
 	"github.com/ghostrouter/ghostrouter/router/vrrp"
 )
 
@@ -32,7 +33,12 @@ type Status struct {
 	Routes    []router.RouteRow `json:"routes"`
 	Links     []LinkStatus      `json:"links"`
 	Counters  map[string]uint64 `json:"counters"`
-	Conflicts []arp.Conflict    `json:"conflicts"`
+	// Stages are the datapath's stages in the order every inbound frame
+	// passes them; Verdicts counts, per stage, the frames each dropped or
+	// answered with ICMP, by reason.
+	Stages    []string       `json:"stages"`
+	Verdicts  []stage.Count  `json:"verdicts"`
+	Conflicts []arp.Conflict `json:"conflicts"`
 	// ServerNeighbors are the servers' MACs as the appliance resolves
 	// and guards them: unresolved ones, and the age of each MAC.
 	ServerNeighbors []neigh.Entry       `json:"server_neighbors"`
@@ -67,6 +73,8 @@ func (a *appliance) status(path string) Status {
 		Conflicts:       append(a.guard.Conflicts(), a.nb.Conflicts()...),
 		ServerNeighbors: a.nb.Entries(),
 		BGP:             a.bgp.status(),
+		Stages:          a.r.StageNames(),
+		Verdicts:        a.r.StageCounts(),
 		Counters: map[string]uint64{
 			"ttl_exceeded":       a.r.Stats().TTLExceeded.Load(),
 			"icmp_rate_limited":  a.r.Stats().ICMPRateLimited.Load(),
@@ -91,6 +99,12 @@ func (a *appliance) status(path string) Status {
 	st.Counters["unicast_in_broadcast_dropped"] = a.r.Stats().UnicastInGroupFrame.Load()
 	st.Counters["redirects_sent"] = a.r.Stats().RedirectsSent.Load()
 	st.Counters["refragmented"] = a.r.Stats().Refragmented.Load()
+	// What got past every stage: netstack's own view of the IP packets it
+	// was handed, and of those it could not forward.
+	ip := a.r.Stack().Stats().IP
+	st.Counters["netstack_ip_received"] = ip.PacketsReceived.Value()
+	st.Counters["netstack_forward_unrouteable"] = ip.Forwarding.Unrouteable.Value()
+	st.Counters["netstack_forward_errors"] = ip.Forwarding.Errors.Value()
 	fp := a.r.FastPathStats()
 	st.Counters["fastpath_forwarded"] = fp.Forwarded.Load()
 	st.Counters["fastpath_bytes"] = fp.Bytes.Load()
@@ -295,6 +309,7 @@ func printStatus(w io.Writer, st *Status) {
 			}
 		}
 	}
+	printStages(tw, st.Stages, st.Verdicts)
 	fmt.Fprintln(tw, "\nlinks")
 	for _, l := range st.Links {
 		if l.State == "faulted" {
@@ -304,6 +319,20 @@ func printStatus(w io.Writer, st *Status) {
 	}
 	printCounters(tw, "\nrouter:", st.Counters)
 	tw.Flush()
+}
+
+// printStages prints the datapath's stages in order and, per stage, the
+// frames it dropped or answered, by reason.
+func printStages(w io.Writer, names []string, counts []stage.Count) {
+	fmt.Fprintf(w, "\ndatapath: %s -> netstack\n", strings.Join(names, " -> "))
+	if len(counts) == 0 {
+		fmt.Fprintln(w, "  no frame dropped or answered")
+		return
+	}
+	fmt.Fprintln(w, "  STAGE\tVERDICT\tREASON\tFRAMES")
+	for _, c := range counts {
+		fmt.Fprintf(w, "  %s\t%s\t%s\t%d\n", c.Stage, c.Kind, c.Reason, c.N)
+	}
 }
 
 // printAnnounce prints a broadcast cluster's announcements: the table in

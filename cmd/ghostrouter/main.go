@@ -69,6 +69,7 @@ import (
 	"github.com/ghostrouter/ghostrouter/router"
 	"github.com/ghostrouter/ghostrouter/router/capture"
 	"github.com/ghostrouter/ghostrouter/router/config"
+	"github.com/ghostrouter/ghostrouter/router/stage"
 	"github.com/ghostrouter/ghostrouter/router/tap"
 	"github.com/ghostrouter/ghostrouter/router/vrrp"
 )
@@ -234,18 +235,43 @@ type appliance struct {
 }
 
 func newAppliance(cfg *config.Config, log *slog.Logger, obs dispatch.Observer, eps map[string]*tap.Endpoint) (*appliance, error) {
-	r, err := router.New(cfg, router.Options{Logger: log, Endpoints: eps})
+	a := &appliance{log: log, cfg: cfg}
+	r, err := router.New(cfg, router.Options{Logger: log, Endpoints: eps, Stages: func(r *router.Router) ([]stage.Stage, error) {
+		return a.buildStages(r, obs)
+	}})
 	if err != nil {
+		if a.sender != nil {
+			a.sender.close()
+		}
+		if a.m != nil {
+			a.m.Close()
+		}
 		return nil, err
 	}
-	sender := newAnnounceSender(r)
+	a.r = r
+	a.nb.Start()
+	a.m.Start()
+	a.vr.Start()
+	a.ann.Start()
+	r.AnnounceAddresses()
+	probe(r, cfg)
+	a.bgp = startBGP(cfg, r, a.m, log)
+	a.captures = capture.NewHub()
+	return a, nil
+}
+
+// buildStages builds the parts of the appliance that judge inbound frames,
+// and returns them as the router's stages, in their order: the router calls
+// it once its links are open and before any of them receives a frame, so
+// no frame reaches netstack before every stage is in place.
+func (a *appliance) buildStages(r *router.Router, obs dispatch.Observer) ([]stage.Stage, error) {
+	cfg, log := a.cfg, a.log
+	a.sender = newAnnounceSender(r)
 	var m *dispatch.Manager                              // set below, before the virtual routers start
 	nb := newNeighbors(r, cfg, log, func() { m.Kick() }) // started once m is set
 	var ann *announceGate                                // set below, before the virtual routers start
 	vr, err := newVRRP(cfg, r, log, func() bool { return dispatchReady(m) && ann.readyToLead() })
 	if err != nil {
-		sender.close()
-		r.Close()
 		return nil, err
 	}
 	warnVRRP(cfg, log)
@@ -253,11 +279,11 @@ func newAppliance(cfg *config.Config, log *slog.Logger, obs dispatch.Observer, e
 	if ao, ok := obs.(interface{ AckObserved(string, time.Duration) }); ok {
 		onAck = ao.AckObserved
 	}
-	ann = newAnnounceGate(vr, sender.send, log, onAck)
-	sender.onAck = ann.HandleAck
+	ann = newAnnounceGate(vr, a.sender.send, log, onAck)
+	a.sender.onAck = ann.HandleAck
 	if !vr.Empty() {
 		own := ownAddresses(cfg)
-		ann.listen, ann.own, sender.onHeard = sender.listen, func(a netip.Addr) bool { return own[a] }, ann.hear
+		ann.listen, ann.own, a.sender.onHeard = a.sender.listen, func(addr netip.Addr) bool { return own[addr] }, ann.hear
 	}
 	m, err = dispatch.NewManager(cfg, dispatch.Deps{
 		Endpoint: r.Endpoint,
@@ -269,8 +295,6 @@ func newAppliance(cfg *config.Config, log *slog.Logger, obs dispatch.Observer, e
 		Observer: obs,
 	})
 	if err != nil {
-		sender.close()
-		r.Close()
 		return nil, err
 	}
 	for _, cl := range cfg.Clusters {
@@ -278,22 +302,15 @@ func newAppliance(cfg *config.Config, log *slog.Logger, obs dispatch.Observer, e
 			log.Warn("broadcast cluster without announce_key_file: servers' filters will not follow failures or reloads", "cluster", cl.Name)
 		}
 	}
-	guard := arp.NewGuard(protectedAddresses(cfg), log)
-	ports := router.NewPortGuard()
-	ports.Set(announcePortRules(r, cfg))
-	if vr.Empty() {
-		r.SetStages(guard, ports, nb, m.Forwarder())
-	} else {
-		r.SetStages(vr, guard, ports, nb, m.Forwarder())
+	a.m, a.nb, a.vr, a.ann = m, nb, vr, ann
+	a.guard = arp.NewGuard(protectedAddresses(cfg), log)
+	a.ports = router.NewPortGuard()
+	a.ports.Set(announcePortRules(r, cfg))
+	stages := []stage.Stage{a.guard, a.ports, nb, m.Forwarder()}
+	if !vr.Empty() {
+		stages = append([]stage.Stage{vr}, stages...)
 	}
-	nb.Start()
-	m.Start()
-	vr.Start()
-	ann.Start()
-	r.AnnounceAddresses()
-	probe(r, cfg)
-	return &appliance{log: log, cfg: cfg, r: r, m: m, guard: guard, nb: nb, ports: ports, ann: ann, sender: sender, vr: vr,
-		bgp: startBGP(cfg, r, m, log), captures: capture.NewHub()}, nil
+	return stages, nil
 }
 
 // ownAddresses are the appliance's interface addresses (interfaces change

@@ -206,6 +206,10 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	for k, v := range st.Counters {
 		emit("ghostrouter_"+k+"_total", routerHelp(k), prometheus.CounterValue, v, nil)
 	}
+	for _, v := range st.Verdicts {
+		emit("ghostrouter_stage_frames_total", "Inbound frames a datapath stage dropped, or answered with an ICMP error, by reason.", prometheus.CounterValue, v.N,
+			[]string{"stage", "verdict", "reason"}, v.Stage, v.Kind, v.Reason)
+	}
 	for _, c := range st.Conflicts {
 		emit("ghostrouter_address_conflict_claims_total", "ARP claims of a protected address by a LAN host (dropped).", prometheus.CounterValue, c.Claims,
 			[]string{"address", "role", "mac"}, c.Address.String(), c.Role, c.MAC)
@@ -252,19 +256,22 @@ func linkHelp(k string) string {
 
 func routerHelp(k string) string {
 	if h, ok := map[string]string{
-		"ttl_exceeded":          "Packets dropped for TTL or hop limit (ICMP time exceeded sent).",
-		"icmp_rate_limited":     "ICMP errors not sent because of the rate limit.",
-		"malformed_dropped":     "Malformed packets dropped by the datapath.",
-		"arp_claims_dropped":    "ARP packets claiming a protected address, dropped.",
-		"arp_claim_requests":    "ARP requests claiming a protected address.",
-		"arp_claim_replies":     "ARP replies claiming a protected address.",
-		"arp_claim_gratuit":     "Gratuitous ARP claiming a protected address.",
-		"fastpath_forwarded":    "Packets forwarded by the fast path.",
-		"fastpath_bytes":        "Bytes forwarded by the fast path.",
-		"fastpath_missed":       "Packets the fast path handed to netstack.",
-		"fastpath_write_errors": "Fast-path writes that failed.",
-		"announcements_sent":    "Table announcements sent (broadcast mode).",
-		"announcements_failed":  "Table announcements that could not be sent.",
+		"ttl_exceeded":                 "Packets dropped for TTL or hop limit (ICMP time exceeded sent).",
+		"icmp_rate_limited":            "ICMP errors not sent because of the rate limit.",
+		"malformed_dropped":            "Malformed packets dropped by the datapath.",
+		"arp_claims_dropped":           "ARP packets claiming a protected address, dropped.",
+		"arp_claim_requests":           "ARP requests claiming a protected address.",
+		"arp_claim_replies":            "ARP replies claiming a protected address.",
+		"arp_claim_gratuit":            "Gratuitous ARP claiming a protected address.",
+		"fastpath_forwarded":           "Packets forwarded by the fast path.",
+		"fastpath_bytes":               "Bytes forwarded by the fast path.",
+		"fastpath_missed":              "Packets the fast path handed to netstack.",
+		"fastpath_write_errors":        "Fast-path writes that failed.",
+		"announcements_sent":           "Table announcements sent (broadcast mode).",
+		"announcements_failed":         "Table announcements that could not be sent.",
+		"netstack_ip_received":         "IP packets that passed every datapath stage and reached netstack.",
+		"netstack_forward_unrouteable": "Packets netstack could not forward for want of a route.",
+		"netstack_forward_errors":      "Packets netstack failed to forward, for any reason.",
 	}[k]; ok {
 		return h
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ghostrouter/ghostrouter/router/stage"
 )
 
 func testStatus() Status {
@@ -24,6 +26,11 @@ func testStatus() Status {
 		Links: []LinkStatus{{Name: "lan0", State: "up", Counters: map[string]uint64{"rx_frames": 7, "tx_bytes": 70}},
 			{Name: "up0", State: "faulted", Fault: "link up0: receive loop stopped: file descriptor in bad state"}},
 		Counters: map[string]uint64{"ttl_exceeded": 1, "fastpath_forwarded": 5},
+		Stages:   []string{"dispatch", "ttl-guard"},
+		Verdicts: []stage.Count{
+			{Stage: "dispatch", Kind: "dropped", Reason: "no_mac", N: 2},
+			{Stage: "ttl-guard", Kind: "answered", Reason: "ttl_exceeded", N: 1},
+		},
 	}
 }
 
@@ -60,6 +67,9 @@ func TestMetrics(t *testing.T) {
 		`ghostrouter_link_up{interface="lan0"} 1` + "\n",
 		`ghostrouter_link_up{interface="up0"} 0` + "\n",
 		"ghostrouter_ttl_exceeded_total 1\n",
+		"# TYPE ghostrouter_stage_frames_total counter\n",
+		`ghostrouter_stage_frames_total{reason="no_mac",stage="dispatch",verdict="dropped"} 2` + "\n",
+		`ghostrouter_stage_frames_total{reason="ttl_exceeded",stage="ttl-guard",verdict="answered"} 1` + "\n",
 		"# TYPE ghostrouter_health_check_duration_seconds histogram\n",
 		`ghostrouter_health_check_duration_seconds_bucket{cluster="web",result="ok",server="0",le="0.005"} 1` + "\n",
 		`ghostrouter_health_check_duration_seconds_bucket{cluster="web",result="ok",server="0",le="0.0025"} 0` + "\n",
@@ -96,5 +106,29 @@ func promtoolCheck(t *testing.T, exposition string) {
 	out, err := cmd.CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "" {
 		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+}
+
+// TestStatusShowsStages: the status text names the datapath's stages in
+// order and lists each stage's dropped and answered frames by reason.
+func TestStatusShowsStages(t *testing.T) {
+	st := testStatus()
+	var b strings.Builder
+	printStatus(&b, &st)
+	out := b.String()
+	for _, want := range []string{
+		"datapath: dispatch -> ttl-guard -> netstack\n",
+		"  dispatch   dropped   no_mac        2\n",
+		"  ttl-guard  answered  ttl_exceeded  1\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+	st.Verdicts = nil
+	b.Reset()
+	printStatus(&b, &st)
+	if !strings.Contains(b.String(), "no frame dropped or answered") {
+		t.Errorf("status without verdicts:\n%s", b.String())
 	}
 }

@@ -1,7 +1,11 @@
-// Package hdr owns the in-place IPv4 header edits and the header checks that
-// the datapath's fast stages share (the dispatcher and the forwarding fast
-// path), so that both change a header bit for bit alike, and alike with the
-// Linux kernel, and judge a packet's size alike.
+// Package hdr is the datapath's one view of packet headers: the header
+// sizes and named, allocation-free accessors for the Ethernet, IPv4 and IPv6
+// fields every stage reads (view.go; checked against gVisor's header
+// package), so no stage spells a header offset itself. It also owns the
+// in-place IPv4 header edits and the header checks that the fast stages
+// share (the dispatcher and the forwarding fast path), so that both change a
+// header bit for bit alike, and alike with the Linux kernel, and judge a
+// packet's size alike, and IPv4 fragmentation (frag.go).
 package hdr
 
 import "encoding/binary"

@@ -22,18 +22,13 @@ const MaxFrame = header.EthernetMinimumSize + 65535
 
 // Hook sees every inbound frame addressed to this endpoint (its own MAC,
 // broadcast or multicast) before netstack does. Inbound returns true when it
-// has consumed the frame (forwarded it, answered it, or dropped it and
-// counted why); false hands the frame on to netstack. frame is only valid
-// during the call. Inbound is called from the endpoint's receive goroutines,
-// one per queue, so it must be safe for concurrent use; it must not block.
-//
-// On a link with segmentation offload, frame may be a TCP super-frame larger
-// than the MTU, and its transport checksum may be partial (see offload.go).
-// A hook that forwards it whole with WriteFrame, to an endpoint of the same
-// Group, during the call, keeps both intact (SegmentSize tells the segment
-// size); a hook may change the Ethernet header, the IPv4 TTL and header
-// checksum and the IPv6 hop limit, nothing the offload depends on. What goes
-// on to netstack is made plain first.
+// has taken the frame; false hands the frame on to netstack. The router
+// installs its chain of stages here, once, before the endpoint is attached;
+// the contract a stage follows (verdicts, frame ownership, the offload rule
+// that WriteFrame and SegmentSize implement, concurrency) is package
+// router/stage's. frame is only valid during the call. Inbound is called
+// from the endpoint's receive goroutines, one per queue, so it must be safe
+// for concurrent use; it must not block.
 type Hook interface {
 	Inbound(ep *Endpoint, frame []byte) bool
 }

@@ -12,6 +12,8 @@ import (
 	"github.com/ghostrouter/ghostrouter/test/kit"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/ghostrouter/ghostrouter/router/hdr"
 )
 
 // The tier-2 tests of the endpoint: real file descriptors (SOCK_SEQPACKET
@@ -183,10 +185,10 @@ func TestSuperFrameCutForPlainLink(t *testing.T) {
 		if err := checkSegment(seg); err != nil {
 			t.Fatalf("segment %d: %v", i, err)
 		}
-		if len(seg) > ethLen+1500 {
+		if len(seg) > hdr.EthLen+1500 {
 			t.Fatalf("segment %d: %d bytes, larger than the MTU", i, len(seg))
 		}
-		got = append(got, seg[ethLen+ipv4Min+32:]...)
+		got = append(got, seg[hdr.EthLen+hdr.IPv4Min+32:]...)
 	}
 	if !bytes.Equal(got, payload) {
 		t.Fatal("the segments do not carry the super-frame's payload")
@@ -209,9 +211,9 @@ func TestSuperFrameCutForNetstack(t *testing.T) {
 			if err := checkSegment(seg); err != nil {
 				t.Fatalf("v6 %v: segment %d: %v", v6, i, err)
 			}
-			hl := ethLen + ipv4Min + 32
+			hl := hdr.EthLen + hdr.IPv4Min + 32
 			if v6 {
-				hl = ethLen + ipv6Len + 32
+				hl = hdr.EthLen + hdr.IPv6Len + 32
 			}
 			got = append(got, seg[hl:]...)
 		}

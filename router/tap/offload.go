@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+
+	"github.com/ghostrouter/ghostrouter/router/hdr"
 )
 
 // Segmentation offload over TAP. A TAP opened with IFF_VNET_HDR puts a
@@ -74,10 +76,7 @@ func (h *vnetHdr) gso() bool { return h.gsoType&^vnetGSOECN != vnetGSONone }
 func (h *vnetHdr) plain() bool { return !h.gso() && h.flags&vnetNeedsCsum == 0 }
 
 const (
-	ethLen  = 14
-	ipv4Min = 20
-	ipv6Len = 40
-	tcpMin  = 20
+	tcpMin = 20
 
 	tcpFlagFIN = 0x01
 	tcpFlagPSH = 0x08
@@ -89,7 +88,7 @@ const (
 // false when h points outside the frame.
 func completeChecksum(frame []byte, h *vnetHdr) bool {
 	start, off := int(h.csumStart), int(h.csumOffset)
-	if start < ethLen || start+off+2 > len(frame) {
+	if start < hdr.EthLen || start+off+2 > len(frame) {
 		return false
 	}
 	// The field holds the pseudo-header sum: the sum over the whole
@@ -133,32 +132,36 @@ type segmenter struct {
 // (not TCP over IPv4/IPv6, inconsistent offsets, a segment size below
 // MinGSOSize).
 func (s *segmenter) reset(frame []byte, h *vnetHdr) bool {
-	*s = segmenter{frame: frame, l3: ethLen, mss: int(h.gsoSize)}
-	if s.mss < MinGSOSize || len(frame) < ethLen+ipv4Min {
+	*s = segmenter{frame: frame, l3: hdr.EthLen, mss: int(h.gsoSize)}
+	if s.mss < MinGSOSize || len(frame) < hdr.EthLen+hdr.IPv4Min {
 		return false
 	}
 	switch h.gsoType &^ vnetGSOECN {
 	case vnetGSOTCPv4:
-		if frame[12] != 0x08 || frame[13] != 0x00 || frame[ethLen]>>4 != 4 || frame[ethLen+9] != 6 {
+		if !hdr.IsIPv4(frame) {
 			return false
 		}
-		s.l4 = ethLen + int(frame[ethLen]&0x0f)*4
-		s.id = binary.BigEndian.Uint16(frame[ethLen+4:])
-		if s.l4 < ethLen+ipv4Min {
+		ip := hdr.IP4(frame[hdr.EthLen:])
+		if ip.Version() != 4 || ip.Protocol() != hdr.ProtoTCP {
+			return false
+		}
+		s.l4 = hdr.EthLen + ip.HeaderLen()
+		s.id = binary.BigEndian.Uint16(ip[4:]) // the identification
+		if s.l4 < hdr.EthLen+hdr.IPv4Min {
 			return false
 		}
 	case vnetGSOTCPv6:
-		if frame[12] != 0x86 || frame[13] != 0xdd || len(frame) < ethLen+ipv6Len || frame[ethLen]>>4 != 6 {
+		if !hdr.IsIPv6(frame) || hdr.IP6(frame[hdr.EthLen:]).Version() != 6 {
 			return false
 		}
 		s.v6 = true
 		// Extension headers may sit between the IPv6 header and TCP: the
 		// kernel's csum_start says where TCP begins.
-		s.l4 = ethLen + ipv6Len
+		s.l4 = hdr.EthLen + hdr.IPv6Len
 		if h.flags&vnetNeedsCsum != 0 {
 			s.l4 = int(h.csumStart)
 		}
-		if s.l4 < ethLen+ipv6Len || (s.l4 == ethLen+ipv6Len && frame[ethLen+6] != 6) {
+		if s.l4 < hdr.EthLen+hdr.IPv6Len || (s.l4 == hdr.EthLen+hdr.IPv6Len && hdr.IP6(frame[hdr.EthLen:]).NextHeader() != hdr.ProtoTCP) {
 			return false
 		}
 	default:
@@ -192,7 +195,7 @@ func (s *segmenter) next(dst []byte) []byte {
 	ip := out[s.l3:]
 	var pseudo uint16
 	if s.v6 {
-		binary.BigEndian.PutUint16(ip[4:], uint16(len(out)-s.l3-ipv6Len))
+		binary.BigEndian.PutUint16(ip[4:], uint16(len(out)-s.l3-hdr.IPv6Len))
 		pseudo = checksum.Checksum(ip[8:40], 0)
 	} else {
 		binary.BigEndian.PutUint16(ip[2:], uint16(len(out)-s.l3))

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+
+	"github.com/ghostrouter/ghostrouter/router/hdr"
 )
 
 // superFrame builds an Ethernet TCP super-frame as the kernel hands it over
@@ -16,14 +18,14 @@ import (
 // the pseudo-header sum only (NEEDS_CSUM). v6 selects IPv6.
 func superFrame(v6 bool, payload []byte, tcpFlags uint8) ([]byte, vnetHdr) {
 	const tcpLen = 32
-	ipLen := ipv4Min
+	ipLen := hdr.IPv4Min
 	if v6 {
-		ipLen = ipv6Len
+		ipLen = hdr.IPv6Len
 	}
-	f := make([]byte, ethLen+ipLen+tcpLen+len(payload))
+	f := make([]byte, hdr.EthLen+ipLen+tcpLen+len(payload))
 	copy(f[0:6], []byte{2, 0, 0, 0, 0, 1})
 	copy(f[6:12], []byte{2, 0, 0, 0, 0, 2})
-	ip := f[ethLen:]
+	ip := f[hdr.EthLen:]
 	var pseudo uint16
 	if v6 {
 		f[12], f[13] = 0x86, 0xdd
@@ -36,13 +38,13 @@ func superFrame(v6 bool, payload []byte, tcpFlags uint8) ([]byte, vnetHdr) {
 	} else {
 		f[12], f[13] = 0x08, 0x00
 		ip[0] = 0x45
-		binary.BigEndian.PutUint16(ip[2:], uint16(ipv4Min+tcpLen+len(payload)))
+		binary.BigEndian.PutUint16(ip[2:], uint16(hdr.IPv4Min+tcpLen+len(payload)))
 		binary.BigEndian.PutUint16(ip[4:], 0xfff0) // the IDs of the segments wrap
 		ip[6] = 0x40                               // DF
 		ip[8], ip[9] = 64, 6
 		copy(ip[12:16], []byte{198, 51, 100, 10})
 		copy(ip[16:20], []byte{10, 0, 0, 11})
-		binary.BigEndian.PutUint16(ip[10:], ^checksum.Checksum(ip[:ipv4Min], 0))
+		binary.BigEndian.PutUint16(ip[10:], ^checksum.Checksum(ip[:hdr.IPv4Min], 0))
 		pseudo = checksum.Checksum(ip[12:20], 0)
 	}
 	tcp := ip[ipLen:]
@@ -62,9 +64,9 @@ func superFrame(v6 bool, payload []byte, tcpFlags uint8) ([]byte, vnetHdr) {
 	h := vnetHdr{
 		flags:      vnetNeedsCsum,
 		gsoType:    vnetGSOTCPv4,
-		hdrLen:     uint16(ethLen + ipLen + tcpLen),
+		hdrLen:     uint16(hdr.EthLen + ipLen + tcpLen),
 		gsoSize:    1448,
-		csumStart:  uint16(ethLen + ipLen),
+		csumStart:  uint16(hdr.EthLen + ipLen),
 		csumOffset: 16,
 	}
 	if v6 {
@@ -76,23 +78,23 @@ func superFrame(v6 bool, payload []byte, tcpFlags uint8) ([]byte, vnetHdr) {
 // checkSegment is the slow, obvious check of one plain TCP frame: the IP
 // header (length, checksum) and the TCP checksum over the pseudo-header.
 func checkSegment(seg []byte) error {
-	ip := seg[ethLen:]
+	ip := seg[hdr.EthLen:]
 	var l4 []byte
 	var pseudo uint16
 	if ip[0]>>4 == 6 {
-		if n := int(binary.BigEndian.Uint16(ip[4:])); n != len(ip)-ipv6Len {
-			return fmt.Errorf("IPv6 payload length %d, frame carries %d", n, len(ip)-ipv6Len)
+		if n := int(binary.BigEndian.Uint16(ip[4:])); n != len(ip)-hdr.IPv6Len {
+			return fmt.Errorf("IPv6 payload length %d, frame carries %d", n, len(ip)-hdr.IPv6Len)
 		}
-		l4 = ip[ipv6Len:]
+		l4 = ip[hdr.IPv6Len:]
 		pseudo = checksum.Checksum(ip[8:40], 0)
 	} else {
 		if n := int(binary.BigEndian.Uint16(ip[2:])); n != len(ip) {
 			return fmt.Errorf("IPv4 total length %d, frame carries %d", n, len(ip))
 		}
-		if checksum.Checksum(ip[:ipv4Min], 0) != 0xffff {
+		if checksum.Checksum(ip[:hdr.IPv4Min], 0) != 0xffff {
 			return fmt.Errorf("bad IPv4 header checksum")
 		}
-		l4 = ip[ipv4Min:]
+		l4 = ip[hdr.IPv4Min:]
 		pseudo = checksum.Checksum(ip[12:20], 0)
 	}
 	pseudo = checksum.Combine(pseudo, 6)
@@ -138,9 +140,9 @@ func TestSegmentMatchesReference(t *testing.T) {
 			buf := make([]byte, MaxFrame)
 			var got []byte
 			n := 0
-			l4 := ethLen + ipv4Min
+			l4 := hdr.EthLen + hdr.IPv4Min
 			if tc.v6 {
-				l4 = ethLen + ipv6Len
+				l4 = hdr.EthLen + hdr.IPv6Len
 			}
 			for seg := s.next(buf); seg != nil; seg = s.next(buf) {
 				if err := checkSegment(seg); err != nil {
@@ -153,7 +155,7 @@ func TestSegmentMatchesReference(t *testing.T) {
 					t.Fatalf("segment %d: seq %#x, want %#x", n, seq, want)
 				}
 				if !tc.v6 {
-					if id, want := binary.BigEndian.Uint16(seg[ethLen+4:]), uint16(0xfff0+n); id != want {
+					if id, want := binary.BigEndian.Uint16(seg[hdr.EthLen+4:]), uint16(0xfff0+n); id != want {
 						t.Fatalf("segment %d: IP ID %#x, want %#x", n, id, want)
 					}
 				}
@@ -192,10 +194,10 @@ func TestSegmentRefusesWhatItCannotCut(t *testing.T) {
 		{"good", func(f []byte, h *vnetHdr) []byte { return f }, true},
 		{"no segment size", func(f []byte, h *vnetHdr) []byte { h.gsoSize = 0; return f }, false},
 		{"UDP GSO", func(f []byte, h *vnetHdr) []byte { h.gsoType = vnetGSOUDPL4; return f }, false},
-		{"not TCP", func(f []byte, h *vnetHdr) []byte { f[ethLen+9] = 17; return f }, false},
+		{"not TCP", func(f []byte, h *vnetHdr) []byte { f[hdr.EthLen+9] = 17; return f }, false},
 		{"v6 type on v4", func(f []byte, h *vnetHdr) []byte { h.gsoType = vnetGSOTCPv6; return f }, false},
-		{"headers cut", func(f []byte, h *vnetHdr) []byte { return f[:ethLen+ipv4Min+10] }, false},
-		{"TCP offset short", func(f []byte, h *vnetHdr) []byte { f[ethLen+ipv4Min+12] = 0x20; return f }, false},
+		{"headers cut", func(f []byte, h *vnetHdr) []byte { return f[:hdr.EthLen+hdr.IPv4Min+10] }, false},
+		{"TCP offset short", func(f []byte, h *vnetHdr) []byte { f[hdr.EthLen+hdr.IPv4Min+12] = 0x20; return f }, false},
 	} {
 		f := append([]byte(nil), good...)
 		hh := h

@@ -7,17 +7,16 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/ghostrouter/ghostrouter/router/hdr"
 )
 
 // Frame building and the few header checks of the datapath stage. Every
 // function here appends to a caller's buffer and allocates nothing.
 
 const (
-	ethLen  = header.EthernetMinimumSize
-	ipv4Len = header.IPv4MinimumSize
-	ipv6Len = header.IPv6MinimumSize
-	arpLen  = header.ARPSize
-	naLen   = header.ICMPv6NeighborAdvertMinimumSize + 8 // with a target link-layer address option
+	arpLen = header.ARPSize
+	naLen  = header.ICMPv6NeighborAdvertMinimumSize + 8 // with a target link-layer address option
 )
 
 // Group4 and Group6 are the VRRP multicast groups, 224.0.0.18 and ff02::12.
@@ -61,11 +60,11 @@ func appendEth(b []byte, dst, src [6]byte, typ uint16) []byte {
 func appendIP(b []byte, src, dst netip.Addr, proto uint8, n int, id uint16) []byte {
 	start := len(b)
 	if src.Is4() {
-		b = append(b, make([]byte, ipv4Len)...)[:start+ipv4Len]
+		b = append(b, make([]byte, hdr.IPv4Min)...)[:start+hdr.IPv4Min]
 		ip := header.IPv4(b[start:])
 		ip.Encode(&header.IPv4Fields{
 			TOS:         0xc0, // internetwork control
-			TotalLength: uint16(ipv4Len + n),
+			TotalLength: uint16(hdr.IPv4Min + n),
 			ID:          id,
 			TTL:         TTL,
 			Protocol:    proto,
@@ -75,7 +74,7 @@ func appendIP(b []byte, src, dst netip.Addr, proto uint8, n int, id uint16) []by
 		ip.SetChecksum(^ip.CalculateChecksum())
 		return b
 	}
-	b = append(b, make([]byte, ipv6Len)...)[:start+ipv6Len]
+	b = append(b, make([]byte, hdr.IPv6Len)...)[:start+hdr.IPv6Len]
 	header.IPv6(b[start:]).Encode(&header.IPv6Fields{
 		TrafficClass:      0xc0,
 		PayloadLength:     uint16(n),
@@ -125,12 +124,12 @@ func appendNA(b []byte, ethDst, vmac [6]byte, src, dst, target netip.Addr, solic
 // ipv4Valid checks an IPv4 header in ip: version, length, checksum, and no
 // fragmentation. It returns the payload.
 func ipv4Payload(ip []byte) ([]byte, bool) {
-	if len(ip) < ipv4Len || ip[0]>>4 != 4 {
+	if len(ip) < hdr.IPv4Min || ip[0]>>4 != 4 {
 		return nil, false
 	}
 	ihl := int(ip[0]&0xf) * 4
 	total := int(binary.BigEndian.Uint16(ip[2:4]))
-	if ihl < ipv4Len || total < ihl || total > len(ip) {
+	if ihl < hdr.IPv4Min || total < ihl || total > len(ip) {
 		return nil, false
 	}
 	if checksum.Checksum(ip[:ihl], 0) != 0xffff {
@@ -144,12 +143,12 @@ func ipv4Payload(ip []byte) ([]byte, bool) {
 
 // ipv6Payload checks an IPv6 header and returns the payload.
 func ipv6Payload(ip []byte) ([]byte, bool) {
-	if len(ip) < ipv6Len || ip[0]>>4 != 6 {
+	if len(ip) < hdr.IPv6Len || ip[0]>>4 != 6 {
 		return nil, false
 	}
 	n := int(binary.BigEndian.Uint16(ip[4:6]))
-	if ipv6Len+n > len(ip) {
+	if hdr.IPv6Len+n > len(ip) {
 		return nil, false
 	}
-	return ip[ipv6Len : ipv6Len+n], true
+	return ip[hdr.IPv6Len : hdr.IPv6Len+n], true
 }

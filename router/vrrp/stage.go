@@ -6,67 +6,71 @@ import (
 	"time"
 
 	"github.com/ghostrouter/ghostrouter/router/config"
+	"github.com/ghostrouter/ghostrouter/router/hdr"
+	"github.com/ghostrouter/ghostrouter/router/stage"
 	"github.com/ghostrouter/ghostrouter/router/tap"
 )
 
 // The datapath side of a Set: what every inbound frame of a link with
 // virtual routers passes through, on the link's receive goroutines.
 
-// Inbound implements tap.Hook: VRRP advertisements are taken (and handed to
-// the state machines), ARP requests and neighbor solicitations for a
-// virtual address are answered with the virtual MAC while master and
-// dropped while backup; everything else passes.
-func (s *Set) Inbound(ep *tap.Endpoint, frame []byte) bool {
+// Name implements stage.Stage.
+func (s *Set) Name() string { return "vrrp" }
+
+// Inbound implements stage.Stage: VRRP advertisements are Consumed (handed
+// to the state machines), ARP requests and neighbor solicitations for a
+// virtual address are answered with the virtual MAC while master
+// (Consumed) and dropped while backup; unicast IP in a link-layer broadcast
+// and IP to a virtual address this router does not own are dropped;
+// everything else passes.
+func (s *Set) Inbound(ep *tap.Endpoint, frame []byte) stage.Verdict {
 	var li *linkInsts
 	for i := range s.links {
 		if s.links[i].ep == ep {
 			li = &s.links[i]
 		}
 	}
-	if li == nil || len(frame) < ethLen {
-		return false
+	if li == nil || len(frame) < hdr.EthLen {
+		return stage.Pass
 	}
 	insts := li.insts
-	switch binary.BigEndian.Uint16(frame[12:14]) {
-	case 0x0800:
-		if len(frame) < ethLen+ipv4Len {
-			return false
+	switch hdr.EtherType(frame) {
+	case hdr.EtherIPv4:
+		if !hdr.IsIPv4(frame) {
+			return stage.Pass
 		}
-		if isBroadcast(frame[:6]) && s.unicastInBroadcast4(li, [4]byte(frame[ethLen+16:ethLen+20])) {
-			return true
+		ip := hdr.IP4(frame[hdr.EthLen:])
+		if hdr.IsBroadcast(frame) && s.unicastInBroadcast4(li, ip.Dst()) {
+			return stage.Drop(stage.UnicastInGroupFrame)
 		}
-		if frame[ethLen+9] != Protocol {
-			return s.toVirtual4(insts, [4]byte(frame[ethLen+16:ethLen+20]))
+		if ip.Protocol() != Protocol {
+			return s.toVirtual4(insts, ip.Dst())
 		}
-		s.advert4(insts, frame[ethLen:])
-		return true
-	case 0x0806:
+		s.advert4(insts, ip)
+		return stage.Consumed
+	case hdr.EtherARP:
 		return s.arp(ep, insts, frame)
-	case 0x86dd:
-		if len(frame) < ethLen+ipv6Len {
-			return false
+	case hdr.EtherIPv6:
+		if !hdr.IsIPv6(frame) {
+			return stage.Pass
 		}
-		if isBroadcast(frame[:6]) && frame[ethLen+24] != 0xff {
+		ip := hdr.IP6(frame[hdr.EthLen:])
+		if hdr.IsBroadcast(frame) && ip.Dst()[0] != 0xff {
 			s.stats.BcastUnicast.Add(1) // IPv6 has no broadcast: a unicast destination
-			return true
+			return stage.Drop(stage.UnicastInGroupFrame)
 		}
-		switch frame[ethLen+6] {
+		switch ip.NextHeader() {
 		case Protocol:
-			s.advert6(insts, frame[ethLen:])
-			return true
-		case uint8(58):
-			if s.solicit(ep, insts, frame) {
-				return true
+			s.advert6(insts, ip)
+			return stage.Consumed
+		case hdr.ProtoICMPv6:
+			if v := s.solicit(ep, insts, frame); v.Taken() {
+				return v
 			}
 		}
-		return s.toVirtual6(insts, [16]byte(frame[ethLen+24:ethLen+40]))
+		return s.toVirtual6(insts, ip.Dst())
 	}
-	return false
-}
-
-// isBroadcast reports whether an Ethernet destination is ff:ff:ff:ff:ff:ff.
-func isBroadcast(dst []byte) bool {
-	return dst[0]&dst[1]&dst[2]&dst[3]&dst[4]&dst[5] == 0xff
+	return stage.Pass
 }
 
 // unicastInBroadcast4 drops an IPv4 packet for a unicast destination that
@@ -89,7 +93,7 @@ func (s *Set) unicastInBroadcast4(li *linkInsts, dst [4]byte) bool {
 // not this router's own: RFC 5798's Accept_Mode is false, so the master
 // neither answers nor forwards it (the owner, priority 255, holds the
 // address as an interface address and netstack answers).
-func (s *Set) toVirtual4(insts []*instance, dst [4]byte) bool {
+func (s *Set) toVirtual4(insts []*instance, dst [4]byte) stage.Verdict {
 	for _, in := range insts {
 		if in.cfg.Priority == config.VRRPOwnerPriority {
 			continue
@@ -97,15 +101,15 @@ func (s *Set) toVirtual4(insts []*instance, dst [4]byte) bool {
 		for _, v := range in.vip4 {
 			if v == dst {
 				s.stats.ToVirtual.Add(1)
-				return true
+				return stage.Drop(stage.VirtualAddress)
 			}
 		}
 	}
-	return false
+	return stage.Pass
 }
 
 // toVirtual6 is toVirtual4 for IPv6.
-func (s *Set) toVirtual6(insts []*instance, dst [16]byte) bool {
+func (s *Set) toVirtual6(insts []*instance, dst [16]byte) stage.Verdict {
 	for _, in := range insts {
 		if in.cfg.Priority == config.VRRPOwnerPriority {
 			continue
@@ -113,40 +117,40 @@ func (s *Set) toVirtual6(insts []*instance, dst [16]byte) bool {
 		for _, v := range in.vip6 {
 			if v == dst {
 				s.stats.ToVirtual.Add(1)
-				return true
+				return stage.Drop(stage.VirtualAddress)
 			}
 		}
 	}
-	return false
+	return stage.Pass
 }
 
-func (s *Set) advert4(insts []*instance, ip []byte) {
+func (s *Set) advert4(insts []*instance, ip hdr.IP4) {
 	body, ok := ipv4Payload(ip)
 	if !ok {
 		s.stats.BadHeader.Add(1)
 		return
 	}
-	if ip[8] != TTL {
+	if ip.TTL() != TTL {
 		s.stats.BadTTL.Add(1)
 		return
 	}
-	src := netip.AddrFrom4([4]byte(ip[12:16]))
-	dst := netip.AddrFrom4([4]byte(ip[16:20]))
+	src := netip.AddrFrom4(ip.Src())
+	dst := netip.AddrFrom4(ip.Dst())
 	s.advert(insts, false, body, src, dst)
 }
 
-func (s *Set) advert6(insts []*instance, ip []byte) {
+func (s *Set) advert6(insts []*instance, ip hdr.IP6) {
 	body, ok := ipv6Payload(ip)
 	if !ok {
 		s.stats.BadHeader.Add(1)
 		return
 	}
-	if ip[7] != TTL {
+	if ip.HopLimit() != TTL {
 		s.stats.BadTTL.Add(1)
 		return
 	}
-	src := netip.AddrFrom16([16]byte(ip[8:24]))
-	dst := netip.AddrFrom16([16]byte(ip[24:40]))
+	src := netip.AddrFrom16(ip.Src())
+	dst := netip.AddrFrom16(ip.Dst())
 	s.advert(insts, true, body, src, dst)
 }
 
@@ -234,14 +238,14 @@ func containsAddr(as []netip.Addr, a netip.Addr) bool {
 
 // arp answers an ARP request for a virtual IPv4 address while master and
 // drops it while backup. Other ARP passes.
-func (s *Set) arp(ep *tap.Endpoint, insts []*instance, frame []byte) bool {
-	if len(frame) < ethLen+arpLen {
-		return false
+func (s *Set) arp(ep *tap.Endpoint, insts []*instance, frame []byte) stage.Verdict {
+	if len(frame) < hdr.EthLen+arpLen {
+		return stage.Pass
 	}
-	p := frame[ethLen:]
+	p := frame[hdr.EthLen:]
 	if binary.BigEndian.Uint16(p[0:2]) != 1 || binary.BigEndian.Uint16(p[2:4]) != 0x0800 || p[4] != 6 || p[5] != 4 ||
 		binary.BigEndian.Uint16(p[6:8]) != 1 {
-		return false
+		return stage.Pass
 	}
 	tpa := [4]byte(p[24:28])
 	for _, in := range insts {
@@ -252,25 +256,28 @@ func (s *Set) arp(ep *tap.Endpoint, insts []*instance, frame []byte) bool {
 			// Sender = target is another router's gratuitous ARP (a second
 			// master during a partition): taken, not answered.
 			if in.master.Load() && [4]byte(p[14:18]) != tpa {
-				var buf [ethLen + arpLen]byte
+				var buf [hdr.EthLen + arpLen]byte
 				out := appendARP(buf[:0], [6]byte(p[8:14]), in.vmac, 2, in.vmac, v, [6]byte(p[8:14]), [4]byte(p[14:18]))
 				if ep.WriteFrame(out) == nil {
 					in.ctr.ARPReplies.Add(1)
 				}
 			}
-			return true
+			if !in.master.Load() {
+				return stage.Drop(stage.Backup)
+			}
+			return stage.Consumed
 		}
 	}
-	return false
+	return stage.Pass
 }
 
 // solicit answers a neighbor solicitation for a virtual IPv6 address while
 // master and drops it while backup. Other ICMPv6 passes.
-func (s *Set) solicit(ep *tap.Endpoint, insts []*instance, frame []byte) bool {
-	ip := frame[ethLen:]
+func (s *Set) solicit(ep *tap.Endpoint, insts []*instance, frame []byte) stage.Verdict {
+	ip := hdr.IP6(frame[hdr.EthLen:])
 	body, ok := ipv6Payload(ip)
-	if !ok || len(body) < 24 || body[0] != 135 || body[1] != 0 || ip[7] != TTL {
-		return false
+	if !ok || len(body) < 24 || body[0] != 135 || body[1] != 0 || ip.HopLimit() != TTL {
+		return stage.Pass
 	}
 	target := [16]byte(body[8:24])
 	for _, in := range insts {
@@ -279,19 +286,22 @@ func (s *Set) solicit(ep *tap.Endpoint, insts []*instance, frame []byte) bool {
 				continue
 			}
 			if in.master.Load() {
-				src := netip.AddrFrom16([16]byte(ip[8:24]))
-				dst, ethDst := src, [6]byte(frame[6:12])
+				src := netip.AddrFrom16(ip.Src())
+				dst, ethDst := src, hdr.SrcMAC(frame)
 				if src.IsUnspecified() { // duplicate address detection: tell everyone
 					dst, ethDst = allNodes(), multicastMAC(allNodes())
 				}
-				var buf [ethLen + ipv6Len + naLen]byte
+				var buf [hdr.EthLen + hdr.IPv6Len + naLen]byte
 				out := appendNA(buf[:0], ethDst, in.vmac, in.src, dst, netip.AddrFrom16(v), !src.IsUnspecified())
 				if ep.WriteFrame(out) == nil {
 					in.ctr.ARPReplies.Add(1)
 				}
 			}
-			return true
+			if !in.master.Load() {
+				return stage.Drop(stage.Backup)
+			}
+			return stage.Consumed
 		}
 	}
-	return false
+	return stage.Pass
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/ghostrouter/ghostrouter/router/config"
+	"github.com/ghostrouter/ghostrouter/router/hdr"
+	"github.com/ghostrouter/ghostrouter/router/stage"
 	"github.com/ghostrouter/ghostrouter/router/tap"
 	"github.com/ghostrouter/ghostrouter/test/kit"
 )
@@ -136,10 +138,10 @@ func TestStage(t *testing.T) {
 	}
 	// Before it runs (Initialize) and as backup: ARP for the VIP is taken
 	// and not answered.
-	if !s.Inbound(w.ep, arpRequest(host4, vip4)) {
-		t.Errorf("ARP request for the VIP passed to netstack")
+	if v := s.Inbound(w.ep, arpRequest(host4, vip4)); v != stage.Drop(stage.Backup) {
+		t.Errorf("ARP request for the VIP while not master: verdict %v, want dropped as backup", v)
 	}
-	if s.Inbound(w.ep, arpRequest(host4, own4)) {
+	if s.Inbound(w.ep, arpRequest(host4, own4)).Taken() {
 		t.Errorf("ARP request for the link's own address taken")
 	}
 	s.Start()
@@ -185,7 +187,9 @@ func TestStage(t *testing.T) {
 	}
 	// Master: ARP for the VIP answered with the virtual MAC.
 	w.take(func([]byte) bool { return true })
-	s.Inbound(w.ep, arpRequest(host4, vip4))
+	if v := s.Inbound(w.ep, arpRequest(host4, vip4)); v != stage.Consumed {
+		t.Errorf("ARP request for the VIP while master: verdict %v, want consumed (answered)", v)
+	}
 	waitFor(t, "ARP reply", func() bool {
 		w.mu.Lock()
 		defer w.mu.Unlock()
@@ -239,10 +243,10 @@ func TestStage(t *testing.T) {
 	// A unicast packet in a link-layer broadcast is not forwarded; a
 	// subnet broadcast is.
 	bc := [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
-	if !s.Inbound(w.ep, ipv4Frame(bc, host4, netip.MustParseAddr("203.0.113.10"), 6, 64, make([]byte, 20))) {
-		t.Errorf("unicast in a broadcast passed")
+	if v := s.Inbound(w.ep, ipv4Frame(bc, host4, netip.MustParseAddr("203.0.113.10"), 6, 64, make([]byte, 20))); v != stage.Drop(stage.UnicastInGroupFrame) {
+		t.Errorf("unicast in a broadcast: verdict %v", v)
 	}
-	if s.Inbound(w.ep, ipv4Frame(bc, host4, netip.MustParseAddr("198.51.100.255"), 17, 64, make([]byte, 8))) {
+	if s.Inbound(w.ep, ipv4Frame(bc, host4, netip.MustParseAddr("198.51.100.255"), 17, 64, make([]byte, 8))).Taken() {
 		t.Errorf("subnet broadcast dropped")
 	}
 	// A higher priority takes over: backup, the virtual MACs released.
@@ -369,9 +373,9 @@ func FuzzStage(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		before := s.insts[0].ctr.ARPReplies.Load() + s.insts[1].ctr.ARPReplies.Load()
-		taken := s.Inbound(w.ep, frame)
+		taken := s.Inbound(w.ep, frame).Taken()
 		answers := s.insts[0].ctr.ARPReplies.Load() + s.insts[1].ctr.ARPReplies.Load() - before
-		if len(frame) < ethLen {
+		if len(frame) < hdr.EthLen {
 			if taken || answers != 0 {
 				t.Fatalf("runt taken")
 			}
@@ -381,8 +385,8 @@ func FuzzStage(f *testing.F) {
 		if taken && typ != 0x0800 && typ != 0x0806 && typ != 0x86dd {
 			t.Fatalf("ethertype %#x taken", typ)
 		}
-		if taken && typ == 0x0800 && len(frame) >= ethLen+ipv4Len && frame[ethLen+9] != Protocol && !isBroadcast(frame[:6]) {
-			if dst := netip.AddrFrom4([4]byte(frame[ethLen+16 : ethLen+20])); dst != vip4 {
+		if taken && typ == 0x0800 && len(frame) >= hdr.EthLen+hdr.IPv4Min && frame[hdr.EthLen+9] != Protocol && !hdr.IsBroadcast(frame) {
+			if dst := netip.AddrFrom4([4]byte(frame[hdr.EthLen+16 : hdr.EthLen+20])); dst != vip4 {
 				t.Fatalf("IPv4 packet to %s taken", dst)
 			}
 		}
@@ -392,11 +396,11 @@ func FuzzStage(f *testing.F) {
 		if answers == 1 {
 			switch typ {
 			case 0x0806:
-				if netip.AddrFrom4([4]byte(frame[ethLen+24:ethLen+28])) != vip4 {
+				if netip.AddrFrom4([4]byte(frame[hdr.EthLen+24:hdr.EthLen+28])) != vip4 {
 					t.Fatalf("ARP answered for another address")
 				}
 			case 0x86dd:
-				if frame[ethLen+40] != 135 || netip.AddrFrom16([16]byte(frame[ethLen+48:ethLen+64])) != vip6 {
+				if frame[hdr.EthLen+40] != 135 || netip.AddrFrom16([16]byte(frame[hdr.EthLen+48:hdr.EthLen+64])) != vip6 {
 					t.Fatalf("NDP answered for something else")
 				}
 			default:
@@ -460,7 +464,7 @@ func BenchmarkStage(b *testing.B) {
 	b.Run("vrrp", func(b *testing.B) {
 		b.ReportAllocs()
 		for range b.N {
-			if s.Inbound(w.ep, plain) {
+			if s.Inbound(w.ep, plain).Taken() {
 				b.Fatal("taken")
 			}
 		}
