@@ -37,8 +37,8 @@ func TestGhostFramesFromTheFirstInstant(t *testing.T) {
 	// range as local (AnyIP) and binds to any of it.
 	tp.cli.MustRun("ip", "route", "add", "local", "198.51.101.0/25", "dev", "lo")
 	capCli := tp.cli.Capture("c0", "icmp")
-	flood := tp.cli.Start("flood", tp.peer, "udpstream", "-dst", ghostAddr+":9000", "-src-range", "198.51.101.1-198.51.101.128",
-		"-duration", "12s", "-interval", "10ms", "-timeout", "1s")
+	flood := tp.cli.Start("flood", tp.peer, "udpload", "-dst", ghostAddr+":9000", "-src-range", "198.51.101.1-198.51.101.128",
+		"-duration", "12s", "-interval", "10ms", "-tries", "1", "-retry", "1s")
 	start := txPackets(t, tp.cli, "c0")
 	harness.WaitFor(t, 10*time.Second, "the client's flood to the ghost", func() bool {
 		return txPackets(t, tp.cli, "c0") >= start+2000
