@@ -106,39 +106,81 @@ type HoldOut struct {
 
 // EvaluateHoldOut runs the held-out evaluation of pop for servers under m.
 func EvaluateHoldOut(servers []dispatch.Server, pop *Population, m Metric, o HoldOutOptions) (HoldOut, error) {
+	ho, _, err := holdOut(servers, pop, m, o, nil)
+	return ho, err
+}
+
+// SearchHoldOut runs ev's search (ev judges pop) and the held-out
+// evaluation of pop together: the whole log's search and every fold's
+// search share one sweep over the seeds, so each distinct client is hashed
+// once per seed rather than once per search. The results are those of
+// ev.Search and EvaluateHoldOut.
+func SearchHoldOut(ev *Evaluator, pop *Population, o HoldOutOptions) (SearchResult, HoldOut, error) {
+	ho, sr, err := holdOut(ev.Servers(), pop, ev.Metric(), o, ev)
+	if err != nil {
+		return SearchResult{}, ho, err
+	}
+	return *sr, ho, nil
+}
+
+// holdOut evaluates the folds; with full set, full's search runs in the same
+// sweep and its result is returned too.
+func holdOut(servers []dispatch.Server, pop *Population, m Metric, o HoldOutOptions, full *Evaluator) (HoldOut, *SearchResult, error) {
 	ho := HoldOut{Untimed: pop.Timeline.Untimed}
 	ws := pop.Windows(o.Folds + 1)
 	ho.Windows = len(ws)
 	sopts := o.Search
-	sopts.Progress = nil
+	type fold struct {
+		i           int
+		train, test *Population
+		ev          *Evaluator
+	}
+	var folds []fold
+	var evs []*Evaluator
 	for i := 1; i < len(ws); i++ {
 		train := merge(ws[:i])
 		test := ws[i].Pop
 		if m.Total(train) == 0 || m.Total(test) == 0 {
 			continue
 		}
-		f, err := holdOutFold(servers, train, test, m, sopts, uint64(i))
+		ev, err := NewEvaluator(servers, train, m)
 		if err != nil {
-			return ho, err
+			return ho, nil, err
 		}
-		f.TrainFrom, f.TrainTo = ws[0].From, ws[i-1].To
-		f.TestFrom, f.TestTo = ws[i].From, ws[i].To
+		folds = append(folds, fold{i: i, train: train, test: test, ev: ev})
+		evs = append(evs, ev)
+	}
+	if full != nil {
+		evs = append(evs, full)
+	} else {
+		sopts.Progress = nil
+	}
+	var srs []SearchResult
+	if len(evs) > 0 {
+		var err error
+		if srs, err = searchSets(evs, sopts); err != nil {
+			return ho, nil, err
+		}
+	}
+	sopts.Progress = nil
+	for k, fd := range folds {
+		f, err := holdOutFold(servers, fd.ev, srs[k], fd.test, m, sopts, uint64(fd.i))
+		if err != nil {
+			return ho, nil, err
+		}
+		f.TrainFrom, f.TrainTo = ws[0].From, ws[fd.i-1].To
+		f.TestFrom, f.TestTo = ws[fd.i].From, ws[fd.i].To
 		ho.Folds = append(ho.Folds, f)
 	}
 	ho.summarise()
-	return ho, nil
+	if full != nil {
+		return ho, &srs[len(srs)-1], nil
+	}
+	return ho, nil, nil
 }
 
-func holdOutFold(servers []dispatch.Server, train, test *Population, m Metric, sopts SearchOptions, fold uint64) (Fold, error) {
+func holdOutFold(servers []dispatch.Server, evTrain *Evaluator, sr SearchResult, test *Population, m Metric, sopts SearchOptions, fold uint64) (Fold, error) {
 	var f Fold
-	evTrain, err := NewEvaluator(servers, train, m)
-	if err != nil {
-		return f, err
-	}
-	sr, err := evTrain.Search(sopts)
-	if err != nil {
-		return f, err
-	}
 	f.Chosen = sr.Best.Candidate
 	f.InSample = sr.Best.Score(m).MaxMean
 

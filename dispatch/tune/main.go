@@ -255,22 +255,22 @@ func run(o options, logs []string, stdin io.Reader, stdout, stderr io.Writer, tt
 	if tty {
 		sopts.Progress = func(done, total int) { prog.printf("searching: seed %d of %d", done, total) }
 	}
-	res, err := ev.Search(sopts)
+	hopts := HoldOutOptions{Folds: o.folds, Search: sopts}
+	var res SearchResult
+	var ho HoldOut
+	if o.inSample {
+		res, err = ev.Search(sopts)
+	} else {
+		// The whole log's search and the held-out folds' in one sweep.
+		res, ho, err = SearchHoldOut(ev, pop, hopts)
+	}
 	prog.done()
 	if err != nil {
 		return err
 	}
-
-	// Validate on held-out windows.
 	rep := &Report{Cluster: cl.Name, Mode: cl.Mode, Files: logs, Pop: pop, Eval: ev, Search: res, Seeds: o.seeds, Top: o.top}
 	rep.Recommended = res.Best.Candidate
 	if !o.inSample {
-		prog.printf("validating on held-out windows")
-		ho, err := EvaluateHoldOut(servers, pop, o.by, HoldOutOptions{Folds: o.folds, Search: sopts})
-		prog.done()
-		if err != nil {
-			return err
-		}
 		rep.HoldOut = &ho
 		if !ho.Reliable {
 			rep.Recommended = cur
