@@ -336,6 +336,7 @@ func (mc *managed) publish() {
 		Servers:  mc.servers,
 		MACs:     append([][6]byte(nil), mc.macs...),
 		Stats:    make([]*ServerStats, len(mc.servers)),
+		pins:     livePins(mc.cfg.Pins, mc.servers),
 	}
 	for i, s := range mc.servers {
 		v.Stats[i] = mc.stats[s.ID]
@@ -506,7 +507,7 @@ func (m *Manager) Status() []ClusterStatus {
 			Hash: mc.cfg.Hash, Seed: mc.cfg.Seed, Buckets: mc.cfg.Buckets, Version: mc.version,
 			Health: health.Describe(mc.cfg.Health), Counters: map[string]uint64{},
 			Events:           append([]string(nil), mc.events...),
-			TableFingerprint: fingerprintOf(mc.table, mc.servers),
+			TableFingerprint: clusterFingerprint(mc.table, mc.servers, mc.cfg.Pins),
 		}
 		if mc.cfg.BroadcastAddress.IsValid() {
 			cs.BroadcastAddress = mc.cfg.BroadcastAddress.String()
