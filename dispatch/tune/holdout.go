@@ -30,6 +30,9 @@ type HoldOutOptions struct {
 	Folds int
 	// Search is what each fold's search tries; Progress is ignored.
 	Search SearchOptions
+	// Pins is how many pins may be recommended (0: none are considered).
+	// They are placed on top of Search.Current.
+	Pins int
 }
 
 // Fold is one held-out fold: search on Train, score on Test.
@@ -54,6 +57,10 @@ type Fold struct {
 	// at least a quarter of a server's fair share. NewHeavy counts those of
 	// them that were not heavy in the training windows.
 	NewHeavy, Heavy int
+	// Pins is how many pins were chosen on the training windows, and
+	// Pinned the held-out max/mean of the current setting with them.
+	Pins   int
+	Pinned float64
 }
 
 // heavyFraction is the part of a server's fair share that makes a client
@@ -102,6 +109,8 @@ type HoldOut struct {
 	Reliable bool
 	// Why explains, when Reliable is false, why no change is recommended.
 	Why []string
+	// Pins is the verdict on pins; nil when they were not considered.
+	Pins *PinsOutcome
 }
 
 // EvaluateHoldOut runs the held-out evaluation of pop for servers under m.
@@ -170,9 +179,36 @@ func holdOut(servers []dispatch.Server, pop *Population, m Metric, o HoldOutOpti
 		}
 		f.TrainFrom, f.TrainTo = ws[0].From, ws[fd.i-1].To
 		f.TestFrom, f.TestTo = ws[fd.i].From, ws[fd.i].To
+		if o.Pins > 0 {
+			evTest, err := NewEvaluator(servers, fd.test, m)
+			if err != nil {
+				return ho, nil, err
+			}
+			if f.Pins, f.Pinned, err = pinsFold(servers, windowPops(ws[:fd.i]), fd.ev, evTest, sopts.Current, o.Pins); err != nil {
+				return ho, nil, err
+			}
+		}
 		ho.Folds = append(ho.Folds, f)
 	}
 	ho.summarise()
+	if o.Pins > 0 {
+		whole := full
+		if whole == nil {
+			var err error
+			if whole, err = NewEvaluator(servers, pop, m); err != nil {
+				return ho, nil, err
+			}
+		}
+		heavy, err := persistentHeavy(servers, windowPops(ws), m, o.Pins)
+		if err != nil {
+			return ho, nil, err
+		}
+		final, err := whole.PlacePins(sopts.Current, heavy)
+		if err != nil {
+			return ho, nil, err
+		}
+		ho.summarisePins(final)
+	}
 	if full != nil {
 		return ho, &srs[len(srs)-1], nil
 	}

@@ -151,3 +151,12 @@ func merge(ws []Window) *Population {
 	}
 	return p
 }
+
+// windowPops returns the windows' populations.
+func windowPops(ws []Window) []*Population {
+	out := make([]*Population, len(ws))
+	for i, w := range ws {
+		out[i] = w.Pop
+	}
+	return out
+}
