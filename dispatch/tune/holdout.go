@@ -57,10 +57,12 @@ type Fold struct {
 	// at least a quarter of a server's fair share. NewHeavy counts those of
 	// them that were not heavy in the training windows.
 	NewHeavy, Heavy int
-	// Pins is how many pins were chosen on the training windows, and
-	// Pinned the held-out max/mean of the current setting with them.
-	Pins   int
-	Pinned float64
+	// Pins is how many pins were chosen on the training windows, Pinned
+	// the held-out max/mean with them and Unpinned without them, on top
+	// of the setting recommended (Current, or Searched when the search's
+	// choice held up).
+	Pins             int
+	Pinned, Unpinned float64
 }
 
 // heavyFraction is the part of a server's fair share that makes a client
@@ -179,35 +181,50 @@ func holdOut(servers []dispatch.Server, pop *Population, m Metric, o HoldOutOpti
 		}
 		f.TrainFrom, f.TrainTo = ws[0].From, ws[fd.i-1].To
 		f.TestFrom, f.TestTo = ws[fd.i].From, ws[fd.i].To
-		if o.Pins > 0 {
-			evTest, err := NewEvaluator(servers, fd.test, m)
-			if err != nil {
-				return ho, nil, err
-			}
-			if f.Pins, f.Pinned, err = pinsFold(servers, windowPops(ws[:fd.i]), fd.ev, evTest, sopts.Current, o.Pins); err != nil {
-				return ho, nil, err
-			}
-		}
 		ho.Folds = append(ho.Folds, f)
 	}
 	ho.summarise()
 	if o.Pins > 0 {
-		whole := full
+		// Pins go on top of the setting that will be recommended: the
+		// current one, or, when the search's choice held up, that.
+		for k, fd := range folds {
+			f := &ho.Folds[k]
+			base, without := sopts.Current, f.Current
+			if ho.Reliable {
+				base, without = f.Chosen, f.Searched
+			}
+			evTest, err := NewEvaluator(servers, fd.test, m)
+			if err != nil {
+				return ho, nil, err
+			}
+			if f.Pins, f.Pinned, err = pinsFold(servers, windowPops(ws[:fd.i]), fd.ev, evTest, base, o.Pins); err != nil {
+				return ho, nil, err
+			}
+			f.Unpinned = without
+		}
+		whole, base := full, sopts.Current
 		if whole == nil {
 			var err error
 			if whole, err = NewEvaluator(servers, pop, m); err != nil {
 				return ho, nil, err
 			}
 		}
+		if ho.Reliable {
+			if full != nil {
+				base = srs[len(srs)-1].Best.Candidate
+			} else {
+				base = ho.Folds[len(ho.Folds)-1].Chosen
+			}
+		}
 		heavy, err := persistentHeavy(servers, windowPops(ws), m, o.Pins)
 		if err != nil {
 			return ho, nil, err
 		}
-		final, err := whole.PlacePins(sopts.Current, heavy)
+		final, err := whole.PlacePins(base, heavy)
 		if err != nil {
 			return ho, nil, err
 		}
-		ho.summarisePins(final)
+		ho.summarisePins(base, final)
 	}
 	if full != nil {
 		return ho, &srs[len(srs)-1], nil

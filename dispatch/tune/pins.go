@@ -167,11 +167,12 @@ func pinsFold(servers []dispatch.Server, trainWindows []*Population, train *Eval
 
 // PinsOutcome is the held-out verdict on pins.
 type PinsOutcome struct {
-	// Pinned is the held-out max/mean of the current setting with the pins
-	// chosen on each fold's training windows; Gain is the current
-	// setting's held-out max/mean without them minus with them, fold by
-	// fold.
-	Pinned, Gain Spread
+	// Base is the setting the pins are placed on: the one recommended.
+	Base Candidate
+	// Unpinned and Pinned are the held-out max/mean of Base without and
+	// with the pins chosen on each fold's training windows; Gain is their
+	// difference, fold by fold.
+	Unpinned, Pinned, Gain Spread
 	// Reliable is true when the pins lowered the held-out max/mean on every
 	// fold, on average by more than both the spread of that gain over the
 	// folds and the spread of random seeds' held-out max/mean.
@@ -179,22 +180,23 @@ type PinsOutcome struct {
 	// Why explains, when Reliable is false, why no pins are recommended.
 	Why string
 	// Pins are chosen on the whole logs (clients heavy in every window),
-	// placed on top of the current setting; Recommended only if Reliable.
+	// placed on top of Base; recommended only if Reliable.
 	Pins []PinChoice
 }
 
 // summarisePins fills h.Pins from its folds (Fold.Pins, Fold.Pinned).
-func (h *HoldOut) summarisePins(final []PinChoice) {
-	var got, gain []float64
+func (h *HoldOut) summarisePins(base Candidate, final []PinChoice) {
+	var without, got, gain []float64
 	every := true
 	for _, f := range h.Folds {
+		without = append(without, f.Unpinned)
 		got = append(got, f.Pinned)
-		gain = append(gain, f.Current-f.Pinned)
-		if f.Pinned >= f.Current {
+		gain = append(gain, f.Unpinned-f.Pinned)
+		if f.Pinned >= f.Unpinned {
 			every = false
 		}
 	}
-	o := &PinsOutcome{Pinned: spread(got), Gain: spread(gain), Pins: final}
+	o := &PinsOutcome{Base: base, Unpinned: spread(without), Pinned: spread(got), Gain: spread(gain), Pins: final}
 	bar := max(o.Gain.SD, h.Random.SD)
 	switch {
 	case len(final) == 0:
@@ -203,7 +205,7 @@ func (h *HoldOut) summarisePins(final []PinChoice) {
 		o.Why = fmt.Sprintf("too few held-out folds (%d; at least %d are needed)", len(h.Folds), minFolds)
 	case !every || o.Gain.Mean <= bar:
 		o.Why = fmt.Sprintf("on later windows pins chosen on the earlier ones scored %s against %s without: a gain of %s, not on every fold or not more than the spread of %.3f (of the gain over the folds, and of random seeds)",
-			o.Pinned, h.Current, o.Gain, bar)
+			o.Pinned, o.Unpinned, o.Gain, bar)
 	default:
 		o.Reliable = true
 	}
