@@ -103,6 +103,18 @@ type Evaluator struct {
 	v4w []uint64
 	v6  [][16]byte
 	v6w []uint64
+
+	// tables holds the flattened table of each bucket count, built once
+	// and shared by the evaluators of the same servers (sharing).
+	tables *ownerCache
+}
+
+// ownerCache is the flattened tables (owners) by bucket count. They depend
+// only on the servers, so evaluators of different populations of the same
+// servers share them.
+type ownerCache struct {
+	mu sync.Mutex
+	m  map[int][]uint16
 }
 
 // NewEvaluator prepares to evaluate candidates for servers (kept in the
@@ -116,6 +128,7 @@ func NewEvaluator(servers []dispatch.Server, pop *Population, m Metric) (*Evalua
 		clients: pop.Sorted(m),
 		by:      m,
 		total:   Counts{Requests: pop.Requests, Bytes: pop.Bytes},
+		tables:  &ownerCache{m: map[int][]uint16{}},
 	}
 	var sum int
 	for i, s := range servers {
@@ -255,11 +268,36 @@ func (e *Evaluator) assign(c Candidate) (assigner, error) {
 	return nil, fmt.Errorf("tune: unknown hash %q (want jhash or modulo)", c.Hash)
 }
 
+// sharing returns an evaluator like NewEvaluator(e.Servers(), pop, m) that
+// shares e's tables.
+func (e *Evaluator) sharing(pop *Population, m Metric) (*Evaluator, error) {
+	x, err := NewEvaluator(e.servers, pop, m)
+	if err != nil {
+		return nil, err
+	}
+	x.tables = e.tables
+	return x, nil
+}
+
 // owners builds the table for n buckets once and flattens it to bucket ->
 // server index, with len(servers) standing for "no owner". dispatch.NewTable
 // takes at most dispatch.MaxServers (4096) servers, so an index fits 16 bits
-// and even a 65536-bucket table stays in L2.
+// and even a 65536-bucket table stays in L2. The result is shared: read only.
 func (e *Evaluator) owners(n int) ([]uint16, error) {
+	e.tables.mu.Lock()
+	defer e.tables.mu.Unlock()
+	if o, ok := e.tables.m[n]; ok {
+		return o, nil
+	}
+	o, err := e.buildOwners(n)
+	if err != nil {
+		return nil, err
+	}
+	e.tables.m[n] = o
+	return o, nil
+}
+
+func (e *Evaluator) buildOwners(n int) ([]uint16, error) {
 	if n <= 0 || n > math.MaxUint32 {
 		return nil, fmt.Errorf("tune: bad bucket count %d", n)
 	}
@@ -639,6 +677,18 @@ func scatter(loads []uint64, nsrv, sets int, counts []int, owners [][]uint16, h 
 	for k, own := range owners {
 		l := loads[k*nsrv*sets : (k+1)*nsrv*sets]
 		n := uint32(counts[k])
+		if sets == 4 { // the default: three folds and the whole log
+			for j, hj := range h {
+				base := int(own[dispatch.Bucket(hj, n)]) * 4
+				dst := (*[4]uint64)(l[base : base+4])
+				src := (*[4]uint64)(w[j*4 : j*4+4])
+				dst[0] += src[0]
+				dst[1] += src[1]
+				dst[2] += src[2]
+				dst[3] += src[3]
+			}
+			continue
+		}
 		for j, hj := range h {
 			base := int(own[dispatch.Bucket(hj, n)]) * sets
 			dst := l[base : base+sets]

@@ -148,13 +148,24 @@ func holdOut(servers []dispatch.Server, pop *Population, m Metric, o HoldOutOpti
 	}
 	var folds []fold
 	var evs []*Evaluator
+	// Every evaluator shares one set of tables (they depend on the servers
+	// alone): full's, or the first one's.
+	like := full
+	evaluator := func(p *Population) (*Evaluator, error) {
+		if like == nil {
+			var err error
+			like, err = NewEvaluator(servers, p, m)
+			return like, err
+		}
+		return like.sharing(p, m)
+	}
 	for i := 1; i < len(ws); i++ {
 		train := merge(ws[:i])
 		test := ws[i].Pop
 		if m.Total(train) == 0 || m.Total(test) == 0 {
 			continue
 		}
-		ev, err := NewEvaluator(servers, train, m)
+		ev, err := evaluator(train)
 		if err != nil {
 			return ho, nil, err
 		}
@@ -175,7 +186,11 @@ func holdOut(servers []dispatch.Server, pop *Population, m Metric, o HoldOutOpti
 	}
 	sopts.Progress = nil
 	for k, fd := range folds {
-		f, err := holdOutFold(servers, fd.ev, srs[k], fd.test, m, sopts, uint64(fd.i))
+		evTest, err := evaluator(fd.test)
+		if err != nil {
+			return ho, nil, err
+		}
+		f, err := holdOutFold(fd.ev, evTest, srs[k], m, sopts, uint64(fd.i))
 		if err != nil {
 			return ho, nil, err
 		}
@@ -193,7 +208,7 @@ func holdOut(servers []dispatch.Server, pop *Population, m Metric, o HoldOutOpti
 			if ho.Reliable {
 				base, without = f.Chosen, f.Searched
 			}
-			evTest, err := NewEvaluator(servers, fd.test, m)
+			evTest, err := evaluator(fd.test)
 			if err != nil {
 				return ho, nil, err
 			}
@@ -205,7 +220,7 @@ func holdOut(servers []dispatch.Server, pop *Population, m Metric, o HoldOutOpti
 		whole, base := full, sopts.Current
 		if whole == nil {
 			var err error
-			if whole, err = NewEvaluator(servers, pop, m); err != nil {
+			if whole, err = evaluator(pop); err != nil {
 				return ho, nil, err
 			}
 		}
@@ -232,15 +247,11 @@ func holdOut(servers []dispatch.Server, pop *Population, m Metric, o HoldOutOpti
 	return ho, nil, nil
 }
 
-func holdOutFold(servers []dispatch.Server, evTrain *Evaluator, sr SearchResult, test *Population, m Metric, sopts SearchOptions, fold uint64) (Fold, error) {
+func holdOutFold(evTrain, evTest *Evaluator, sr SearchResult, m Metric, sopts SearchOptions, fold uint64) (Fold, error) {
 	var f Fold
 	f.Chosen = sr.Best.Candidate
 	f.InSample = sr.Best.Score(m).MaxMean
 
-	evTest, err := NewEvaluator(servers, test, m)
-	if err != nil {
-		return f, err
-	}
 	cur, err := evTest.Evaluate(sopts.Current)
 	if err != nil {
 		return f, err
