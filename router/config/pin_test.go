@@ -32,7 +32,6 @@ func TestPins(t *testing.T) {
 
 // Bad pins are reported with their line and key, all at once.
 func TestPinProblems(t *testing.T) {
-	bcast := strings.Replace(webCluster, `mode = "routing"`, "mode = \"broadcast\"\nbroadcast_address = \"10.0.0.250\"", 1)
 	var many strings.Builder
 	for i := range MaxPins + 1 {
 		many.WriteString(pin(fmt.Sprintf("192.0.2.%d", i+1), 0))
@@ -44,9 +43,25 @@ func TestPinProblems(t *testing.T) {
 		{"not unicast", twoArms + webCluster + "\n  [[cluster.pin]]\n  client = \"224.0.0.1\" #! cluster \"web\" pin[0]: client ~ multicast\n  server = 1\n"},
 		{"not an address", twoArms + webCluster + "\n  [[cluster.pin]]\n  client = \"crawler\" #! cluster \"web\" pin[0]: client\n  server = 1\n"},
 		{"missing keys", twoArms + webCluster + "\n  [[cluster.pin]] #! cluster \"web\" pin[0]: client ~ the client address to pin #! cluster \"web\" pin[0]: server ~ the id of the server\n  serve = 1 #! cluster \"web\" pin[0]: serve ~ did you mean \"server\"\n"},
-		{"broadcast mode", twoArms + bcast + "\n  [[cluster.pin]] #! cluster \"web\": pin ~ routing mode only\n  client = \"192.0.2.7\"\n  server = 1\n"},
 		{"too many", twoArms + webCluster + strings.Replace(many.String(), "[[cluster.pin]]", "[[cluster.pin]] #! cluster \"web\": pin ~ at most 64", 1)},
 	} {
 		t.Run(tc.name, func(t *testing.T) { checkProblems(t, tc.text) })
+	}
+}
+
+// Broadcast mode: pins go into the servers' static filters (ghostnode setup
+// reads this file); announcements do not carry them, so a cluster that
+// announces its table cannot have pins.
+func TestPinsBroadcast(t *testing.T) {
+	bcast := strings.Replace(webCluster, `mode = "routing"`, "mode = \"broadcast\"\nbroadcast_address = \"10.0.0.250\"", 1)
+	cfg := mustParse(t, twoArms+bcast+pin("192.0.2.7", 1))
+	if p := cfg.Clusters[0].Pins; len(p) != 1 || p[0].Server != 1 {
+		t.Errorf("broadcast pins = %+v", p)
+	}
+	d := newDecoder("bad.toml", []byte(broadcastWith("web.key")+pin("192.0.2.7", 0)))
+	d.noKeys = true
+	_, err := d.result()
+	if err == nil || !strings.Contains(err.Error(), "bad.toml:18: cluster \"b\": pin: [[cluster.pin]] in broadcast mode needs the servers' static filters") {
+		t.Errorf("pins with announce_key_file: %v", err)
 	}
 }

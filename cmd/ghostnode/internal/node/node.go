@@ -426,7 +426,8 @@ func (r *setupRun) table(prev *State, f *filter.Spec) error {
 		// Undo by loading the previous filter, when the previous state
 		// describes it.
 		if prev != nil && prev.Table != nil {
-			ps := &filter.Spec{Cluster: f.Cluster, Ghost: f.Ghost, Buckets: old.Buckets, Seed: old.Seed, Server: old.Server, Owned: cur.Owned}
+			ps := &filter.Spec{Cluster: f.Cluster, Ghost: f.Ghost, Buckets: old.Buckets, Seed: old.Seed, Server: old.Server, Owned: cur.Owned,
+				Pinned: cur.Pinned, PinnedAway: cur.PinnedAway}
 			if ok, _ := ps.Matches(cur); ok && ps.Check() == nil {
 				r.undo = append(r.undo, func() error { return h.NFT(context.WithoutCancel(ctx), ps.Ruleset()) })
 			}
@@ -768,5 +769,7 @@ func (n *Node) readFilter(ctx context.Context, r *Report) {
 	if c, ok := tbl.Counters(); ok {
 		r.Counters = &c
 	}
-	r.FilterOK, r.FilterNote = r.State.FilterSpec(tbl.Owned).Matches(tbl)
+	fs := r.State.FilterSpec(tbl.Owned)
+	fs.Pinned, fs.PinnedAway = tbl.Pinned, tbl.PinnedAway // static, like the owned buckets: their shape is checked
+	r.FilterOK, r.FilterNote = fs.Matches(tbl)
 }
