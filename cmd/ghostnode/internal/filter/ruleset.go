@@ -37,7 +37,7 @@ const (
 	CommentPinnedNew      = "pinned-new"
 	CommentPinnedDatagram = "pinned-datagram"
 	CommentPinnedAway     = "pinned-away"
-	CommentDropped      = "dropped"
+	CommentDropped        = "dropped"
 
 	// mangle is the numeric priority of `priority mangle`, as `nft -j` reports it.
 	manglePriority = -150
