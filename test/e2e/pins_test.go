@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -157,4 +159,207 @@ func TestRoutingModePins(t *testing.T) {
 		t.Errorf("%s pinned to drained server %d reached servers %v (kernel), want the hash's %d", drained, id, at, fallback)
 	}
 	t.Logf("pins %v; %d clients each reached only its server (kernel, captures, answers)", pins, len(clients))
+}
+
+// inputTable is the table recordInput adds on a server.
+const inputTable = "grinput"
+
+// recordInput makes a server's kernel note the source of every packet to
+// the ghost that it delivers locally (the input hook, after the server's
+// filter decided): the oracle for "this server accepted the client".
+func recordInput(t *testing.T, ns *harness.NS) {
+	t.Helper()
+	script := fmt.Sprintf(`table ip %s {
+	set seen { typeof ip saddr; flags dynamic; size 65535; }
+	chain in {
+		type filter hook input priority filter; policy accept;
+		ip daddr %s add @seen { ip saddr }
+	}
+}
+`, inputTable, ghostAddr)
+	cmd := exec.Command("ip", "netns", "exec", ns.Name, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft in %s: %v: %s\n%s", ns.Name, err, out, script)
+	}
+}
+
+// inputSeen reads back what recordInput noted.
+func inputSeen(t *testing.T, ns *harness.NS) map[string]bool {
+	t.Helper()
+	out := ns.MustRun("nft", "-j", "list", "set", "ip", inputTable, "seen")
+	var doc struct {
+		Nftables []map[string]json.RawMessage `json:"nftables"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatalf("nft -j list set: %v\n%s", err, out)
+	}
+	got := map[string]bool{}
+	for _, obj := range doc.Nftables {
+		raw, ok := obj["set"]
+		if !ok {
+			continue
+		}
+		var set struct{ Elem []json.RawMessage }
+		if err := json.Unmarshal(raw, &set); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range set.Elem {
+			var s string
+			if json.Unmarshal(e, &s) != nil {
+				var el struct {
+					Elem struct{ Val string } `json:"elem"`
+				}
+				if err := json.Unmarshal(e, &el); err != nil || el.Elem.Val == "" {
+					t.Fatalf("nft element %s", e)
+				}
+				s = el.Elem.Val
+			}
+			got[s] = true
+		}
+	}
+	return got
+}
+
+// ruleCounter is the packet counter of the rule with comment in a server's
+// ghostnode table, read from the kernel.
+func ruleCounter(t *testing.T, ns *harness.NS, comment string) int {
+	t.Helper()
+	out := ns.MustRun("nft", "-j", "list", "table", "ip", "ghost_web")
+	var doc struct {
+		Nftables []map[string]json.RawMessage `json:"nftables"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, obj := range doc.Nftables {
+		raw, ok := obj["rule"]
+		if !ok {
+			continue
+		}
+		var r struct {
+			Comment string
+			Expr    []map[string]json.RawMessage
+		}
+		if err := json.Unmarshal(raw, &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Comment != comment {
+			continue
+		}
+		for _, x := range r.Expr {
+			if c, ok := x["counter"]; ok {
+				var n struct{ Packets int }
+				if err := json.Unmarshal(c, &n); err != nil {
+					t.Fatal(err)
+				}
+				return n.Packets
+			}
+		}
+	}
+	t.Fatalf("no rule %q with a counter in ghost_web:\n%s", comment, out)
+	return 0
+}
+
+// TestBroadcastModePins: broadcast mode without announcements (the servers'
+// filters come from the configuration through ghostnode setup). Two of 24
+// clients are pinned to servers 0 and 1, away from their hashed servers.
+// Every server receives every packet (the appliance broadcasts them); the
+// kernel is the oracle of which one accepts: each server's kernel notes, at
+// its input hook, the clients whose packets its filter let through. A
+// pinned client's packets get through on its pinned server alone, and only
+// that server answers it (captures: SYN-ACKs and replies from the ghost;
+// the answering service names itself); every other client gets through on
+// its hashed server alone; the filters' own counters show the pin rules
+// accepting on the pinned servers and dropping elsewhere.
+func TestBroadcastModePins(t *testing.T) {
+	const nClients = 24
+	tp := newTopo(t, topoOptions{servers: 4, clientAddrs: nClients})
+	tp.startServers()
+	plain := tp.baseConfig() + tp.clusterConfig("broadcast", "jhash", fmt.Sprintf("broadcast_address = %q\n", secondGhost))
+	tp.start(plain)
+	clients := tp.clientSources(nClients)
+	hashed := tp.lookup(clients)
+	pins := map[string]int{}
+	for target := range 2 {
+		for _, c := range clients {
+			if _, taken := pins[c]; !taken && hashed[c] != target {
+				pins[c] = target
+				break
+			}
+		}
+	}
+	want := map[string]int{}
+	for _, c := range clients {
+		want[c] = hashed[c]
+		if id, ok := pins[c]; ok {
+			want[c] = id
+		}
+	}
+	pinned := tp.baseConfig() + tp.clusterConfig("broadcast", "jhash", fmt.Sprintf("broadcast_address = %q\n", secondGhost)+pinSections(pins))
+	tp.reloadTo(pinned)
+	tp.setupNodes()
+	if got := tp.lookup(clients); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("lookup with pins:\n%v\nwant\n%v", got, want)
+	}
+	for _, s := range tp.servers {
+		recordInput(t, s.ns)
+	}
+
+	var capSrv []*harness.Capture
+	for _, s := range tp.servers {
+		capSrv = append(capSrv, s.ns.Capture("e0", "ip"))
+	}
+	tp.askAll(clients, want)
+	all := harness.StopAll(capSrv...)
+	ghost := netip.MustParseAddr(ghostAddr)
+	for i, pkts := range all {
+		for _, p := range pkts {
+			if p.Src != ghost {
+				continue
+			}
+			if id, isPinned := pins[p.Dst.String()]; isPinned && id != i {
+				t.Errorf("server %d answered %s, which is pinned to server %d: %v", i, p.Dst, id, p)
+			}
+		}
+	}
+	answered := map[string]bool{}
+	for i, pkts := range all {
+		for _, p := range pkts {
+			if _, isPinned := pins[p.Dst.String()]; isPinned && p.Src == ghost && pins[p.Dst.String()] == i {
+				answered[p.Dst.String()] = true
+			}
+		}
+	}
+	for c, id := range pins {
+		if !answered[c] {
+			t.Errorf("no answer to pinned %s captured at its server %d", c, id)
+		}
+	}
+	seen := make([]map[string]bool, len(tp.servers))
+	for i, s := range tp.servers {
+		seen[i] = inputSeen(t, s.ns)
+	}
+	for _, c := range clients {
+		var at []int
+		for i := range tp.servers {
+			if seen[i][c] {
+				at = append(at, i)
+			}
+		}
+		if len(at) != 1 || at[0] != want[c] {
+			t.Errorf("%s got through the filters of servers %v (kernel), want only %d", c, at, want[c])
+		}
+	}
+	for i, s := range tp.servers {
+		here, away := ruleCounter(t, s.ns, "pinned-new"), ruleCounter(t, s.ns, "pinned-away")
+		switch {
+		case i < 2 && (here == 0 || away == 0):
+			t.Errorf("server %d: pin rules accepted %d and dropped %d packets; want both, it has a pinned client and the other's packets reach it", i, here, away)
+		case i >= 2 && (here != 0 || away == 0):
+			t.Errorf("server %d: pin rules accepted %d and dropped %d packets; want none accepted (no client is pinned to it) and some dropped", i, here, away)
+		}
+		tp.nodeStatus(i)
+	}
+	t.Logf("pins %v: each pinned client got through the filter of its server alone (kernel), answered by it alone", pins)
 }
