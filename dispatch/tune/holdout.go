@@ -142,9 +142,9 @@ func holdOut(servers []dispatch.Server, pop *Population, m Metric, o HoldOutOpti
 	ho.Windows = len(ws)
 	sopts := o.Search
 	type fold struct {
-		i           int
-		train, test *Population
-		ev          *Evaluator
+		i          int
+		test       *Population
+		ev, evTest *Evaluator
 	}
 	var folds []fold
 	var evs []*Evaluator
@@ -169,7 +169,7 @@ func holdOut(servers []dispatch.Server, pop *Population, m Metric, o HoldOutOpti
 		if err != nil {
 			return ho, nil, err
 		}
-		folds = append(folds, fold{i: i, train: train, test: test, ev: ev})
+		folds = append(folds, fold{i: i, test: test, ev: ev})
 		evs = append(evs, ev)
 	}
 	if full != nil {
@@ -190,6 +190,7 @@ func holdOut(servers []dispatch.Server, pop *Population, m Metric, o HoldOutOpti
 		if err != nil {
 			return ho, nil, err
 		}
+		folds[k].evTest = evTest
 		f, err := holdOutFold(fd.ev, evTest, srs[k], m, sopts, uint64(fd.i))
 		if err != nil {
 			return ho, nil, err
@@ -208,11 +209,8 @@ func holdOut(servers []dispatch.Server, pop *Population, m Metric, o HoldOutOpti
 			if ho.Reliable {
 				base, without = f.Chosen, f.Searched
 			}
-			evTest, err := evaluator(fd.test)
-			if err != nil {
-				return ho, nil, err
-			}
-			if f.Pins, f.Pinned, err = pinsFold(servers, windowPops(ws[:fd.i]), fd.ev, evTest, base, o.Pins); err != nil {
+			var err error
+			if f.Pins, f.Pinned, err = pinsFold(servers, windowPops(ws[:fd.i]), fd.ev, fd.evTest, base, o.Pins); err != nil {
 				return ho, nil, err
 			}
 			f.Unpinned = without
