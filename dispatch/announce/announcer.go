@@ -171,7 +171,7 @@ func (a *Announcer) Announce(cl *config.Cluster, version uint64, servers []dispa
 	if hash == "" {
 		hash = config.HashJhash
 	}
-	changed, err := cs.tr.SetTarget(hash, cl.Seed, cl.Buckets, MembersFrom(servers))
+	changed, err := cs.tr.SetTargetPins(hash, cl.Seed, cl.Buckets, MembersFrom(servers), PinsFrom(cl.Pins))
 	if err != nil {
 		a.failed.Add(1)
 		a.log.Error("announcement: target table not built", "cluster", cl.Name, "version", version, "err", err)

@@ -58,6 +58,7 @@ type host struct {
 	id     int
 	r      *Receiver
 	owned  []uint32
+	pinned []netip.Addr // the pinned clients its filter accepts
 	deaf   bool // the agent is dead: its filter stays, it hears nothing
 	listen bool
 }
@@ -128,6 +129,11 @@ func (m *model) hostGets(h *host, b []byte) {
 	switch res.Verdict {
 	case Apply:
 		h.owned = res.Owned // the filter changes, then the acknowledgement leaves
+		here, _, err := res.Msg.PinnedFor(h.id)
+		if err != nil {
+			m.t.Fatal(err)
+		}
+		h.pinned = here
 		h.r.Applied(res)
 		m.applied++
 	case Repeat:
@@ -157,6 +163,18 @@ func (m *model) check() {
 				m.t.Fatalf("at %v bucket %d is in the filters of servers %d and %d", m.clk.t.Format("15:04:05.000"), b, owner[b], h.id)
 			}
 			owner[b] = h.id
+		}
+	}
+	pinnedAt := map[netip.Addr]int{}
+	for _, h := range m.hosts {
+		if h.deaf && m.excuseDeaf {
+			continue
+		}
+		for _, c := range h.pinned {
+			if o, ok := pinnedAt[c]; ok {
+				m.t.Fatalf("at %v pinned client %s is accepted by the filters of servers %d and %d", m.clk.t.Format("15:04:05.000"), c, o, h.id)
+			}
+			pinnedAt[c] = h.id
 		}
 	}
 }
@@ -251,6 +269,59 @@ func (m *model) settle(ms *membership) {
 		if !h.deaf && !slices.Equal(h.owned, want) {
 			m.t.Errorf("server %d's filter has %v, the table gives it %v", h.id, h.owned, want)
 		}
+		// A pin is this server's when it is live, else the hash decides.
+		var wantPins []netip.Addr
+		for _, p := range m.cl.Pins {
+			live := slices.ContainsFunc(ms.servers(), func(s dispatch.Server) bool { return s.ID == p.Server && s.Up && s.Weight > 0 })
+			owner := p.Server
+			if !live {
+				owner, _ = tb.OwnerID(dispatch.Bucket(dispatch.JHash(p.Client, m.cl.Seed), uint32(m.cl.Buckets)))
+				if _, ok := tb.OwnerID(dispatch.Bucket(dispatch.JHash(p.Client, m.cl.Seed), uint32(m.cl.Buckets))); !ok {
+					owner = -1
+				}
+			}
+			if owner == h.id {
+				wantPins = append(wantPins, p.Client)
+			}
+		}
+		slices.SortFunc(wantPins, netip.Addr.Compare)
+		if !h.deaf && !slices.Equal(h.pinned, wantPins) {
+			m.t.Errorf("server %d's filter accepts pinned clients %v, want %v", h.id, h.pinned, wantPins)
+		}
+	}
+}
+
+// TestTransitionModelPins is TestTransitionModel with three pinned clients
+// (on servers 0, 1 and 2, which fail, recover, drain and leave like the
+// others): no pinned client is ever accepted by two filters, and once the
+// network heals each is accepted by its pinned server when that is live,
+// else by its bucket's owner.
+func TestTransitionModelPins(t *testing.T) {
+	for seed := range uint64(10) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			m := newModel(t, 100+seed, 6)
+			m.cl.Pins = []config.Pin{
+				{Client: netip.MustParseAddr("192.0.2.7"), Server: 0},
+				{Client: netip.MustParseAddr("192.0.2.8"), Server: 1},
+				{Client: netip.MustParseAddr("198.51.100.9"), Server: 2},
+			}
+			m.a.ackTimeout = time.Hour
+			m.loss, m.dup, m.delay = 0.25, 0.1, 150*time.Millisecond
+			ms := &membership{in: []bool{true, true, true, true, false, false}, up: make([]bool, 6), weight: []int{1, 1, 1, 1, 1, 1}}
+			for i := range ms.up {
+				ms.up[i] = true
+			}
+			m.a.Announce(m.cl, 0, ms.servers())
+			for range 25 {
+				m.run(time.Duration(20+m.rng.IntN(400))*time.Millisecond, ms, 0.05)
+				ms.change(m.rng)
+				m.a.Announce(m.cl, 0, ms.servers())
+			}
+			m.settle(ms)
+			if st := m.a.Status()[0]; st.Excused != 0 {
+				t.Errorf("excused %d, want 0", st.Excused)
+			}
+		})
 	}
 }
 

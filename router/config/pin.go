@@ -26,9 +26,6 @@ type Pin struct {
 // address are decoded already.
 func (d *decoder) pins(t *table, c *Cluster) {
 	pts := t.tables("pin", "pin")
-	if len(pts) > 0 && c.Mode == ModeBroadcast && c.AnnounceKeyFile != "" {
-		t.errorf("pin", "[[cluster.pin]] in broadcast mode needs the servers' static filters (ghostnode setup from this file): table announcements (announce_key_file) do not carry pins")
-	}
 	if len(pts) > MaxPins {
 		t.errorf("pin", "%d pins: at most %d (pins are for a few heavy clients; the rest stay hashed)", len(pts), MaxPins)
 	}
