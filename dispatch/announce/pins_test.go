@@ -57,7 +57,9 @@ func TestPinsWire(t *testing.T) {
 	}{
 		{"no pins in format 4", appendMAC(append(append([]byte(nil), want[:len(plain)-MACSize]...), 0), testKey), "0 pins"},
 		{"descending", body(func(x []byte) []byte { x[len(x)-8] = 100; return x }), "must ascend"},
-		{"wrong family", body(func(x []byte) []byte { return append(x[:len(x)-9], 16, 0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0) }), "ghost's family"},
+		{"wrong family", body(func(x []byte) []byte {
+			return append(x[:len(x)-9], 16, 0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0)
+		}), "ghost's family"},
 		{"truncated", body(func(x []byte) []byte { return x[:len(x)-2] }), "truncated"},
 		{"trailing", body(func(x []byte) []byte { return append(x, 0) }), "after the last member"},
 	} {

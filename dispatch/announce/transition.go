@@ -65,8 +65,8 @@ type issued struct {
 	seed    uint32
 	buckets int
 	pins    []Pin
-	tables  [][]Member // the target first; each sorted by ID, present members only
-	msg     Message    // without Cluster, Epoch, Tx, Interval, Ghost
+	tables  [][]Member  // the target first; each sorted by ID, present members only
+	msg     Message     // without Cluster, Epoch, Tx, Interval, Ghost
 	grants  []int32     // allGrants: the buckets', then the pins'
 	holds   map[int]int // buckets and pins granted per server id
 }

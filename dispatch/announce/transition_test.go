@@ -59,7 +59,7 @@ type host struct {
 	r      *Receiver
 	owned  []uint32
 	pinned []netip.Addr // the pinned clients its filter accepts
-	deaf   bool // the agent is dead: its filter stays, it hears nothing
+	deaf   bool         // the agent is dead: its filter stays, it hears nothing
 	listen bool
 }
 
