@@ -6,7 +6,9 @@ import (
 	"net/netip"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ghostrouter/ghostrouter/test/harness"
 )
@@ -362,4 +364,115 @@ func TestBroadcastModePins(t *testing.T) {
 		tp.nodeStatus(i)
 	}
 	t.Logf("pins %v: each pinned client got through the filter of its server alone (kernel), answered by it alone", pins)
+}
+
+// checkPinnedOnWire asks the ghost from every client and checks, with the
+// kernel as the oracle, that each got through the filter of want's server
+// alone and that only that server answered it.
+func checkPinnedOnWire(t *testing.T, tp *topo, clients []string, want map[string]int) {
+	t.Helper()
+	for _, s := range tp.servers {
+		s.ns.MustRun("sh", "-c", "nft delete table ip "+inputTable+" 2>/dev/null; true")
+		recordInput(t, s.ns)
+	}
+	var capSrv []*harness.Capture
+	for _, s := range tp.servers {
+		capSrv = append(capSrv, s.ns.Capture("e0", "ip"))
+	}
+	tp.askAll(clients, want)
+	all := harness.StopAll(capSrv...)
+	ghost := netip.MustParseAddr(ghostAddr)
+	for i, pkts := range all {
+		for _, p := range pkts {
+			if id, ok := want[p.Dst.String()]; ok && p.Src == ghost && id != i {
+				t.Errorf("server %d answered %s, which is server %d's: %v", i, p.Dst, id, p)
+			}
+		}
+	}
+	seen := make([]map[string]bool, len(tp.servers))
+	for i, s := range tp.servers {
+		seen[i] = inputSeen(t, s.ns)
+	}
+	for _, c := range clients {
+		var at []int
+		for i := range tp.servers {
+			if seen[i][c] {
+				at = append(at, i)
+			}
+		}
+		if len(at) != 1 || at[0] != want[c] {
+			t.Errorf("%s got through the filters of servers %v (kernel), want only %d", c, at, want[c])
+		}
+	}
+}
+
+// TestBroadcastAnnouncedPins: broadcast mode with `ghostnode run` on the
+// servers: the pins travel in the signed announcements and each server's
+// filter follows them. Two pinned clients get through the filter of their
+// pinned server alone (the kernel's input hook is the oracle) and only it
+// answers them. When a pinned server fails, the announced table hashes its
+// client to a survivor (break before make, as for buckets); when it
+// recovers, the client is pinned to it again.
+func TestBroadcastAnnouncedPins(t *testing.T) {
+	const nClients = 16
+	tp := newTopo(t, topoOptions{servers: 4, clientAddrs: nClients})
+	tp.startServers()
+	clients := tp.clientSources(nClients)
+	tp.writeConfig(tp.baseConfig() + tp.clusterConfig("broadcast", "jhash", broadcastExtra(fastHealth)))
+	hashed := tp.lookup(clients)
+	pins := map[string]int{}
+	for target := range 2 {
+		for _, c := range clients {
+			if _, taken := pins[c]; !taken && hashed[c] != target {
+				pins[c] = target
+				break
+			}
+		}
+	}
+	want := map[string]int{}
+	for _, c := range clients {
+		want[c] = hashed[c]
+		if id, ok := pins[c]; ok {
+			want[c] = id
+		}
+	}
+	tp.start(tp.baseConfig() + tp.clusterConfig("broadcast", "jhash", broadcastExtra(fastHealth+pinSections(pins))))
+	if got := tp.lookup(clients); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("lookup with pins:\n%v\nwant\n%v", got, want)
+	}
+	tp.runNodes(tp.cfgPath, 0, 4)
+	tp.waitInStep(4, "at start")
+	checkPinnedOnWire(t, tp, clients, want)
+
+	// The pinned server 0 fails: its pinned client is hashed to a survivor.
+	var victimClient string
+	for c, id := range pins {
+		if id == 0 {
+			victimClient = c
+		}
+	}
+	wantDown := tp.lookupDown(clients, "0")
+	if wantDown[victimClient] == 0 {
+		t.Fatalf("lookup --down 0 still sends %s to server 0", victimClient)
+	}
+	vs := tp.servers[0]
+	vs.peer.Signal(syscall.SIGKILL)
+	vs.peer.Wait(5 * time.Second)
+	tp.waitServerState(0, false, 5*time.Second)
+	tp.waitInStep(4, "after the pinned server's failure")
+	var others []string
+	for _, c := range clients {
+		if want[c] != 0 {
+			others = append(others, c)
+		}
+	}
+	checkPinnedOnWire(t, tp, append(others, victimClient), wantDown)
+
+	// It recovers: the client is pinned to it again.
+	vs.peer = vs.ns.Start("peer-s0-again", tp.peer, "serve", "-name", vs.name, "-http", ":80", "-udp", ":9000", "-lifetime", "5m")
+	vs.peer.WaitForLog("ready", 10*time.Second)
+	tp.waitServerState(0, true, 10*time.Second)
+	tp.waitInStep(4, "after the recovery")
+	checkPinnedOnWire(t, tp, clients, want)
+	t.Logf("pins %v announced; %s went to server %d while server 0 was down, and back", pins, victimClient, wantDown[victimClient])
 }
