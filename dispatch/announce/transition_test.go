@@ -52,6 +52,8 @@ type model struct {
 	// excuseDeaf leaves deaf hosts out of the check: once the bound has
 	// excused them, their stale filters are what the bound costs.
 	excuseDeaf bool
+	// everPinned are the clients any pin set of the run named.
+	everPinned []netip.Addr
 }
 
 type host struct {
@@ -59,6 +61,7 @@ type host struct {
 	r      *Receiver
 	owned  []uint32
 	pinned []netip.Addr // the pinned clients its filter accepts
+	away   []netip.Addr // and those it drops
 	deaf   bool         // the agent is dead: its filter stays, it hears nothing
 	listen bool
 }
@@ -129,11 +132,11 @@ func (m *model) hostGets(h *host, b []byte) {
 	switch res.Verdict {
 	case Apply:
 		h.owned = res.Owned // the filter changes, then the acknowledgement leaves
-		here, _, err := res.Msg.PinnedFor(h.id)
+		here, away, err := res.Msg.PinnedFor(h.id)
 		if err != nil {
 			m.t.Fatal(err)
 		}
-		h.pinned = here
+		h.pinned, h.away = here, away
 		h.r.Applied(res)
 		m.applied++
 	case Repeat:
@@ -165,16 +168,26 @@ func (m *model) check() {
 			owner[b] = h.id
 		}
 	}
-	pinnedAt := map[netip.Addr]int{}
-	for _, h := range m.hosts {
-		if h.deaf && m.excuseDeaf {
-			continue
-		}
-		for _, c := range h.pinned {
-			if o, ok := pinnedAt[c]; ok {
-				m.t.Fatalf("at %v pinned client %s is accepted by the filters of servers %d and %d", m.clk.t.Format("15:04:05.000"), c, o, h.id)
+	// Every client ever pinned is accepted by one filter at most: as a pin
+	// (ahead of the hash), or, where its host's table does not pin it, by
+	// its bucket.
+	for _, c := range m.everPinned {
+		b := dispatch.Bucket(dispatch.JHash(c, m.cl.Seed), uint32(m.cl.Buckets))
+		at := -1
+		for _, h := range m.hosts {
+			if h.deaf && m.excuseDeaf {
+				continue
 			}
-			pinnedAt[c] = h.id
+			accepts := slices.Contains(h.pinned, c)
+			if !accepts && !slices.Contains(h.away, c) {
+				_, accepts = slices.BinarySearch(h.owned, b)
+			}
+			if accepts {
+				if at >= 0 {
+					m.t.Fatalf("at %v client %s (pinned) is accepted by the filters of servers %d and %d", m.clk.t.Format("15:04:05.000"), c, at, h.id)
+				}
+				at = h.id
+			}
 		}
 	}
 }
@@ -291,20 +304,25 @@ func (m *model) settle(ms *membership) {
 	}
 }
 
-// TestTransitionModelPins is TestTransitionModel with three pinned clients
-// (on servers 0, 1 and 2, which fail, recover, drain and leave like the
-// others): no pinned client is ever accepted by two filters, and once the
-// network heals each is accepted by its pinned server when that is live,
-// else by its bucket's owner.
+// TestTransitionModelPins is TestTransitionModel with pinned clients (on
+// servers that fail, recover, drain and leave like the others) and pins that
+// change (moved to another server, dropped, added back) now and then: no
+// pinned client is ever accepted by two filters, as a pin or by its bucket,
+// and once the network heals each is accepted by its pinned server when
+// that is live, else by its bucket's owner.
 func TestTransitionModelPins(t *testing.T) {
 	for seed := range uint64(10) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			m := newModel(t, 100+seed, 6)
-			m.cl.Pins = []config.Pin{
+			all := []config.Pin{
 				{Client: netip.MustParseAddr("192.0.2.7"), Server: 0},
 				{Client: netip.MustParseAddr("192.0.2.8"), Server: 1},
 				{Client: netip.MustParseAddr("198.51.100.9"), Server: 2},
 			}
+			for _, p := range all {
+				m.everPinned = append(m.everPinned, p.Client)
+			}
+			m.cl.Pins = slices.Clone(all)
 			m.a.ackTimeout = time.Hour
 			m.loss, m.dup, m.delay = 0.25, 0.1, 150*time.Millisecond
 			ms := &membership{in: []bool{true, true, true, true, false, false}, up: make([]bool, 6), weight: []int{1, 1, 1, 1, 1, 1}}
@@ -314,7 +332,24 @@ func TestTransitionModelPins(t *testing.T) {
 			m.a.Announce(m.cl, 0, ms.servers())
 			for range 25 {
 				m.run(time.Duration(20+m.rng.IntN(400))*time.Millisecond, ms, 0.05)
-				ms.change(m.rng)
+				if m.rng.IntN(4) == 0 {
+					// A reload changes the pins: one moves, or the set
+					// shrinks or grows back.
+					cl := *m.cl
+					cl.Pins = nil
+					for _, p := range all {
+						switch m.rng.IntN(4) {
+						case 0: // dropped
+						case 1:
+							cl.Pins = append(cl.Pins, config.Pin{Client: p.Client, Server: m.rng.IntN(6)})
+						default:
+							cl.Pins = append(cl.Pins, p)
+						}
+					}
+					m.cl = &cl
+				} else {
+					ms.change(m.rng)
+				}
 				m.a.Announce(m.cl, 0, ms.servers())
 			}
 			m.settle(ms)
