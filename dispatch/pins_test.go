@@ -230,3 +230,44 @@ func BenchmarkForwarderInboundPinned(b *testing.B) {
 		f.Inbound(nil, work)
 	}
 }
+
+// IPv6: a pinned client's packets (an echo request) and the ICMPv6 errors
+// quoting its flows go to its pinned server.
+func TestForwarderHonoursPinsIPv6(t *testing.T) {
+	lan, peer := lanPair(t)
+	ghost6 := netip.MustParseAddr("2001:db8:ffff::10")
+	_, _, v := testForwarder(t, lan, nil)
+	router := netip.MustParseAddr("2001:db8:9::1")
+	var clients []netip.Addr
+	var to []int
+	for i := 1; len(clients) < 8 && i < 256; i++ {
+		c := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 1, 15: byte(i)})
+		idx, _, ok := v.Selector.Select(c)
+		if !ok {
+			continue
+		}
+		clients = append(clients, c)
+		to = append(to, (idx+1)%len(v.Servers))
+	}
+	pv := *v
+	pv.pins = livePins(pinsTo(clients, to, v.Servers), v.Servers)
+	c6 := NewCluster("web6", ghost6, lan)
+	c6.Publish(&pv)
+	f := NewForwarder(nil)
+	f.SetClusters([]*Cluster{c6})
+	for i, c := range clients {
+		for _, typ := range []uint8{1, 2, 128} { // two errors quoting its flow, and its own echo request
+			src := router
+			if typ == 128 {
+				src = c
+			}
+			if !f.Inbound(nil, icmp6ErrorFrame(src, ghost6, ghost6, c, typ)) {
+				t.Fatal("not taken")
+			}
+			out := readNow(t, peer)
+			if out == nil || [6]byte(out[0:6]) != v.MACs[to[i]] {
+				t.Fatalf("ICMPv6 type %d about pinned %s went to %x, want server index %d (%x)", typ, c, out, to[i], v.MACs[to[i]])
+			}
+		}
+	}
+}
