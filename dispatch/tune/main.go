@@ -71,7 +71,7 @@ nothing is recommended unless --in-sample is given.
 A new seed or bucket count sends most clients to a different server; apply it
 when that is acceptable.
 
-Pins (routing mode): clients heavy in every window (crawlers, proxies,
+Pins: clients heavy in every window (crawlers, proxies,
 corporate NATs) can be placed on servers deliberately with [[cluster.pin]],
 while the long tail stays hashed. tune chooses them on the earlier windows,
 places each (heaviest first) on the server least loaded after taking it, and
@@ -161,7 +161,7 @@ func parseArgs(args []string, helpOut io.Writer) (options, []string, error) {
 	fs.IntVar(&o.top, "top", 10, "list the `N` heaviest clients")
 	fs.IntVar(&o.folds, "folds", DefaultFolds, "held-out folds: split the logs by time into N+1 windows")
 	fs.BoolVar(&o.json, "json", false, "write the report as JSON")
-	fs.IntVar(&o.pins, "pins", DefaultMaxPins, "recommend at most `N` pins for clients heavy in every window (routing mode; 0: none)")
+	fs.IntVar(&o.pins, "pins", DefaultMaxPins, "recommend at most `N` pins for clients heavy in every window (0: none)")
 	fs.BoolVar(&o.inSample, "in-sample", false, "recommend the best setting on the logs searched, without held-out validation")
 	fs.Usage = func() {
 		fmt.Fprint(helpOut, usage)
@@ -278,9 +278,7 @@ func run(o options, logs []string, stdin io.Reader, stdout, stderr io.Writer, tt
 		sopts.Progress = func(done, total int) { prog.printf("searching: seed %d of %d", done, total) }
 	}
 	hopts := HoldOutOptions{Folds: o.folds, Search: sopts}
-	if cl.Mode == config.ModeRouting { // broadcast mode's filters know no pins
-		hopts.Pins = o.pins
-	}
+	hopts.Pins = o.pins // both modes: broadcast filters honour pins too
 	var res SearchResult
 	var ho HoldOut
 	if o.inSample {
