@@ -77,6 +77,8 @@ type View struct {
 	// Trans is the open transition window (transition.go); nil in the
 	// steady state.
 	Trans *transition
+	// pins are the cluster's pins in effect (pins.go); nil without.
+	pins core.PinMap
 }
 
 // NewCluster returns a cluster dispatching ghost traffic out of lan.

@@ -305,6 +305,7 @@ func (mc *managed) publish() {
 		Servers:  mc.servers,
 		MACs:     append([][6]byte(nil), mc.macs...),
 		Stats:    make([]*ServerStats, len(mc.servers)),
+		pins:     core.LivePins(mc.spec.pins, mc.servers),
 	}
 	for i, s := range mc.servers {
 		v.Stats[i] = mc.stats[s.ID]

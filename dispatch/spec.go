@@ -24,6 +24,7 @@ type spec struct {
 	seed      uint32
 	buckets   int
 	servers   []serverSpec  // in file order
+	pins      []config.Pin  // the cluster's pins, their Line cleared
 	members   []core.Server // the table's view of servers, all up (core.ServersFor)
 	health    health.Spec
 	// drainTimeout and flowMemory shape routing mode's transition windows
@@ -58,6 +59,9 @@ func specOf(cl *config.Cluster) spec {
 	}
 	for i, sv := range cl.Servers {
 		s.servers[i] = serverSpec{id: sv.ID, addr: sv.Address, weight: sv.Weight, drain: sv.Drain}
+	}
+	for _, p := range cl.Pins {
+		s.pins = append(s.pins, config.Pin{Client: p.Client, Server: p.Server})
 	}
 	s.members = core.ServersFor(cl, nil)
 	if cl.Mode == config.ModeBroadcast && cl.AnnounceKey != nil {

@@ -92,7 +92,7 @@ func (m *Manager) State() []ClusterState {
 			Interface: sp.iface, Hash: sp.hash, Seed: sp.seed, Buckets: sp.buckets,
 			Health: sp.health, Version: mc.version,
 			Events:      slices.Clone(mc.events),
-			Fingerprint: core.FingerprintOf(mc.table, mc.servers),
+			Fingerprint: core.ClusterFingerprint(mc.table, mc.servers, mc.spec.pins),
 		}
 		var states map[int]health.State
 		if mc.checker != nil {

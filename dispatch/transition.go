@@ -203,7 +203,9 @@ func (c *Cluster) pickFlow(client netip.Addr, ip []byte, l4 int, proto uint8) (v
 		return nil, 0, mac, stage.NoServer
 	}
 	idx, bucket, ok := v.Selector.Select(client)
-	if tr := v.Trans; tr != nil && l4 >= 0 && tr.touches(v, client, bucket) {
+	if j, pinned := v.pinned(client); pinned {
+		idx, ok = j, true
+	} else if tr := v.Trans; tr != nil && l4 >= 0 && tr.touches(v, client, bucket) {
 		idx, ok = c.steer(v, tr, client, bucket, idx, ok, ip, l4, proto)
 	}
 	if !ok {
@@ -299,7 +301,9 @@ func (c *Cluster) pickQuoted(client netip.Addr, proto uint8, clientPort, ghostPo
 		return nil, 0, mac, stage.NoServer
 	}
 	idx, bucket, ok := v.Selector.Select(client)
-	if tr := v.Trans; tr != nil && (proto == protoTCP || proto == protoUDP) && tr.touches(v, client, bucket) {
+	if j, pinned := v.pinned(client); pinned {
+		idx, ok = j, true
+	} else if tr := v.Trans; tr != nil && (proto == protoTCP || proto == protoUDP) && tr.touches(v, client, bucket) {
 		k := flowKey{addr: client.As16(), sport: clientPort, dport: ghostPort, proto: proto}
 		var other int
 		switch id, hit := tr.mem.peek(&k); {

@@ -77,6 +77,7 @@ func planRun(f *flags) (*runPlan, error) {
 			// copy of the file may be ahead of the appliance, and a bucket
 			// claimed too early is a second answer to someone's connection.
 			spec.Filter.Owned = []uint32{}
+			spec.Filter.Pinned, spec.Filter.PinnedAway = nil, nil
 		}
 		p.spec, p.id, port = spec, f.id, cl.AnnouncePort
 		if cl.AnnounceKeyFile != "" {
@@ -343,6 +344,13 @@ func (i *nodeInstaller) Install(ctx context.Context, m *announce.Message, owned,
 	}
 	s := i.spec
 	s.Filter = &filter.Spec{Cluster: s.Cluster, Ghost: s.Ghost, Buckets: m.Buckets, Seed: m.Seed, Server: i.id, Owned: owned, Unowned: unowned}
+	// The announced pins, ahead of the hash: the clients granted to this
+	// server are accepted, every other pinned client dropped.
+	here, away, err := m.PinnedFor(i.id)
+	if err != nil {
+		return err
+	}
+	s.Filter.Pinned, s.Filter.PinnedAway = here, away
 	return i.n.Apply(ctx, s)
 }
 

@@ -268,28 +268,29 @@ func (t *Transition) Adopt(heard []*Message) error {
 		hash    config.Hash
 		seed    uint32
 		buckets int
+		pins    []Pin
 		tables  [][]Member
 	}
 	var es []entry
 	last := heard[len(heard)-1]
 	if len(last.Also) > 0 {
-		es = append(es, entry{last.Hash, last.Seed, last.Buckets, tablesOf(last)[:1]})
+		es = append(es, entry{last.Hash, last.Seed, last.Buckets, last.Pins, tablesOf(last)[:1]})
 	}
 	for _, m := range heard {
-		es = append(es, entry{m.Hash, m.Seed, m.Buckets, tablesOf(m)})
+		es = append(es, entry{m.Hash, m.Seed, m.Buckets, m.Pins, tablesOf(m)})
 	}
 	hist := make([]*issued, 0, len(es))
 	seq := t.seq
 	ids := map[int]bool{}
 	for _, e := range es {
-		m := compose(e.hash, e.seed, e.buckets, e.tables)
-		g, err := m.Grants()
+		m := compose(e.hash, e.seed, e.buckets, e.pins, e.tables)
+		g, err := allGrants(&m)
 		if err != nil {
 			return fmt.Errorf("announce: adopting seq %d: %w", seq+1, err)
 		}
 		seq++
 		m.Seq = seq
-		v := &issued{seq: seq, hash: e.hash, seed: e.seed, buckets: e.buckets, tables: e.tables, msg: m, grants: g, holds: map[int]int{}}
+		v := &issued{seq: seq, hash: e.hash, seed: e.seed, buckets: e.buckets, pins: e.pins, tables: e.tables, msg: m, grants: g, holds: map[int]int{}}
 		for _, o := range g {
 			if o != Nobody {
 				v.holds[int(o)]++

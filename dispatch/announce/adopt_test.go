@@ -209,7 +209,7 @@ func TestFollowerWindow(t *testing.T) {
 		return b
 	}
 	release := func(epoch, seq, tx uint64) []byte {
-		m := compose(config.HashJhash, 1, 64, [][]Member{members3(1), members3()})
+		m := compose(config.HashJhash, 1, 64, nil, [][]Member{members3(1), members3()})
 		m.Cluster, m.Epoch, m.Seq, m.Tx, m.Ghost = "web", epoch, seq, tx, webCluster().Address
 		b, err := m.Marshal(testKey)
 		if err != nil {
@@ -218,7 +218,7 @@ func TestFollowerWindow(t *testing.T) {
 		return b
 	}
 	nothing := func(epoch, seq, tx uint64) []byte {
-		m := compose(config.HashJhash, 1, 64, [][]Member{members3(), {}})
+		m := compose(config.HashJhash, 1, 64, nil, [][]Member{members3(), {}})
 		m.Cluster, m.Epoch, m.Seq, m.Tx, m.Ghost = "web", epoch, seq, tx, webCluster().Address
 		b, err := m.Marshal(testKey)
 		if err != nil {
@@ -318,7 +318,7 @@ func TestFollowerWindow(t *testing.T) {
 // target is acquired only once the old owners acknowledged.
 func TestAdoptRelease(t *testing.T) {
 	l := Message{Hash: config.HashJhash, Seed: 1, Buckets: 64, Members: members3(), Seq: 7}
-	r := compose(config.HashJhash, 1, 64, [][]Member{members3(1), members3()})
+	r := compose(config.HashJhash, 1, 64, nil, [][]Member{members3(1), members3()})
 	r.Seq = 8
 	var tr Transition
 	tr.AckTimeout = time.Hour

@@ -192,7 +192,7 @@ func (a *Announcer) Announce(cl *config.Cluster, version uint64, servers []core.
 	if a.ackTimeout > 0 {
 		cs.tr.AckTimeout = a.ackTimeout
 	}
-	changed, err := cs.tr.SetTarget(cl.Hash, cl.Seed, cl.Buckets, MembersFrom(servers))
+	changed, err := cs.tr.SetTargetPins(cl.Hash, cl.Seed, cl.Buckets, MembersFrom(servers), PinsFrom(cl.Pins))
 	if err != nil {
 		a.failed.Add(1)
 		a.log.Error("announcement: target table not built", "cluster", cl.Name, "version", version, "err", err)

@@ -49,7 +49,8 @@
 //
 //	offset  size  field
 //	     0     4  magic "GHRT"
-//	     4     1  format version: 3 (1 was authenticated with a shared HMAC key)
+//	     4     1  format version: 3, or 4 when the announcement carries pins
+//	              (1 was authenticated with a shared HMAC key)
 //	     5     1  hash: 1 = jhash, 2 = modulo
 //	     6     2  N, the number of members (0..4096, the table's limit)
 //	     8     8  epoch: a random number drawn when the appliance starts (or takes over)
@@ -73,6 +74,12 @@
 //	     .        K tables of N shares in the members' order, each:
 //	           4    weight
 //	           1    flags, as above
+//	     .        format 4 only, the pins ([[cluster.pin]]):
+//	           1    P, the number of pins (1..64)
+//	                P pins, by strictly ascending client address, each:
+//	           1    A, the length of the client's address: the ghost's (4 or 16)
+//	           A    the client's address
+//	           4    the id of its server
 //	     .    64  Ed25519 signature of every byte before it, by the
 //	              private key of the cluster's announce_key_file
 //
@@ -120,6 +127,19 @@
 // announcement of another cluster is ignored without its signature being
 // checked), then the signature, and only then decodes the rest; nothing
 // over the configuration's limits is ever built.
+//
+// # Pins
+//
+// A pinned client goes, in each table of an announcement, to its pinned
+// server when that server is live there (a member, up, with a positive
+// weight), else to its bucket's owner; it is granted to the server every
+// table agrees on, or to nobody (Message.PinGrants). ghostnode puts the
+// pins ahead of the hash: the server granted a pinned client accepts it,
+// every other server drops it. The Transition treats each pin like a
+// bucket (a pinned server's failure or recovery is released before it is
+// granted), and the pins themselves like the seed: a change of pins
+// releases every bucket and pin, then acquires once every server has
+// acknowledged.
 //
 // # Order, freshness and replays
 //

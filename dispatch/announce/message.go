@@ -28,6 +28,14 @@ const (
 	// a transition (1 was authenticated with a shared HMAC key; 2 was
 	// either of the two changes alone).
 	FormatVersion = 3
+	// FormatVersionPins is the format of an announcement that carries pins
+	// (Message.Pins): format 3 followed by the pins section. An
+	// announcement without pins is written in format 3, byte for byte as
+	// before.
+	FormatVersionPins = 4
+	// MaxPins is the most pins one announcement carries: the
+	// configuration's limit.
+	MaxPins = config.MaxPins
 	// MACSize is the length of the trailing Ed25519 signature.
 	MACSize = ed25519.SignatureSize
 	// MaxBuckets is the largest bucket count an announcement may carry:
@@ -130,6 +138,17 @@ type Message struct {
 	// no owner until every old owner has released it (see Transitions in
 	// the package documentation and Grants).
 	Also [][]Share
+	// Pins are the cluster's pins ([[cluster.pin]]), by ascending client,
+	// each client once, of the ghost's family: a pinned client goes to its
+	// server in every table where that server is live (up, with a positive
+	// weight), else by the hash. PinGrants says who may accept each.
+	Pins []Pin
+}
+
+// Pin sends one client to one server (by id).
+type Pin struct {
+	Client netip.Addr
+	ID     int
 }
 
 // Share is one member's part in a table of Message.Also.
@@ -242,9 +261,22 @@ func (m *Message) Marshal(key ed25519.PrivateKey) ([]byte, error) {
 			}
 		}
 	}
+	if len(m.Pins) > MaxPins {
+		return bad("%d pins: want at most %d", len(m.Pins), MaxPins)
+	}
+	for i, p := range m.Pins {
+		switch {
+		case !okAddr(p.Client) || p.Client.Is4() != m.Ghost.Is4() || p.Client.Is4In6():
+			return bad("pin %d: client %v: want an address of the ghost's family", i+1, p.Client)
+		case i > 0 && m.Pins[i-1].Client.Compare(p.Client) >= 0:
+			return bad("pin %d: client %v: pins must ascend by client, each once", i+1, p.Client)
+		case p.ID < 0 || p.ID > math.MaxUint32:
+			return bad("pin %d: server id %d: want 0..%d", i+1, p.ID, uint32(math.MaxUint32))
+		}
+	}
 	members := slices.Clone(m.Members)
 	slices.SortFunc(members, func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
-	size := fixedLen + len(m.Cluster) + 1 + addrLen(m.Ghost) + 1 + len(m.Also)*len(m.Members)*shareLen + MACSize
+	size := m.pinsSize() + fixedLen + len(m.Cluster) + 1 + addrLen(m.Ghost) + 1 + len(m.Also)*len(m.Members)*shareLen + MACSize
 	for i, s := range members {
 		switch {
 		case s.ID < 0 || s.ID > math.MaxUint32:
@@ -266,7 +298,11 @@ func (m *Message) Marshal(key ed25519.PrivateKey) ([]byte, error) {
 
 	b := make([]byte, 0, size)
 	b = append(b, Magic...)
-	b = append(b, FormatVersion, hash)
+	version := byte(FormatVersion)
+	if len(m.Pins) > 0 {
+		version = FormatVersionPins
+	}
+	b = append(b, version, hash)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(members)))
 	b = binary.BigEndian.AppendUint64(b, m.Epoch)
 	b = binary.BigEndian.AppendUint64(b, m.Seq)
@@ -284,7 +320,26 @@ func (m *Message) Marshal(key ed25519.PrivateKey) ([]byte, error) {
 		b = appendAddr(b, s.Addr)
 	}
 	b = appendAlso(b, m.Members, members, m.Also)
+	if len(m.Pins) > 0 {
+		b = append(b, byte(len(m.Pins)))
+		for _, p := range m.Pins {
+			b = appendAddr(b, p.Client)
+			b = binary.BigEndian.AppendUint32(b, uint32(p.ID))
+		}
+	}
 	return append(b, ed25519.Sign(key, b)...), nil
+}
+
+// pinsSize is the length of the pins section (none without pins).
+func (m *Message) pinsSize() int {
+	if len(m.Pins) == 0 {
+		return 0
+	}
+	n := 1
+	for _, p := range m.Pins {
+		n += 1 + addrLen(p.Client) + 4
+	}
+	return n
 }
 
 func malformed(format string, args ...any) error {
@@ -300,8 +355,8 @@ func header(b []byte) (string, error) {
 	if string(b[:4]) != Magic {
 		return "", malformed("magic %q, want %q", b[:4], Magic)
 	}
-	if b[4] != FormatVersion {
-		return "", fmt.Errorf("%w: %d (this agent reads %d)", ErrVersion, b[4], FormatVersion)
+	if b[4] != FormatVersion && b[4] != FormatVersionPins {
+		return "", fmt.Errorf("%w: %d (this agent reads %d and %d)", ErrVersion, b[4], FormatVersion, FormatVersionPins)
 	}
 	n := int(b[fixedLen-1])
 	if len(b) < fixedLen+n {
@@ -399,6 +454,11 @@ func Unmarshal(b []byte, key ed25519.PublicKey) (*Message, error) {
 	if m.Also, err = r.also(len(m.Members)); err != nil {
 		return nil, malformed("%v", err)
 	}
+	if b[4] == FormatVersionPins {
+		if m.Pins, err = r.pins(m.Ghost); err != nil {
+			return nil, malformed("%v", err)
+		}
+	}
 	if r.len() != 0 {
 		return nil, malformed("%d bytes after the last member", r.len())
 	}
@@ -451,4 +511,35 @@ func (r *reader) addr() (netip.Addr, error) {
 	a, _ := netip.AddrFromSlice(r.b[1 : 1+n])
 	r.b = r.b[1+n:]
 	return a, nil
+}
+
+// pins reads the pins section: at least one pin (an announcement without
+// pins is written in format 3), at most MaxPins, by ascending client, of
+// ghost's family.
+func (r *reader) pins(ghost netip.Addr) ([]Pin, error) {
+	if r.len() < 1 {
+		return nil, errors.New("pins: truncated")
+	}
+	n := int(r.byte())
+	if n < 1 || n > MaxPins {
+		return nil, fmt.Errorf("%d pins: want 1..%d", n, MaxPins)
+	}
+	out := make([]Pin, 0, n)
+	for i := range n {
+		a, err := r.addr()
+		if err != nil {
+			return nil, fmt.Errorf("pin %d: client: %v", i+1, err)
+		}
+		if a.Is4() != ghost.Is4() {
+			return nil, fmt.Errorf("pin %d: client %v is not of the ghost's family", i+1, a)
+		}
+		if i > 0 && out[i-1].Client.Compare(a) >= 0 {
+			return nil, fmt.Errorf("pin %d: client %v: pins must ascend by client", i+1, a)
+		}
+		if r.len() < 4 {
+			return nil, fmt.Errorf("pin %d: truncated", i+1)
+		}
+		out = append(out, Pin{Client: a, ID: int(r.u32())})
+	}
+	return out, nil
 }

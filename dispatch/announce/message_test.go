@@ -345,7 +345,7 @@ func TestMalformedAuthentic(t *testing.T) {
 			t.Errorf("%s: Unmarshal = %+v, %v; want ErrMalformed mentioning %q", tc.name, m, err, tc.want)
 		}
 	}
-	for _, v := range []byte{1, 2, 4} {
+	for _, v := range []byte{1, 2, 5} {
 		other := edit(func(b []byte) []byte { b[4] = v; return b })
 		if _, err := Unmarshal(other, testPub); !errors.Is(err, ErrVersion) {
 			t.Errorf("version %d: %v, want ErrVersion", v, err)

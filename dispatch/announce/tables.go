@@ -5,9 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 
 	"github.com/ghostrouter/ghostrouter/dispatch/core"
+	"github.com/ghostrouter/ghostrouter/router/config"
 )
 
 // Nobody is the owner of a bucket that no server may accept new
@@ -138,6 +140,76 @@ func (m *Message) Grants() ([]int32, error) {
 	return out, nil
 }
 
+// PinGrants is, for each of m.Pins in order, the id of the one server that
+// may accept that client's new connections, or Nobody: in each table the
+// client goes to its pinned server when that server is live there (a
+// member, up, with a positive weight), else to its bucket's owner; the
+// grant is the server every table agrees on. A client pinned in an
+// announcement is judged by this alone, never by its bucket (ghostnode
+// puts it ahead of the hash), so pins move under the same break before
+// make as buckets.
+func (m *Message) PinGrants() ([]int32, error) {
+	out := make([]int32, len(m.Pins))
+	if len(m.Pins) == 0 {
+		return out, nil
+	}
+	for i := 0; i <= len(m.Also); i++ {
+		servers := m.tableServers(i)
+		t, err := core.NewTable(servers, m.Buckets)
+		if err != nil {
+			return nil, fmt.Errorf("announce: table %d of cluster %s: %w", i, m.Cluster, err)
+		}
+		for k, p := range m.Pins {
+			owner := int32(Nobody)
+			live := slices.ContainsFunc(servers, func(s core.Server) bool { return s.ID == p.ID && s.Up && s.Weight > 0 })
+			switch {
+			case live:
+				owner = int32(p.ID)
+			case m.Hash == config.HashJhash:
+				if id, ok := t.OwnerID(core.Bucket(core.JHash(p.Client, m.Seed), uint32(m.Buckets))); ok {
+					owner = int32(id)
+				}
+			}
+			switch {
+			case i == 0:
+				out[k] = owner
+			case out[k] != owner:
+				out[k] = Nobody
+			}
+		}
+	}
+	return out, nil
+}
+
+// PinsFrom is a cluster's pins as an announcement carries them: by
+// ascending client.
+func PinsFrom(pins []config.Pin) []Pin {
+	var out []Pin
+	for _, p := range pins {
+		out = append(out, Pin{Client: p.Client, ID: p.Server})
+	}
+	slices.SortFunc(out, func(a, b Pin) int { return a.Client.Compare(b.Client) })
+	return out
+}
+
+// PinnedFor splits m's pins for server id: the clients it may accept
+// (their grant is id) and those it must drop (granted to another server or
+// to nobody), each ascending.
+func (m *Message) PinnedFor(id int) (here, away []netip.Addr, err error) {
+	g, err := m.PinGrants()
+	if err != nil {
+		return nil, nil, err
+	}
+	for k, p := range m.Pins {
+		if int(g[k]) == id {
+			here = append(here, p.Client)
+		} else {
+			away = append(away, p.Client)
+		}
+	}
+	return here, away, nil
+}
+
 // OwnedBy is the buckets grants gives to server id, ascending; empty, not
 // nil, when none.
 func OwnedBy(grants []int32, id int) []uint32 {
@@ -164,7 +236,7 @@ func Unowned(grants []int32) []uint32 {
 // wireSize is the length of m's datagram (Marshal's), for a message Marshal
 // accepts.
 func (m *Message) wireSize() int {
-	n := fixedLen + len(m.Cluster) + 1 + addrLen(m.Ghost) + 1 + len(m.Also)*len(m.Members)*shareLen + MACSize
+	n := m.pinsSize() + fixedLen + len(m.Cluster) + 1 + addrLen(m.Ghost) + 1 + len(m.Also)*len(m.Members)*shareLen + MACSize
 	for _, s := range m.Members {
 		n += memberLen + addrLen(s.Addr)
 	}

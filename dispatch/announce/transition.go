@@ -38,10 +38,11 @@ type Transition struct {
 	AckTimeout time.Duration
 
 	target   []Member // sorted by ID, present members only
+	pins     []Pin    // the target's pins, by ascending client
 	hash     config.Hash
 	seed     uint32
 	buckets  int
-	tgrants  []int32 // grants of the target table alone
+	tgrants  []int32 // grants of the target table alone: buckets, then pins (allGrants)
 	hasTgt   bool
 	seq      uint64
 	hist     []*issued // issued announcements still needed, ascending; the last is the current one
@@ -65,10 +66,11 @@ type issued struct {
 	hash    config.Hash
 	seed    uint32
 	buckets int
-	tables  [][]Member // the target first; each sorted by ID, present members only
-	msg     Message    // without Cluster, Epoch, Tx, Interval, Ghost
-	grants  []int32
-	holds   map[int]int // buckets granted per server id
+	pins    []Pin
+	tables  [][]Member  // the target first; each sorted by ID, present members only
+	msg     Message     // without Cluster, Epoch, Tx, Interval, Ghost
+	grants  []int32     // allGrants: the buckets', then the pins'
+	holds   map[int]int // buckets and pins granted per server id
 }
 
 // Party is one server the Transition waits for: every server named by an
@@ -104,6 +106,16 @@ const maxHistory = 16
 // table the Transition works towards. It reports whether the target
 // changed.
 func (t *Transition) SetTarget(hash config.Hash, seed uint32, buckets int, members []Member) (bool, error) {
+	return t.SetTargetPins(hash, seed, buckets, members, nil)
+}
+
+// SetTargetPins is SetTarget with the cluster's pins (by ascending
+// client). Pins are parameters of the table, like the seed: a change of
+// pins releases every bucket and pin first, then acquires once every
+// server has acknowledged. A pinned server's failure or recovery moves its
+// pinned clients like buckets: released, then acquired once the old owner
+// has acknowledged.
+func (t *Transition) SetTargetPins(hash config.Hash, seed uint32, buckets int, members []Member, pins []Pin) (bool, error) {
 	tgt := make([]Member, 0, len(members))
 	for _, m := range members {
 		if !m.Absent {
@@ -111,14 +123,15 @@ func (t *Transition) SetTarget(hash config.Hash, seed uint32, buckets int, membe
 		}
 	}
 	slices.SortFunc(tgt, func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
-	if t.hasTgt && hash == t.hash && seed == t.seed && buckets == t.buckets && slices.Equal(tgt, t.target) {
+	if t.hasTgt && hash == t.hash && seed == t.seed && buckets == t.buckets && slices.Equal(tgt, t.target) && slices.Equal(pins, t.pins) {
 		return false, nil
 	}
-	m := Message{Hash: hash, Seed: seed, Buckets: buckets, Members: tgt}
-	g, err := m.Grants()
+	m := Message{Hash: hash, Seed: seed, Buckets: buckets, Members: tgt, Pins: pins}
+	g, err := allGrants(&m)
 	if err != nil {
 		return false, err
 	}
+	t.pins = slices.Clone(pins)
 	t.target, t.hash, t.seed, t.buckets, t.tgrants, t.hasTgt = tgt, hash, seed, buckets, g, true
 	t.gen++
 	if t.parties == nil {
@@ -167,7 +180,22 @@ func (t *Transition) CurrentGrants() []int32 {
 	if len(t.hist) == 0 {
 		return nil
 	}
-	return t.cur().grants
+	c := t.cur()
+	return c.grants[:c.buckets]
+}
+
+// allGrants is m's grants of buckets followed by those of its pins: what
+// the rule of break before make keeps, for buckets and pinned clients alike.
+func allGrants(m *Message) ([]int32, error) {
+	g, err := m.Grants()
+	if err != nil {
+		return nil, err
+	}
+	pg, err := m.PinGrants()
+	if err != nil {
+		return nil, err
+	}
+	return append(g, pg...), nil
 }
 
 func (t *Transition) cur() *issued { return t.hist[len(t.hist)-1] }
@@ -183,7 +211,7 @@ func (t *Transition) Settled() bool {
 }
 
 func (t *Transition) sameParams(c *issued) bool {
-	return c.hash == t.hash && c.seed == t.seed && c.buckets == t.buckets
+	return c.hash == t.hash && c.seed == t.seed && c.buckets == t.buckets && slices.Equal(c.pins, t.pins)
 }
 
 // Due reports whether Step has something to do because time passed: a
@@ -274,21 +302,21 @@ func (t *Transition) release(c *issued) ([][]Member, []int32, error) {
 // tooBig reports whether the announcement of tables would be longer than
 // MaxBody (with the longest cluster name and an IPv6 ghost).
 func (t *Transition) tooBig(tables [][]Member) bool {
-	m := compose(t.hash, t.seed, t.buckets, tables)
+	m := compose(t.hash, t.seed, t.buckets, t.pins, tables)
 	m.Cluster, m.Ghost = strings.Repeat("x", MaxName), netip.IPv6Unspecified()
 	return m.wireSize() > MaxBody
 }
 
 // grantsOf composes tables into a message and returns its grants.
 func (t *Transition) grantsOf(tables [][]Member) ([]int32, error) {
-	m := compose(t.hash, t.seed, t.buckets, tables)
-	return m.Grants()
+	m := compose(t.hash, t.seed, t.buckets, t.pins, tables)
+	return allGrants(&m)
 }
 
 // compose builds the message of tables (the first the target): members
 // are the union, by ascending ID, with the target's weights; each further
 // table is a list of shares.
-func compose(hash config.Hash, seed uint32, buckets int, tables [][]Member) Message {
+func compose(hash config.Hash, seed uint32, buckets int, pins []Pin, tables [][]Member) Message {
 	byID := map[int]Member{}
 	for i := len(tables) - 1; i >= 0; i-- {
 		for _, m := range tables[i] {
@@ -307,7 +335,7 @@ func compose(hash config.Hash, seed uint32, buckets int, tables [][]Member) Mess
 		}
 		return tbl[i], true
 	}
-	m := Message{Hash: hash, Seed: seed, Buckets: buckets, Members: make([]Member, len(ids))}
+	m := Message{Hash: hash, Seed: seed, Buckets: buckets, Members: make([]Member, len(ids)), Pins: pins}
 	for i, id := range ids {
 		if x, ok := find(tables[0], id); ok {
 			m.Members[i] = x
@@ -330,14 +358,14 @@ func compose(hash config.Hash, seed uint32, buckets int, tables [][]Member) Mess
 }
 
 func (t *Transition) issue(now time.Time, tables [][]Member) error {
-	m := compose(t.hash, t.seed, t.buckets, tables)
-	g, err := m.Grants()
+	m := compose(t.hash, t.seed, t.buckets, t.pins, tables)
+	g, err := allGrants(&m)
 	if err != nil {
 		return err
 	}
 	t.seq++
 	m.Seq = t.seq
-	v := &issued{seq: t.seq, at: now, hash: t.hash, seed: t.seed, buckets: t.buckets, tables: tables, msg: m, grants: g, holds: map[int]int{}}
+	v := &issued{seq: t.seq, at: now, hash: t.hash, seed: t.seed, buckets: t.buckets, pins: t.pins, tables: tables, msg: m, grants: g, holds: map[int]int{}}
 	for _, o := range g {
 		if o != Nobody {
 			v.holds[int(o)]++
@@ -372,7 +400,7 @@ func (t *Transition) blockers(c *issued) []int {
 			}
 		}
 		for _, u := range t.hist {
-			if u.seed != t.seed || u.buckets != t.buckets || u.hash != t.hash {
+			if u.seed != t.seed || u.buckets != t.buckets || u.hash != t.hash || !slices.Equal(u.pins, t.pins) {
 				// Other parameters: whoever held any bucket then may hold this one.
 				for id, n := range u.holds {
 					if n > 0 && id != int(s) && t.parties[id].Acked <= u.seq {

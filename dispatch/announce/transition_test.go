@@ -52,13 +52,17 @@ type model struct {
 	// excuseDeaf leaves deaf hosts out of the check: once the bound has
 	// excused them, their stale filters are what the bound costs.
 	excuseDeaf bool
+	// everPinned are the clients any pin set of the run named.
+	everPinned []netip.Addr
 }
 
 type host struct {
 	id     int
 	r      *Receiver
 	owned  []uint32
-	deaf   bool // the agent is dead: its filter stays, it hears nothing
+	pinned []netip.Addr // the pinned clients its filter accepts
+	away   []netip.Addr // and those it drops
+	deaf   bool         // the agent is dead: its filter stays, it hears nothing
 	listen bool
 }
 
@@ -128,6 +132,11 @@ func (m *model) hostGets(h *host, b []byte) {
 	switch res.Verdict {
 	case Apply:
 		h.owned = res.Owned // the filter changes, then the acknowledgement leaves
+		here, away, err := res.Msg.PinnedFor(h.id)
+		if err != nil {
+			m.t.Fatal(err)
+		}
+		h.pinned, h.away = here, away
 		h.r.Applied(res)
 		m.applied++
 	case Repeat:
@@ -157,6 +166,28 @@ func (m *model) check() {
 				m.t.Fatalf("at %v bucket %d is in the filters of servers %d and %d", m.clk.t.Format("15:04:05.000"), b, owner[b], h.id)
 			}
 			owner[b] = h.id
+		}
+	}
+	// Every client ever pinned is accepted by one filter at most: as a pin
+	// (ahead of the hash), or, where its host's table does not pin it, by
+	// its bucket.
+	for _, c := range m.everPinned {
+		b := core.Bucket(core.JHash(c, m.cl.Seed), uint32(m.cl.Buckets))
+		at := -1
+		for _, h := range m.hosts {
+			if h.deaf && m.excuseDeaf {
+				continue
+			}
+			accepts := slices.Contains(h.pinned, c)
+			if !accepts && !slices.Contains(h.away, c) {
+				_, accepts = slices.BinarySearch(h.owned, b)
+			}
+			if accepts {
+				if at >= 0 {
+					m.t.Fatalf("at %v client %s (pinned) is accepted by the filters of servers %d and %d", m.clk.t.Format("15:04:05.000"), c, at, h.id)
+				}
+				at = h.id
+			}
 		}
 	}
 }
@@ -251,6 +282,81 @@ func (m *model) settle(ms *membership) {
 		if !h.deaf && !slices.Equal(h.owned, want) {
 			m.t.Errorf("server %d's filter has %v, the table gives it %v", h.id, h.owned, want)
 		}
+		// A pin is this server's when it is live, else the hash decides.
+		var wantPins []netip.Addr
+		for _, p := range m.cl.Pins {
+			live := slices.ContainsFunc(ms.servers(), func(s core.Server) bool { return s.ID == p.Server && s.Up && s.Weight > 0 })
+			owner := p.Server
+			if !live {
+				owner, _ = tb.OwnerID(core.Bucket(core.JHash(p.Client, m.cl.Seed), uint32(m.cl.Buckets)))
+				if _, ok := tb.OwnerID(core.Bucket(core.JHash(p.Client, m.cl.Seed), uint32(m.cl.Buckets))); !ok {
+					owner = -1
+				}
+			}
+			if owner == h.id {
+				wantPins = append(wantPins, p.Client)
+			}
+		}
+		slices.SortFunc(wantPins, netip.Addr.Compare)
+		if !h.deaf && !slices.Equal(h.pinned, wantPins) {
+			m.t.Errorf("server %d's filter accepts pinned clients %v, want %v", h.id, h.pinned, wantPins)
+		}
+	}
+}
+
+// TestTransitionModelPins is TestTransitionModel with pinned clients (on
+// servers that fail, recover, drain and leave like the others) and pins that
+// change (moved to another server, dropped, added back) now and then: no
+// pinned client is ever accepted by two filters, as a pin or by its bucket,
+// and once the network heals each is accepted by its pinned server when
+// that is live, else by its bucket's owner.
+func TestTransitionModelPins(t *testing.T) {
+	for seed := range uint64(10) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			m := newModel(t, 100+seed, 6)
+			all := []config.Pin{
+				{Client: netip.MustParseAddr("192.0.2.7"), Server: 0},
+				{Client: netip.MustParseAddr("192.0.2.8"), Server: 1},
+				{Client: netip.MustParseAddr("198.51.100.9"), Server: 2},
+			}
+			for _, p := range all {
+				m.everPinned = append(m.everPinned, p.Client)
+			}
+			m.cl.Pins = slices.Clone(all)
+			m.a.ackTimeout = time.Hour
+			m.loss, m.dup, m.delay = 0.25, 0.1, 150*time.Millisecond
+			ms := &membership{in: []bool{true, true, true, true, false, false}, up: make([]bool, 6), weight: []int{1, 1, 1, 1, 1, 1}}
+			for i := range ms.up {
+				ms.up[i] = true
+			}
+			m.a.Announce(m.cl, 0, ms.servers())
+			for range 25 {
+				m.run(time.Duration(20+m.rng.IntN(400))*time.Millisecond, ms, 0.05)
+				if m.rng.IntN(4) == 0 {
+					// A reload changes the pins: one moves, or the set
+					// shrinks or grows back.
+					cl := *m.cl
+					cl.Pins = nil
+					for _, p := range all {
+						switch m.rng.IntN(4) {
+						case 0: // dropped
+						case 1:
+							cl.Pins = append(cl.Pins, config.Pin{Client: p.Client, Server: m.rng.IntN(6)})
+						default:
+							cl.Pins = append(cl.Pins, p)
+						}
+					}
+					m.cl = &cl
+				} else {
+					ms.change(m.rng)
+				}
+				m.a.Announce(m.cl, 0, ms.servers())
+			}
+			m.settle(ms)
+			if st := m.a.Status()[0]; st.Excused != 0 {
+				t.Errorf("excused %d, want 0", st.Excused)
+			}
+		})
 	}
 }
 

@@ -22,11 +22,14 @@ func ServersFor(cl *config.Cluster, down map[int]bool) []Server {
 }
 
 // SelectorFor builds the selector a configured cluster uses (its hash, seed,
-// buckets and servers), with the servers in down marked failed. It returns the
-// selector and the servers its indices refer to.
+// buckets, servers and pins), with the servers in down marked failed. It
+// returns the selector and the servers its indices refer to.
 func SelectorFor(cl *config.Cluster, down map[int]bool) (Selector, []Server, error) {
 	sel, servers, _, err := SelectorFrom(cl, down, nil)
-	return sel, servers, err
+	if err != nil {
+		return nil, nil, err
+	}
+	return NewPinnedSelector(sel, servers, cl.Pins), servers, nil
 }
 
 // SelectorFrom is SelectorFor starting from base, the cluster's previous

@@ -53,3 +53,48 @@ func BenchmarkSearch(b *testing.B) {
 	}
 	b.ReportMetric(float64(len(pop.Clients))*256*float64(b.N)/b.Elapsed().Seconds(), "client-seeds/s")
 }
+
+// BenchmarkHoldOutSearch compares the whole log's search plus the three
+// held-out folds' searches run one after another ("separate", what tune did
+// before) against the same four searches in one sweep ("joint", what it does
+// now): the ratio of the two ns/op is the gain of hashing each client once
+// per seed instead of once per search.
+func BenchmarkHoldOutSearch(b *testing.B) {
+	g := generate(genSpec{Lines: 1_000_000, Population: 100_000, Heavy: []float64{0.03, 0.02, 0.01}, Seed: 42})
+	pop := readPop(b, g.Text)
+	srv := servers(64)
+	ev, err := NewEvaluator(srv, pop, ByRequests)
+	if err != nil {
+		b.Fatal(err)
+	}
+	opts := SearchOptions{Seeds: 128, Buckets: []int{4096, 1024, 65536}, Current: Candidate{Hash: HashJHash, Seed: defaultSeed, Buckets: 4096}}
+	ws := pop.Windows(DefaultFolds + 1)
+	if len(ws) != DefaultFolds+1 {
+		b.Fatalf("%d windows, want %d", len(ws), DefaultFolds+1)
+	}
+	evs := []*Evaluator{}
+	for i := 1; i < len(ws); i++ {
+		e, err := NewEvaluator(srv, merge(ws[:i]), ByRequests)
+		if err != nil {
+			b.Fatal(err)
+		}
+		evs = append(evs, e)
+	}
+	evs = append(evs, ev)
+	b.Run("separate", func(b *testing.B) {
+		for b.Loop() {
+			for _, e := range evs {
+				if _, err := e.Search(opts); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
+	b.Run("joint", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := searchSets(evs, opts); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

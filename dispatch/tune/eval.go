@@ -103,6 +103,18 @@ type Evaluator struct {
 	v4w []uint64
 	v6  [][16]byte
 	v6w []uint64
+
+	// tables holds the flattened table of each bucket count, built once
+	// and shared by the evaluators of the same servers (sharing).
+	tables *ownerCache
+}
+
+// ownerCache is the flattened tables (owners) by bucket count. They depend
+// only on the servers, so evaluators of different populations of the same
+// servers share them.
+type ownerCache struct {
+	mu sync.Mutex
+	m  map[int][]uint16
 }
 
 // NewEvaluator prepares to evaluate candidates for servers (kept in the
@@ -116,6 +128,7 @@ func NewEvaluator(servers []core.Server, pop *Population, m Metric) (*Evaluator,
 		clients: pop.Sorted(m),
 		by:      m,
 		total:   Counts{Requests: pop.Requests, Bytes: pop.Bytes},
+		tables:  &ownerCache{m: map[int][]uint16{}},
 	}
 	var sum int
 	for i, s := range servers {
@@ -195,12 +208,18 @@ func (e *Evaluator) LowerBound() Bound {
 
 // score computes the Score of loads against the fair shares.
 func (e *Evaluator) score(loads []uint64, total uint64) Score {
+	return scoreLoads(e.share, loads, total)
+}
+
+// scoreLoads computes the Score of loads (indexed like share) against the
+// fair shares.
+func scoreLoads(share []float64, loads []uint64, total uint64) Score {
 	if total == 0 {
 		return Score{}
 	}
 	var s Score
 	var ss float64
-	for i, sh := range e.share {
+	for i, sh := range share {
 		if sh == 0 {
 			continue
 		}
@@ -249,11 +268,36 @@ func (e *Evaluator) assign(c Candidate) (assigner, error) {
 	return nil, fmt.Errorf("tune: unknown hash %q (want jhash or modulo)", c.Hash)
 }
 
+// sharing returns an evaluator like NewEvaluator(e.Servers(), pop, m) that
+// shares e's tables.
+func (e *Evaluator) sharing(pop *Population, m Metric) (*Evaluator, error) {
+	x, err := NewEvaluator(e.servers, pop, m)
+	if err != nil {
+		return nil, err
+	}
+	x.tables = e.tables
+	return x, nil
+}
+
 // owners builds the table for n buckets once and flattens it to bucket ->
 // server index, with len(servers) standing for "no owner". core.NewTable
 // takes at most core.MaxServers (4096) servers, so an index fits 16 bits
-// and even a 65536-bucket table stays in L2.
+// and even a 65536-bucket table stays in L2. The result is shared: read only.
 func (e *Evaluator) owners(n int) ([]uint16, error) {
+	e.tables.mu.Lock()
+	defer e.tables.mu.Unlock()
+	if o, ok := e.tables.m[n]; ok {
+		return o, nil
+	}
+	o, err := e.buildOwners(n)
+	if err != nil {
+		return nil, err
+	}
+	e.tables.m[n] = o
+	return o, nil
+}
+
+func (e *Evaluator) buildOwners(n int) ([]uint16, error) {
 	if n <= 0 || n > math.MaxUint32 {
 		return nil, fmt.Errorf("tune: bad bucket count %d", n)
 	}
@@ -357,10 +401,27 @@ type SearchResult struct {
 // CV, then the current hash, then the current bucket count, then fewer
 // buckets, then the smaller seed; so the same input always gives the same answer.
 func (e *Evaluator) Search(opts SearchOptions) (SearchResult, error) {
-	var res SearchResult
-	var err error
-	if res.Current, err = e.Evaluate(opts.Current); err != nil {
-		return res, fmt.Errorf("tune: current setting: %w", err)
+	rs, err := searchSets([]*Evaluator{e}, opts)
+	if err != nil {
+		return SearchResult{}, err
+	}
+	return rs[0], nil
+}
+
+// searchSets runs Search for several evaluators of the same servers (the
+// same metric, different client populations: the whole log and each fold's
+// training windows) in one sweep over the seeds: each distinct client is
+// hashed once per seed and its bucket found once per bucket count, and its
+// weight in every population is added to that population's loads. The
+// results are those Search gives for each evaluator alone.
+func searchSets(evs []*Evaluator, opts SearchOptions) ([]SearchResult, error) {
+	res := make([]SearchResult, len(evs))
+	e := evs[0]
+	for i, ev := range evs {
+		var err error
+		if res[i].Current, err = ev.Evaluate(opts.Current); err != nil {
+			return nil, fmt.Errorf("tune: current setting: %w", err)
+		}
 	}
 	seeds := make([]uint32, 0, opts.Seeds+1)
 	for s := 0; s < opts.Seeds; s++ {
@@ -373,26 +434,42 @@ func (e *Evaluator) Search(opts SearchOptions) (SearchResult, error) {
 	// One flattened table per bucket count, built once.
 	var counts []int
 	var owners [][]uint16
+	var skipped []error
 	for _, n := range opts.Buckets {
 		if slices.Contains(counts, n) {
 			continue
 		}
 		o, err := e.owners(n)
 		if err != nil {
-			res.Skipped = append(res.Skipped, err)
+			skipped = append(skipped, err)
 			continue
 		}
 		counts = append(counts, n)
 		owners = append(owners, o)
 	}
 
-	// scores[s*len(counts)+k] is seed s with bucket count k.
-	scores := make([]Score, len(seeds)*len(counts))
-	if len(counts) > 0 && len(seeds) > 0 {
-		e.searchSeeds(seeds, counts, owners, scores, opts)
+	// scores[i][s*len(counts)+k] is evaluator i's score of seed s with
+	// bucket count k.
+	scores := make([][]Score, len(evs))
+	for i := range scores {
+		scores[i] = make([]Score, len(seeds)*len(counts))
 	}
-	res.Candidates = len(scores)
+	if len(counts) > 0 && len(seeds) > 0 {
+		sweepSeeds(e.servers, e.share, joinSets(evs), seeds, counts, owners, scores, opts)
+	}
+	for i, ev := range evs {
+		res[i].Skipped = skipped
+		if err := ev.pick(&res[i], opts, seeds, counts, scores[i]); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
 
+// pick fills res from the sweep's scores: the best seed per bucket count,
+// modulo when asked, and the best overall, evaluated in full.
+func (e *Evaluator) pick(res *SearchResult, opts SearchOptions, seeds []uint32, counts []int, scores []Score) error {
+	res.Candidates = len(scores)
 	best := Tried{Candidate: opts.Current, Score: res.Current.Score(e.by)}
 	better := func(a, b Tried) bool { // a strictly before b
 		if a.Score != b.Score {
@@ -425,7 +502,7 @@ func (e *Evaluator) Search(opts SearchOptions) (SearchResult, error) {
 	if opts.Modulo {
 		r, err := e.Evaluate(Candidate{Hash: HashModulo})
 		if err != nil {
-			return res, err
+			return err
 		}
 		t := Tried{Candidate: r.Candidate, Score: r.Score(e.by)}
 		res.Modulo = &t
@@ -434,10 +511,59 @@ func (e *Evaluator) Search(opts SearchOptions) (SearchResult, error) {
 			best = t
 		}
 	}
-	if res.Best, err = e.Evaluate(best.Candidate); err != nil {
-		return res, err
+	var err error
+	res.Best, err = e.Evaluate(best.Candidate)
+	return err
+}
+
+// clientSets is the search's working set for one or more populations: the
+// distinct clients with a positive weight in any of them, as raw address
+// bytes (IPv4 and IPv6 apart, so the hot loop hashes without branching on
+// the family), and their weights, w[client*sets+set].
+type clientSets struct {
+	sets   int
+	totals []uint64
+	v4     [][4]byte
+	v4w    []uint64
+	v6     [][16]byte
+	v6w    []uint64
+}
+
+// joinSets gathers evs' clients into one working set.
+func joinSets(evs []*Evaluator) *clientSets {
+	cs := &clientSets{sets: len(evs), totals: make([]uint64, len(evs))}
+	for i, ev := range evs {
+		cs.totals[i] = ev.by.Of(ev.total)
 	}
-	return res, nil
+	if len(evs) == 1 {
+		cs.v4, cs.v4w, cs.v6, cs.v6w = evs[0].v4, evs[0].v4w, evs[0].v6, evs[0].v6w
+		return cs
+	}
+	idx4 := make(map[[4]byte]int)
+	idx6 := make(map[[16]byte]int)
+	for i, ev := range evs {
+		for j, a := range ev.v4 {
+			k, ok := idx4[a]
+			if !ok {
+				k = len(cs.v4)
+				idx4[a] = k
+				cs.v4 = append(cs.v4, a)
+				cs.v4w = append(cs.v4w, make([]uint64, cs.sets)...)
+			}
+			cs.v4w[k*cs.sets+i] += ev.v4w[j]
+		}
+		for j, a := range ev.v6 {
+			k, ok := idx6[a]
+			if !ok {
+				k = len(cs.v6)
+				idx6[a] = k
+				cs.v6 = append(cs.v6, a)
+				cs.v6w = append(cs.v6w, make([]uint64, cs.sets)...)
+			}
+			cs.v6w[k*cs.sets+i] += ev.v6w[j]
+		}
+	}
+	return cs
 }
 
 // seedChunk is how many seeds a worker takes at a time.
@@ -447,10 +573,15 @@ const seedChunk = 16
 // scattered: the hashes stay in L1 while every bucket count reads them.
 const hashBlock = 2048
 
-// searchSeeds fills scores for every seed and bucket count, hashing each
+// searchSeeds fills scores for every seed and bucket count.
+func (e *Evaluator) searchSeeds(seeds []uint32, counts []int, owners [][]uint16, scores []Score, opts SearchOptions) {
+	sweepSeeds(e.servers, e.share, joinSets([]*Evaluator{e}), seeds, counts, owners, [][]Score{scores}, opts)
+}
+
+// sweepSeeds fills scores[set] for every seed and bucket count, hashing each
 // client once per seed. Workers take chunks of seeds; each writes only its
 // own seeds' scores, so the result does not depend on scheduling.
-func (e *Evaluator) searchSeeds(seeds []uint32, counts []int, owners [][]uint16, scores []Score, opts SearchOptions) {
+func sweepSeeds(servers []core.Server, share []float64, cs *clientSets, seeds []uint32, counts []int, owners [][]uint16, scores [][]Score, opts SearchOptions) {
 	workers := opts.Workers
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
@@ -459,11 +590,11 @@ func (e *Evaluator) searchSeeds(seeds []uint32, counts []int, owners [][]uint16,
 	workers = min(workers, chunks)
 	var next, done atomic.Int64
 	var wg sync.WaitGroup
-	total := e.by.Of(e.total)
 	for range workers {
 		wg.Go(func() {
-			nsrv := len(e.servers) + 1 // the last slot collects lost load
-			loads := make([]uint64, nsrv*len(counts))
+			nsrv := len(servers) + 1 // the last slot collects lost load
+			loads := make([]uint64, nsrv*len(counts)*cs.sets)
+			one := make([]uint64, nsrv)
 			hs := make([]uint32, hashBlock)
 			for {
 				c := int(next.Add(1) - 1)
@@ -474,24 +605,34 @@ func (e *Evaluator) searchSeeds(seeds []uint32, counts []int, owners [][]uint16,
 				for s := c * seedChunk; s < end; s++ {
 					clear(loads)
 					seed := seeds[s]
-					for i := 0; i < len(e.v4); i += hashBlock {
-						keys := e.v4[i:min(i+hashBlock, len(e.v4))]
+					for i := 0; i < len(cs.v4); i += hashBlock {
+						keys := cs.v4[i:min(i+hashBlock, len(cs.v4))]
 						h := hs[:len(keys)]
 						for j, a := range keys {
 							h[j] = core.JHash4(a, seed)
 						}
-						scatter(loads, nsrv, counts, owners, h, e.v4w[i:i+len(keys)])
+						scatter(loads, nsrv, cs.sets, counts, owners, h, cs.v4w[i*cs.sets:(i+len(keys))*cs.sets])
 					}
-					for i := 0; i < len(e.v6); i += hashBlock {
-						keys := e.v6[i:min(i+hashBlock, len(e.v6))]
+					for i := 0; i < len(cs.v6); i += hashBlock {
+						keys := cs.v6[i:min(i+hashBlock, len(cs.v6))]
 						h := hs[:len(keys)]
 						for j, a := range keys {
 							h[j] = core.JHash16(a, seed)
 						}
-						scatter(loads, nsrv, counts, owners, h, e.v6w[i:i+len(keys)])
+						scatter(loads, nsrv, cs.sets, counts, owners, h, cs.v6w[i*cs.sets:(i+len(keys))*cs.sets])
 					}
 					for k := range counts {
-						scores[s*len(counts)+k] = e.score(loads[k*nsrv:(k+1)*nsrv], total)
+						lk := loads[k*nsrv*cs.sets : (k+1)*nsrv*cs.sets]
+						for set := range cs.sets {
+							l := lk
+							if cs.sets > 1 {
+								for i := range one {
+									one[i] = lk[i*cs.sets+set]
+								}
+								l = one
+							}
+							scores[set][s*len(counts)+k] = scoreLoads(share, l, cs.totals[set])
+						}
 					}
 				}
 				done.Add(int64(end - c*seedChunk))
@@ -517,15 +658,43 @@ func (e *Evaluator) searchSeeds(seeds []uint32, counts []int, owners [][]uint16,
 	}
 }
 
-// scatter adds each weight w[j] to the server owning hash h[j]'s bucket, for
-// every bucket count k, into loads[k*nsrv+server].
-func scatter(loads []uint64, nsrv int, counts []int, owners [][]uint16, h []uint32, w []uint64) {
-	w = w[:len(h)]
+// scatter adds each client's weights to the server owning hash h[j]'s
+// bucket, for every bucket count k: with one set, w[j] into
+// loads[k*nsrv+server]; with several, w[j*sets+set] into
+// loads[(k*nsrv+server)*sets+set].
+func scatter(loads []uint64, nsrv, sets int, counts []int, owners [][]uint16, h []uint32, w []uint64) {
+	w = w[:len(h)*sets]
+	if sets == 1 {
+		for k, own := range owners {
+			l := loads[k*nsrv : (k+1)*nsrv]
+			n := uint32(counts[k])
+			for j, hj := range h {
+				l[own[core.Bucket(hj, n)]] += w[j]
+			}
+		}
+		return
+	}
 	for k, own := range owners {
-		l := loads[k*nsrv : (k+1)*nsrv]
+		l := loads[k*nsrv*sets : (k+1)*nsrv*sets]
 		n := uint32(counts[k])
+		if sets == 4 { // the default: three folds and the whole log
+			for j, hj := range h {
+				base := int(own[core.Bucket(hj, n)]) * 4
+				dst := (*[4]uint64)(l[base : base+4])
+				src := (*[4]uint64)(w[j*4 : j*4+4])
+				dst[0] += src[0]
+				dst[1] += src[1]
+				dst[2] += src[2]
+				dst[3] += src[3]
+			}
+			continue
+		}
 		for j, hj := range h {
-			l[own[core.Bucket(hj, n)]] += w[j]
+			base := int(own[core.Bucket(hj, n)]) * sets
+			dst := l[base : base+sets]
+			for i, x := range w[j*sets : (j+1)*sets] {
+				dst[i] += x
+			}
 		}
 	}
 }

@@ -30,6 +30,9 @@ type HoldOutOptions struct {
 	Folds int
 	// Search is what each fold's search tries; Progress is ignored.
 	Search SearchOptions
+	// Pins is how many pins may be recommended (0: none are considered).
+	// They are placed on top of Search.Current.
+	Pins int
 }
 
 // Fold is one held-out fold: search on Train, score on Test.
@@ -54,6 +57,12 @@ type Fold struct {
 	// at least a quarter of a server's fair share. NewHeavy counts those of
 	// them that were not heavy in the training windows.
 	NewHeavy, Heavy int
+	// Pins is how many pins were chosen on the training windows, Pinned
+	// the held-out max/mean with them and Unpinned without them, on top
+	// of the setting recommended (Current, or Searched when the search's
+	// choice held up).
+	Pins             int
+	Pinned, Unpinned float64
 }
 
 // heavyFraction is the part of a server's fair share that makes a client
@@ -102,50 +111,145 @@ type HoldOut struct {
 	Reliable bool
 	// Why explains, when Reliable is false, why no change is recommended.
 	Why []string
+	// Pins is the verdict on pins; nil when they were not considered.
+	Pins *PinsOutcome
 }
 
 // EvaluateHoldOut runs the held-out evaluation of pop for servers under m.
 func EvaluateHoldOut(servers []core.Server, pop *Population, m Metric, o HoldOutOptions) (HoldOut, error) {
+	ho, _, err := holdOut(servers, pop, m, o, nil)
+	return ho, err
+}
+
+// SearchHoldOut runs ev's search (ev judges pop) and the held-out
+// evaluation of pop together: the whole log's search and every fold's
+// search share one sweep over the seeds, so each distinct client is hashed
+// once per seed rather than once per search. The results are those of
+// ev.Search and EvaluateHoldOut.
+func SearchHoldOut(ev *Evaluator, pop *Population, o HoldOutOptions) (SearchResult, HoldOut, error) {
+	ho, sr, err := holdOut(ev.Servers(), pop, ev.Metric(), o, ev)
+	if err != nil {
+		return SearchResult{}, ho, err
+	}
+	return *sr, ho, nil
+}
+
+// holdOut evaluates the folds; with full set, full's search runs in the same
+// sweep and its result is returned too.
+func holdOut(servers []core.Server, pop *Population, m Metric, o HoldOutOptions, full *Evaluator) (HoldOut, *SearchResult, error) {
 	ho := HoldOut{Untimed: pop.Timeline.Untimed}
 	ws := pop.Windows(o.Folds + 1)
 	ho.Windows = len(ws)
 	sopts := o.Search
-	sopts.Progress = nil
+	type fold struct {
+		i          int
+		test       *Population
+		ev, evTest *Evaluator
+	}
+	var folds []fold
+	var evs []*Evaluator
+	// Every evaluator shares one set of tables (they depend on the servers
+	// alone): full's, or the first one's.
+	like := full
+	evaluator := func(p *Population) (*Evaluator, error) {
+		if like == nil {
+			var err error
+			like, err = NewEvaluator(servers, p, m)
+			return like, err
+		}
+		return like.sharing(p, m)
+	}
 	for i := 1; i < len(ws); i++ {
 		train := merge(ws[:i])
 		test := ws[i].Pop
 		if m.Total(train) == 0 || m.Total(test) == 0 {
 			continue
 		}
-		f, err := holdOutFold(servers, train, test, m, sopts, uint64(i))
+		ev, err := evaluator(train)
 		if err != nil {
-			return ho, err
+			return ho, nil, err
 		}
-		f.TrainFrom, f.TrainTo = ws[0].From, ws[i-1].To
-		f.TestFrom, f.TestTo = ws[i].From, ws[i].To
+		folds = append(folds, fold{i: i, test: test, ev: ev})
+		evs = append(evs, ev)
+	}
+	if full != nil {
+		evs = append(evs, full)
+	} else {
+		sopts.Progress = nil
+	}
+	var srs []SearchResult
+	if len(evs) > 0 {
+		var err error
+		if srs, err = searchSets(evs, sopts); err != nil {
+			return ho, nil, err
+		}
+	}
+	sopts.Progress = nil
+	for k, fd := range folds {
+		evTest, err := evaluator(fd.test)
+		if err != nil {
+			return ho, nil, err
+		}
+		folds[k].evTest = evTest
+		f, err := holdOutFold(fd.ev, evTest, srs[k], m, sopts, uint64(fd.i))
+		if err != nil {
+			return ho, nil, err
+		}
+		f.TrainFrom, f.TrainTo = ws[0].From, ws[fd.i-1].To
+		f.TestFrom, f.TestTo = ws[fd.i].From, ws[fd.i].To
 		ho.Folds = append(ho.Folds, f)
 	}
 	ho.summarise()
-	return ho, nil
+	if o.Pins > 0 {
+		// Pins go on top of the setting that will be recommended: the
+		// current one, or, when the search's choice held up, that.
+		for k, fd := range folds {
+			f := &ho.Folds[k]
+			base, without := sopts.Current, f.Current
+			if ho.Reliable {
+				base, without = f.Chosen, f.Searched
+			}
+			var err error
+			if f.Pins, f.Pinned, err = pinsFold(servers, windowPops(ws[:fd.i]), fd.ev, fd.evTest, base, o.Pins); err != nil {
+				return ho, nil, err
+			}
+			f.Unpinned = without
+		}
+		whole, base := full, sopts.Current
+		if whole == nil {
+			var err error
+			if whole, err = evaluator(pop); err != nil {
+				return ho, nil, err
+			}
+		}
+		if ho.Reliable {
+			if full != nil {
+				base = srs[len(srs)-1].Best.Candidate
+			} else {
+				base = ho.Folds[len(ho.Folds)-1].Chosen
+			}
+		}
+		heavy, err := persistentHeavy(servers, windowPops(ws), m, o.Pins)
+		if err != nil {
+			return ho, nil, err
+		}
+		final, err := whole.PlacePins(base, heavy)
+		if err != nil {
+			return ho, nil, err
+		}
+		ho.summarisePins(base, final)
+	}
+	if full != nil {
+		return ho, &srs[len(srs)-1], nil
+	}
+	return ho, nil, nil
 }
 
-func holdOutFold(servers []core.Server, train, test *Population, m Metric, sopts SearchOptions, fold uint64) (Fold, error) {
+func holdOutFold(evTrain, evTest *Evaluator, sr SearchResult, m Metric, sopts SearchOptions, fold uint64) (Fold, error) {
 	var f Fold
-	evTrain, err := NewEvaluator(servers, train, m)
-	if err != nil {
-		return f, err
-	}
-	sr, err := evTrain.Search(sopts)
-	if err != nil {
-		return f, err
-	}
 	f.Chosen = sr.Best.Candidate
 	f.InSample = sr.Best.Score(m).MaxMean
 
-	evTest, err := NewEvaluator(servers, test, m)
-	if err != nil {
-		return f, err
-	}
 	cur, err := evTest.Evaluate(sopts.Current)
 	if err != nil {
 		return f, err

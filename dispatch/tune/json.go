@@ -27,6 +27,24 @@ type jsonReport struct {
 	HoldOut     *jsonHoldOut `json:"held_out,omitempty"`
 	Recommended jsonSetting  `json:"recommended"`
 	Changed     bool         `json:"recommends_change"`
+	Pins        []jsonPin    `json:"recommended_pins"`
+}
+
+type jsonPin struct {
+	Client   string `json:"client"`
+	Server   int    `json:"server"`
+	Requests uint64 `json:"requests"`
+	Bytes    uint64 `json:"bytes"`
+}
+
+type jsonPins struct {
+	Base     jsonSetting `json:"on_top_of"`
+	Unpinned jsonSpread  `json:"without_pins"`
+	Pinned   jsonSpread  `json:"with_pins"`
+	Gain     jsonSpread  `json:"gain"`
+	Reliable bool        `json:"reliable"`
+	Why      string      `json:"why,omitempty"`
+	Chosen   []jsonPin   `json:"chosen"`
 }
 
 type jsonSetting struct {
@@ -55,6 +73,9 @@ type jsonFold struct {
 	Floor      float64     `json:"floor"`
 	NewHeavy   int         `json:"new_heavy"`
 	HeavyCount int         `json:"heavy"`
+	Pins       int         `json:"pins"`
+	Unpinned   float64     `json:"unpinned_max_mean"`
+	Pinned     float64     `json:"pinned_max_mean"`
 }
 
 type jsonHoldOut struct {
@@ -67,6 +88,7 @@ type jsonHoldOut struct {
 	Gain     jsonSpread `json:"gain"`
 	Reliable bool       `json:"reliable"`
 	Why      []string   `json:"why,omitempty"`
+	Pins     *jsonPins  `json:"pins,omitempty"`
 }
 
 func setting(c Candidate) jsonSetting {
@@ -99,13 +121,25 @@ func (r *Report) WriteJSON(w io.Writer) error {
 			jh.Folds = append(jh.Folds, jsonFold{TrainFrom: f.TrainFrom, TrainTo: f.TrainTo, TestFrom: f.TestFrom,
 				TestTo: f.TestTo, Chosen: setting(f.Chosen), Fitted: f.InSample, Current: f.Current,
 				Searched: f.Searched, Random: jsonSpread{f.RandomMean, f.RandomSD}, Floor: f.Floor,
-				NewHeavy: f.NewHeavy, HeavyCount: f.Heavy})
+				NewHeavy: f.NewHeavy, HeavyCount: f.Heavy, Pins: f.Pins, Unpinned: f.Unpinned, Pinned: f.Pinned})
+		}
+		if o := h.Pins; o != nil {
+			jh.Pins = &jsonPins{Base: setting(o.Base), Unpinned: spreadJSON(o.Unpinned), Pinned: spreadJSON(o.Pinned), Gain: spreadJSON(o.Gain), Reliable: o.Reliable, Why: o.Why, Chosen: pinsJSON(o.Pins)}
 		}
 		j.HoldOut = jh
 	}
+	j.Pins = pinsJSON(r.Pins)
 	j.Recommended = setting(r.Recommended)
 	j.Changed = r.Recommended != s.Current.Candidate
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(j)
+}
+
+func pinsJSON(ps []PinChoice) []jsonPin {
+	out := []jsonPin{}
+	for _, p := range ps {
+		out = append(out, jsonPin{Client: p.Client.Addr.String(), Server: p.ID, Requests: p.Client.Requests, Bytes: p.Client.Bytes})
+	}
+	return out
 }

@@ -27,6 +27,10 @@ type Report struct {
 	// it held up on held-out windows (or no validation was asked for),
 	// else the current setting.
 	Recommended Candidate
+	// Pins are the recommended pins (HoldOut.Pins held up, on top of the
+	// current setting); none when they did not, or when a new setting is
+	// recommended (pins placed for the old one would not fit it).
+	Pins []PinChoice
 }
 
 // barWidth is the width of the widest terminal bar, in cells.
@@ -123,6 +127,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	r.writeServers(bw, by, bytesToo)
 	r.writeClients(bw, bytesToo)
 	r.writeHoldOut(bw)
+	r.writePins(bw)
 
 	p("recommended settings for [[cluster]] name = %q", r.Cluster)
 	switch {
@@ -135,6 +140,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	p(":\n")
 	for _, l := range ConfigLines(r.Recommended) {
+		p("  %s\n", l)
+	}
+	for _, l := range PinLines(r.Pins) {
 		p("  %s\n", l)
 	}
 	// The padded columns leave trailing spaces; drop them.
@@ -357,4 +365,52 @@ func human(n uint64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// writePins writes the verdict on pins: each fold's held-out max/mean with
+// and without them, the expected effect with its spread, and the pins.
+func (r *Report) writePins(w io.Writer) {
+	h := r.HoldOut
+	if h == nil || h.Pins == nil {
+		return
+	}
+	o := h.Pins
+	fmt.Fprintf(w, "pins (clients heavy in every window, placed on servers deliberately; the rest stay hashed)\n")
+	if len(h.Folds) > 0 {
+		fmt.Fprintf(w, "  on top of %s\n", short(o.Base))
+		fmt.Fprintf(w, "  %-4s %5s %9s %11s\n", "fold", "pins", "without", "with pins")
+		for i, f := range h.Folds {
+			fmt.Fprintf(w, "  %-4d %5d %9.3f %11.3f\n", i+1, f.Pins, f.Unpinned, f.Pinned)
+		}
+		fmt.Fprintf(w, "  over %d folds: held-out max/mean %s with pins, %s without; gain %s (random seeds spread %.3f)\n",
+			len(h.Folds), o.Pinned, o.Unpinned, o.Gain, h.Random.SD)
+	}
+	if !o.Reliable || len(r.Pins) == 0 {
+		why := o.Why
+		if why == "" {
+			why = "they were placed for another setting than the one recommended"
+		}
+		fmt.Fprintf(w, "  verdict: no pins recommended: %s\n\n", why)
+		return
+	}
+	fmt.Fprintf(w, "  verdict: pin %d clients: expected held-out max/mean %s instead of %s (gain %s)\n", len(r.Pins), o.Pinned, o.Unpinned, o.Gain)
+	by := r.Eval.Metric()
+	total := by.Of(r.Eval.Total())
+	for _, p := range r.Pins {
+		share := 0.0
+		if total > 0 {
+			share = float64(by.Of(p.Client.Counts)) / float64(total)
+		}
+		fmt.Fprintf(w, "    %-39s %7s of %s -> server %d\n", p.Client.Addr, pct(share), by, p.ID)
+	}
+	fmt.Fprintln(w)
+}
+
+// PinLines returns the config tables that pin pins.
+func PinLines(pins []PinChoice) []string {
+	var out []string
+	for _, p := range pins {
+		out = append(out, "", "[[cluster.pin]]", fmt.Sprintf("client = %q", p.Client.Addr.String()), fmt.Sprintf("server = %d", p.ID))
+	}
+	return out
 }

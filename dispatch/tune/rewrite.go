@@ -3,6 +3,8 @@ package tune
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -276,4 +278,150 @@ func (l *lexer) scan(s string, off int) int {
 		}
 	}
 	return len(s)
+}
+
+// RewritePins returns src with the [[cluster.pin]] tables of the [[cluster]]
+// called name replaced by pins, and what it changed (Key "pin", Old and New
+// "CLIENT -> server ID"). Every other byte is kept: an old pin table goes
+// from its header to its last key (comments and blank lines after it
+// stay); the new ones follow the cluster's last other table, indented like
+// its first sub-table. When the file already pins exactly these clients to
+// these servers nothing changes.
+//
+// Like RewriteConfig it works on the text; check the result with
+// config.Parse before writing it.
+func RewritePins(src []byte, name string, pins []PinChoice) ([]byte, []Change, error) {
+	text := string(src)
+	eol := "\n"
+	if strings.Contains(text, "\r\n") {
+		eol = "\r\n"
+	}
+	lines := strings.SplitAfter(text, "\n")
+	if lines[len(lines)-1] == "" {
+		lines = lines[:len(lines)-1]
+	}
+	blocks, err := scanBlocks(lines)
+	if err != nil {
+		return nil, nil, err
+	}
+	k := slices.IndexFunc(blocks, func(b block) bool { return b.header == "[[cluster]]" && b.name == name })
+	if k < 0 {
+		return nil, nil, fmt.Errorf("%w: %q", ErrClusterNotFound, name)
+	}
+	last := k // the cluster's last block that is not a pin
+	var old []block
+	for j := k + 1; j < len(blocks) && (strings.HasPrefix(blocks[j].header, "[[cluster.") || strings.HasPrefix(blocks[j].header, "[cluster.")); j++ {
+		if blocks[j].header == "[[cluster.pin]]" {
+			old = append(old, blocks[j])
+		} else {
+			last = j
+		}
+	}
+	pinText := func(client string, id string) string { return client + " -> server " + id }
+	oldSet := map[string]bool{}
+	for _, b := range old {
+		c, _ := unquoteString(b.keys["client"])
+		oldSet[pinText(c, b.keys["server"])] = true
+	}
+	newSet := map[string]bool{}
+	for _, p := range pins {
+		newSet[pinText(p.Client.Addr.String(), strconv.Itoa(p.ID))] = true
+	}
+	if maps.Equal(oldSet, newSet) {
+		return src, nil, nil
+	}
+
+	indent := ""
+	if k+1 < len(blocks) && blocks[k+1].start >= 0 && (last > k || len(old) > 0) {
+		indent = leadingSpace(lines[blocks[k+1].start])
+	}
+	removed := map[int]bool{}
+	var changes []Change
+	for _, b := range old {
+		for i := b.start; i <= b.end; i++ {
+			removed[i] = true
+		}
+		// A blank line before a removed table goes with it.
+		if b.start > 0 && strings.TrimSpace(lines[b.start-1]) == "" {
+			removed[b.start-1] = true
+		}
+		c, _ := unquoteString(b.keys["client"])
+		if t := pinText(c, b.keys["server"]); !newSet[t] {
+			changes = append(changes, Change{Key: "pin", Old: t})
+		}
+	}
+	at := blocks[last].end
+	var out []string
+	for i, l := range lines {
+		if !removed[i] {
+			out = append(out, l)
+		}
+		if i == at {
+			if !strings.HasSuffix(out[len(out)-1], "\n") {
+				out[len(out)-1] += eol
+			}
+			for _, p := range pins {
+				t := pinText(p.Client.Addr.String(), strconv.Itoa(p.ID))
+				out = append(out, eol, indent+"[[cluster.pin]]"+eol,
+					indent+"client = "+strconv.Quote(p.Client.Addr.String())+eol,
+					indent+"server = "+strconv.Itoa(p.ID)+eol)
+				if !oldSet[t] {
+					changes = append(changes, Change{Key: "pin", New: t, Line: len(out) - 2})
+				}
+			}
+		}
+	}
+	return []byte(strings.Join(out, "")), changes, nil
+}
+
+// block is one table of a TOML text: its header (normalised; "" for the
+// root), lines[start..end] from the header to its last key/value line, its
+// single-line keys' values, and for a [[cluster]] its name.
+type block struct {
+	header     string
+	start, end int
+	keys       map[string]string
+	name       string
+}
+
+// scanBlocks splits lines into tables, following multi-line values as
+// findCluster does.
+func scanBlocks(lines []string) ([]block, error) {
+	var lx lexer
+	blocks := []block{}
+	cur := block{start: -1, end: -1, keys: map[string]string{}}
+	for i := 0; i < len(lines); i++ {
+		body := strings.TrimRight(lines[i], "\r\n")
+		trimmed := strings.TrimLeft(body, " \t")
+		switch {
+		case trimmed == "" || trimmed[0] == '#':
+			continue
+		case trimmed[0] == '[':
+			blocks = append(blocks, cur)
+			cur = block{header: headerName(trimmed), start: i, end: i, keys: map[string]string{}}
+			continue
+		}
+		eq := keyEnd(trimmed)
+		if eq < 0 {
+			return nil, fmt.Errorf("line %d: not a key = value line", i+1)
+		}
+		key := unquoteKey(strings.TrimSpace(trimmed[:eq]))
+		off := len(body) - len(trimmed) + eq + 1
+		first := i
+		lx = lexer{}
+		valEnd := lx.scan(body, off)
+		for lx.open() && i+1 < len(lines) {
+			i++
+			lx.scan(strings.TrimRight(lines[i], "\r\n"), 0)
+		}
+		cur.end = i
+		if first == i {
+			v := strings.TrimSpace(body[off:valEnd])
+			cur.keys[key] = v
+			if key == "name" && cur.header == "[[cluster]]" {
+				cur.name, _ = unquoteString(v)
+			}
+		}
+	}
+	return append(blocks, cur), nil
 }

@@ -22,8 +22,13 @@ type Timeline struct {
 	// Length is the slot length in seconds (0 until the first record).
 	Length int64
 	// Slots maps a slot number (time / Length, rounded down) to its
-	// per-client counts.
-	Slots map[int64]map[netip.Addr]Counts
+	// per-client counts, the client by its number in Addrs: a slot's
+	// entry is then 4 bytes of key instead of an address's 24.
+	Slots map[int64]map[uint32]Counts
+	// Addrs are the clients, numbered in the order first seen; ids is the
+	// reverse.
+	Addrs []netip.Addr
+	ids   map[netip.Addr]uint32
 	// Untimed counts the requests whose line had no time stamp.
 	Untimed uint64
 }
@@ -34,8 +39,15 @@ func (t *Timeline) add(r Record) {
 		return
 	}
 	if t.Slots == nil {
-		t.Slots = make(map[int64]map[netip.Addr]Counts)
+		t.Slots = make(map[int64]map[uint32]Counts)
+		t.ids = make(map[netip.Addr]uint32)
 		t.Length = firstSlotLength
+	}
+	id, known := t.ids[r.Addr]
+	if !known {
+		id = uint32(len(t.Addrs))
+		t.ids[r.Addr] = id
+		t.Addrs = append(t.Addrs, r.Addr)
 	}
 	k := floorDiv(r.Time, t.Length)
 	m, ok := t.Slots[k]
@@ -45,20 +57,20 @@ func (t *Timeline) add(r Record) {
 		}
 		k = floorDiv(r.Time, t.Length)
 		if m, ok = t.Slots[k]; !ok {
-			m = make(map[netip.Addr]Counts)
+			m = make(map[uint32]Counts)
 			t.Slots[k] = m
 		}
 	}
-	c := m[r.Addr]
+	c := m[id]
 	c.Requests++
 	c.Bytes += r.Bytes
-	m[r.Addr] = c
+	m[id] = c
 }
 
 // coarsen doubles the slot length, merging slots pairwise.
 func (t *Timeline) coarsen() {
 	t.Length *= 2
-	merged := make(map[int64]map[netip.Addr]Counts, len(t.Slots)/2+1)
+	merged := make(map[int64]map[uint32]Counts, len(t.Slots)/2+1)
 	for _, k := range slices.Sorted(maps.Keys(t.Slots)) {
 		nk := floorDiv(k, 2)
 		dst, ok := merged[nk]
@@ -114,8 +126,8 @@ func (p *Population) Windows(n int) []Window {
 	var cum uint64
 	cur := Window{From: keys[0] * t.Length, Pop: NewPopulation()}
 	for i, k := range keys {
-		for a, c := range t.Slots[k] {
-			cur.Pop.addClient(a, c)
+		for id, c := range t.Slots[k] {
+			cur.Pop.addClient(t.Addrs[id], c)
 		}
 		cum += per[i]
 		cur.To = (k + 1) * t.Length
@@ -150,4 +162,13 @@ func merge(ws []Window) *Population {
 		}
 	}
 	return p
+}
+
+// windowPops returns the windows' populations.
+func windowPops(ws []Window) []*Population {
+	out := make([]*Population, len(ws))
+	for i, w := range ws {
+		out[i] = w.Pop
+	}
+	return out
 }

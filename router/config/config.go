@@ -150,6 +150,7 @@ type Cluster struct {
 	Seed             uint32
 	Buckets          int
 	Servers          []Server // in file order
+	Pins             []Pin    // [[cluster.pin]], in file order (pin.go)
 	Health           Health
 	// AnnounceKeyFile is the Ed25519 private key file that signs the table
 	// announcements the appliance sends to the servers' agents (broadcast

@@ -328,7 +328,7 @@ func (d *decoder) cluster(t *table) Cluster {
 	} else if !t.has("name") {
 		t.missing("name", "")
 	}
-	t.known("name", "address", "interface", "mode", "broadcast_address", "hash", "seed", "buckets", "server", "health",
+	t.known("name", "address", "interface", "mode", "broadcast_address", "hash", "seed", "buckets", "server", "pin", "health",
 		"announce_key", "announce_key_file", "announce_port", "announce_interval", "drain_timeout", "flow_memory")
 	if a, ok := t.unicast("address"); ok {
 		c.Address = a
@@ -401,6 +401,7 @@ func (d *decoder) cluster(t *table) Cluster {
 	} else if len(c.Servers) == 0 {
 		t.errorf("server", "a cluster needs at least one server")
 	}
+	d.pins(t, &c)
 
 	c.Health = d.health(t)
 	d.clusters = append(d.clusters, src)

@@ -137,7 +137,7 @@ asn = 65000
 `
 
 var refBases = map[string]string{
-	"routing":   fmt.Sprintf(refBase, `mode = "routing"`),
+	"routing":   fmt.Sprintf(refBase, "mode = \"routing\"\n\n  [[cluster.pin]]\n  client = \"192.0.2.7\"\n  server = 0"),
 	"broadcast": fmt.Sprintf(refBase, "mode = \"broadcast\"\nbroadcast_address = \"10.0.0.250\""),
 }
 
@@ -326,6 +326,8 @@ func refValue(cfg *Config, header string) (reflect.Value, bool) {
 		return reflect.ValueOf(cfg.Clusters[0].Servers[0]), true
 	case "[cluster.health]":
 		return reflect.ValueOf(cfg.Clusters[0].Health), true
+	case "[[cluster.pin]]":
+		return reflect.ValueOf(cfg.Clusters[0].Pins[0]), true
 	case "[[vrrp]]":
 		return reflect.ValueOf(cfg.VRRP[0]), true
 	case "[bgp]":

@@ -42,10 +42,12 @@ drain_timeout = %q
 
 // clusterJSON is the part of `status --json` these tests read.
 type clusterJSON struct {
-	Name       string            `json:"name"`
-	Version    uint64            `json:"version"`
-	Counters   map[string]uint64 `json:"counters"`
-	Transition *struct {
+	Name    string `json:"name"`
+	Version uint64 `json:"version"`
+	// TableFingerprint digests where the table (with its pins) sends clients.
+	TableFingerprint string            `json:"table_fingerprint"`
+	Counters         map[string]uint64 `json:"counters"`
+	Transition       *struct {
 		Phase   string `json:"phase"`
 		Moved   int    `json:"moved_buckets"`
 		Entries int64  `json:"entries"`

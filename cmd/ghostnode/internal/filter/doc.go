@@ -40,6 +40,15 @@
 //	  }
 //	}
 //
+// A cluster with pins ([[cluster.pin]], or the pins of an announcement) has
+// two more sets, "pinned" (the clients pinned to this server) and
+// "pinned_away" (those pinned to others, or to nobody while a pin moves),
+// typeof ip saddr (ip6 saddr), and three rules after "foreign-error",
+// ahead of the hash: "pinned-new" and "pinned-datagram" accept a pinned
+// client's new TCP connections and other packets, "pinned-away" drops the
+// others' pinned clients. Without pins neither the sets nor the rules exist,
+// so such a filter is exactly as described above.
+//
 // TCP connections known here stay here whatever the owned set says (a
 // drained server finishes them); new TCP connections follow the owned set.
 // Everything else follows the owned set alone, not conntrack, so that after

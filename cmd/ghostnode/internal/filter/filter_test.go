@@ -310,3 +310,44 @@ func TestParseTable(t *testing.T) {
 		}
 	}
 }
+
+// Pins: two sets and three rules ahead of the hash, only when there are
+// pins; the filter without pins is unchanged; bad pins are refused.
+func TestRulesetPins(t *testing.T) {
+	base := Spec{Cluster: "web", Ghost: netip.MustParseAddr("203.0.113.10"), Buckets: 64, Seed: 0x5eed, Server: 1, Owned: []uint32{1, 2}}
+	pinned := base
+	pinned.Pinned = []netip.Addr{netip.MustParseAddr("192.0.2.7")}
+	pinned.PinnedAway = []netip.Addr{netip.MustParseAddr("192.0.2.8"), netip.MustParseAddr("192.0.2.9")}
+	if err := pinned.Check(); err != nil {
+		t.Fatal(err)
+	}
+	plain, with := base.Ruleset(), pinned.Ruleset()
+	if strings.Contains(plain, "pinned") {
+		t.Errorf("a filter without pins has pin rules:\n%s", plain)
+	}
+	for _, want := range []string{
+		"set pinned {\n\t\ttypeof ip saddr\n\t\telements = {\n\t\t\t192.0.2.7\n\t\t}",
+		"elements = {\n\t\t\t192.0.2.8, 192.0.2.9\n",
+		"ip daddr 203.0.113.10 meta l4proto tcp ct state new ip saddr @pinned counter meta pkttype set host accept comment \"pinned-new\"",
+		"ip daddr 203.0.113.10 meta l4proto != tcp ip saddr @pinned counter meta pkttype set host accept comment \"pinned-datagram\"",
+		"ip daddr 203.0.113.10 ip saddr @pinned_away counter drop comment \"pinned-away\"",
+	} {
+		if !strings.Contains(with, want) {
+			t.Errorf("the ruleset with pins lacks %q:\n%s", want, with)
+		}
+	}
+	if strings.Index(with, "pinned-away") > strings.Index(with, "comment \"new\"") {
+		t.Errorf("the pin rules do not come before the hash:\n%s", with)
+	}
+	for _, bad := range [][2][]netip.Addr{
+		{{netip.MustParseAddr("2001:db8::7")}, nil},
+		{{netip.MustParseAddr("192.0.2.8"), netip.MustParseAddr("192.0.2.7")}, nil},
+		{{netip.MustParseAddr("192.0.2.7")}, {netip.MustParseAddr("192.0.2.7")}},
+	} {
+		s := base
+		s.Pinned, s.PinnedAway = bad[0], bad[1]
+		if err := s.Check(); err == nil {
+			t.Errorf("pins %v / %v accepted", bad[0], bad[1])
+		}
+	}
+}

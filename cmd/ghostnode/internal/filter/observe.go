@@ -29,6 +29,7 @@ type Rule struct {
 	ICMP     []string   // the `icmp type { ... }` / `icmpv6 type { ... }` match, sorted; nil if none
 	Hash     string     // the jhash lookup as Spec.Hash writes it, "" if none
 	HashSet  string     // the set the hash is looked up in, without '@'
+	SaddrSet string     // the set the source address is looked up in (pins), without '@'
 	Counter  *Counter   // nil if the rule has no counter
 	Pkttype  string     // the value of `meta pkttype set`, "" if none
 	Verdict  string     // "accept", "drop", ... ; "" if none
@@ -47,6 +48,11 @@ type Table struct {
 
 	HasUnowned bool     // the unowned set exists with flags interval
 	Unowned    []uint32 // its elements, expanded, ascending
+
+	// HasPinned: the pin sets exist; Pinned and PinnedAway are their
+	// elements, ascending.
+	HasPinned          bool
+	Pinned, PinnedAway []netip.Addr
 
 	HasChain bool // the chain exists as a prerouting filter chain at mangle priority, policy accept
 	Rules    []Rule
@@ -97,23 +103,35 @@ func (s *Spec) Matches(t *Table) (ok bool, reason string) {
 		return false, "no interval set " + UnownedName
 	case !t.HasChain:
 		return false, "no prerouting chain " + ChainName + " at mangle priority"
+	case s.HasPins() != t.HasPinned:
+		return false, fmt.Sprintf("pin sets: %v, want %v", t.HasPinned, s.HasPins())
+	case !slices.Equal(t.Pinned, s.Pinned) || !slices.Equal(t.PinnedAway, s.PinnedAway):
+		return false, "the pinned clients differ"
 	}
 	want := []Rule{
 		{Comment: CommentEstablished, Daddr: s.Ghost, L4proto: "tcp", CtState: []string{"established"}, Pkttype: "host", Verdict: "accept"},
 		{Comment: CommentRelated, Daddr: s.Ghost, CtState: []string{"related"}, Pkttype: "host", Verdict: "accept"},
 		{Comment: CommentForeignError, Daddr: s.Ghost, ICMP: s.errorTypes(), Verdict: "drop"},
+	}
+	if s.HasPins() {
+		want = append(want,
+			Rule{Comment: CommentPinnedNew, Daddr: s.Ghost, L4proto: "tcp", CtState: []string{"new"}, SaddrSet: PinnedName, Pkttype: "host", Verdict: "accept"},
+			Rule{Comment: CommentPinnedDatagram, Daddr: s.Ghost, L4proto: "!tcp", SaddrSet: PinnedName, Pkttype: "host", Verdict: "accept"},
+			Rule{Comment: CommentPinnedAway, Daddr: s.Ghost, SaddrSet: PinnedAwayName, Verdict: "drop"})
+	}
+	want = append(want, []Rule{
 		{Comment: CommentNew, Daddr: s.Ghost, L4proto: "tcp", CtState: []string{"new"}, Hash: s.Hash(), HashSet: SetName, Pkttype: "host", Verdict: "accept"},
 		{Comment: CommentDatagram, Daddr: s.Ghost, L4proto: "!tcp", Hash: s.Hash(), HashSet: SetName, Pkttype: "host", Verdict: "accept"},
 		{Comment: CommentUnowned, Daddr: s.Ghost, CtState: []string{"new"}, Hash: s.Hash(), HashSet: UnownedName, Verdict: "drop"},
 		{Comment: CommentDropped, Daddr: s.Ghost, Verdict: "drop"},
-	}
+	}...)
 	if len(t.Rules) != len(want) {
 		return false, fmt.Sprintf("%d rules, want %d", len(t.Rules), len(want))
 	}
 	for i, w := range want {
 		r := t.Rules[i]
 		if r.Comment != w.Comment || r.Daddr != w.Daddr || !slices.Equal(r.CtState, w.CtState) || r.L4proto != w.L4proto || !slices.Equal(r.ICMP, w.ICMP) ||
-			r.Hash != w.Hash || r.HashSet != w.HashSet || r.Pkttype != w.Pkttype ||
+			r.Hash != w.Hash || r.HashSet != w.HashSet || r.SaddrSet != w.SaddrSet || r.Pkttype != w.Pkttype ||
 			r.Verdict != w.Verdict || r.Counter == nil || len(r.Unknown) > 0 {
 			return false, fmt.Sprintf("rule %d (%q) differs: %s", i+1, r.Comment, r.original)
 		}
@@ -173,6 +191,28 @@ func (t *Table) parseSet(raw json.RawMessage) error {
 	}
 	if err := json.Unmarshal(raw, &x); err != nil {
 		return err
+	}
+	if x.Name == PinnedName || x.Name == PinnedAwayName {
+		var as []netip.Addr
+		for _, e := range x.Elem {
+			var v string
+			if json.Unmarshal(e, &v) != nil {
+				return fmt.Errorf("set %s element %s: want an address", x.Name, e)
+			}
+			a, err := netip.ParseAddr(v)
+			if err != nil {
+				return fmt.Errorf("set %s element %s: %v", x.Name, e, err)
+			}
+			as = append(as, a)
+		}
+		slices.SortFunc(as, netip.Addr.Compare)
+		t.HasPinned = true
+		if x.Name == PinnedName {
+			t.Pinned = as
+		} else {
+			t.PinnedAway = as
+		}
+		return nil
 	}
 	if x.Name != SetName && x.Name != UnownedName {
 		return nil
@@ -284,6 +324,10 @@ func (r *Rule) match(v json.RawMessage) bool {
 				return false
 			}
 			r.ICMP = slices.Sorted(slices.Values(set.Set))
+			return true
+		}
+		if json.Unmarshal(raw, &p) == nil && p.Field == "saddr" && json.Unmarshal(m.Right, &s) == nil && strings.HasPrefix(s, "@") {
+			r.SaddrSet = strings.TrimPrefix(s, "@")
 			return true
 		}
 		if json.Unmarshal(raw, &p) != nil || p.Field != "daddr" || json.Unmarshal(m.Right, &s) != nil {

@@ -19,6 +19,11 @@ const (
 	SetName     = "owned"   // the set of owned buckets
 	UnownedName = "unowned" // the set of buckets owned by no server (a change in progress)
 	ChainName   = "pre"     // the prerouting chain
+	// PinnedName and PinnedAwayName are the sets of clients pinned to this
+	// server and to other servers; they exist only when the cluster has
+	// pins.
+	PinnedName     = "pinned"
+	PinnedAwayName = "pinned_away"
 
 	// Rule comments: how the rules are found again in `nft -j` output.
 	CommentEstablished = "established"
@@ -28,7 +33,11 @@ const (
 	CommentNew          = "new"
 	CommentDatagram     = "datagram"
 	CommentUnowned      = "unowned"
-	CommentDropped      = "dropped"
+	// Pins: clients pinned to this server, and to others.
+	CommentPinnedNew      = "pinned-new"
+	CommentPinnedDatagram = "pinned-datagram"
+	CommentPinnedAway     = "pinned-away"
+	CommentDropped        = "dropped"
 
 	// mangle is the numeric priority of `priority mangle`, as `nft -j` reports it.
 	manglePriority = -150
@@ -52,7 +61,17 @@ type Spec struct {
 	// Owned): their new connections are dropped and counted apart, and
 	// wait for a SYN retransmission.
 	Unowned []uint32
+	// Pinned are the clients pinned to this server, PinnedAway those
+	// pinned to others ([[cluster.pin]]): ascending, distinct, of the
+	// ghost's family, none in both. A pinned client's new connections
+	// and datagrams are accepted by its server and dropped by every other,
+	// ahead of the hash; the sets and their rules exist only when there
+	// are pins, so a filter without pins is unchanged by them.
+	Pinned, PinnedAway []netip.Addr
 }
+
+// HasPins reports whether the filter has pin sets and rules.
+func (s *Spec) HasPins() bool { return len(s.Pinned)+len(s.PinnedAway) > 0 }
 
 // Family is the nftables family of the table: "ip" for an IPv4 ghost, "ip6"
 // for an IPv6 one.
@@ -91,6 +110,21 @@ func (s *Spec) Check() error {
 	for _, b := range s.Unowned {
 		if _, found := slices.BinarySearch(s.Owned, b); found {
 			return fmt.Errorf("%w: bucket %d is both owned and unowned", ErrSpec, b)
+		}
+	}
+	for _, set := range [][]netip.Addr{s.Pinned, s.PinnedAway} {
+		for i, a := range set {
+			switch {
+			case !a.IsValid() || a.Is4() != s.Ghost.Is4() || a.Is4In6():
+				return fmt.Errorf("%w: pinned client %v is not an address of the ghost's family", ErrSpec, a)
+			case i > 0 && set[i-1].Compare(a) >= 0:
+				return fmt.Errorf("%w: pinned clients not ascending and distinct at %v", ErrSpec, a)
+			}
+		}
+	}
+	for _, a := range s.Pinned {
+		if _, found := slices.BinarySearchFunc(s.PinnedAway, a, netip.Addr.Compare); found {
+			return fmt.Errorf("%w: client %v is pinned both here and away", ErrSpec, a)
 		}
 	}
 	return nil
@@ -142,6 +176,19 @@ func (s *Spec) Ruleset() string {
 		fmt.Fprintf(&b, "\t\telements = {%s\n\t\t}\n", elements(s.Unowned, "\n\t\t\t"))
 	}
 	fmt.Fprintf(&b, "\t}\n\n")
+	if s.HasPins() {
+		for _, set := range []struct {
+			name    string
+			clients []netip.Addr
+		}{{PinnedName, s.Pinned}, {PinnedAwayName, s.PinnedAway}} {
+			fmt.Fprintf(&b, "\tset %s {\n", set.name)
+			fmt.Fprintf(&b, "\t\ttypeof %s saddr\n", fam)
+			if len(set.clients) > 0 {
+				fmt.Fprintf(&b, "\t\telements = {%s\n\t\t}\n", addrElements(set.clients, "\n\t\t\t"))
+			}
+			fmt.Fprintf(&b, "\t}\n\n")
+		}
+	}
 	fmt.Fprintf(&b, "\tchain %s {\n", ChainName)
 	fmt.Fprintf(&b, "\t\ttype filter hook prerouting priority mangle; policy accept;\n")
 	fmt.Fprintf(&b, "\t\t%s daddr %s meta l4proto tcp ct state established counter meta pkttype set host accept comment %q\n",
@@ -157,6 +204,16 @@ func (s *Spec) Ruleset() string {
 	} else {
 		fmt.Fprintf(&b, "\t\tip6 daddr %s icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } counter drop comment %q\n",
 			g, CommentForeignError)
+	}
+	if s.HasPins() {
+		// Pins come before the hash: a pinned client's new connections and
+		// datagrams are its server's alone.
+		fmt.Fprintf(&b, "\t\t%s daddr %s meta l4proto tcp ct state new %s saddr @%s counter meta pkttype set host accept comment %q\n",
+			fam, g, fam, PinnedName, CommentPinnedNew)
+		fmt.Fprintf(&b, "\t\t%s daddr %s meta l4proto != tcp %s saddr @%s counter meta pkttype set host accept comment %q\n",
+			fam, g, fam, PinnedName, CommentPinnedDatagram)
+		fmt.Fprintf(&b, "\t\t%s daddr %s %s saddr @%s counter drop comment %q\n",
+			fam, g, fam, PinnedAwayName, CommentPinnedAway)
 	}
 	fmt.Fprintf(&b, "\t\t%s daddr %s meta l4proto tcp ct state new %s @%s counter meta pkttype set host accept comment %q\n",
 		fam, g, s.Hash(), SetName, CommentNew)
@@ -213,6 +270,25 @@ func elements(owned []uint32, sep string) string {
 			b.WriteString(", ")
 		}
 		b.WriteString(r.String())
+	}
+	return b.String()
+}
+
+// addrElements writes addresses as nft set elements, perLine to a line,
+// each line starting with sep.
+func addrElements(as []netip.Addr, sep string) string {
+	var b strings.Builder
+	for i, a := range as {
+		switch {
+		case i%perLine == 0:
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(sep)
+		default:
+			b.WriteString(", ")
+		}
+		b.WriteString(a.String())
 	}
 	return b.String()
 }

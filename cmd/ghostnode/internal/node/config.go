@@ -2,6 +2,8 @@ package node
 
 import (
 	"fmt"
+	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -52,5 +54,27 @@ func FromConfig(cfg *config.Config, cluster string, id int, down map[int]bool) (
 		owned = []uint32{}
 	}
 	s.Filter = &filter.Spec{Cluster: cl.Name, Ghost: cl.Address, Buckets: cl.Buckets, Seed: cl.Seed, Server: id, Owned: owned}
+	s.Filter.Pinned, s.Filter.PinnedAway = pinsOf(cl, id, down)
 	return s, nil
+}
+
+// pinsOf splits a cluster's pins that are in effect into the clients
+// pinned to server id and those pinned to others. A pin is in effect while
+// its server is live (not in down, not drained, with a positive weight), as
+// on the appliance; a client whose pin is not in effect is hashed.
+func pinsOf(cl *config.Cluster, id int, down map[int]bool) (here, away []netip.Addr) {
+	for _, p := range cl.Pins {
+		srv, ok := cl.Server(p.Server)
+		if !ok || down[p.Server] || srv.Drain || srv.Weight <= 0 {
+			continue
+		}
+		if p.Server == id {
+			here = append(here, p.Client)
+		} else {
+			away = append(away, p.Client)
+		}
+	}
+	slices.SortFunc(here, netip.Addr.Compare)
+	slices.SortFunc(away, netip.Addr.Compare)
+	return here, away
 }

@@ -426,7 +426,8 @@ func (r *setupRun) table(prev *State, f *filter.Spec) error {
 		// Undo by loading the previous filter, when the previous state
 		// describes it.
 		if prev != nil && prev.Table != nil {
-			ps := &filter.Spec{Cluster: f.Cluster, Ghost: f.Ghost, Buckets: old.Buckets, Seed: old.Seed, Server: old.Server, Owned: cur.Owned}
+			ps := &filter.Spec{Cluster: f.Cluster, Ghost: f.Ghost, Buckets: old.Buckets, Seed: old.Seed, Server: old.Server, Owned: cur.Owned,
+				Pinned: cur.Pinned, PinnedAway: cur.PinnedAway}
 			if ok, _ := ps.Matches(cur); ok && ps.Check() == nil {
 				r.undo = append(r.undo, func() error { return h.NFT(context.WithoutCancel(ctx), ps.Ruleset()) })
 			}
@@ -477,6 +478,17 @@ func (n *Node) Update(ctx context.Context, cluster string, owned []uint32) error
 // filter counts new connections to them apart): what `ghostnode run`
 // installs for each announced table.
 func (n *Node) UpdateSets(ctx context.Context, cluster string, owned, unowned []uint32) error {
+	return n.updateSets(ctx, cluster, owned, unowned, nil)
+}
+
+// pinSets are a filter's pinned clients: those accepted here and those
+// dropped.
+type pinSets struct{ here, away []netip.Addr }
+
+// updateSets is UpdateSets; with pins not nil the filter must have exactly
+// those pins (else ErrDifferent: the table is replaced whole), with nil it
+// keeps the kernel's.
+func (n *Node) updateSets(ctx context.Context, cluster string, owned, unowned []uint32, pins *pinSets) error {
 	if err := n.Host.Need("nft"); err != nil {
 		return err
 	}
@@ -507,6 +519,10 @@ func (n *Node) UpdateSets(ctx context.Context, cluster string, owned, unowned []
 	cur, err := filter.ParseTable(data)
 	if err != nil {
 		return err
+	}
+	f.Pinned, f.PinnedAway = cur.Pinned, cur.PinnedAway
+	if pins != nil {
+		f.Pinned, f.PinnedAway = pins.here, pins.away
 	}
 	if ok, why := f.Matches(cur); !ok {
 		return fmt.Errorf("cluster %s: table %s %s %w (%s): run ghostnode setup again", cluster, f.Family(), f.Table(), ErrDifferent, why)
@@ -768,5 +784,7 @@ func (n *Node) readFilter(ctx context.Context, r *Report) {
 	if c, ok := tbl.Counters(); ok {
 		r.Counters = &c
 	}
-	r.FilterOK, r.FilterNote = r.State.FilterSpec(tbl.Owned).Matches(tbl)
+	fs := r.State.FilterSpec(tbl.Owned)
+	fs.Pinned, fs.PinnedAway = tbl.Pinned, tbl.PinnedAway // static, like the owned buckets: their shape is checked
+	r.FilterOK, r.FilterNote = fs.Matches(tbl)
 }

@@ -181,7 +181,8 @@ func (n *Node) Apply(ctx context.Context, spec Spec) error {
 		st.Table.Buckets == f.Buckets && st.Table.Seed == f.Seed && st.Table.Server == f.Server {
 		quiet := *n
 		quiet.Out = nil
-		err := quiet.UpdateSets(ctx, spec.Cluster, f.Owned, f.Unowned)
+		// Pins that changed replace the table whole (ErrDifferent).
+		err := quiet.updateSets(ctx, spec.Cluster, f.Owned, f.Unowned, &pinSets{here: f.Pinned, away: f.PinnedAway})
 		if !errors.Is(err, ErrNoTable) && !errors.Is(err, ErrDifferent) {
 			return err
 		}
