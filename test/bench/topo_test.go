@@ -161,21 +161,8 @@ func (tp *topo) kernelRouter() {
 func (tp *topo) applianceConfig() string {
 	tp.sock = filepath.Join(tp.h.ArtifactDir(), "ctl.sock")
 	var b strings.Builder
-	fmt.Fprintf(&b, `[router]
-log_level = "info"
-control_socket = %q
-metrics_address = ""
-
-[[interface]]
-name = "up0"
-addresses = ["%s/24"]
-bridge = "br-up"
-
-[[interface]]
-name = "lan0"
-addresses = ["%s/24"]
-bridge = "br-lan"
-
+	b.WriteString(harness.TwoArmedConfig(tp.sock, "info"))
+	fmt.Fprintf(&b, `
 [[cluster]]
 name = "web"
 address = %q
@@ -184,7 +171,7 @@ mode = "routing"
 hash = "jhash"
 seed = %#x
 buckets = 4096
-`, tp.sock, upAddr, lanAddr, ghostAddr, seed)
+`, ghostAddr, seed)
 	for i, s := range tp.servers {
 		fmt.Fprintf(&b, "\n  [[cluster.server]]\n  id = %d\n  address = %q\n", i, s.addr)
 	}

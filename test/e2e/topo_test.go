@@ -5,7 +5,6 @@
 package e2e
 
 import (
-	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -85,21 +84,7 @@ func (tp *topo) clientSources(n int) []string {
 // configuration for this topology.
 func (tp *topo) baseConfig() string {
 	tp.sock = filepath.Join(tp.h.ArtifactDir(), "ctl.sock")
-	return fmt.Sprintf(`[router]
-log_level = "debug"
-control_socket = %q
-metrics_address = ""
-
-[[interface]]
-name = "up0"
-addresses = ["%s/24"]
-bridge = "br-up"
-
-[[interface]]
-name = "lan0"
-addresses = ["%s/24"]
-bridge = "br-lan"
-`, tp.sock, upAddr, lanAddr)
+	return harness.TwoArmedConfig(tp.sock, "debug")
 }
 
 // writeConfig writes text as the appliance's configuration file, and the

@@ -98,3 +98,25 @@ func (h *H) TwoArmed(o TopoOptions) *Topo {
 	}
 	return tp
 }
+
+// TwoArmedConfig is the head of the appliance's configuration for the
+// TwoArmed topology: the [router] table (logLevel, the control socket at
+// sock, no metrics listener) and the two interfaces, up0 on br-up with
+// UpAddr and lan0 on br-lan with LANAddr. Callers append their clusters.
+func TwoArmedConfig(sock, logLevel string) string {
+	return fmt.Sprintf(`[router]
+log_level = %q
+control_socket = %q
+metrics_address = ""
+
+[[interface]]
+name = "up0"
+addresses = ["%s/24"]
+bridge = "br-up"
+
+[[interface]]
+name = "lan0"
+addresses = ["%s/24"]
+bridge = "br-lan"
+`, logLevel, sock, UpAddr, LANAddr)
+}

@@ -207,27 +207,14 @@ func (d *demo) startPeer(i int) {
 // config is the appliance's file for mode.
 func (d *demo) config(mode string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, `[router]
-log_level = "info"
-control_socket = %q
-metrics_address = ""
-
-[[interface]]
-name = "up0"
-addresses = ["%s/24"]
-bridge = "br-up"
-
-[[interface]]
-name = "lan0"
-addresses = ["%s/24"]
-bridge = "br-lan"
-
+	b.WriteString(harness.TwoArmedConfig(d.sock, "info"))
+	fmt.Fprintf(&b, `
 [[cluster]]
 name = "web"
 address = %q
 interface = "lan0"
 mode = %q
-`, d.sock, harness.UpAddr, harness.LANAddr, harness.GhostAddr, mode)
+`, harness.GhostAddr, mode)
 	if mode == "broadcast" {
 		fmt.Fprintf(&b, "broadcast_address = %q\nannounce_key_file = %q\nannounce_interval = \"500ms\"\n", bcastAddr, filepath.Join(d.dir, "announce.key"))
 	}
