@@ -6,17 +6,33 @@ import (
 	"time"
 )
 
-// Values of [VRRP.Checksum] and the limits of a [[vrrp]] instance.
+// Checksum is a [[vrrp]] table's checksum = "..." key: how the VRRPv3
+// checksum of what the instance sends is computed (both are accepted).
+// The zero Checksum is ChecksumRFC5798, the default.
+type Checksum uint8
+
+// The checksum styles.
 const (
 	// ChecksumRFC5798 computes the VRRPv3 checksum over an IP pseudo-header
 	// and the message, for IPv4 as for IPv6 (keepalived's default since
 	// 1.3.8, and what tcpdump verifies).
-	ChecksumRFC5798 = "rfc5798"
+	ChecksumRFC5798 Checksum = iota
 	// ChecksumRFC9568 leaves the pseudo-header out for IPv4 (the message
 	// alone, as VRRPv2 did), the variant RFC 9568 records that some
 	// implementations send. IPv6 always includes the pseudo-header.
-	ChecksumRFC9568 = "rfc9568"
+	ChecksumRFC9568
+)
 
+var checksumWords = [...]string{ChecksumRFC5798: "rfc5798", ChecksumRFC9568: "rfc9568"}
+
+// String is the style as the configuration writes it: "rfc5798" or "rfc9568".
+func (c Checksum) String() string { return word(checksumWords[:], c, "Checksum") }
+
+// MarshalText writes the style as the configuration does.
+func (c Checksum) MarshalText() ([]byte, error) { return []byte(c.String()), nil }
+
+// The limits and defaults of a [[vrrp]] instance.
+const (
 	DefaultVRRPInterval = time.Second
 	MinVRRPInterval     = 10 * time.Millisecond    // one centisecond
 	MaxVRRPInterval     = 40950 * time.Millisecond // 4095 centiseconds: the 12-bit field
@@ -37,7 +53,7 @@ type VRRP struct {
 	Addresses    []netip.Addr  // the virtual addresses: one family
 	Preempt      bool          // a higher priority backup takes over from a lower priority master
 	Group        string        // sync group: its instances change state together; "" for none
-	Checksum     string        // ChecksumRFC5798 or ChecksumRFC9568 (what is sent; both are accepted)
+	Checksum     Checksum      // what is sent; both styles are accepted
 	UnicastPeers []netip.Addr  // unicast advertisements to these instead of the multicast group
 	Line         int           // line of the [[vrrp]] header
 }
@@ -91,7 +107,7 @@ func (d *decoder) vrrp(t *table) VRRP {
 			v.Group = s
 		}
 	}
-	v.Checksum = t.oneOf("checksum", ChecksumRFC5798, ChecksumRFC5798, ChecksumRFC9568)
+	v.Checksum, _ = oneOfWord(t, "checksum", ChecksumRFC5798, true, ChecksumRFC5798, ChecksumRFC9568)
 	if elems, ok := t.strings("addresses"); ok {
 		for _, e := range elems {
 			a, msg := parseAddr(e.s)
