@@ -300,6 +300,12 @@ func (g *announceGate) Start() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.started = true
+	// The manager's first tables arrived while the appliance was being
+	// built, before its links had addresses to send or listen from: they
+	// are announced (or listened for) now.
+	for name := range g.last {
+		g.announceLocked(name)
+	}
 	if g.announcing {
 		g.cur.Start()
 	}
@@ -507,6 +513,17 @@ func (g *announceGate) Announce(cl *config.Cluster, version uint64, servers []co
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.last[cl.Name] = &lastAnnounce{cl: *cl, version: version, servers: append([]core.Server(nil), servers...)}
+	if !g.started {
+		return // Start announces it, once the links can carry it
+	}
+	g.announceLocked(cl.Name)
+}
+
+// announceLocked announces cluster name's last table if this appliance is
+// its LAN's master, and otherwise listens for the master's announcements.
+func (g *announceGate) announceLocked(name string) {
+	la := g.last[name]
+	cl, version, servers := &la.cl, la.version, la.servers
 	master := g.vr.GroupMaster(cl.Interface) && !g.handedOver
 	g.master[cl.Name] = master
 	if !master {
