@@ -7,6 +7,8 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -58,6 +60,8 @@ type Stats struct {
 	GSOTooSmall   atomic.Uint64 // super-frames with a gso_size below MinGSOSize: dropped on receipt
 
 	RxAccepted atomic.Uint64 // unicast to an additional MAC (SetAcceptMACs, accept.go): taken in
+
+	RxBatches atomic.Uint64 // wake-ups that read at least one frame (batch.go); RxFrames/RxBatches is the mean batch
 }
 
 // Endpoint is a stack.LinkEndpoint over one or more frame-preserving file
@@ -93,21 +97,38 @@ type Endpoint struct {
 	stats     Stats
 }
 
-// rxQueue is one queue's receive side. buf, idx and ep never change; hdr is
-// written and read only by the queue's receive goroutine (and by the hooks it
-// calls, on that goroutine).
+// rxQueue is one queue's receive side. buf, idx, ep and f never change; the
+// rest is written and read only by the queue's receive goroutine (and by the
+// hooks it calls, on that goroutine).
+//
+// buf holds a batch (batch.go): the frames one wake-up read, each preceded by
+// its virtio-net header, at the offsets in spans. cur is where the frame being
+// handled now begins (its header, when the link has one), hdr that header
+// decoded.
 type rxQueue struct {
 	ep  *Endpoint
 	idx int
 	f   *os.File
-	buf []byte  // [virtio-net header | frame]
-	hdr vnetHdr // of the frame in buf
+	buf []byte  // [header | frame] [header | frame] ...
+	cur int     // offset in buf of the frame being handled (of its header)
+	hdr vnetHdr // of the frame at cur
 	seg []byte  // scratch for cutting super-frames; nil without offload
 	cut segmenter
+
+	rc     syscall.RawConn
+	readFn func(fd uintptr) bool // readBatch bound to this queue, made once
+	spans  [BatchFrames]span     // the batch: spans[:n]
+	n      int
+	fill   int       // bytes of buf in use
+	start  time.Time // when the batch's first frame was read
+	err    error     // the read error that ended the batch, if any
 }
 
-// frameStart is where a received frame begins in q.buf.
-func (q *rxQueue) frameStart() *byte { return &q.buf[q.ep.vnet] }
+// frameStart is where the frame being handled begins in q.buf.
+func (q *rxQueue) frameStart() *byte { return &q.buf[q.cur+q.ep.vnet] }
+
+// hdrBytes is the virtio-net header slot in front of the frame being handled.
+func (q *rxQueue) hdrBytes() []byte { return q.buf[q.cur : q.cur+q.ep.vnet] }
 
 type hookRef struct{ h Hook }
 type dispatcherRef struct{ d stack.NetworkDispatcher }
@@ -172,10 +193,16 @@ func NewEndpoint(cfg EndpointConfig) (*Endpoint, error) {
 	copy(e.macB[:], cfg.MAC)
 	e.mtu.Store(cfg.MTU)
 	for i, f := range cfg.Files {
-		q := &rxQueue{ep: e, idx: i, f: f, buf: make([]byte, e.vnet+MaxFrame)}
+		q := &rxQueue{ep: e, idx: i, f: f, buf: make([]byte, BatchBytes+e.vnet+MaxFrame)}
 		if e.vnet > 0 {
 			q.seg = make([]byte, MaxFrame)
 		}
+		if rc, err := f.SyscallConn(); err == nil {
+			q.rc = rc
+		} else {
+			return nil, fmt.Errorf("link %s: queue %d: %w", cfg.Name, i, err)
+		}
+		q.readFn = q.readBatch
 		e.queues = append(e.queues, q)
 	}
 	size := e.vnet + MaxFrame
@@ -455,8 +482,9 @@ func (e *Endpoint) WriteFrame(frame []byte) error {
 	if src.ep.vnet != e.vnet {
 		return e.writeCopy(src.idx, frame, h)
 	}
-	h.encode(src.buf[:e.vnet])
-	return e.writeRaw(src.idx, src.buf[:e.vnet+len(frame)], len(frame))
+	hb := src.hdrBytes()
+	h.encode(hb)
+	return e.writeRaw(src.idx, src.buf[src.cur:src.cur+e.vnet+len(frame)], len(frame))
 }
 
 var errTooBig = errors.New("tap: frame larger than MaxFrame")
@@ -570,31 +598,6 @@ func (e *Endpoint) deliverPlain(frame []byte) {
 		return
 	}
 	dr.d.DeliverNetworkPacket(pkt.NetworkProtocolNumber, pkt)
-}
-
-func (e *Endpoint) receiveLoop(q *rxQueue) {
-	defer e.wg.Done()
-	for {
-		n, err := q.f.Read(q.buf)
-		if err != nil {
-			if e.closed.Load() || errors.Is(err, os.ErrClosed) {
-				return
-			}
-			e.stats.RxErrors.Add(1)
-			if e.onFault != nil {
-				e.onFault(&LinkFault{Link: e.name, Err: err})
-			}
-			return
-		}
-		if e.vnet > 0 {
-			if n < e.vnet {
-				e.stats.RxRunt.Add(1)
-				continue
-			}
-			q.hdr.decode(q.buf)
-		}
-		e.receive(q, q.buf[e.vnet:n])
-	}
 }
 
 // receive classifies one frame: runts and foreign unicast are dropped, the
