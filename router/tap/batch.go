@@ -9,25 +9,33 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Batched receive. Each wake-up of a queue's receive goroutine reads every
-// frame the queue holds, up to a bound, before it handles any of them; then it
-// runs the hook (or netstack) over the batch in arrival order. A forwarded
-// frame is written during its hook call, so the results leave in the order
-// the frames arrived, back to back: a TCP segment and the FIN that followed it
-// on the wire, read in one wake-up, are written one right after the other,
-// instead of the first being written (and the receiving host woken, inside
-// that write) before the second has even been read. The cost of waking up
-// (the poller, the goroutine switch) is paid once per batch.
+// Batched receive. Each wake-up of a queue's receive goroutine reads every frame the
+// queue holds, up to a bound, before it handles any of them; then it runs the hook (or
+// netstack) over the batch in arrival order, and the frames the hooks forward are written
+// at the end of the batch, in that order, all frames for one egress queue in one system
+// call (io_uring, uring.go; one write(2) each where io_uring is refused). So frames that
+// arrived together leave together: a TCP response and the FIN that followed it reach the
+// client's host within one system call, as they would within one softirq batch of a Linux
+// router, and the client reads both before it acts. Written one write(2) at a time, the
+// client woken by the first frame's write could run (and close first, keeping a TIME_WAIT
+// socket) before the second was written. The cost of waking up is also paid once per batch.
 //
-// The bounds: at most BatchFrames frames and about BatchBytes bytes per batch,
-// and no read is started once BatchDelay has passed since the batch's first
-// frame was read. A batch never waits for a frame that has not arrived: it is
-// what the queue held, so the latency it adds to its first frame is the time
-// to read the others, at most BatchDelay plus one read.
+// The bounds: at most BatchFrames frames and about BatchBytes bytes per batch; once a frame
+// is in, the queue is read again until it stays empty for BatchLinger (the rest of a burst,
+// like interrupt coalescing on a NIC), and no read starts after BatchDelay since the
+// batch's first frame. So a batch adds at most BatchDelay plus one read to its first
+// frame's latency, and an isolated frame waits BatchLinger.
+//
+// A hook's WriteFrame of a frame of the batch returns at once (nil) and the write is made
+// at the end of the batch (its error is then counted in the egress endpoint's Stats only);
+// a hook must not change the frame after passing it to WriteFrame. Before a frame goes to
+// netstack, and before any write of a batch frame that cannot be held (one copied or cut
+// for another link), the held writes are made, so arrival order is kept.
 const (
 	BatchFrames = 64
 	BatchBytes  = 256 << 10
 	BatchDelay  = 50 * time.Microsecond
+	BatchLinger = 25 * time.Microsecond
 )
 
 // span is one frame of a batch: buf[off:off+n] is its virtio-net header (if
@@ -45,7 +53,7 @@ const batchAlign = 8
 func (q *rxQueue) readBatch(fd uintptr) bool {
 	room := q.ep.vnet + MaxFrame
 	for q.n < BatchFrames && q.fill+room <= len(q.buf) {
-		if q.n > 0 && time.Since(q.start) > BatchDelay {
+		if q.n > 0 && time.Since(q.start) > q.ep.batchDelay {
 			return true
 		}
 		n, err := unix.Read(int(fd), q.buf[q.fill:q.fill+room])
@@ -53,6 +61,9 @@ func (q *rxQueue) readBatch(fd uintptr) bool {
 		case err == unix.EINTR:
 			continue
 		case err == unix.EAGAIN:
+			if q.n > 0 && time.Since(q.last) < BatchLinger {
+				continue // frames came in just now: the rest of a burst may follow
+			}
 			return q.n > 0
 		case err != nil:
 			q.err = err
@@ -61,8 +72,9 @@ func (q *rxQueue) readBatch(fd uintptr) bool {
 			q.err = io.EOF // the other end of a socket pair went away
 			return true
 		}
+		q.last = time.Now()
 		if q.n == 0 {
-			q.start = time.Now()
+			q.start = q.last
 		}
 		q.spans[q.n] = span{off: q.fill, n: n}
 		q.n++
@@ -75,15 +87,28 @@ func (q *rxQueue) readBatch(fd uintptr) bool {
 // batch, handle its frames in order, again.
 func (e *Endpoint) receiveLoop(q *rxQueue) {
 	defer e.wg.Done()
+	if !e.plainWrites {
+		q.ring, q.ringErr = newUring(maxPending)
+	} else {
+		q.ringErr = errPlainWrites
+	}
+	defer func() {
+		if q.ring != nil {
+			q.ring.close()
+		}
+	}()
 	for {
 		q.n, q.fill, q.err = 0, 0, nil
 		err := q.rc.Read(q.readFn)
 		if q.n > 0 {
 			e.stats.RxBatches.Add(1)
 		}
+		q.active = true
 		for i := range q.n {
 			e.receiveAt(q, q.spans[i])
 		}
+		q.flush()
+		q.active = false
 		if err != nil {
 			// The poller fails a raw read only when the file is closed
 			// (there are no deadlines here): by Close, or by the owner of
@@ -115,4 +140,102 @@ func (e *Endpoint) receiveAt(q *rxQueue, s span) {
 		q.hdr.decode(q.buf[s.off:])
 	}
 	e.receive(q, q.buf[s.off+e.vnet:s.off+s.n])
+}
+
+// maxPending bounds the writes a batch holds back: a frame usually leaves once, a few
+// (replicated) more than once; past the bound the held writes are flushed early.
+const maxPending = 2 * BatchFrames
+
+var errPlainWrites = errors.New("plain writes asked for (EndpointConfig.PlainWrites)")
+
+// pendingWrite is a write held back until the end of the batch: b (virtio-net header, if
+// any, and frame) to queue qi of ep.
+type pendingWrite struct {
+	ep       *Endpoint
+	qi       int
+	b        []byte
+	frameLen int
+}
+
+// writeBatched writes b, a frame of q's batch, to e: held back while q handles its batch
+// (the write's error, if any, is then counted in e's Stats only), at once otherwise.
+func (e *Endpoint) writeBatched(q *rxQueue, b []byte, frameLen int) error {
+	if !q.active {
+		return e.writeRaw(q.idx, b, frameLen)
+	}
+	if q.npend == len(q.pending) {
+		q.flush()
+	}
+	q.pending[q.npend] = pendingWrite{ep: e, qi: q.idx, b: b, frameLen: frameLen}
+	q.npend++
+	return nil
+}
+
+// flush makes the writes q holds back, in order: through io_uring, a run of writes to
+// one file in one system call; without it, one write(2) each.
+func (q *rxQueue) flush() {
+	for i := 0; i < q.npend; {
+		p := &q.pending[i]
+		j := i + 1
+		for j < q.npend && q.pending[j].ep == p.ep && q.pending[j].qi%len(p.ep.files) == p.qi%len(p.ep.files) {
+			j++
+		}
+		if q.ring != nil && j-i > 1 {
+			q.grpFrom, q.grpTo, q.grpErr = i, j, nil
+			for k := i; k < j; k++ {
+				q.wres[k] = resUnset
+			}
+			out := p.ep.queues[p.qi%len(p.ep.queues)]
+			if err := out.rc.Control(q.submitFn); err != nil || q.grpErr != nil {
+				// The file is closed, or the ring failed: write what is left frame by
+				// frame from now on.
+				if q.grpErr != nil {
+					q.ring.close()
+					q.ring, q.ringErr = nil, q.grpErr
+				}
+				for k := i; k < j; k++ {
+					if q.wres[k] == resUnset {
+						pw := &q.pending[k]
+						pw.ep.writeRaw(pw.qi, pw.b, pw.frameLen)
+					}
+				}
+			}
+		} else {
+			for k := i; k < j; k++ {
+				pw := &q.pending[k]
+				pw.ep.writeRaw(pw.qi, pw.b, pw.frameLen)
+			}
+		}
+		i = j
+	}
+	clear(q.pending[:q.npend])
+	q.npend = 0
+}
+
+// resUnset marks a pending write io_uring has not reported on.
+const resUnset = -1 << 30
+
+// submitGroup writes the pending writes [grpFrom, grpTo), all to fd, in one io_uring
+// submission (the callback of syscall.RawConn.Control, which keeps fd open meanwhile).
+func (q *rxQueue) submitGroup(fd uintptr) {
+	n := q.grpTo - q.grpFrom
+	for k := range n {
+		pw := &q.pending[q.grpFrom+k]
+		pw.ep.tapFrame(Out, pw.b[len(pw.b)-pw.frameLen:])
+		q.wbufs[k] = pw.b
+	}
+	q.grpErr = q.ring.writeAll(int(fd), q.wbufs[:n], q.wres[q.grpFrom:q.grpTo])
+	q.pending[q.grpFrom].ep.stats.TxRings.Add(1)
+	for k := range n {
+		pw := &q.pending[q.grpFrom+k]
+		switch r := q.wres[q.grpFrom+k]; {
+		case r == resUnset:
+		case r < 0:
+			pw.ep.stats.TxErrors.Add(1)
+		default:
+			pw.ep.stats.TxFrames.Add(1)
+			pw.ep.stats.TxBytes.Add(uint64(pw.frameLen))
+		}
+		q.wbufs[k] = nil
+	}
 }

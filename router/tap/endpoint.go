@@ -36,6 +36,11 @@ const MaxFrame = header.EthernetMinimumSize + 65535
 // size); a hook may change the Ethernet header, the IPv4 TTL and header
 // checksum and the IPv6 hop limit, nothing the offload depends on. What goes
 // on to netstack is made plain first.
+//
+// Frames are handed over in batches (batch.go): WriteFrame of the frame being
+// handled returns at once and the write is made at the end of the batch, with
+// the batch's other writes, in order. So a hook must not change a frame after
+// passing it to WriteFrame.
 type Hook interface {
 	Inbound(ep *Endpoint, frame []byte) bool
 }
@@ -62,6 +67,7 @@ type Stats struct {
 	RxAccepted atomic.Uint64 // unicast to an additional MAC (SetAcceptMACs, accept.go): taken in
 
 	RxBatches atomic.Uint64 // wake-ups that read at least one frame (batch.go); RxFrames/RxBatches is the mean batch
+	TxRings   atomic.Uint64 // io_uring submissions that wrote two or more frames of a batch in one system call
 }
 
 // Endpoint is a stack.LinkEndpoint over one or more frame-preserving file
@@ -81,13 +87,15 @@ type Endpoint struct {
 	macB   [6]byte
 	mtu    atomic.Uint32
 
-	hook       atomic.Pointer[hookRef]
-	tap        atomic.Pointer[tapRef] // see capture.go
-	dispatcher atomic.Pointer[dispatcherRef]
-	peers      atomic.Pointer[[]*Endpoint] // see Group; nil: this endpoint alone
-	accept     atomic.Pointer[acceptSet]   // additional unicast MACs (accept.go)
-	onFault    func(error)
-	onClose    atomic.Pointer[func()]
+	hook        atomic.Pointer[hookRef]
+	tap         atomic.Pointer[tapRef] // see capture.go
+	dispatcher  atomic.Pointer[dispatcherRef]
+	peers       atomic.Pointer[[]*Endpoint] // see Group; nil: this endpoint alone
+	accept      atomic.Pointer[acceptSet]   // additional unicast MACs (accept.go)
+	onFault     func(error)
+	plainWrites bool
+	batchDelay  time.Duration // BatchDelay; tests lengthen it
+	onClose     atomic.Pointer[func()]
 
 	bufs sync.Pool // *[]byte of vnet+MaxFrame bytes, for writes
 	wg   sync.WaitGroup
@@ -121,7 +129,22 @@ type rxQueue struct {
 	n      int
 	fill   int       // bytes of buf in use
 	start  time.Time // when the batch's first frame was read
+	last   time.Time // when the batch's last frame was read
 	err    error     // the read error that ended the batch, if any
+
+	// Writes of the batch's frames, held until the batch is handled (or until
+	// something must leave after them) and then made in order (flush).
+	active   bool // handling a batch: WriteFrame of its frames is deferred
+	pending  [maxPending]pendingWrite
+	npend    int
+	ring     *uring // nil: write(2) frame by frame
+	ringErr  error  // why there is no ring
+	wbufs    [maxPending][]byte
+	wres     [maxPending]int32
+	grpFrom  int // the pending writes submitFn writes: [grpFrom, grpTo)
+	grpTo    int
+	grpErr   error
+	submitFn func(fd uintptr)
 }
 
 // frameStart is where the frame being handled begins in q.buf.
@@ -157,6 +180,9 @@ type EndpointConfig struct {
 	// frame, both ways (socket pairs in tests). A TAP file opened with
 	// IFF_VNET_HDR is recognised without it.
 	VnetHdr bool
+	// PlainWrites makes the endpoint write a batch's frames with one write(2)
+	// each instead of one io_uring submission per batch (batch.go, uring.go).
+	PlainWrites bool
 	// OnFault is called (once per receive loop) when a receive loop stops
 	// for any reason other than Close, with a *LinkFault. It must not block.
 	OnFault func(error)
@@ -176,6 +202,9 @@ func NewEndpoint(cfg EndpointConfig) (*Endpoint, error) {
 		files:   cfg.Files,
 		mac:     tcpip.LinkAddress(cfg.MAC),
 		onFault: cfg.OnFault,
+
+		plainWrites: cfg.PlainWrites,
+		batchDelay:  BatchDelay,
 	}
 	for i, f := range cfg.Files {
 		n, err := tapVnetHdrLen(f)
@@ -203,6 +232,7 @@ func NewEndpoint(cfg EndpointConfig) (*Endpoint, error) {
 			return nil, fmt.Errorf("link %s: queue %d: %w", cfg.Name, i, err)
 		}
 		q.readFn = q.readBatch
+		q.submitFn = q.submitGroup
 		e.queues = append(e.queues, q)
 	}
 	size := e.vnet + MaxFrame
@@ -456,17 +486,21 @@ func (e *Endpoint) WriteFrame(frame []byte) error {
 		return errTooBig
 	}
 	src := e.origin(frame)
-	if src == nil || src.ep.vnet == 0 {
-		qi := 0
-		if src != nil {
-			qi = src.idx
-		}
+	if src == nil {
 		if e.vnet == 0 {
-			return e.writeRaw(qi, frame, len(frame))
+			return e.writeRaw(0, frame, len(frame))
 		}
-		return e.writeCopy(qi, frame, nil)
+		return e.writeCopy(0, frame, nil)
+	}
+	if src.ep.vnet == 0 {
+		if e.vnet == 0 {
+			return e.writeBatched(src, frame, len(frame))
+		}
+		src.flush()
+		return e.writeCopy(src.idx, frame, nil)
 	}
 	if e.vnet == 0 {
+		src.flush()
 		return e.writePlain(src, frame)
 	}
 	// The header as received, made consistent with the frame as it leaves
@@ -480,11 +514,11 @@ func (e *Endpoint) WriteFrame(frame []byte) error {
 		e.stats.TxSuperFrames.Add(1)
 	}
 	if src.ep.vnet != e.vnet {
+		src.flush()
 		return e.writeCopy(src.idx, frame, h)
 	}
-	hb := src.hdrBytes()
-	h.encode(hb)
-	return e.writeRaw(src.idx, src.buf[src.cur:src.cur+e.vnet+len(frame)], len(frame))
+	h.encode(src.hdrBytes())
+	return e.writeBatched(src, src.buf[src.cur:src.cur+e.vnet+len(frame)], len(frame))
 }
 
 var errTooBig = errors.New("tap: frame larger than MaxFrame")
@@ -564,6 +598,9 @@ func (e *Endpoint) DeliverToStack(frame []byte) {
 
 // deliver makes frame (received on q, or nil) plain and hands it to netstack.
 func (e *Endpoint) deliver(q *rxQueue, frame []byte) {
+	if q != nil {
+		q.flush() // what the batch forwarded so far leaves before netstack acts
+	}
 	if q == nil || e.vnet == 0 || q.hdr.plain() {
 		e.deliverPlain(frame)
 		return
