@@ -31,11 +31,11 @@ func WebRuns() []WebRun {
 		{Key: "close_c64", Conc: 64, Sources: 1, TimeWait: true, CPU: true},
 		{Key: "close_many_c16", Conc: 16, Sources: 4},
 		{Key: "close_many_c64", Conc: 64, Sources: 4, TimeWait: true},
-		{Key: "keep_c1", Conc: 1, Sources: 1},
-		{Key: "keep_c16", Conc: 16, Sources: 1},
-		{Key: "keep_c64", Conc: 64, Sources: 1, CPU: true},
-		{Key: "keep_many_c16", Conc: 16, Sources: 4},
-		{Key: "keep_many_c64", Conc: 64, Sources: 4},
+		{Key: "keep_c1", Conc: 1, KeepAlive: true, Sources: 1},
+		{Key: "keep_c16", Conc: 16, KeepAlive: true, Sources: 1},
+		{Key: "keep_c64", Conc: 64, KeepAlive: true, Sources: 1, CPU: true},
+		{Key: "keep_many_c16", Conc: 16, KeepAlive: true, Sources: 4},
+		{Key: "keep_many_c64", Conc: 64, KeepAlive: true, Sources: 4},
 	}
 }
 
