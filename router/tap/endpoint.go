@@ -129,7 +129,6 @@ type rxQueue struct {
 	n      int
 	fill   int       // bytes of buf in use
 	start  time.Time // when the batch's first frame was read
-	last   time.Time // when the batch's last frame was read
 	err    error     // the read error that ended the batch, if any
 
 	// Writes of the batch's frames, held until the batch is handled (or until
