@@ -123,16 +123,16 @@ func TestBench(t *testing.T) {
 	if err := WriteSamples(&b, figs, samples[Kernel], samples[Appliance]); err != nil {
 		t.Fatal(err)
 	}
-	fmt.Fprintf(&b, "\nsustained: %d consecutive wrk runs of %d s, c=%d, a new connection each, one client address, tcp_tw_reuse=0\n",
-		sustainedRuns, sustainedSecs, sustainedConc)
+	fmt.Fprintf(&b, "\nsustained: %d consecutive wrk runs of %d s, c=%d, a new connection each, one client address, tcp_tw_reuse=0, %d ephemeral ports\n",
+		sustainedRuns, sustainedSecs, sustainedConc, topos[Kernel].ephemeralPorts())
 	for _, m := range []Mode{Kernel, Appliance} {
 		r := sustained[m]
 		ratio := math.NaN()
-		if len(r.Rates) > 0 && r.Rates[0] > 0 {
-			ratio = r.Rates[len(r.Rates)-1] / r.Rates[0]
+		if len(r.Rates) >= 2*sustainedWindow {
+			ratio = mean(r.Rates[len(r.Rates)-sustainedWindow:]) / mean(r.Rates[:sustainedWindow])
 		}
-		fmt.Fprintf(&b, "  %-11s req/s per run: %s; last/first %s (>= %v); errors %v; TIME_WAIT at the end %d\n",
-			m, joinNums(r.Rates), num(ratio), sustainedFloor, r.Errors, r.TimeWait)
+		fmt.Fprintf(&b, "  %-11s req/s per run: %s; last %d s / first %d s %s (>= %v); errors %v; TIME_WAIT at the end %d\n",
+			m, joinNums(r.Rates), sustainedWindow*sustainedSecs, sustainedWindow*sustainedSecs, num(ratio), sustainedFloor, r.Errors, r.TimeWait)
 	}
 	os.Stdout.Write(b.Bytes())
 	if err := os.WriteFile(outPath, b.Bytes(), 0o644); err != nil {
