@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"os"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -57,12 +58,10 @@ func TestBatchHandlesQueuedFramesInOrder(t *testing.T) {
 	a, b := queuedLink(t, "a", macA, true), newLink(t, "b", macB, true, 1)
 	a.ep.batchDelay = time.Minute // the frame bound decides here, not the machine's load
 	Group(a.ep, b.ep)
-	inBatch := -1
+	var inBatch atomic.Int64 // frames read when the first was handled, +1
 	fwd := forwardTo(t, b.ep)
 	a.ep.SetHook(hookFunc(func(ep *Endpoint, frame []byte) bool {
-		if inBatch < 0 {
-			inBatch = ep.queues[0].n // on the receive goroutine: safe to read
-		}
+		inBatch.CompareAndSwap(0, int64(ep.queues[0].n)+1) // q.n: on the receive goroutine, safe
 		return fwd.Inbound(ep, frame)
 	}))
 	var want [][]byte
@@ -85,8 +84,8 @@ func TestBatchHandlesQueuedFramesInOrder(t *testing.T) {
 			t.Fatalf("frame %d: header %+v, want %+v (or its bytes changed)", i, *h, hdrs[i])
 		}
 	}
-	if inBatch != n {
-		t.Errorf("the first frame was handled with %d frames read, want all %d queued", inBatch, n)
+	if got := inBatch.Load() - 1; got != n {
+		t.Errorf("the first frame was handled with %d frames read, want all %d queued", got, n)
 	}
 	if got := a.ep.Stats().RxBatches.Load(); got != 1 {
 		t.Errorf("%d batches, want 1", got)
@@ -108,13 +107,15 @@ func TestBatchIsBounded(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			a := queuedLink(t, "a", macA, true)
 			a.ep.batchDelay = time.Minute
-			largest, seen := 0, 0
+			var largest, seen atomic.Int64 // written by the hook, read by the test
 			a.ep.SetHook(hookFunc(func(ep *Endpoint, frame []byte) bool {
-				largest = max(largest, ep.queues[0].n)
-				if tag := binary.BigEndian.Uint32(frame[ethLen+ipv4Min+32:]); tag != uint32(seen) {
-					t.Errorf("frame %d handled as number %d", tag, seen)
+				if n := int64(ep.queues[0].n); n > largest.Load() {
+					largest.Store(n)
 				}
-				seen++
+				if tag := binary.BigEndian.Uint32(frame[ethLen+ipv4Min+32:]); int64(tag) != seen.Load() {
+					t.Errorf("frame %d handled as number %d", tag, seen.Load())
+				}
+				seen.Add(1)
 				return true
 			}))
 			for i := range tc.frames {
@@ -130,8 +131,8 @@ func TestBatchIsBounded(t *testing.T) {
 			if got := st.RxFrames.Load(); got != uint64(tc.frames) {
 				t.Fatalf("%d frames handled, want %d", got, tc.frames)
 			}
-			if largest > tc.maxFrames || largest < 2 {
-				t.Errorf("largest batch %d frames, want 2 to %d", largest, tc.maxFrames)
+			if l := int(largest.Load()); l > tc.maxFrames || l < 2 {
+				t.Errorf("largest batch %d frames, want 2 to %d", l, tc.maxFrames)
 			}
 			if b := st.RxBatches.Load(); b*uint64(tc.maxFrames) < uint64(tc.frames) {
 				t.Errorf("%d batches for %d frames: a batch exceeded %d", b, tc.frames, tc.maxFrames)

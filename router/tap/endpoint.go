@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -308,11 +309,21 @@ func (e *Endpoint) origin(frame []byte) *rxQueue {
 
 func (e *Endpoint) ownOrigin(p *byte) *rxQueue {
 	for _, q := range e.queues {
-		if p == q.frameStart() {
+		// Only a frame inside q's batch buffer can be q's current frame, and such a
+		// frame is only handed out on q's receive goroutine: q.cur is read only there
+		// (other goroutines' frames fail the range test, which reads nothing mutable).
+		if q.holds(p) && p == q.frameStart() {
 			return q
 		}
 	}
 	return nil
+}
+
+// holds reports whether p points into q's batch buffer.
+func (q *rxQueue) holds(p *byte) bool {
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(q.buf)))
+	a := uintptr(unsafe.Pointer(p))
+	return a >= base && a < base+uintptr(len(q.buf))
 }
 
 // SegmentSize reports, for a frame received on e and being handed to a hook,
