@@ -11,7 +11,7 @@ COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 VPKG    := github.com/ghostrouter/ghostrouter/cmd/internal/version
 LDFLAGS := -X $(VPKG).version=$(VERSION) -X $(VPKG).commit=$(COMMIT)
 
-.PHONY: help deps build test unit race demo bench vet fuzz clean
+.PHONY: help deps bench-deps build test unit race demo bench sustained vet fuzz clean
 
 help: ## list the targets
 	@awk -F':.*## ' '/^[a-z][a-z-]*:.*## /{printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,6 +29,9 @@ vet: ## gofmt and go vet
 deps: ## install the Debian packages the demo and the tests use, if any is missing (root)
 	@./.ci/deps.sh
 
+bench-deps: ## install the Debian packages the benchmark adds (wrk, nginx-light), if missing (root)
+	@./.ci/bench-deps.sh
+
 test: deps vet ## every test: unit, in-memory and end-to-end (root; under CI=true nothing may skip)
 	$(GO) test -count=1 -timeout 30m $(PKGS)
 
@@ -44,9 +47,12 @@ race: ## the unit tiers (unit tests, socket-pair router tests) under the race de
 demo: deps build ## the showcase: namespaces, servers, the appliance, traffic, a readable account
 	$(GO) run ./test/cmd/demo -bin $(BIN)
 
-bench: deps build ## kernel vs ghostrouter side by side (root, a few minutes), then the datapath micro-benchmarks
+bench: deps bench-deps build ## kernel vs ghostrouter side by side (root, about 10 minutes), then the datapath micro-benchmarks
 	GHOSTROUTER_BENCH=1 $(GO) test -count=1 -run '^TestBench$$' -v -timeout 30m ./test/bench/
 	$(GO) test -run '^$$' -bench . -benchmem ./dispatch/ ./dispatch/core/ ./router/...
+
+sustained: deps bench-deps build ## only the sustained 30 s short-connection run, kernel and ghostrouter (root)
+	GHOSTROUTER_BENCH=1 $(GO) test -count=1 -run '^TestSustainedShortConnections$$' -v -timeout 10m ./test/bench/
 
 FUZZTIME ?= 10s
 # Go's fuzz coordinator (before Go 1.27) can end a run with a bare "context deadline

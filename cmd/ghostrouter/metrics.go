@@ -248,6 +248,8 @@ func linkHelp(k string) string {
 		"tx_too_big": "Frames larger than the largest frame (dropped).", "rx_super_frames": "TCP super-frames received (segmentation offload).",
 		"tx_super_frames": "TCP super-frames written whole.", "segmented": "Super-frames cut in software.",
 		"bad_offload": "Frames whose virtio-net header could not be honoured (dropped).",
+		"rx_batches":  "Wake-ups of a receive queue that read at least one frame (frames read together are handled as one batch).",
+		"tx_rings":    "Runs of two or more frames of a batch written in one io_uring submission.",
 	}[k]; ok {
 		return h
 	}

@@ -32,6 +32,13 @@
 // takes it (any verdict but Pass); a stage that passes a frame on leaves it
 // as it found it. A stage that needs the frame later copies it.
 //
+// The endpoint reads frames in batches (every frame its queue holds, up to a
+// bound) and runs the stages over them in arrival order; a frame handed to
+// tap.Endpoint.WriteFrame during Inbound is written at the end of its batch,
+// with the batch's other writes, in order (so a response and the FIN that
+// followed it leave together). A stage must therefore not change a frame
+// after passing it to WriteFrame.
+//
 // # The offload rule
 //
 // On a link with segmentation offload, a frame may be a TCP super-frame

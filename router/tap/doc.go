@@ -39,6 +39,16 @@
 //     fast paths forward whole (offload.go). Anything for netstack is
 //     segmented first.
 //
+// # Batches
+//
+// A receive loop reads every frame its queue holds before it handles any
+// (bounded: BatchFrames, BatchBytes, BatchDelay), hands them to the hook in arrival order, and writes what
+// the hooks forwarded at the end of the batch, in order: through io_uring, the
+// frames for one egress queue in one system call, so frames that arrived
+// together reach the far side's host together (a response and its FIN: the
+// client reads both before it closes, as behind a Linux router); with plain
+// write(2)s where the kernel refuses io_uring (batch.go, uring.go).
+//
 // A receive loop that does stop (a read error) is a fault, reported through
 // EndpointConfig.OnFault, never silence.
 //

@@ -7,6 +7,9 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -29,6 +32,11 @@ const MaxFrame = header.EthernetMinimumSize + 65535
 // router/stage's. frame is only valid during the call. Inbound is called
 // from the endpoint's receive goroutines, one per queue, so it must be safe
 // for concurrent use; it must not block.
+//
+// Frames are handed over in batches (batch.go): WriteFrame of the frame being
+// handled returns at once and the write is made at the end of the batch, with
+// the batch's other writes, in order. So a hook must not change a frame after
+// passing it to WriteFrame.
 type Hook interface {
 	Inbound(ep *Endpoint, frame []byte) bool
 }
@@ -53,6 +61,9 @@ type Stats struct {
 	GSOTooSmall   atomic.Uint64 // super-frames with a gso_size below MinGSOSize: dropped on receipt
 
 	RxAccepted atomic.Uint64 // unicast to an additional MAC (SetAcceptMACs, accept.go): taken in
+
+	RxBatches atomic.Uint64 // wake-ups that read at least one frame (batch.go); RxFrames/RxBatches is the mean batch
+	TxRings   atomic.Uint64 // io_uring submissions that wrote two or more frames of a batch in one system call
 }
 
 // Endpoint is a stack.LinkEndpoint over one or more frame-preserving file
@@ -72,13 +83,15 @@ type Endpoint struct {
 	macB   [6]byte
 	mtu    atomic.Uint32
 
-	hook       atomic.Pointer[hookRef]
-	tap        atomic.Pointer[tapRef] // see capture.go
-	dispatcher atomic.Pointer[dispatcherRef]
-	peers      atomic.Pointer[[]*Endpoint] // see Group; nil: this endpoint alone
-	accept     atomic.Pointer[acceptSet]   // additional unicast MACs (accept.go)
-	onFault    func(error)
-	onClose    atomic.Pointer[func()]
+	hook        atomic.Pointer[hookRef]
+	tap         atomic.Pointer[tapRef] // see capture.go
+	dispatcher  atomic.Pointer[dispatcherRef]
+	peers       atomic.Pointer[[]*Endpoint] // see Group; nil: this endpoint alone
+	accept      atomic.Pointer[acceptSet]   // additional unicast MACs (accept.go)
+	onFault     func(error)
+	plainWrites bool
+	batchDelay  time.Duration // BatchDelay; tests lengthen it
+	onClose     atomic.Pointer[func()]
 
 	bufs sync.Pool // *[]byte of vnet+MaxFrame bytes, for writes
 	wg   sync.WaitGroup
@@ -88,21 +101,52 @@ type Endpoint struct {
 	stats     Stats
 }
 
-// rxQueue is one queue's receive side. buf, idx and ep never change; hdr is
-// written and read only by the queue's receive goroutine (and by the hooks it
-// calls, on that goroutine).
+// rxQueue is one queue's receive side. buf, idx, ep and f never change; the
+// rest is written and read only by the queue's receive goroutine (and by the
+// hooks it calls, on that goroutine).
+//
+// buf holds a batch (batch.go): the frames one wake-up read, each preceded by
+// its virtio-net header, at the offsets in spans. cur is where the frame being
+// handled now begins (its header, when the link has one), hdr that header
+// decoded.
 type rxQueue struct {
 	ep  *Endpoint
 	idx int
 	f   *os.File
-	buf []byte  // [virtio-net header | frame]
-	hdr vnetHdr // of the frame in buf
+	buf []byte  // [header | frame] [header | frame] ...
+	cur int     // offset in buf of the frame being handled (of its header)
+	hdr vnetHdr // of the frame at cur
 	seg []byte  // scratch for cutting super-frames; nil without offload
 	cut segmenter
+
+	rc     syscall.RawConn
+	readFn func(fd uintptr) bool // readBatch bound to this queue, made once
+	spans  [BatchFrames]span     // the batch: spans[:n]
+	n      int
+	fill   int       // bytes of buf in use
+	start  time.Time // when the batch's first frame was read
+	err    error     // the read error that ended the batch, if any
+
+	// Writes of the batch's frames, held until the batch is handled (or until
+	// something must leave after them) and then made in order (flush).
+	active   bool // handling a batch: WriteFrame of its frames is deferred
+	pending  [maxPending]pendingWrite
+	npend    int
+	ring     *uring // nil: write(2) frame by frame
+	ringErr  error  // why there is no ring
+	wbufs    [maxPending][]byte
+	wres     [maxPending]int32
+	grpFrom  int // the pending writes submitFn writes: [grpFrom, grpTo)
+	grpTo    int
+	grpErr   error
+	submitFn func(fd uintptr)
 }
 
-// frameStart is where a received frame begins in q.buf.
-func (q *rxQueue) frameStart() *byte { return &q.buf[q.ep.vnet] }
+// frameStart is where the frame being handled begins in q.buf.
+func (q *rxQueue) frameStart() *byte { return &q.buf[q.cur+q.ep.vnet] }
+
+// hdrBytes is the virtio-net header slot in front of the frame being handled.
+func (q *rxQueue) hdrBytes() []byte { return q.buf[q.cur : q.cur+q.ep.vnet] }
 
 type hookRef struct{ h Hook }
 type dispatcherRef struct{ d stack.NetworkDispatcher }
@@ -131,6 +175,9 @@ type EndpointConfig struct {
 	// frame, both ways (socket pairs in tests). A TAP file opened with
 	// IFF_VNET_HDR is recognised without it.
 	VnetHdr bool
+	// PlainWrites makes the endpoint write a batch's frames with one write(2)
+	// each instead of one io_uring submission per batch (batch.go, uring.go).
+	PlainWrites bool
 	// OnFault is called (once per receive loop) when a receive loop stops
 	// for any reason other than Close, with a *LinkFault. It must not block.
 	OnFault func(error)
@@ -150,6 +197,9 @@ func NewEndpoint(cfg EndpointConfig) (*Endpoint, error) {
 		files:   cfg.Files,
 		mac:     tcpip.LinkAddress(cfg.MAC),
 		onFault: cfg.OnFault,
+
+		plainWrites: cfg.PlainWrites,
+		batchDelay:  BatchDelay,
 	}
 	for i, f := range cfg.Files {
 		n, err := tapVnetHdrLen(f)
@@ -167,10 +217,17 @@ func NewEndpoint(cfg EndpointConfig) (*Endpoint, error) {
 	copy(e.macB[:], cfg.MAC)
 	e.mtu.Store(cfg.MTU)
 	for i, f := range cfg.Files {
-		q := &rxQueue{ep: e, idx: i, f: f, buf: make([]byte, e.vnet+MaxFrame)}
+		q := &rxQueue{ep: e, idx: i, f: f, buf: make([]byte, BatchBytes+e.vnet+MaxFrame)}
 		if e.vnet > 0 {
 			q.seg = make([]byte, MaxFrame)
 		}
+		if rc, err := f.SyscallConn(); err == nil {
+			q.rc = rc
+		} else {
+			return nil, fmt.Errorf("link %s: queue %d: %w", cfg.Name, i, err)
+		}
+		q.readFn = q.readBatch
+		q.submitFn = q.submitGroup
 		e.queues = append(e.queues, q)
 	}
 	size := e.vnet + MaxFrame
@@ -247,11 +304,21 @@ func (e *Endpoint) origin(frame []byte) *rxQueue {
 
 func (e *Endpoint) ownOrigin(p *byte) *rxQueue {
 	for _, q := range e.queues {
-		if p == q.frameStart() {
+		// Only a frame inside q's batch buffer can be q's current frame, and such a
+		// frame is only handed out on q's receive goroutine: q.cur is read only there
+		// (other goroutines' frames fail the range test, which reads nothing mutable).
+		if q.holds(p) && p == q.frameStart() {
 			return q
 		}
 	}
 	return nil
+}
+
+// holds reports whether p points into q's batch buffer.
+func (q *rxQueue) holds(p *byte) bool {
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(q.buf)))
+	a := uintptr(unsafe.Pointer(p))
+	return a >= base && a < base+uintptr(len(q.buf))
 }
 
 // SegmentSize reports, for a frame received on e and being handed to a hook,
@@ -424,17 +491,21 @@ func (e *Endpoint) WriteFrame(frame []byte) error {
 		return errTooBig
 	}
 	src := e.origin(frame)
-	if src == nil || src.ep.vnet == 0 {
-		qi := 0
-		if src != nil {
-			qi = src.idx
-		}
+	if src == nil {
 		if e.vnet == 0 {
-			return e.writeRaw(qi, frame, len(frame))
+			return e.writeRaw(0, frame, len(frame))
 		}
-		return e.writeCopy(qi, frame, nil)
+		return e.writeCopy(0, frame, nil)
+	}
+	if src.ep.vnet == 0 {
+		if e.vnet == 0 {
+			return e.writeBatched(src, frame, len(frame))
+		}
+		src.flush()
+		return e.writeCopy(src.idx, frame, nil)
 	}
 	if e.vnet == 0 {
+		src.flush()
 		return e.writePlain(src, frame)
 	}
 	// The header as received, made consistent with the frame as it leaves
@@ -448,10 +519,11 @@ func (e *Endpoint) WriteFrame(frame []byte) error {
 		e.stats.TxSuperFrames.Add(1)
 	}
 	if src.ep.vnet != e.vnet {
+		src.flush()
 		return e.writeCopy(src.idx, frame, h)
 	}
-	h.encode(src.buf[:e.vnet])
-	return e.writeRaw(src.idx, src.buf[:e.vnet+len(frame)], len(frame))
+	h.encode(src.hdrBytes())
+	return e.writeBatched(src, src.buf[src.cur:src.cur+e.vnet+len(frame)], len(frame))
 }
 
 var errTooBig = errors.New("tap: frame larger than MaxFrame")
@@ -531,6 +603,9 @@ func (e *Endpoint) DeliverToStack(frame []byte) {
 
 // deliver makes frame (received on q, or nil) plain and hands it to netstack.
 func (e *Endpoint) deliver(q *rxQueue, frame []byte) {
+	if q != nil {
+		q.flush() // what the batch forwarded so far leaves before netstack acts
+	}
 	if q == nil || e.vnet == 0 || q.hdr.plain() {
 		e.deliverPlain(frame)
 		return
@@ -565,31 +640,6 @@ func (e *Endpoint) deliverPlain(frame []byte) {
 		return
 	}
 	dr.d.DeliverNetworkPacket(pkt.NetworkProtocolNumber, pkt)
-}
-
-func (e *Endpoint) receiveLoop(q *rxQueue) {
-	defer e.wg.Done()
-	for {
-		n, err := q.f.Read(q.buf)
-		if err != nil {
-			if e.closed.Load() || errors.Is(err, os.ErrClosed) {
-				return
-			}
-			e.stats.RxErrors.Add(1)
-			if e.onFault != nil {
-				e.onFault(&LinkFault{Link: e.name, Err: err})
-			}
-			return
-		}
-		if e.vnet > 0 {
-			if n < e.vnet {
-				e.stats.RxRunt.Add(1)
-				continue
-			}
-			q.hdr.decode(q.buf)
-		}
-		e.receive(q, q.buf[e.vnet:n])
-	}
 }
 
 // receive classifies one frame: runts and foreign unicast are dropped, the

@@ -282,6 +282,7 @@ func TestUngroupedEndpointsExchangePlainFrames(t *testing.T) {
 // read it (header h).
 func receiveOne(e *Endpoint, h *vnetHdr, frame []byte) {
 	q := e.queues[0]
+	q.cur = 0
 	if e.vnet > 0 {
 		h.encode(q.buf[:e.vnet])
 		q.hdr.decode(q.buf)

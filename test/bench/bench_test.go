@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -62,20 +63,10 @@ func TestBench(t *testing.T) {
 	if os.Getenv(EnvBench) != "1" {
 		t.Skipf("the benchmark against the kernel runs only with %s=1 (make bench)", EnvBench)
 	}
-	// Asked for explicitly: a missing tool or root is a failure, not a skip.
-	var missing []string
-	for _, tool := range []string{"ip", "iperf3", "nft", "ping"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing = append(missing, tool)
-		}
-	}
-	if len(missing) > 0 || os.Geteuid() != 0 {
-		t.Fatalf("the benchmark needs root (euid %d) and iproute2, iperf3, nftables, iputils-ping (missing: %v); "+
-			"on Debian: apt-get install -y iproute2 iperf3 nftables iputils-ping", os.Geteuid(), missing)
-	}
-	harness.RequireRoot(t, "ip", "iperf3", "nft", "ping") // skips in -short mode
-	rounds := envInt(t, EnvRounds, 3, 1, 9)
+	requireBenchTools(t)
+	rounds := envInt(t, EnvRounds, 3, 1, webMaxRounds)
 	secs := envInt(t, EnvSeconds, 5, 2, 30)
+	webSecs := envInt(t, EnvWebSeconds, 3, 2, 30)
 	how := os.Getenv(EnvKernelDispatch)
 	if how == "" {
 		how = dispatchMAC
@@ -98,6 +89,10 @@ func TestBench(t *testing.T) {
 		Kernel:    newTopo(t, h, Kernel, how),
 		Appliance: newTopo(t, h, Appliance, how),
 	}
+	for _, tp := range topos {
+		tp.startWeb()
+	}
+	figs := append(slices.Clone(Figures), WebFigures()...)
 	samples := map[Mode]Samples{Kernel: {}, Appliance: {}}
 	for r := range rounds {
 		order := []Mode{Kernel, Appliance}
@@ -107,20 +102,37 @@ func TestBench(t *testing.T) {
 		for _, m := range order {
 			t0 := time.Now()
 			topos[m].round(samples[m], secs)
+			topos[m].webRound(samples[m], r, webSecs)
 			t.Logf("round %d/%d, %s: %v", r+1, rounds, m, time.Since(t0).Round(100*time.Millisecond))
 		}
+	}
+
+	sustained := map[Mode]Sustained{}
+	for _, m := range []Mode{Kernel, Appliance} {
+		sustained[m] = checkSustained(t, topos[m])
 	}
 
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "ghostrouter vs Linux kernel, same topology, same run (test/bench)\n")
 	fmt.Fprintf(&b, "%s\n", describeRun(rounds, secs, how, time.Since(start)))
 	fmt.Fprintf(&b, "medians of %d rounds; ratio = ghostrouter / kernel\n\n", rounds)
-	if err := WriteTable(&b, Figures, samples[Kernel], samples[Appliance]); err != nil {
+	if err := WriteTable(&b, figs, samples[Kernel], samples[Appliance]); err != nil {
 		t.Fatal(err)
 	}
 	fmt.Fprintf(&b, "\nper round:\n")
-	if err := WriteSamples(&b, Figures, samples[Kernel], samples[Appliance]); err != nil {
+	if err := WriteSamples(&b, figs, samples[Kernel], samples[Appliance]); err != nil {
 		t.Fatal(err)
+	}
+	fmt.Fprintf(&b, "\nsustained: %d consecutive wrk runs of %d s, c=%d, a new connection each, one client address, tcp_tw_reuse=0, %d ephemeral ports\n",
+		sustainedRuns, sustainedSecs, sustainedConc, topos[Kernel].ephemeralPorts())
+	for _, m := range []Mode{Kernel, Appliance} {
+		r := sustained[m]
+		ratio := math.NaN()
+		if len(r.Rates) >= 2*sustainedWindow {
+			ratio = mean(r.Rates[len(r.Rates)-sustainedWindow:]) / mean(r.Rates[:sustainedWindow])
+		}
+		fmt.Fprintf(&b, "  %-11s req/s per run: %s; last %d s / first %d s %s (>= %v); errors %v; TIME_WAIT at the end %d\n",
+			m, joinNums(r.Rates), sustainedWindow*sustainedSecs, sustainedWindow*sustainedSecs, num(ratio), sustainedFloor, r.Errors, r.TimeWait)
 	}
 	os.Stdout.Write(b.Bytes())
 	if err := os.WriteFile(outPath, b.Bytes(), 0o644); err != nil {
@@ -128,7 +140,26 @@ func TestBench(t *testing.T) {
 	} else {
 		fmt.Printf("\nreport written to %s\n", outPath)
 	}
-	checkTargets(t, *strict, Unmet(Figures, samples[Kernel], samples[Appliance]))
+	checkTargets(t, *strict, Unmet(figs, samples[Kernel], samples[Appliance]))
+}
+
+// requireBenchTools fails the test without root or a tool the benchmark runs: asked for
+// explicitly, a missing tool is a failure, not a skip.
+func requireBenchTools(t *testing.T) {
+	t.Helper()
+	tools := []string{"ip", "iperf3", "nft", "ping", "wrk", "nginx", "setpriv"}
+	var missing []string
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing = append(missing, tool)
+		}
+	}
+	if len(missing) > 0 || os.Geteuid() != 0 {
+		t.Fatalf("the benchmark needs root (euid %d) and %v (missing: %v); "+
+			"on Debian: apt-get install -y iproute2 iperf3 nftables iputils-ping wrk nginx-light util-linux (make bench-deps)",
+			os.Geteuid(), tools, missing)
+	}
+	harness.RequireRoot(t, tools...) // skips in -short mode
 }
 
 // checkTargets reports the figures that missed their targets: an error
