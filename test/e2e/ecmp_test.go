@@ -319,8 +319,19 @@ func (e *ecmpTopo) longLived(secs int) (wait func() []string) {
 	for i := range flows {
 		f := &flows[i]
 		f.p = e.cli.Start(fmt.Sprintf("iperf-%s-%d", f.src, time.Now().UnixNano()), "iperf3", "-c", ecmpGhost, "-B", f.src,
-			"-p", fmt.Sprint(f.port), "-t", fmt.Sprint(secs), "-b", "2M", "--connect-timeout", "3000")
+			"-p", fmt.Sprint(f.port), "-t", fmt.Sprint(secs), "-b", "2M", "--connect-timeout", "3000", "--forceflush")
 	}
+	// Every flow is connected before the caller stops an appliance: a flow
+	// still connecting is not a long-lived connection (under load its SYN
+	// may still be in flight through the appliance about to be killed).
+	harness.WaitFor(e.t, 10*time.Second, "every long-lived flow connected", func() bool {
+		for _, f := range flows {
+			if !strings.Contains(f.p.Log(), " connected to ") {
+				return false
+			}
+		}
+		return true
+	})
 	return func() []string {
 		var bad []string
 		for _, f := range flows {
