@@ -327,6 +327,12 @@ func (e *Evaluator) Evaluate(c Candidate) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	return e.place(c, assign), nil
+}
+
+// place sums every client's load on the server assign gives it (an index
+// into Servers; negative: no server, counted as lost) and scores c by it.
+func (e *Evaluator) place(c Candidate, assign func(netip.Addr) int) Result {
 	r := Result{
 		Candidate: c,
 		Requests:  make([]uint64, len(e.servers)),
@@ -344,7 +350,7 @@ func (e *Evaluator) Evaluate(c Candidate) (Result, error) {
 	}
 	r.ByRequests = e.score(r.Requests, e.total.Requests)
 	r.ByBytes = e.score(r.Bytes, e.total.Bytes)
-	return r, nil
+	return r
 }
 
 // Placer returns a function giving the index (into Servers) of the server

@@ -127,23 +127,12 @@ func (e *Evaluator) EvaluatePinned(c Candidate, pins []PinChoice) (Result, error
 			to[p.Client.Addr] = i
 		}
 	}
-	r := Result{Candidate: c, Requests: make([]uint64, len(e.servers)), Bytes: make([]uint64, len(e.servers))}
-	for _, cl := range e.clients {
-		i, pinned := to[cl.Addr]
-		if !pinned {
-			i = assign(cl.Addr)
+	return e.place(c, func(a netip.Addr) int {
+		if i, pinned := to[a]; pinned {
+			return i
 		}
-		if i < 0 {
-			r.Lost.Requests += cl.Requests
-			r.Lost.Bytes += cl.Bytes
-			continue
-		}
-		r.Requests[i] += cl.Requests
-		r.Bytes[i] += cl.Bytes
-	}
-	r.ByRequests = e.score(r.Requests, e.total.Requests)
-	r.ByBytes = e.score(r.Bytes, e.total.Bytes)
-	return r, nil
+		return assign(a)
+	}), nil
 }
 
 // pinsFold chooses pins on the training windows (clients heavy in each of

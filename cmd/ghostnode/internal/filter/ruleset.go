@@ -257,28 +257,17 @@ func DeleteScript(family, table string) string {
 
 // elements writes owned as nft set elements, ranges compressed, perLine to
 // a line, each line starting with sep.
-func elements(owned []uint32, sep string) string {
-	var b strings.Builder
-	for i, r := range Ranges(owned) {
-		switch {
-		case i%perLine == 0:
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			b.WriteString(sep)
-		default:
-			b.WriteString(", ")
-		}
-		b.WriteString(r.String())
-	}
-	return b.String()
-}
+func elements(owned []uint32, sep string) string { return setElements(Ranges(owned), sep) }
 
 // addrElements writes addresses as nft set elements, perLine to a line,
 // each line starting with sep.
-func addrElements(as []netip.Addr, sep string) string {
+func addrElements(as []netip.Addr, sep string) string { return setElements(as, sep) }
+
+// setElements writes items as nft set elements, perLine to a line, each
+// line starting with sep.
+func setElements[T fmt.Stringer](items []T, sep string) string {
 	var b strings.Builder
-	for i, a := range as {
+	for i, it := range items {
 		switch {
 		case i%perLine == 0:
 			if i > 0 {
@@ -288,7 +277,7 @@ func addrElements(as []netip.Addr, sep string) string {
 		default:
 			b.WriteString(", ")
 		}
-		b.WriteString(a.String())
+		b.WriteString(it.String())
 	}
 	return b.String()
 }
