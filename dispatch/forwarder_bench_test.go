@@ -2,7 +2,6 @@ package dispatch
 
 import (
 	"net/netip"
-	"os"
 	"runtime"
 	"slices"
 	"sync/atomic"
@@ -12,7 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ghostrouter/ghostrouter/dispatch/core"
-	"github.com/ghostrouter/ghostrouter/router/tap"
 )
 
 // threadCPU is the CPU time the calling thread has used (as in the core's
@@ -36,15 +34,7 @@ func threadCPU() time.Duration {
 // CPU time (what the build costs the datapath itself: cache, memory, garbage
 // collection).
 func BenchmarkForwarderDuringBuild(b *testing.B) {
-	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer null.Close()
-	lan, err := tap.NewEndpoint(tap.EndpointConfig{Name: "null", Files: []*os.File{null}, MAC: hookLANMAC, MTU: 1500})
-	if err != nil {
-		b.Fatal(err)
-	}
+	lan := nullLAN(b, "null")
 	f, _, _ := testForwarder(b, lan, nil)
 	frames := make([][]byte, 256)
 	for i := range frames {

@@ -235,15 +235,7 @@ func TestForwarderNoLiveServer(t *testing.T) {
 }
 
 func TestForwarderZeroAllocs(t *testing.T) {
-	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer null.Close()
-	lan, err := tap.NewEndpoint(tap.EndpointConfig{Name: "null", Files: []*os.File{null}, MAC: hookLANMAC, MTU: 1500})
-	if err != nil {
-		t.Fatal(err)
-	}
+	lan := nullLAN(t, "null")
 	f, c, _ := testForwarder(t, lan, nil)
 	frame := udpFrame(netip.MustParseAddr("198.51.100.10"), hookGhost, 64)
 	work := make([]byte, len(frame))
@@ -260,15 +252,7 @@ func TestForwarderZeroAllocs(t *testing.T) {
 }
 
 func BenchmarkForwarderInbound(b *testing.B) {
-	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer null.Close()
-	lan, err := tap.NewEndpoint(tap.EndpointConfig{Name: "null", Files: []*os.File{null}, MAC: hookLANMAC, MTU: 1500})
-	if err != nil {
-		b.Fatal(err)
-	}
+	lan := nullLAN(b, "null")
 	f, _, _ := testForwarder(b, lan, nil)
 	frames := make([][]byte, 256)
 	for i := range frames {

@@ -1,7 +1,9 @@
 package dispatch
 
 import (
+	"github.com/ghostrouter/ghostrouter/router/tap"
 	"net/netip"
+	"os"
 	"testing"
 
 	"github.com/ghostrouter/ghostrouter/dispatch/core"
@@ -50,4 +52,20 @@ func moved(a, b *core.Table) int {
 		}
 	}
 	return n
+}
+
+// nullLAN is a LAN endpoint named name (with hookLANMAC) whose writes go to
+// /dev/null: the forwarder writes real frames and nobody reads them.
+func nullLAN(t testing.TB, name string) *tap.Endpoint {
+	t.Helper()
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { null.Close() })
+	lan, err := tap.NewEndpoint(tap.EndpointConfig{Name: name, Files: []*os.File{null}, MAC: hookLANMAC, MTU: 1500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lan
 }

@@ -3,12 +3,9 @@ package dispatch
 import (
 	"encoding/binary"
 	"net/netip"
-	"os"
 	"testing"
 
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
-
-	"github.com/ghostrouter/ghostrouter/router/tap"
 )
 
 // icmpErrorFrame builds an Ethernet frame with an ICMPv4 error (type, code)
@@ -236,15 +233,7 @@ func TestICMPv6ErrorFollowsTheQuotedClient(t *testing.T) {
 }
 
 func TestICMPErrorDispatchAllocatesNothing(t *testing.T) {
-	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer null.Close()
-	lan, err := tap.NewEndpoint(tap.EndpointConfig{Name: "null", Files: []*os.File{null}, MAC: hookLANMAC, MTU: 1500})
-	if err != nil {
-		t.Fatal(err)
-	}
+	lan := nullLAN(t, "null")
 	f, c, _ := testForwarder(t, lan, nil)
 	frame := icmpErrorFrame(netip.MustParseAddr("192.0.2.254"), 3, 4, serverToClient(hookGhost, netip.MustParseAddr("198.51.100.9")))
 	work := make([]byte, len(frame))

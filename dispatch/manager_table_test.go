@@ -3,7 +3,6 @@ package dispatch
 import (
 	"math/rand/v2"
 	"net/netip"
-	"os"
 	"slices"
 	"testing"
 	"time"
@@ -161,15 +160,7 @@ func BenchmarkManagerHealthChange(b *testing.B) {
 	for i := range 1000 {
 		cl.Servers = append(cl.Servers, config.Server{ID: i, Address: netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), Weight: 1})
 	}
-	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer null.Close()
-	lan, err := tap.NewEndpoint(tap.EndpointConfig{Name: "lan0", Files: []*os.File{null}, MAC: hookLANMAC, MTU: 1500})
-	if err != nil {
-		b.Fatal(err)
-	}
+	lan := nullLAN(b, "lan0")
 	m, err := NewManager(cfg, Deps{
 		Endpoint: func(string) (*tap.Endpoint, bool) { return lan, true },
 		Resolver: fakeResolver{},

@@ -3,7 +3,6 @@ package dispatch
 import (
 	"crypto/ed25519"
 	"net/netip"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -51,15 +50,7 @@ func testConfig(mode config.Mode, n int) *config.Config {
 
 func newTestManager(t *testing.T, cfg *config.Config, ann Announcer) *Manager {
 	t.Helper()
-	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { null.Close() })
-	lan, err := tap.NewEndpoint(tap.EndpointConfig{Name: "lan0", Files: []*os.File{null}, MAC: hookLANMAC, MTU: 1500})
-	if err != nil {
-		t.Fatal(err)
-	}
+	lan := nullLAN(t, "lan0")
 	m, err := NewManager(cfg, Deps{
 		Endpoint: func(name string) (*tap.Endpoint, bool) { return lan, name == "lan0" },
 		Resolver: fakeResolver{},

@@ -2,7 +2,6 @@ package dispatch
 
 import (
 	"net/netip"
-	"os"
 	"testing"
 
 	"github.com/ghostrouter/ghostrouter/dispatch/core"
@@ -75,21 +74,8 @@ func TestForwarderHonoursPins(t *testing.T) {
 	}
 }
 
-func nullForwarder(t testing.TB) *tap.Endpoint {
-	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { null.Close() })
-	lan, err := tap.NewEndpoint(tap.EndpointConfig{Name: "null", Files: []*os.File{null}, MAC: hookLANMAC, MTU: 1500})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return lan
-}
-
 func TestForwarderPinnedZeroAllocs(t *testing.T) {
-	f, c, _, clients, _ := pinForwarder(t, nullForwarder(t))
+	f, c, _, clients, _ := pinForwarder(t, nullLAN(t, "null"))
 	pinned := udpFrame(clients[0], hookGhost, 64)
 	hashed := udpFrame(netip.MustParseAddr("198.51.100.10"), hookGhost, 64)
 	work := make([]byte, len(pinned))
@@ -111,7 +97,7 @@ func TestForwarderPinnedZeroAllocs(t *testing.T) {
 // cluster with 32 pins, an eighth of the packets from pinned clients:
 // compare its ns/op with BenchmarkForwarderInbound's in the same run.
 func BenchmarkForwarderInboundPinned(b *testing.B) {
-	f, _, _, clients, _ := pinForwarder(b, nullForwarder(b))
+	f, _, _, clients, _ := pinForwarder(b, nullLAN(b, "null"))
 	frames := make([][]byte, 256)
 	for i := range frames {
 		src := netip.AddrFrom4([4]byte{198, 51, 100, byte(i)})

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"os"
 	"reflect"
 	"strings"
 	"sync"
@@ -91,15 +90,7 @@ func TestReloadMovingHealthKeepsCheckers(t *testing.T) {
 		t.Fatalf("the two files differ in more than the line: %+v, %+v", h1, h2)
 	}
 
-	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { null.Close() })
-	lan, err := tap.NewEndpoint(tap.EndpointConfig{Name: "lan0", Files: []*os.File{null}, MAC: hookLANMAC, MTU: 1500})
-	if err != nil {
-		t.Fatal(err)
-	}
+	lan := nullLAN(t, "lan0")
 	p := &countingProber{dials: map[netip.Addr]int{}}
 	m, err := NewManager(first, Deps{
 		Endpoint: func(name string) (*tap.Endpoint, bool) { return lan, name == "lan0" },

@@ -459,13 +459,8 @@ func TestTransitionZeroAllocs(t *testing.T) {
 	moved, _ := movedClients(t, ownerFunc(t, cfg, nil), ownerFunc(t, four, nil), 1)
 	r.apply(four)
 	r.sweep(time.Now().Add(learnPeriod))
-	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer null.Close()
 	c := r.cluster()
-	c.LAN, _ = tap.NewEndpoint(tap.EndpointConfig{Name: "null", Files: []*os.File{null}, MAC: hookLANMAC, MTU: 1500})
+	c.LAN = nullLAN(t, "null")
 	f := r.m.Forwarder()
 	port := uint16(0)
 	for pass, flags := range []uint8{tcpACK, tcpSYN, tcpACK} { // inserts (old, new connections), then hits
@@ -495,15 +490,7 @@ func TestTransitionZeroAllocs(t *testing.T) {
 // with their flows remembered (a memory lookup per packet). 256 clients, one
 // TCP flow each.
 func BenchmarkTransition(b *testing.B) {
-	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer null.Close()
-	lan, err := tap.NewEndpoint(tap.EndpointConfig{Name: "null", Files: []*os.File{null}, MAC: hookLANMAC, MTU: 1500})
-	if err != nil {
-		b.Fatal(err)
-	}
+	lan := nullLAN(b, "null")
 	three, four := routingConfig(3, time.Hour, 1<<16), routingConfig(4, time.Hour, 1<<16)
 	before, after := ownerFunc(&testing.T{}, three, nil), ownerFunc(&testing.T{}, four, nil)
 	var moved, kept [][]byte
@@ -628,12 +615,7 @@ func TestTransitionConcurrent(t *testing.T) {
 	// drain_timeout 2 s: windows close and open again while packets flow.
 	three, four := routingConfig(3, 2*time.Second, 512), routingConfig(4, 2*time.Second, 512)
 	r := newTransitionRig(t, three)
-	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer null.Close()
-	lan, _ := tap.NewEndpoint(tap.EndpointConfig{Name: "null", Files: []*os.File{null}, MAC: hookLANMAC, MTU: 1500})
+	lan := nullLAN(t, "null")
 	r.cluster().LAN = lan
 	f := r.m.Forwarder()
 	// A window is open before the first packet, and the packets flow until
