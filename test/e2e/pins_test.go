@@ -35,6 +35,29 @@ func pinSections(pins map[string]int) string {
 	return b.String()
 }
 
+// choosePins pins one client to each of the servers 0..n-1, each a client
+// the hash sends elsewhere (so the pin visibly moves it), and returns the
+// pins (client -> server id) and where every client should then go.
+func choosePins(clients []string, hashed map[string]int, n int) (pins, want map[string]int) {
+	pins = map[string]int{}
+	for target := range n {
+		for _, c := range clients {
+			if _, taken := pins[c]; !taken && hashed[c] != target {
+				pins[c] = target
+				break
+			}
+		}
+	}
+	want = map[string]int{}
+	for _, c := range clients {
+		want[c] = hashed[c]
+		if id, ok := pins[c]; ok {
+			want[c] = id
+		}
+	}
+	return pins, want
+}
+
 // TestRoutingModePins: 4 servers, 24 clients. Without pins every client
 // lands where the hash puts it (the servers' kernels say where each was
 // received, and agree with lookup). Then a reload pins four clients to
@@ -65,24 +88,9 @@ func TestRoutingModePins(t *testing.T) {
 	fpBefore := tp.web().TableFingerprint
 
 	// Pin four clients, one to each server, each away from its hashed server.
-	pins := map[string]int{}
-	for target := range 4 {
-		for _, c := range clients {
-			if _, taken := pins[c]; !taken && hashed[c] != target {
-				pins[c] = target
-				break
-			}
-		}
-	}
+	pins, want := choosePins(clients, hashed, 4)
 	if len(pins) != 4 {
 		t.Fatalf("found %d clients to pin", len(pins))
-	}
-	want := map[string]int{}
-	for _, c := range clients {
-		want[c] = hashed[c]
-		if id, ok := pins[c]; ok {
-			want[c] = id
-		}
 	}
 	pinned := tp.baseConfig() + tp.clusterConfig("routing", "jhash", pinSections(pins))
 	for _, s := range tp.servers {
@@ -282,22 +290,7 @@ func TestBroadcastModePins(t *testing.T) {
 	tp.start(plain)
 	clients := tp.clientSources(nClients)
 	hashed := tp.lookup(clients)
-	pins := map[string]int{}
-	for target := range 2 {
-		for _, c := range clients {
-			if _, taken := pins[c]; !taken && hashed[c] != target {
-				pins[c] = target
-				break
-			}
-		}
-	}
-	want := map[string]int{}
-	for _, c := range clients {
-		want[c] = hashed[c]
-		if id, ok := pins[c]; ok {
-			want[c] = id
-		}
-	}
+	pins, want := choosePins(clients, hashed, 2)
 	pinned := tp.baseConfig() + tp.clusterConfig("broadcast", "jhash", fmt.Sprintf("broadcast_address = %q\n", secondGhost)+pinSections(pins))
 	tp.reloadTo(pinned)
 	tp.setupNodes()
@@ -420,22 +413,7 @@ func TestBroadcastAnnouncedPins(t *testing.T) {
 	clients := tp.clientSources(nClients)
 	tp.writeConfig(tp.baseConfig() + tp.clusterConfig("broadcast", "jhash", broadcastExtra(fastHealth)))
 	hashed := tp.lookup(clients)
-	pins := map[string]int{}
-	for target := range 2 {
-		for _, c := range clients {
-			if _, taken := pins[c]; !taken && hashed[c] != target {
-				pins[c] = target
-				break
-			}
-		}
-	}
-	want := map[string]int{}
-	for _, c := range clients {
-		want[c] = hashed[c]
-		if id, ok := pins[c]; ok {
-			want[c] = id
-		}
-	}
+	pins, want := choosePins(clients, hashed, 2)
 	tp.start(tp.baseConfig() + tp.clusterConfig("broadcast", "jhash", broadcastExtra(fastHealth+pinSections(pins))))
 	if got := tp.lookup(clients); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("lookup with pins:\n%v\nwant\n%v", got, want)

@@ -333,6 +333,30 @@ type pair struct {
 	a, b *appliance
 }
 
+// startBroadcastPair builds a broadcast-mode pair with three servers: B
+// starts first and becomes master, then A (the higher priority) preempts it,
+// so A is master and B backup. The servers' agents take announcements from
+// either appliance (both LAN addresses) and are in step with A; nClients
+// client addresses each got their answer from the server lookup predicts.
+func startBroadcastPair(t *testing.T, nClients int) (p *pair, clients []string, want map[string]int) {
+	t.Helper()
+	p = newPair(t, 3, nClients, "broadcast", broadcastExtra(fastHealth))
+	tp := p.tp
+	tp.startServers()
+	p.b.start()
+	p.b.waitState("master", 10*time.Second)
+	p.a.start()
+	p.a.waitState("master", 10*time.Second)
+	p.b.waitState("backup", 5*time.Second)
+	tp.sock = p.a.sock
+	tp.runNodes(p.a.cfg, 0, 3, "--appliance", "10.0.0.2,10.0.0.3")
+	tp.waitInStep(3, "with A master")
+	clients = tp.clientSources(nClients)
+	want = tp.lookup(clients)
+	tp.askAll(clients, want)
+	return p, clients, want
+}
+
 const vrrpInterval = 100 * time.Millisecond
 
 func newPair(t *testing.T, servers, clients int, mode, extra string) *pair {
@@ -704,27 +728,13 @@ func (a *appliance) counter(name string) uint64 {
 func TestVRRPFailoverBroadcast(t *testing.T) {
 	harness.RequireRoot(t, "ip", "tcpdump", "nft", "curl")
 	const nClients = 16
-	p := newPair(t, 3, nClients, "broadcast", broadcastExtra(fastHealth))
+	p, clients, want := startBroadcastPair(t, nClients)
 	tp := p.tp
-	tp.startServers()
-	p.b.start()
-	p.b.waitState("master", 10*time.Second)
-	p.a.start()
-	p.a.waitState("master", 10*time.Second)
-	p.b.waitState("backup", 5*time.Second)
 	// A joined the election only once it had heard B's announcements long
 	// enough to continue them, and did.
 	if tk := p.a.takeover(); tk.Continued != 1 || tk.Fresh != 0 {
 		t.Errorf("A preempting B: %d takeovers continued B's announcements, %d afresh (%s); want 1, 0", tk.Continued, tk.Fresh, tk.LastFreshReason)
 	}
-	tp.sock = p.a.sock
-	// The servers take announcements from either appliance (whichever is
-	// master): both LAN addresses.
-	tp.runNodes(p.a.cfg, 0, 3, "--appliance", "10.0.0.2,10.0.0.3")
-	tp.waitInStep(3, "with A master")
-	clients := tp.clientSources(nClients)
-	want := tp.lookup(clients)
-	tp.askAll(clients, want)
 
 	// The backup announces nothing.
 	sentB, suppB := p.b.counter("announcements_sent"), p.b.counter("announcements_suppressed_backup")
@@ -934,20 +944,8 @@ func TestVRRPFailoverBroadcast(t *testing.T) {
 func TestVRRPBroadcastHealthDisagreement(t *testing.T) {
 	harness.RequireRoot(t, "ip", "tcpdump", "nft")
 	const nClients = 16
-	p := newPair(t, 3, nClients, "broadcast", broadcastExtra(fastHealth))
+	p, clients, want := startBroadcastPair(t, nClients)
 	tp := p.tp
-	tp.startServers()
-	p.b.start()
-	p.b.waitState("master", 10*time.Second)
-	p.a.start()
-	p.a.waitState("master", 10*time.Second)
-	p.b.waitState("backup", 5*time.Second)
-	tp.sock = p.a.sock
-	tp.runNodes(p.a.cfg, 0, 3, "--appliance", "10.0.0.2,10.0.0.3")
-	tp.waitInStep(3, "with A master")
-	clients := tp.clientSources(nClients)
-	want := tp.lookup(clients)
-	tp.askAll(clients, want)
 	wantDown := tp.lookupDown(clients, "2")
 	moved := 0
 	for _, c := range clients {
@@ -1059,20 +1057,8 @@ func TestVRRPBroadcastHealthDisagreement(t *testing.T) {
 func TestVRRPBroadcastSplitBrain(t *testing.T) {
 	harness.RequireRoot(t, "ip", "tcpdump", "nft")
 	const nClients = 16
-	p := newPair(t, 3, nClients, "broadcast", broadcastExtra(fastHealth))
+	p, clients, want := startBroadcastPair(t, nClients)
 	tp := p.tp
-	tp.startServers()
-	p.b.start()
-	p.b.waitState("master", 10*time.Second)
-	p.a.start()
-	p.a.waitState("master", 10*time.Second)
-	p.b.waitState("backup", 5*time.Second)
-	tp.sock = p.a.sock
-	tp.runNodes(p.a.cfg, 0, 3, "--appliance", "10.0.0.2,10.0.0.3")
-	tp.waitInStep(3, "with A master")
-	clients := tp.clientSources(nClients)
-	want := tp.lookup(clients)
-	tp.askAll(clients, want)
 	nodeLog := func(s *server) []byte {
 		b, _ := os.ReadFile(filepath.Join(tp.h.ArtifactDir(), "ghostnode-"+s.name+".log"))
 		return b
