@@ -140,7 +140,8 @@ func (a *appliance) status(path string) Status {
 				"tx_errors": s.TxErrors.Load(), "tx_too_big": s.TxTooBig.Load(),
 				"rx_super_frames": s.RxSuperFrames.Load(), "tx_super_frames": s.TxSuperFrames.Load(),
 				"segmented": s.Segmented.Load(), "bad_offload": s.BadOffload.Load(), "gso_too_small": s.GSOTooSmall.Load(),
-				"rx_batches": s.RxBatches.Load(), "tx_rings": s.TxRings.Load(),
+				"rx_batches": s.RxBatches.Load(), "tx_rings": s.TxRings.Load(), "rx_carried": s.RxCarried.Load(),
+				"holds": s.Holds.Load(), "holds_paid": s.HoldsPaid.Load(), "holds_missed": s.HoldsMissed.Load(),
 			},
 		})
 	}

@@ -247,9 +247,13 @@ func linkHelp(k string) string {
 		"tx_bytes": "Bytes written to the link.", "tx_errors": "Write errors (frame dropped).",
 		"tx_too_big": "Frames larger than the largest frame (dropped).", "rx_super_frames": "TCP super-frames received (segmentation offload).",
 		"tx_super_frames": "TCP super-frames written whole.", "segmented": "Super-frames cut in software.",
-		"bad_offload": "Frames whose virtio-net header could not be honoured (dropped).",
-		"rx_batches":  "Wake-ups of a receive queue that read at least one frame (frames read together are handled as one batch).",
-		"tx_rings":    "Runs of two or more frames of a batch written in one io_uring submission.",
+		"bad_offload":  "Frames whose virtio-net header could not be honoured (dropped).",
+		"rx_batches":   "Wake-ups of a receive queue that read at least one frame (frames read together are handled as one batch).",
+		"tx_rings":     "Runs of two or more frames of a batch written in one io_uring submission.",
+		"rx_carried":   "Small TCP data segments a batch cut by a bound handed to the next batch, to leave with what follows them.",
+		"holds":        "Batches held open, the queue empty, for what follows a small TCP data segment (a FIN behind a response).",
+		"holds_paid":   "Holds ended by a frame of the flow held for.",
+		"holds_missed": "Holds that ran out with nothing of the flow.",
 	}[k]; ok {
 		return h
 	}

@@ -35,9 +35,10 @@
 // The endpoint reads frames in batches (every frame its queue holds, up to a
 // bound) and runs the stages over them in arrival order; a frame handed to
 // tap.Endpoint.WriteFrame during Inbound is written at the end of its batch,
-// with the batch's other writes, in order (so a response and the FIN that
-// followed it leave together). A stage must therefore not change a frame
-// after passing it to WriteFrame.
+// with the batch's other writes, each flow's frames in order and one after
+// the other (so a response and the FIN that followed it leave together;
+// frames of different flows may change places). A stage must therefore not
+// change a frame after passing it to WriteFrame.
 //
 // # The offload rule
 //

@@ -47,7 +47,11 @@
 // frames for one egress queue in one system call, so frames that arrived
 // together reach the far side's host together (a response and its FIN: the
 // client reads both before it closes, as behind a Linux router); with plain
-// write(2)s where the kernel refuses io_uring (batch.go, uring.go).
+// write(2)s where the kernel refuses io_uring (batch.go, uring.go). Within a
+// batch each flow's frames are written one after the other; a batch cut by a
+// bound hands its last small TCP data segments to the next, and a batch whose
+// queue runs empty behind one may be held open a few microseconds for what
+// follows, while that pays (hold.go).
 //
 // A receive loop that does stop (a read error) is a fault, reported through
 // EndpointConfig.OnFault, never silence.

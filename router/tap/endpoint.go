@@ -62,8 +62,12 @@ type Stats struct {
 
 	RxAccepted atomic.Uint64 // unicast to an additional MAC (SetAcceptMACs, accept.go): taken in
 
-	RxBatches atomic.Uint64 // wake-ups that read at least one frame (batch.go); RxFrames/RxBatches is the mean batch
-	TxRings   atomic.Uint64 // io_uring submissions that wrote two or more frames of a batch in one system call
+	RxCarried   atomic.Uint64 // frames a batch cut by a bound handed to the next (hold.go)
+	Holds       atomic.Uint64 // batches held open for a frame behind a small TCP segment (hold.go)
+	HoldsPaid   atomic.Uint64 // holds ended by a frame of the flow held for
+	HoldsMissed atomic.Uint64 // holds that ran out
+	RxBatches   atomic.Uint64 // wake-ups that read at least one frame (batch.go); RxFrames/RxBatches is the mean batch
+	TxRings     atomic.Uint64 // io_uring submissions that wrote two or more frames of a batch in one system call
 }
 
 // Endpoint is a stack.LinkEndpoint over one or more frame-preserving file
@@ -91,6 +95,7 @@ type Endpoint struct {
 	onFault     func(error)
 	plainWrites bool
 	batchDelay  time.Duration // BatchDelay; tests lengthen it
+	holdTime    time.Duration // BatchHold; tests lengthen it
 	onClose     atomic.Pointer[func()]
 
 	bufs sync.Pool // *[]byte of vnet+MaxFrame bytes, for writes
@@ -119,13 +124,22 @@ type rxQueue struct {
 	seg []byte  // scratch for cutting super-frames; nil without offload
 	cut segmenter
 
-	rc     syscall.RawConn
-	readFn func(fd uintptr) bool // readBatch bound to this queue, made once
-	spans  [BatchFrames]span     // the batch: spans[:n]
-	n      int
-	fill   int       // bytes of buf in use
-	start  time.Time // when the batch's first frame was read
-	err    error     // the read error that ended the batch, if any
+	rc       syscall.RawConn
+	readFn   func(fd uintptr) bool // readBatch bound to this queue, made once
+	spans    [BatchFrames]span     // the batch: spans[:n]
+	n        int
+	fill     int               // bytes of buf in use
+	start    time.Time         // when the batch's first frame was read
+	holding  bool              // the queue ran empty and the batch is held open (hold.go)
+	holdEnd  time.Time         // the batch's holds end by then
+	holdFlow uint64            // flowHash of the frame the hold waits behind
+	score    int               // how well holds have paid lately (hold.go)
+	sample   uint32            // eligible batch ends seen while score is 0
+	bounded  bool              // the batch was ended by a bound, not by an empty queue
+	carry    [carryWindow]span // frames carried over to the next batch (carryTail)
+	ncarry   int
+	ncarried int   // the batch's first ncarried frames were carried over from the last
+	err      error // the read error that ended the batch, if any
 
 	// Writes of the batch's frames, held until the batch is handled (or until
 	// something must leave after them) and then made in order (flush).
@@ -136,6 +150,10 @@ type rxQueue struct {
 	ringErr  error  // why there is no ring
 	wbufs    [maxPending][]byte
 	wres     [maxPending]int32
+	keys     [maxPending]flowKey // groupPending's scratch
+	placed   [maxPending]bool
+	order    [maxPending]uint8
+	sorted   [maxPending]pendingWrite
 	grpFrom  int // the pending writes submitFn writes: [grpFrom, grpTo)
 	grpTo    int
 	grpErr   error
@@ -200,6 +218,7 @@ func NewEndpoint(cfg EndpointConfig) (*Endpoint, error) {
 
 		plainWrites: cfg.PlainWrites,
 		batchDelay:  BatchDelay,
+		holdTime:    BatchHold,
 	}
 	for i, f := range cfg.Files {
 		n, err := tapVnetHdrLen(f)
@@ -217,7 +236,7 @@ func NewEndpoint(cfg EndpointConfig) (*Endpoint, error) {
 	copy(e.macB[:], cfg.MAC)
 	e.mtu.Store(cfg.MTU)
 	for i, f := range cfg.Files {
-		q := &rxQueue{ep: e, idx: i, f: f, buf: make([]byte, BatchBytes+e.vnet+MaxFrame)}
+		q := &rxQueue{ep: e, idx: i, f: f, buf: make([]byte, BatchBytes+e.vnet+MaxFrame), score: holdInitial}
 		if e.vnet > 0 {
 			q.seg = make([]byte, MaxFrame)
 		}

@@ -91,7 +91,9 @@ func TestResponseAndFINLeaveTogether(t *testing.T) {
 		if !linux {
 			d := tp.statusJSON()
 			for _, l := range d.Links {
-				t.Logf("appliance link %s: %d frames read in %d batches; %d runs of writes through io_uring", l.Name, l.Counters["rx_frames"], l.Counters["rx_batches"], l.Counters["tx_rings"])
+				t.Logf("appliance link %s: %d frames read in %d batches; %d runs of writes through io_uring; %d holds (%d paid, %d missed), %d carried",
+					l.Name, l.Counters["rx_frames"], l.Counters["rx_batches"], l.Counters["tx_rings"],
+					l.Counters["holds"], l.Counters["holds_paid"], l.Counters["holds_missed"], l.Counters["rx_carried"])
 			}
 		}
 		if failed > 0 {
