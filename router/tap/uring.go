@@ -152,7 +152,9 @@ func (u *uring) writeAll(fd int, bufs [][]byte, res []int32) error {
 	done := uint32(0)
 	for submitted := uint32(0); done < n; {
 		toSubmit := n - submitted
-		r, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(u.fd), uintptr(toSubmit), uintptr(n-done), uringEnterGetEvt, 0, 0)
+		// RawSyscall6, as rawRead: the writes run inline and never block (a TAP's send
+		// buffer is unlimited), so the call is bounded by the batch's frames.
+		r, _, errno := unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(u.fd), uintptr(toSubmit), uintptr(n-done), uringEnterGetEvt, 0, 0)
 		if errno == unix.EINTR {
 			continue
 		}
