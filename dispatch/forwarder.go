@@ -183,7 +183,7 @@ func (f *Forwarder) dispatch4(c *Cluster, in *tap.Endpoint, frame []byte) stage.
 	var idx int
 	var mac [6]byte
 	var why stage.Reason
-	if ip.Protocol() == protoICMP {
+	if ip.Protocol() == hdr.ProtoICMP {
 		// An ICMP error goes where the flow it quotes goes (icmperr.go).
 		v, idx, mac, why = c.pickICMP4(ip[:tot], hl)
 	} else {
@@ -309,7 +309,7 @@ func (f *Forwarder) dispatch6(c *Cluster, in *tap.Endpoint, frame []byte) stage.
 	var idx int
 	var mac [6]byte
 	var why stage.Reason
-	if ip.NextHeader() == protoICMPv6 {
+	if ip.NextHeader() == hdr.ProtoICMPv6 {
 		v, idx, mac, why = c.pickICMP6(ip[:tot])
 	} else {
 		v, idx, mac, why = c.pickFlow(netip.AddrFrom16(ip.Src()), ip[:tot], hdr.IPv6Len, ip.NextHeader())

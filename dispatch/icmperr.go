@@ -36,11 +36,7 @@ import (
 // with the servers' route caches (only the connection's server learns the
 // path MTU).
 
-const (
-	protoICMP   = 1
-	protoICMPv6 = 58
-	icmpHdr     = 8 // type, code, checksum, 4 bytes of the type's own
-)
+const icmpHdr = 8 // type, code, checksum, 4 bytes of the type's own
 
 // isError4 reports whether ICMPv4 type typ is an error that quotes the
 // packet it is about (RFC 792, RFC 1191).
@@ -115,12 +111,12 @@ func (c *Cluster) pickICMP4(ip []byte, hl int) (v *View, idx int, mac [6]byte, w
 	if ip[6]&0x1f == 0 && ip[7] == 0 && len(ip) >= hl+icmpHdr && isError4(ip[hl]) {
 		q := ip[hl+icmpHdr:]
 		qhl := int(q[0]&0x0f) * 4 // validated by errorClient4
-		if p := q[9]; (p == protoTCP || p == protoUDP) && q[6]&0x1f == 0 && q[7] == 0 && len(q) >= qhl+4 {
+		if p := q[9]; (p == hdr.ProtoTCP || p == hdr.ProtoUDP) && q[6]&0x1f == 0 && q[7] == 0 && len(q) >= qhl+4 {
 			// The quoted packet is ghost:gport -> client:cport.
 			return c.pickQuoted(client, p, binary.BigEndian.Uint16(q[qhl+2:]), binary.BigEndian.Uint16(q[qhl:]))
 		}
 	}
-	return c.pickFlow(client, ip, noL4, protoICMP)
+	return c.pickFlow(client, ip, noL4, hdr.ProtoICMP)
 }
 
 // pickICMP6 is pickICMP4 for IPv6 (ip exactly its length). Only a quoted
@@ -133,9 +129,9 @@ func (c *Cluster) pickICMP6(ip []byte) (v *View, idx int, mac [6]byte, why stage
 	}
 	if len(ip) >= hdr.IPv6Len+icmpHdr && isError6(ip[hdr.IPv6Len]) {
 		q := ip[hdr.IPv6Len+icmpHdr:]
-		if p := q[6]; (p == protoTCP || p == protoUDP) && len(q) >= hdr.IPv6Len+4 {
+		if p := q[6]; (p == hdr.ProtoTCP || p == hdr.ProtoUDP) && len(q) >= hdr.IPv6Len+4 {
 			return c.pickQuoted(client, p, binary.BigEndian.Uint16(q[hdr.IPv6Len+2:]), binary.BigEndian.Uint16(q[hdr.IPv6Len:]))
 		}
 	}
-	return c.pickFlow(client, ip, noL4, protoICMPv6)
+	return c.pickFlow(client, ip, noL4, hdr.ProtoICMPv6)
 }

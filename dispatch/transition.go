@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ghostrouter/ghostrouter/dispatch/core"
+	"github.com/ghostrouter/ghostrouter/router/hdr"
 	"github.com/ghostrouter/ghostrouter/router/stage"
 )
 
@@ -181,16 +182,7 @@ func (v *View) liveIndex(id int) (int, bool) {
 	return i, true
 }
 
-const (
-	protoTCP  = 6
-	protoUDP  = 17
-	tcpFIN    = 0x01
-	tcpSYN    = 0x02
-	tcpRST    = 0x04
-	tcpACK    = 0x10
-	noL4      = -1 // pickFlow: the packet has no transport header to read
-	tcpMinLen = 20
-)
+const noL4 = -1 // pickFlow: the packet has no transport header to read
 
 // pickFlow chooses the server for a packet from client: ip is its IP packet,
 // l4 the offset of its transport header (or noL4) and proto the protocol
@@ -225,12 +217,12 @@ func (c *Cluster) steer(v *View, tr *transition, client netip.Addr, bucket uint3
 	var k flowKey
 	var flags uint8
 	switch proto {
-	case protoTCP:
-		if len(ip) < l4+tcpMinLen {
+	case hdr.ProtoTCP:
+		if len(ip) < l4+hdr.TCPMin {
 			return idx, ok
 		}
 		flags = ip[l4+13]
-	case protoUDP:
+	case hdr.ProtoUDP:
 		if len(ip) < l4+8 {
 			return idx, ok
 		}
@@ -241,8 +233,8 @@ func (c *Cluster) steer(v *View, tr *transition, client netip.Addr, bucket uint3
 	k.sport = binary.BigEndian.Uint16(ip[l4 : l4+2])
 	k.dport = binary.BigEndian.Uint16(ip[l4+2 : l4+4])
 	k.proto = proto
-	fin, rst := flags&tcpFIN != 0, flags&tcpRST != 0
-	syn := proto == protoTCP && flags&(tcpSYN|tcpACK) == tcpSYN
+	fin, rst := flags&hdr.TCPFin != 0, flags&hdr.TCPRst != 0
+	syn := proto == hdr.ProtoTCP && flags&(hdr.TCPSyn|hdr.TCPAck) == hdr.TCPSyn
 	now := tr.now()
 
 	switch id, res := tr.mem.lookup(&k, now, fin, rst, syn); res {
@@ -256,12 +248,12 @@ func (c *Cluster) steer(v *View, tr *transition, client netip.Addr, bucket uint3
 	}
 	choice, chOK := idx, ok
 	switch {
-	case proto == protoTCP && !syn:
+	case proto == hdr.ProtoTCP && !syn:
 		// A connection that predates the bucket's move: its origin.
 		if j, live := v.liveIndex(tr.originOf(client, bucket)); live {
 			choice, chOK = j, true
 		}
-	case proto == protoUDP && tr.prev != nil:
+	case proto == hdr.ProtoUDP && tr.prev != nil:
 		// Learning: a UDP flow not seen yet may predate the change.
 		if j, live := v.liveIndex(ownerID(tr.prev, tr.prevServers, client)); live {
 			choice, chOK = j, true
@@ -303,13 +295,13 @@ func (c *Cluster) pickQuoted(client netip.Addr, proto uint8, clientPort, ghostPo
 	idx, bucket, ok := v.Selector.Select(client)
 	if j, pinned := v.pinned(client); pinned {
 		idx, ok = j, true
-	} else if tr := v.Trans; tr != nil && (proto == protoTCP || proto == protoUDP) && tr.touches(v, client, bucket) {
+	} else if tr := v.Trans; tr != nil && (proto == hdr.ProtoTCP || proto == hdr.ProtoUDP) && tr.touches(v, client, bucket) {
 		k := flowKey{addr: client.As16(), sport: clientPort, dport: ghostPort, proto: proto}
 		var other int
 		switch id, hit := tr.mem.peek(&k); {
 		case hit:
 			other = int(id)
-		case proto == protoTCP:
+		case proto == hdr.ProtoTCP:
 			other = tr.originOf(client, bucket)
 		case tr.prev != nil:
 			other = ownerID(tr.prev, tr.prevServers, client)

@@ -32,7 +32,7 @@ func TestFlowMemoryMatchesMap(t *testing.T) {
 		k.addr[15] = byte(rng.IntN(8)) // few addresses: many collisions in a shard
 		k.sport = uint16(rng.IntN(600))
 		k.dport = 80
-		k.proto = protoTCP
+		k.proto = hdr.ProtoTCP
 		return k
 	}
 	for i := 0; i < 200000; i++ {
@@ -82,7 +82,7 @@ func TestFlowMemoryBound(t *testing.T) {
 	m := newFlowMemory(1000)
 	inserted, overflow := 0, 0
 	for i := 0; i < 5000; i++ {
-		k := flowKey{sport: uint16(i), dport: 80, proto: protoTCP}
+		k := flowKey{sport: uint16(i), dport: 80, proto: hdr.ProtoTCP}
 		k.addr[0] = byte(i >> 8)
 		switch _, res := m.insert(&k, 1, 0, false); res {
 		case flowInserted:
@@ -107,7 +107,7 @@ func tcpFrame(src netip.Addr, sport uint16, flags uint8) []byte {
 	ip[0] = 0x45
 	binary.BigEndian.PutUint16(ip[2:], 40)
 	ip[6] = 0x40 // DF
-	ip[8], ip[9] = 64, protoTCP
+	ip[8], ip[9] = 64, hdr.ProtoTCP
 	s, d := src.As4(), hookGhost.As4()
 	copy(ip[12:16], s[:])
 	copy(ip[16:20], d[:])
@@ -247,10 +247,10 @@ func TestTransitionKeepsConnectionsAcrossAnAddedServer(t *testing.T) {
 	moved, kept := movedClients(t, ownerFunc(t, three, nil), ownerFunc(t, four, nil), 4)
 	oldOf, newOf := ownerFunc(t, three, nil), ownerFunc(t, four, nil)
 	a := moved[0]
-	if r.send(tcpFrame(a, 1000, tcpACK)) != oldOf(a) {
+	if r.send(tcpFrame(a, 1000, hdr.TCPAck)) != oldOf(a) {
 		t.Fatal("before the change the client is not at its owner")
 	}
-	if r.send(tcpFrame(a, 1001, tcpSYN)) != oldOf(a) { // a handshake that straddles the change
+	if r.send(tcpFrame(a, 1001, hdr.TCPSyn)) != oldOf(a) { // a handshake that straddles the change
 		t.Fatal("before the change a SYN is not at its owner")
 	}
 
@@ -261,13 +261,13 @@ func TestTransitionKeepsConnectionsAcrossAnAddedServer(t *testing.T) {
 	}
 	// Learning: flows are remembered; new connections already go to the
 	// new owner, UDP flows not seen yet still to the old one.
-	if got := r.send(tcpFrame(a, 1000, tcpACK)); got != oldOf(a) {
+	if got := r.send(tcpFrame(a, 1000, hdr.TCPAck)); got != oldOf(a) {
 		t.Fatalf("learning: established connection at %d, want %d", got, oldOf(a))
 	}
 	if got := r.send(udpFrom(a, 5000)); got != oldOf(a) {
 		t.Fatalf("learning: UDP at %d, want %d", got, oldOf(a))
 	}
-	if got := r.send(tcpFrame(a, 1004, tcpSYN)); got != newOf(a) {
+	if got := r.send(tcpFrame(a, 1004, hdr.TCPSyn)); got != newOf(a) {
 		t.Fatalf("learning: a new connection at %d, want the new owner %d", got, newOf(a))
 	}
 	r.sweep(time.Now().Add(learnPeriod))
@@ -280,18 +280,18 @@ func TestTransitionKeepsConnectionsAcrossAnAddedServer(t *testing.T) {
 		frame []byte
 		want  int
 	}{
-		{"an established connection's data", tcpFrame(a, 1000, tcpACK|0x08), oldOf(a)},
-		{"the straddling handshake's final ACK", tcpFrame(a, 1001, tcpACK), oldOf(a)},
-		{"a connection opened while learning", tcpFrame(a, 1004, tcpACK), newOf(a)},
-		{"a new connection's SYN", tcpFrame(a, 1002, tcpSYN), newOf(a)},
-		{"the new connection's ACK", tcpFrame(a, 1002, tcpACK), newOf(a)},
-		{"the new connection's data", tcpFrame(a, 1002, tcpACK|0x08), newOf(a)},
-		{"an idle old connection's first packet since the change", tcpFrame(a, 1003, tcpACK), oldOf(a)},
-		{"the idle old connection's next", tcpFrame(a, 1003, tcpACK), oldOf(a)},
+		{"an established connection's data", tcpFrame(a, 1000, hdr.TCPAck|0x08), oldOf(a)},
+		{"the straddling handshake's final ACK", tcpFrame(a, 1001, hdr.TCPAck), oldOf(a)},
+		{"a connection opened while learning", tcpFrame(a, 1004, hdr.TCPAck), newOf(a)},
+		{"a new connection's SYN", tcpFrame(a, 1002, hdr.TCPSyn), newOf(a)},
+		{"the new connection's ACK", tcpFrame(a, 1002, hdr.TCPAck), newOf(a)},
+		{"the new connection's data", tcpFrame(a, 1002, hdr.TCPAck|0x08), newOf(a)},
+		{"an idle old connection's first packet since the change", tcpFrame(a, 1003, hdr.TCPAck), oldOf(a)},
+		{"the idle old connection's next", tcpFrame(a, 1003, hdr.TCPAck), oldOf(a)},
 		{"a UDP flow seen before the switch", udpFrom(a, 5000), oldOf(a)},
 		{"a new UDP flow", udpFrom(a, 5001), newOf(a)},
 		{"a new UDP flow's next datagram", udpFrom(a, 5001), newOf(a)},
-		{"an ICMP-less other client", tcpFrame(kept[0], 1000, tcpSYN), oldOf(kept[0])},
+		{"an ICMP-less other client", tcpFrame(kept[0], 1000, hdr.TCPSyn), oldOf(kept[0])},
 	} {
 		if got := r.send(c.frame); got != c.want {
 			t.Errorf("%s: server %d, want %d", c.what, got, c.want)
@@ -307,15 +307,15 @@ func TestTransitionKeepsConnectionsAcrossAnAddedServer(t *testing.T) {
 	}
 
 	// RST releases at once; FIN after the linger.
-	r.send(tcpFrame(a, 1000, tcpRST))
-	r.send(tcpFrame(a, 1001, tcpFIN|tcpACK))
-	if got := r.send(tcpFrame(a, 1001, tcpACK)); got != oldOf(a) {
+	r.send(tcpFrame(a, 1000, hdr.TCPRst))
+	r.send(tcpFrame(a, 1001, hdr.TCPFin|hdr.TCPAck))
+	if got := r.send(tcpFrame(a, 1001, hdr.TCPAck)); got != oldOf(a) {
 		t.Errorf("an ACK after FIN at %d, want %d", got, oldOf(a))
 	}
 	// The client reuses the ports of a connection it closed: a new
 	// connection, for the new owner.
-	r.send(tcpFrame(a, 1002, tcpFIN|tcpACK))
-	if got := r.send(tcpFrame(a, 1002, tcpSYN)); got != newOf(a) {
+	r.send(tcpFrame(a, 1002, hdr.TCPFin|hdr.TCPAck))
+	if got := r.send(tcpFrame(a, 1002, hdr.TCPSyn)); got != newOf(a) {
 		t.Errorf("a SYN on the ports of a closed connection at %d, want the new owner %d", got, newOf(a))
 	}
 	before := fl.Released.Load()
@@ -335,11 +335,11 @@ func TestTransitionKeepsConnectionsAcrossAnAddedServer(t *testing.T) {
 	if fl.Released.Load() != fl.Remembered.Load() || st.Flows.Released.Load() != 8 {
 		t.Errorf("released %d of %d remembered", fl.Released.Load(), fl.Remembered.Load())
 	}
-	if got := r.send(tcpFrame(a, 1000, tcpACK)); got != newOf(a) {
+	if got := r.send(tcpFrame(a, 1000, hdr.TCPAck)); got != newOf(a) {
 		t.Errorf("after the window: server %d, want the new owner %d", got, newOf(a))
 	}
 	for _, k := range kept {
-		if got := r.send(tcpFrame(k, 7, tcpACK)); got != newOf(k) {
+		if got := r.send(tcpFrame(k, 7, hdr.TCPAck)); got != newOf(k) {
 			t.Errorf("unmoved client %s at %d, want %d", k, got, newOf(k))
 		}
 	}
@@ -364,23 +364,23 @@ func TestTransitionDrainAndFailure(t *testing.T) {
 	}
 	a := onOne[0]
 	r.apply(drained)
-	r.send(tcpFrame(a, 2000, tcpACK))
-	if got := r.send(tcpFrame(onOne[1], 2999, tcpSYN)); got == 1 || got < 0 {
+	r.send(tcpFrame(a, 2000, hdr.TCPAck))
+	if got := r.send(tcpFrame(onOne[1], 2999, hdr.TCPSyn)); got == 1 || got < 0 {
 		t.Fatalf("right after the drain a new connection went to %d", got)
 	}
 	r.sweep(time.Now().Add(learnPeriod))
-	if got := r.send(tcpFrame(a, 2000, tcpACK)); got != 1 {
+	if got := r.send(tcpFrame(a, 2000, hdr.TCPAck)); got != 1 {
 		t.Fatalf("drained server's connection at %d", got)
 	}
 	for i, c := range onOne {
-		if got := r.send(tcpFrame(c, uint16(3000+i), tcpSYN)); got == 1 || got < 0 {
+		if got := r.send(tcpFrame(c, uint16(3000+i), hdr.TCPSyn)); got == 1 || got < 0 {
 			t.Fatalf("a new connection from %s went to %d (server 1 is drained)", c, got)
 		}
 	}
 	n := r.cluster().FlowStats().Remembered.Load()
 	// Server 1 fails: its connection goes to the current owner at once.
 	r.m.healthChanged("web", healthEvent(1, false))
-	if got, want := r.send(tcpFrame(a, 2000, tcpACK)), ownerFunc(t, drained, map[int]bool{1: true})(a); got != want {
+	if got, want := r.send(tcpFrame(a, 2000, hdr.TCPAck)), ownerFunc(t, drained, map[int]bool{1: true})(a); got != want {
 		t.Fatalf("after the drained server failed: %d, want %d", got, want)
 	}
 	if r.cluster().FlowStats().Remembered.Load() != n {
@@ -413,7 +413,7 @@ func TestTransitionOverflow(t *testing.T) {
 	r.sweep(time.Now().Add(learnPeriod))
 	over := -1
 	for p := 0; p < 500; p++ {
-		got := r.send(tcpFrame(a, uint16(10000+p), tcpSYN))
+		got := r.send(tcpFrame(a, uint16(10000+p), hdr.TCPSyn))
 		if r.cluster().FlowStats().Overflow.Load() > 0 {
 			over = p
 			if got != oldOf(a) {
@@ -428,7 +428,7 @@ func TestTransitionOverflow(t *testing.T) {
 	if over < 0 {
 		t.Fatal("the memory never overflowed")
 	}
-	if got := r.send(tcpFrame(a, uint16(10000+over), tcpACK)); got != oldOf(a) {
+	if got := r.send(tcpFrame(a, uint16(10000+over), hdr.TCPAck)); got != oldOf(a) {
 		t.Fatalf("the unremembered connection's ACK at %d, want %d with its SYN", got, oldOf(a))
 	}
 	if e := r.m.State()[0].Transition.Entries; e > 64+flowShards {
@@ -463,7 +463,7 @@ func TestTransitionZeroAllocs(t *testing.T) {
 	c.LAN = nullLAN(t, "null")
 	f := r.m.Forwarder()
 	port := uint16(0)
-	for pass, flags := range []uint8{tcpACK, tcpSYN, tcpACK} { // inserts (old, new connections), then hits
+	for pass, flags := range []uint8{hdr.TCPAck, hdr.TCPSyn, hdr.TCPAck} { // inserts (old, new connections), then hits
 		if pass == 2 {
 			port = 0
 		}
@@ -496,7 +496,7 @@ func BenchmarkTransition(b *testing.B) {
 	var moved, kept [][]byte
 	for i := 0; i < 65536 && (len(moved) < 256 || len(kept) < 256); i++ {
 		a := netip.AddrFrom4([4]byte{198, 51, byte(i >> 8), byte(i)})
-		f := tcpFrame(a, 40000, tcpACK)
+		f := tcpFrame(a, 40000, hdr.TCPAck)
 		switch {
 		case before(a) != after(a) && len(moved) < 256:
 			moved = append(moved, f)
@@ -591,19 +591,19 @@ func TestTransitionRecoveryAfterFailureInWindow(t *testing.T) {
 		}
 	}
 	interim := failed(a)
-	if got := r.send(tcpFrame(a, 4000, tcpSYN)); got != interim {
+	if got := r.send(tcpFrame(a, 4000, hdr.TCPSyn)); got != interim {
 		t.Fatalf("during the failure: SYN at %d, want %d", got, interim)
 	}
-	r.send(tcpFrame(a, 4000, tcpACK))
+	r.send(tcpFrame(a, 4000, hdr.TCPAck))
 	r.m.healthChanged("web", healthEvent(0, true))
 	if st := r.m.State()[0].Transition; st == nil || !st.Learning {
 		t.Fatalf("the recovery did not start learning: %+v", st)
 	}
 	r.sweep(time.Now().Add(2 * learnPeriod))
-	if got := r.send(tcpFrame(a, 4000, tcpACK)); got != interim {
+	if got := r.send(tcpFrame(a, 4000, hdr.TCPAck)); got != interim {
 		t.Fatalf("after the recovery the connection opened during the failure went to %d, want %d", got, interim)
 	}
-	if got := r.send(tcpFrame(a, 4001, tcpSYN)); got != 0 {
+	if got := r.send(tcpFrame(a, 4001, hdr.TCPSyn)); got != 0 {
 		t.Fatalf("after the recovery a new connection went to %d, want the recovered server 0", got)
 	}
 }
@@ -628,7 +628,7 @@ func TestTransitionConcurrent(t *testing.T) {
 		go func() {
 			defer func() { done <- struct{}{} }()
 			rng := rand.New(rand.NewPCG(uint64(g), 7))
-			flags := []uint8{tcpSYN, tcpACK, tcpACK | tcpFIN, tcpRST, tcpSYN | tcpACK}
+			flags := []uint8{hdr.TCPSyn, hdr.TCPAck, hdr.TCPAck | hdr.TCPFin, hdr.TCPRst, hdr.TCPSyn | hdr.TCPAck}
 			for i := 0; i < 2_000_000; i++ {
 				select {
 				case <-stop:
@@ -693,12 +693,12 @@ func TestTransitionConcurrent(t *testing.T) {
 // never exceed the capacity.
 func FuzzTransitionInbound(f *testing.F) {
 	a := netip.MustParseAddr("198.51.100.10")
-	syn := tcpFrame(a, 1000, tcpSYN)
+	syn := tcpFrame(a, 1000, hdr.TCPSyn)
 	f.Add(syn)
-	f.Add(tcpFrame(a, 1000, tcpACK|tcpFIN))
-	f.Add(tcpFrame(a, 1000, tcpRST))
+	f.Add(tcpFrame(a, 1000, hdr.TCPAck|hdr.TCPFin))
+	f.Add(tcpFrame(a, 1000, hdr.TCPRst))
 	f.Add(udpFrom(a, 5000))
-	f.Add(tcpFrame(a, 1000, tcpACK)[:14+20+12]) // TCP header cut short
+	f.Add(tcpFrame(a, 1000, hdr.TCPAck)[:14+20+12]) // TCP header cut short
 	three := routingConfig(3, time.Minute, 64)
 	drained := routingConfig(4, time.Minute, 64)
 	drained.Clusters[0].Servers[0].Drain = true
@@ -759,7 +759,7 @@ func TestFlowMemoryFullShardDeletion(t *testing.T) {
 		m := newFlowMemory(capacity)
 		var keys []flowKey
 		for p := 0; len(keys) < 100000 && m.entries.Load() < int64(m.capacity); p++ {
-			k := flowKey{sport: uint16(p), dport: 80, proto: protoTCP}
+			k := flowKey{sport: uint16(p), dport: 80, proto: hdr.ProtoTCP}
 			k.addr[1] = byte(p >> 16)
 			if _, res := m.insert(&k, int32(p), 0, false); res == flowInserted {
 				keys = append(keys, k)
@@ -804,7 +804,7 @@ func tcp6Frame(src, ghost6 netip.Addr, sport uint16, flags uint8) []byte {
 	ip := f[14:]
 	ip[0] = 0x60
 	binary.BigEndian.PutUint16(ip[4:], 20)
-	ip[6], ip[7] = protoTCP, 64
+	ip[6], ip[7] = hdr.ProtoTCP, 64
 	s, d := src.As16(), ghost6.As16()
 	copy(ip[8:24], s[:])
 	copy(ip[24:40], d[:])
@@ -837,18 +837,18 @@ func TestTransitionIPv6(t *testing.T) {
 	if !a.IsValid() {
 		t.Fatal("no IPv6 client moves")
 	}
-	if got := r.send(tcp6Frame(a, ghost6, 1000, tcpSYN)); got != before(a) {
+	if got := r.send(tcp6Frame(a, ghost6, 1000, hdr.TCPSyn)); got != before(a) {
 		t.Fatalf("before the change: %d, want %d", got, before(a))
 	}
 	r.apply(v6(4))
 	r.sweep(time.Now().Add(learnPeriod))
-	if got := r.send(tcp6Frame(a, ghost6, 1000, tcpACK)); got != before(a) {
+	if got := r.send(tcp6Frame(a, ghost6, 1000, hdr.TCPAck)); got != before(a) {
 		t.Fatalf("the straddling handshake's ACK at %d, want %d", got, before(a))
 	}
-	if got := r.send(tcp6Frame(a, ghost6, 1001, tcpSYN)); got != after(a) {
+	if got := r.send(tcp6Frame(a, ghost6, 1001, hdr.TCPSyn)); got != after(a) {
 		t.Fatalf("a new connection at %d, want %d", got, after(a))
 	}
-	if got := r.send(tcp6Frame(a, ghost6, 1001, tcpACK)); got != after(a) {
+	if got := r.send(tcp6Frame(a, ghost6, 1001, hdr.TCPAck)); got != after(a) {
 		t.Fatalf("the new connection's ACK at %d, want %d", got, after(a))
 	}
 }
@@ -863,7 +863,7 @@ func TestTransitionPickQuoted(t *testing.T) {
 	oldOf, newOf := ownerFunc(t, three, nil), ownerFunc(t, four, nil)
 	quoted := func(port uint16, proto uint8) int {
 		ghostPort := uint16(80) // tcpFrame's
-		if proto == protoUDP {
+		if proto == hdr.ProtoUDP {
 			ghostPort = 9000 // udpFrame's
 		}
 		_, idx, _, why := r.cluster().pickQuoted(a, proto, port, ghostPort)
@@ -873,22 +873,22 @@ func TestTransitionPickQuoted(t *testing.T) {
 		}
 		return r.cluster().View().Servers[idx].ID
 	}
-	if got := quoted(1000, protoTCP); got != oldOf(a) {
+	if got := quoted(1000, hdr.ProtoTCP); got != oldOf(a) {
 		t.Fatalf("steady state: %d, want %d", got, oldOf(a))
 	}
 	r.apply(four)
-	r.send(tcpFrame(a, 1000, tcpACK)) // an old connection
-	r.send(udpFrom(a, 5000))          // an old UDP flow
+	r.send(tcpFrame(a, 1000, hdr.TCPAck)) // an old connection
+	r.send(udpFrom(a, 5000))              // an old UDP flow
 	r.sweep(time.Now().Add(learnPeriod))
-	r.send(tcpFrame(a, 1001, tcpSYN)) // a new connection
+	r.send(tcpFrame(a, 1001, hdr.TCPSyn)) // a new connection
 	n := r.cluster().FlowStats().Remembered.Load()
 	for _, c := range []struct {
 		port  uint16
 		proto uint8
 		want  int
 	}{
-		{1000, protoTCP, oldOf(a)}, {1001, protoTCP, newOf(a)}, {1002, protoTCP, oldOf(a)},
-		{5000, protoUDP, oldOf(a)}, {5001, protoUDP, newOf(a)},
+		{1000, hdr.ProtoTCP, oldOf(a)}, {1001, hdr.ProtoTCP, newOf(a)}, {1002, hdr.ProtoTCP, oldOf(a)},
+		{5000, hdr.ProtoUDP, oldOf(a)}, {5001, hdr.ProtoUDP, newOf(a)},
 	} {
 		if got := quoted(c.port, c.proto); got != c.want {
 			t.Errorf("error about %d/%d: server %d, want %d", c.port, c.proto, got, c.want)
@@ -913,14 +913,14 @@ func TestTransitionBucketCountChange(t *testing.T) {
 		t.Fatal("a change of bucket count opened no window")
 	}
 	r.sweep(time.Now().Add(learnPeriod))
-	if got, want := r.send(tcpFrame(a, 1, tcpACK)), ownerFunc(t, before, nil)(a); got != want {
+	if got, want := r.send(tcpFrame(a, 1, hdr.TCPAck)), ownerFunc(t, before, nil)(a); got != want {
 		t.Fatalf("an old connection at %d, want %d", got, want)
 	}
-	if got, want := r.send(tcpFrame(a, 2, tcpSYN)), ownerFunc(t, after, nil)(a); got != want {
+	if got, want := r.send(tcpFrame(a, 2, hdr.TCPSyn)), ownerFunc(t, after, nil)(a); got != want {
 		t.Fatalf("a new connection at %d, want %d", got, want)
 	}
 	n := r.cluster().FlowStats().Remembered.Load()
-	r.send(tcpFrame(kept[0], 3, tcpACK))
+	r.send(tcpFrame(kept[0], 3, hdr.TCPAck))
 	if r.cluster().FlowStats().Remembered.Load() != n {
 		t.Fatal("a client that did not move was remembered")
 	}
@@ -940,13 +940,13 @@ func TestTransitionModulo(t *testing.T) {
 	a := moved[0]
 	r.apply(mod(4))
 	r.sweep(time.Now().Add(learnPeriod))
-	if got := r.send(tcpFrame(a, 1, tcpACK)); got != before(a) {
+	if got := r.send(tcpFrame(a, 1, hdr.TCPAck)); got != before(a) {
 		t.Fatalf("an old connection at %d, want %d", got, before(a))
 	}
-	if got := r.send(tcpFrame(a, 2, tcpSYN)); got != after(a) {
+	if got := r.send(tcpFrame(a, 2, hdr.TCPSyn)); got != after(a) {
 		t.Fatalf("a new connection at %d, want %d", got, after(a))
 	}
-	if got := r.send(tcpFrame(kept[0], 3, tcpACK)); got != after(kept[0]) {
+	if got := r.send(tcpFrame(kept[0], 3, hdr.TCPAck)); got != after(kept[0]) {
 		t.Fatalf("an unmoved client at %d, want %d", got, after(kept[0]))
 	}
 }

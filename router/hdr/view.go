@@ -39,6 +39,17 @@ const (
 	ProtoICMPv6 = 58
 )
 
+// TCP: the fixed header's size and the flags in its byte 13.
+const (
+	TCPMin = 20
+	TCPFin = 0x01
+	TCPSyn = 0x02
+	TCPRst = 0x04
+	TCPPsh = 0x08
+	TCPAck = 0x10
+	TCPCwr = 0x80
+)
+
 // EtherType is the type of the Ethernet frame f (at least EthLen bytes).
 func EtherType(f []byte) uint16 { return binary.BigEndian.Uint16(f[12:14]) }
 

@@ -176,12 +176,11 @@ func tcpDataOnly(f []byte) bool {
 	default:
 		return false
 	}
-	if len(l4) < 20 {
+	if len(l4) < hdr.TCPMin {
 		return false
 	}
 	off := int(l4[12]>>4) * 4
-	const fin, rst = 0x01, 0x04
-	return off >= 20 && len(l4) > off && l4[13]&(fin|rst) == 0
+	return off >= hdr.TCPMin && len(l4) > off && l4[13]&(hdr.TCPFin|hdr.TCPRst) == 0
 }
 
 // groupPending reorders the held writes, stably, so that the writes to one egress queue

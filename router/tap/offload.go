@@ -75,14 +75,6 @@ func (h *vnetHdr) gso() bool { return h.gsoType&^vnetGSOECN != vnetGSONone }
 // plain reports whether the frame needs nothing done before it is used as is.
 func (h *vnetHdr) plain() bool { return !h.gso() && h.flags&vnetNeedsCsum == 0 }
 
-const (
-	tcpMin = 20
-
-	tcpFlagFIN = 0x01
-	tcpFlagPSH = 0x08
-	tcpFlagCWR = 0x80
-)
-
 // completeChecksum finishes the partial transport checksum of frame as h
 // describes it (NEEDS_CSUM), in place, and clears the flag in h. It reports
 // false when h points outside the frame.
@@ -167,11 +159,11 @@ func (s *segmenter) reset(frame []byte, h *vnetHdr) bool {
 	default:
 		return false
 	}
-	if s.l4+tcpMin > len(frame) {
+	if s.l4+hdr.TCPMin > len(frame) {
 		return false
 	}
 	s.hdr = s.l4 + int(frame[s.l4+12]>>4)*4
-	if s.hdr < s.l4+tcpMin || s.hdr > len(frame) || len(frame) > MaxFrame {
+	if s.hdr < s.l4+hdr.TCPMin || s.hdr > len(frame) || len(frame) > MaxFrame {
 		return false
 	}
 	s.seq = binary.BigEndian.Uint32(frame[s.l4+4:])
@@ -211,10 +203,10 @@ func (s *segmenter) next(dst []byte) []byte {
 	binary.BigEndian.PutUint32(tcp[4:], s.seq+uint32(s.off))
 	f := s.flags
 	if !last {
-		f &^= tcpFlagFIN | tcpFlagPSH
+		f &^= hdr.TCPFin | hdr.TCPPsh
 	}
 	if !first {
-		f &^= tcpFlagCWR
+		f &^= hdr.TCPCwr
 	}
 	tcp[13] = f
 	tcp[16], tcp[17] = 0, 0

@@ -163,10 +163,10 @@ func TestSegmentMatchesReference(t *testing.T) {
 				last := len(got)+len(seg)-l4-32 == tc.size
 				wantFlags := tc.flags
 				if !last {
-					wantFlags &^= tcpFlagFIN | tcpFlagPSH
+					wantFlags &^= hdr.TCPFin | hdr.TCPPsh
 				}
 				if n > 0 {
-					wantFlags &^= tcpFlagCWR
+					wantFlags &^= hdr.TCPCwr
 				}
 				if flags != wantFlags {
 					t.Fatalf("segment %d (last %v): flags %#x, want %#x", n, last, flags, wantFlags)
