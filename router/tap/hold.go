@@ -1,6 +1,7 @@
 package tap
 
 import (
+	"slices"
 	"time"
 	"unsafe"
 
@@ -97,14 +98,19 @@ func (q *rxQueue) arrived(f []byte) {
 // carryTail moves the carry-over candidates of a batch cut by a bound out of it, into
 // q.carry: among its last carryWindow frames (never one carried over already), each small
 // TCP segment with data, without FIN or RST, that is the last frame of its flow in the
-// batch. The next batch, read at once, handles them first.
+// batch. The next batch, read at once, handles them first. A later frame of the same
+// flow is within the window too, so each frame of the window is hashed once.
 func (q *rxQueue) carryTail() {
+	from := max(q.n-carryWindow, q.ncarried)
+	var flows [carryWindow]uint64
+	for i := from; i < q.n; i++ {
+		flows[i-from] = flowHash(q.frameAt(q.spans[i]))
+	}
 	kept := 0
 	q.ncarry = 0
-	from := max(q.n-carryWindow, q.ncarried)
 	for i := range q.n {
 		s := q.spans[i]
-		if i >= from && s.n-q.ep.vnet <= carryMaxLen && q.mayContinue(i) {
+		if i >= from && s.n-q.ep.vnet <= carryMaxLen && tcpDataOnly(q.frameAt(s)) && !slices.Contains(flows[i-from+1:q.n-from], flows[i-from]) {
 			q.carry[q.ncarry] = s
 			q.ncarry++
 			continue
@@ -116,22 +122,6 @@ func (q *rxQueue) carryTail() {
 		q.ep.stats.RxCarried.Add(uint64(q.ncarry))
 	}
 	q.n = kept
-}
-
-// mayContinue reports whether frame i of the batch is a TCP segment with data and
-// without FIN or RST, and the last frame of its flow in the batch.
-func (q *rxQueue) mayContinue(i int) bool {
-	f := q.frameAt(q.spans[i])
-	if !tcpDataOnly(f) {
-		return false
-	}
-	h := flowHash(f)
-	for j := i + 1; j < q.n; j++ {
-		if flowHash(q.frameAt(q.spans[j])) == h {
-			return false
-		}
-	}
-	return true
 }
 
 // takeCarried starts a batch with the frames the last one carried over, moved to the
