@@ -10,12 +10,13 @@ import (
 	"testing"
 	"time"
 
-	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/ghostrouter/ghostrouter/test/kit"
 )
 
-// seg is a TCP segment in an Ethernet frame, built with gVisor's header package (not
-// with the code under test): from client port sport to port 80, IPv4 or IPv6.
+// seg is a TCP segment in an Ethernet frame, built with test/kit and gVisor's TCP
+// header (not with the code under test): from client port sport to port 80, IPv4 or IPv6.
 type seg struct {
 	v6      bool
 	sport   uint16
@@ -26,32 +27,17 @@ type seg struct {
 }
 
 func (s seg) frame() []byte {
-	tcpLen := header.TCPMinimumSize + len(s.payload)
-	ipLen := header.IPv4MinimumSize
-	if s.v6 {
-		ipLen = header.IPv6MinimumSize
-	}
-	f := make([]byte, header.EthernetMinimumSize+ipLen+tcpLen)
-	src, dst := netip.MustParseAddr("198.51.100.10"), netip.MustParseAddr("203.0.113.10")
-	typ := header.IPv4ProtocolNumber
-	if s.v6 {
-		src, dst = netip.MustParseAddr("2001:db8::10"), netip.MustParseAddr("2001:db8:1::10")
-		typ = header.IPv6ProtocolNumber
-	}
-	header.Ethernet(f).Encode(&header.EthernetFields{SrcAddr: tcpip.LinkAddress(macB), DstAddr: tcpip.LinkAddress(macA), Type: typ})
-	ip := f[header.EthernetMinimumSize:]
-	if s.v6 {
-		header.IPv6(ip).Encode(&header.IPv6Fields{PayloadLength: uint16(tcpLen), TransportProtocol: header.TCPProtocolNumber,
-			HopLimit: 64, SrcAddr: tcpip.AddrFromSlice(src.AsSlice()), DstAddr: tcpip.AddrFromSlice(dst.AsSlice())})
-	} else {
-		header.IPv4(ip).Encode(&header.IPv4Fields{TotalLength: uint16(ipLen + tcpLen), ID: s.id, TTL: 64, Protocol: uint8(header.TCPProtocolNumber),
-			SrcAddr: tcpip.AddrFromSlice(src.AsSlice()), DstAddr: tcpip.AddrFromSlice(dst.AsSlice())})
-		binary.BigEndian.PutUint16(ip[6:], s.frag)
-	}
-	header.TCP(ip[ipLen:]).Encode(&header.TCPFields{SrcPort: s.sport, DstPort: 80, SeqNum: 1000, AckNum: 2000,
+	tcp := make(header.TCP, header.TCPMinimumSize+len(s.payload))
+	tcp.Encode(&header.TCPFields{SrcPort: s.sport, DstPort: 80, SeqNum: 1000, AckNum: 2000,
 		DataOffset: header.TCPMinimumSize, Flags: s.flags, WindowSize: 512})
-	copy(ip[ipLen+header.TCPMinimumSize:], s.payload)
-	return f
+	copy(tcp[header.TCPMinimumSize:], s.payload)
+	if s.v6 {
+		ip := kit.IPv6(netip.MustParseAddr("2001:db8::10"), netip.MustParseAddr("2001:db8:1::10"), 64, uint8(header.TCPProtocolNumber), tcp)
+		return kit.Ethernet(macA, macB, kit.TypeIPv6, ip)
+	}
+	ip := kit.IPv4(netip.MustParseAddr("198.51.100.10"), netip.MustParseAddr("203.0.113.10"), 64, uint8(header.TCPProtocolNumber), s.id, tcp)
+	binary.BigEndian.PutUint16(ip[6:], s.frag) // the header checksum is not looked at
+	return kit.Ethernet(macA, macB, kit.TypeIPv4, ip)
 }
 
 // refDataOnly is tcpDataOnly's contract read with gVisor's parsers: an IPv4 (not a
