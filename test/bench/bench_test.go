@@ -35,6 +35,9 @@ const (
 	EnvRounds = "GHOSTROUTER_BENCH_ROUNDS"
 	// EnvSeconds is the length of each iperf3 run, 2 to 30 (default 5).
 	EnvSeconds = "GHOSTROUTER_BENCH_SECONDS"
+	// EnvBare=0 leaves the bare TAP loop (BareTAP) out of the run; by default it runs the
+	// UDP and web workloads beside the kernel and ghostrouter.
+	EnvBare = "GHOSTROUTER_BENCH_BARE"
 	// EnvKernelDispatch picks how the kernel reference dispatches: "mac" (default) or
 	// "fwmark"; see topo_test.go.
 	EnvKernelDispatch = "GHOSTROUTER_BENCH_KERNEL_DISPATCH"
@@ -89,19 +92,28 @@ func TestBench(t *testing.T) {
 		Kernel:    newTopo(t, h, Kernel, how),
 		Appliance: newTopo(t, h, Appliance, how),
 	}
+	modes := []Mode{Kernel, Appliance}
+	if os.Getenv(EnvBare) != "0" {
+		topos[BareTAP] = newTopo(t, h, BareTAP, how)
+		modes = append(modes, BareTAP)
+	}
 	for _, tp := range topos {
 		tp.startWeb()
 	}
 	figs := append(slices.Clone(Figures), WebFigures()...)
-	samples := map[Mode]Samples{Kernel: {}, Appliance: {}}
+	samples := map[Mode]Samples{Kernel: {}, Appliance: {}, BareTAP: {}}
 	for r := range rounds {
-		order := []Mode{Kernel, Appliance}
+		order := slices.Clone(modes)
 		if r%2 == 1 {
-			order = []Mode{Appliance, Kernel}
+			slices.Reverse(order)
 		}
 		for _, m := range order {
 			t0 := time.Now()
-			topos[m].round(samples[m], secs)
+			if m == BareTAP {
+				topos[m].udpRound(samples[m], secs)
+			} else {
+				topos[m].round(samples[m], secs)
+			}
 			topos[m].webRound(samples[m], r, webSecs)
 			t.Logf("round %d/%d, %s: %v", r+1, rounds, m, time.Since(t0).Round(100*time.Millisecond))
 		}
@@ -122,6 +134,13 @@ func TestBench(t *testing.T) {
 	fmt.Fprintf(&b, "\nper round:\n")
 	if err := WriteSamples(&b, figs, samples[Kernel], samples[Appliance]); err != nil {
 		t.Fatal(err)
+	}
+	if len(samples[BareTAP]) > 0 {
+		fmt.Fprintf(&b, "\nthe bare TAP loop (test/cmd/tapfwd: per frame one read, a header rewrite, one write; no\n"+
+			"batching, no netstack): what any router over TAPs starts from on this machine, same run\n")
+		if err := WriteBaseline(&b, figs, samples[Kernel], samples[BareTAP], samples[Appliance]); err != nil {
+			t.Fatal(err)
+		}
 	}
 	fmt.Fprintf(&b, "\nsustained: %d consecutive wrk runs of %d s, c=%d, a new connection each, one client address, tcp_tw_reuse=0, %d ephemeral ports\n",
 		sustainedRuns, sustainedSecs, sustainedConc, topos[Kernel].ephemeralPorts())
@@ -179,13 +198,7 @@ func checkTargets(t testing.TB, strict bool, unmet []string) {
 // fails is reported with t.Errorf and recorded as NaN, and the round goes on.
 func (tp *topo) round(s Samples, secs int) {
 	t := tp.t
-	record := func(key string, v float64, err error) {
-		if err != nil {
-			t.Errorf("%s: %s: %v", tp.mode, key, err)
-			v = math.NaN()
-		}
-		s.Add(key, v)
-	}
+	record := func(key string, v float64, err error) { tp.record(s, key, v, err) }
 	dur := strconv.Itoa(secs)
 
 	// TCP: 4 streams, the first second (slow start) omitted; the receiver's rate.
@@ -201,8 +214,45 @@ func (tp *topo) round(s Samples, secs int) {
 		record(c.key, res.ReceivedBPS/1e9, err)
 	}
 
-	// UDP 64 B, unlimited rate: datagrams that reached the servers' UDP layer, counted by
-	// the servers' kernels, over the sender's time; and the appliance's CPU time.
+	tp.udpRound(s, secs)
+
+	// HTTP: sequential GETs, a new connection each, rotating over the client sources.
+	lat, elapsed, err := tp.httpRound()
+	if err == nil && len(lat) == 0 {
+		err = errors.New("no request completed")
+	}
+	if err != nil {
+		record(HTTPRate, 0, err)
+		record(HTTPP50, 0, err)
+		record(HTTPP99, 0, err)
+	} else {
+		record(HTTPRate, float64(len(lat))/elapsed.Seconds(), nil)
+		record(HTTPP50, ms(Percentile(lat, 50)), nil)
+		record(HTTPP99, ms(Percentile(lat, 99)), nil)
+	}
+
+	// Ping through the path to the ghost.
+	out, err := tp.cli.Run("ping", "-c", pingCount, "-i", pingInterval, "-W", "1", "-q", ghostAddr)
+	avg, loss, perr := ParsePing(out)
+	if perr == nil && loss > 0 {
+		t.Logf("%s: ping: %.0f%% loss", tp.mode, loss)
+	}
+	if perr != nil {
+		perr = fmt.Errorf("%v (%v)", perr, err)
+	}
+	record(PingAvg, ms(avg), perr)
+
+	if tp.app != nil && tp.app.Exited() {
+		t.Fatalf("the appliance exited during the round; its log %s:\n%s", tp.app.LogPath(), tail(tp.app.Log(), 40))
+	}
+}
+
+// udpRound measures the 64-byte UDP figures once on tp and appends them to s: datagrams
+// that reached the servers' UDP layer, counted by the servers' kernels, over the sender's
+// time; and the appliance's CPU time (not for the kernel).
+func (tp *topo) udpRound(s Samples, secs int) {
+	record := func(key string, v float64, err error) { tp.record(s, key, v, err) }
+	dur := strconv.Itoa(secs)
 	before, err1 := tp.udpDelivered()
 	cpu0, err2 := tp.applianceCPU()
 	res, err3 := tp.iperf3("-c", ghostAddr, "-p", iperfPort, "-u", "-l", "64", "-b", "0", "-t", dur)
@@ -237,35 +287,16 @@ func (tp *topo) round(s Samples, secs int) {
 		}
 	}
 
-	// HTTP: sequential GETs, a new connection each, rotating over the client sources.
-	lat, elapsed, err := tp.httpRound()
-	if err == nil && len(lat) == 0 {
-		err = errors.New("no request completed")
-	}
+}
+
+// record appends v to s[key]; a failed measurement (err) is reported with t.Errorf and
+// recorded as NaN, and the round goes on.
+func (tp *topo) record(s Samples, key string, v float64, err error) {
 	if err != nil {
-		record(HTTPRate, 0, err)
-		record(HTTPP50, 0, err)
-		record(HTTPP99, 0, err)
-	} else {
-		record(HTTPRate, float64(len(lat))/elapsed.Seconds(), nil)
-		record(HTTPP50, ms(Percentile(lat, 50)), nil)
-		record(HTTPP99, ms(Percentile(lat, 99)), nil)
+		tp.t.Errorf("%s: %s: %v", tp.mode, key, err)
+		v = math.NaN()
 	}
-
-	// Ping through the path to the ghost.
-	out, err := tp.cli.Run("ping", "-c", pingCount, "-i", pingInterval, "-W", "1", "-q", ghostAddr)
-	avg, loss, perr := ParsePing(out)
-	if perr == nil && loss > 0 {
-		t.Logf("%s: ping: %.0f%% loss", tp.mode, loss)
-	}
-	if perr != nil {
-		perr = fmt.Errorf("%v (%v)", perr, err)
-	}
-	record(PingAvg, ms(avg), perr)
-
-	if tp.app != nil && tp.app.Exited() {
-		t.Fatalf("the appliance exited during the round; its log %s:\n%s", tp.app.LogPath(), tail(tp.app.Log(), 40))
-	}
+	s.Add(key, v)
 }
 
 // tail is the last n lines of s.

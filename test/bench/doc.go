@@ -1,7 +1,9 @@
 // Package bench measures ghostrouter against the Linux kernel: the same two-armed topology built twice in
 // one run, once with a Linux router namespace (kernel forwarding, kernel dispatching with
 // nftables) and once with ghostrouter, measured alternately, and printed side by side
-// with the ratio ghostrouter/kernel for every figure.
+// with the ratio ghostrouter/kernel for every figure. A third build of the topology runs
+// test/cmd/tapfwd, a bare TAP loop (a read, a header rewrite and a write per frame), through
+// the UDP and web workloads: what any router over TAPs starts from on the machine.
 //
 // The measuring runs as a privileged test, TestBench (bench_test.go), which skips unless
 // GHOSTROUTER_BENCH=1, so `go test ./...` never runs it; see README.md for the command,

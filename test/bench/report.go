@@ -222,11 +222,15 @@ func WriteTable(w io.Writer, figs []Figure, kernel, appliance Samples) error {
 		}
 		fmt.Fprintf(tw, "%-*s\t%s\t%s\t%s\t%s\t%s\t%-*s\t\n", width, f.Name, f.Unit, num(k), num(g), num(r), f.Better, tw2, tgt)
 	}
+	return flushAligned(w, tw, &buf)
+}
+
+// flushAligned flushes tw, a right-aligning tabwriter over buf, to w. Right alignment pads
+// every line on the left by the column padding; that is dropped, and the trailing blanks.
+func flushAligned(w io.Writer, tw *tabwriter.Writer, buf *bytes.Buffer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	// Right alignment pads every line on the left by the column padding; drop that, and
-	// the trailing blanks.
 	for _, line := range strings.SplitAfter(buf.String(), "\n") {
 		if line == "" {
 			continue
@@ -413,4 +417,29 @@ func clip(b []byte) string {
 		return string(b[:n]) + "..."
 	}
 	return string(b)
+}
+
+// WriteBaseline writes, for each figure the bare TAP loop has samples of, the medians of
+// the kernel, the bare TAP loop and ghostrouter, and the ratios bare/kernel and
+// ghostrouter/bare: how far a TAP alone is from the kernel, and what ghostrouter makes of it.
+func WriteBaseline(w io.Writer, figs []Figure, kernel, bare, appliance Samples) error {
+	width := len("figure")
+	for _, f := range figs {
+		width = max(width, len(f.Name))
+	}
+	var buf bytes.Buffer
+	tw := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "%-*s\tunit\tkernel\tbare TAP\tghostrouter\tratio b/k\tratio g/b\t\n", width, "figure")
+	for _, f := range figs {
+		b := Median(bare[f.Key])
+		if math.IsNaN(b) {
+			continue
+		}
+		k, g := Median(kernel[f.Key]), Median(appliance[f.Key])
+		if f.ApplianceOnly {
+			k = math.NaN()
+		}
+		fmt.Fprintf(tw, "%-*s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", width, f.Name, f.Unit, num(k), num(b), num(g), num(Ratio(k, b)), num(Ratio(b, g)))
+	}
+	return flushAligned(w, tw, &buf)
 }

@@ -221,3 +221,44 @@ type recordingTB struct {
 func (r *recordingTB) Errorf(string, ...any) { r.failed = true }
 func (r *recordingTB) Logf(string, ...any)   { r.logged = true }
 func (r *recordingTB) Helper()               {}
+
+func TestWriteBaseline(t *testing.T) {
+	figs := []Figure{
+		{Key: "rate", Name: "rate", Unit: "req/s", Better: Higher},
+		{Key: "cpu", Name: "cpu", Unit: "us", Better: Lower, ApplianceOnly: true},
+		{Key: "bulk", Name: "bulk", Unit: "Gbit/s", Better: Higher},
+	}
+	k := Samples{"rate": {100, 120, 110}, "cpu": {math.NaN()}, "bulk": {10}}
+	b := Samples{"rate": {50, 70, math.NaN()}, "cpu": {8, 6, 7}}
+	g := Samples{"rate": {90, 80, 85}, "cpu": {4, 5, 3}, "bulk": {5}}
+	var out strings.Builder
+	if err := WriteBaseline(&out, figs, k, b, g); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimRight(out.String(), "\n"), "\n")
+	if !strings.HasPrefix(lines[0], "figure ") {
+		t.Errorf("header %q: the figure column is not left-aligned", lines[0])
+	}
+	rows := map[string]string{}
+	for _, l := range lines[1:] {
+		if l != strings.TrimSpace(l) {
+			t.Errorf("row %q: padded on the left or right", l)
+		}
+		f := strings.Fields(l)
+		rows[f[0]] = strings.Join(f[1:], " ")
+	}
+	want := map[string]string{
+		// medians: kernel 110, bare 60, ghostrouter 85; 60/110, 85/60
+		"rate": "req/s 110 60.0 85.0 0.545 1.42",
+		// appliance-only: no kernel figure; 4/7
+		"cpu": "us - 7.00 4.00 - 0.571",
+	}
+	if len(rows) != len(want) {
+		t.Errorf("rows %v, want only the figures the bare loop has samples of: %v", rows, want)
+	}
+	for name, w := range want {
+		if rows[name] != w {
+			t.Errorf("row %s = %q, want %q", name, rows[name], w)
+		}
+	}
+}

@@ -37,6 +37,10 @@ type Mode string
 const (
 	Kernel    Mode = "kernel"
 	Appliance Mode = "ghostrouter"
+	// BareTAP is test/cmd/tapfwd, the least a router over TAPs must do (a read, a header
+	// rewrite, a write per frame): what a TAP allows on this machine, the ceiling of any
+	// appliance built on TAPs (GHOSTROUTER_BENCH_BARE=1 adds it to the web workloads).
+	BareTAP Mode = "bare-tap"
 )
 
 // Kernel dispatching to the servers' MACs, two ways (GHOSTROUTER_BENCH_KERNEL_DISPATCH).
@@ -80,10 +84,7 @@ func newTopo(t *testing.T, h *harness.H, mode Mode, how string) *topo {
 	tp := &topo{t: t, h: h, mode: mode, how: how}
 	tp.bin = h.Build("cmd/ghostrouter")
 	tp.peer = h.Build("test/cmd/peer")
-	p := "k-"
-	if mode == Appliance {
-		p = "g-"
-	}
+	p := map[Mode]string{Kernel: "k-", Appliance: "g-", BareTAP: "b-"}[mode]
 	built := h.TwoArmed(harness.TopoOptions{Prefix: p, Servers: nServers, ClientAddrs: nSources})
 	tp.cli, tp.rtr, tp.sources = built.Cli, built.Rtr, built.Clients
 	for _, bs := range built.Servers {
@@ -102,10 +103,13 @@ func newTopo(t *testing.T, h *harness.H, mode Mode, how string) *topo {
 	}
 
 	tp.startServers()
-	if mode == Kernel {
+	switch mode {
+	case Kernel:
 		tp.kernelRouter()
-	} else {
+	case Appliance:
 		tp.startAppliance()
+	case BareTAP:
+		tp.startBare()
 	}
 	tp.checkDispatch()
 	return tp
@@ -195,6 +199,19 @@ func (tp *topo) startAppliance() {
 	})
 }
 
+// startBare runs test/cmd/tapfwd in the rtr namespace, on the appliance's two arms.
+func (tp *topo) startBare() {
+	tp.t.Helper()
+	args := []string{tp.h.Build("test/cmd/tapfwd"),
+		"-link", "up0=" + upAddr + "/24@br-up", "-link", "lan0=" + lanAddr + "/24@br-lan",
+		"-ghost", ghostAddr, "-seed", strconv.Itoa(seed)}
+	for _, s := range tp.servers {
+		args = append(args, "-server", s.addr.String()+"="+s.mac.String())
+	}
+	tp.app = tp.rtr.Start("tapfwd", args...)
+	tp.app.WaitForLog("ready", 10*time.Second)
+}
+
 // startServers runs, on every server, the test peer's HTTP server on port 80 and an
 // iperf3 server bound to the ghost (UDP answers must come from the ghost); on server 0
 // also an iperf3 server on any address, for plain routing.
@@ -225,7 +242,7 @@ func (tp *topo) startServers() {
 func (tp *topo) expected() map[netip.Addr]int {
 	tp.t.Helper()
 	want := map[netip.Addr]int{}
-	if tp.mode == Kernel {
+	if tp.mode != Appliance {
 		for _, a := range tp.sources {
 			want[a] = int(core.Bucket(core.JHash(a, seed), nServers))
 		}

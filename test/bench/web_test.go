@@ -136,13 +136,7 @@ func (tp *topo) timeWait(port int) (int, error) {
 // webRound runs every web workload once on tp (round r) and appends its figures to s.
 func (tp *topo) webRound(s Samples, r, secs int) {
 	t := tp.t
-	record := func(key string, v float64, err error) {
-		if err != nil {
-			t.Errorf("%s: %s: %v", tp.mode, key, err)
-			v = math.NaN()
-		}
-		s.Add(key, v)
-	}
+	record := func(key string, v float64, err error) { tp.record(s, key, v, err) }
 	for i, w := range WebRuns() {
 		port := webPortBase + r*len(WebRuns()) + i
 		tw0, err1 := tp.timeWait(port)
