@@ -349,6 +349,45 @@ func ParsePing(out string) (avg time.Duration, lossPercent float64, err error) {
 // Linux architecture Go supports.
 const ClockTicks = 100
 
+// CPUTimes are the totals of /proc/stat's "cpu" line (every CPU), in clock ticks.
+type CPUTimes struct{ Idle, Total uint64 }
+
+// ParseStatCPU reads the "cpu" line of /proc/stat: idle (with iowait) and the sum of
+// every field (a guest's time is counted in user and nice already, so guest and
+// guest_nice, fields 9 and 10, are left out of the total).
+func ParseStatCPU(stat string) (CPUTimes, error) {
+	for _, line := range strings.Split(stat, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "cpu" {
+			continue
+		}
+		if len(f) < 5 {
+			return CPUTimes{}, fmt.Errorf("/proc/stat: cpu line %q: want 4 or more values", clip([]byte(line)))
+		}
+		var c CPUTimes
+		for i, x := range f[1:min(len(f), 9)] {
+			v, err := strconv.ParseUint(x, 10, 64)
+			if err != nil {
+				return CPUTimes{}, fmt.Errorf("/proc/stat: cpu line, value %d: %v", i+1, err)
+			}
+			c.Total += v
+			if i == 3 || i == 4 { // idle, iowait
+				c.Idle += v
+			}
+		}
+		return c, nil
+	}
+	return CPUTimes{}, fmt.Errorf("/proc/stat: no cpu line in %q", clip([]byte(stat)))
+}
+
+// IdlePercent is the idle share of the CPU time from a to b, in percent; NaN when no time passed.
+func IdlePercent(a, b CPUTimes) float64 {
+	if b.Total <= a.Total || b.Idle < a.Idle {
+		return math.NaN()
+	}
+	return 100 * float64(b.Idle-a.Idle) / float64(b.Total-a.Total)
+}
+
 // ParseProcStatCPU returns utime+stime, in clock ticks, from the text of /proc/PID/stat.
 // It counts every thread of the process.
 func ParseProcStatCPU(stat string) (uint64, error) {

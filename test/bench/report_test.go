@@ -262,3 +262,27 @@ func TestWriteBaseline(t *testing.T) {
 		}
 	}
 }
+
+func TestParseStatCPU(t *testing.T) {
+	stat := "cpu  100 5 200 600 40 0 55 0 7 0\ncpu0 50 2 100 300 20 0 30 0 7 0\nctxt 12345\n"
+	c, err := ParseStatCPU(stat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// user+nice+system+idle+iowait+irq+softirq+steal = 1000; guest (7) is inside user.
+	if c != (CPUTimes{Idle: 640, Total: 1000}) {
+		t.Errorf("ParseStatCPU = %+v, want {Idle:640 Total:1000}", c)
+	}
+	later, _ := ParseStatCPU("cpu  150 5 300 700 40 0 205 0 7 0\n") // user +50, system +100, idle +100, softirq +150
+	if got := IdlePercent(c, later); got != 25 {                    // idle 100 of 400
+		t.Errorf("IdlePercent = %v, want 25", got)
+	}
+	if got := IdlePercent(later, c); !math.IsNaN(got) {
+		t.Errorf("IdlePercent backwards = %v, want NaN", got)
+	}
+	for _, bad := range []string{"", "cpu0 1 2 3 4\n", "cpu 1 2 3\n", "cpu 1 x 3 4\n"} {
+		if _, err := ParseStatCPU(bad); err == nil {
+			t.Errorf("ParseStatCPU(%q): no error", bad)
+		}
+	}
+}

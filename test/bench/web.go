@@ -57,6 +57,7 @@ func (w WebRun) P50Key() string      { return w.Key + "_p50" }
 func (w WebRun) P99Key() string      { return w.Key + "_p99" }
 func (w WebRun) TimeWaitKey() string { return w.Key + "_timewait" }
 func (w WebRun) CPUKey() string      { return w.Key + "_cpu" }
+func (w WebRun) IdleKey() string     { return w.Key + "_idle" }
 
 // Targets of the short-connection figures, ratios ghostrouter/kernel.
 const (
@@ -85,6 +86,11 @@ func WebFigures() []Figure {
 			}
 		}
 		figs = append(figs, rate, p50, p99)
+		if w.Conc >= 16 {
+			// Whether the run used up the machine or waited on wake-ups: /proc/stat's idle
+			// share of every CPU over the run.
+			figs = append(figs, Figure{Key: w.IdleKey(), Name: w.label() + ", machine idle", Unit: "% CPUs", Better: Lower})
+		}
 		if w.TimeWait {
 			figs = append(figs, Figure{Key: w.TimeWaitKey(), Name: w.label() + ", client TIME_WAIT", Unit: "/1000 req",
 				Better: Lower, Target: TargetTimeWait, Slack: TimeWaitSlack})

@@ -119,6 +119,15 @@ func (tp *topo) wrk(w WebRun, port, secs int) (Wrk, error) {
 	return CombineWrk(res)
 }
 
+// machineCPU is the machine's CPU times (/proc/stat is the same in every namespace).
+func machineCPU() (CPUTimes, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return CPUTimes{}, err
+	}
+	return ParseStatCPU(string(b))
+}
+
 // timeWait counts the client's TIME_WAIT sockets towards port.
 func (tp *topo) timeWait(port int) (int, error) {
 	var n int
@@ -141,7 +150,9 @@ func (tp *topo) webRound(s Samples, r, secs int) {
 		port := webPortBase + r*len(WebRuns()) + i
 		tw0, err1 := tp.timeWait(port)
 		cpu0, err2 := tp.applianceCPU()
+		st0, err5 := machineCPU()
 		res, err := tp.wrk(w, port, secs)
+		st1, err6 := machineCPU()
 		cpu1, err3 := tp.applianceCPU()
 		tw1, err4 := tp.timeWait(port)
 		if err == nil && res.Requests == 0 {
@@ -160,6 +171,9 @@ func (tp *topo) webRound(s Samples, r, secs int) {
 			} else {
 				record(w.TimeWaitKey(), float64(tw1-tw0)*1000/float64(res.Requests), nil)
 			}
+		}
+		if w.Conc >= 16 {
+			record(w.IdleKey(), IdlePercent(st0, st1), errors.Join(err, err5, err6))
 		}
 		if w.CPU {
 			switch e := errors.Join(err, err2, err3); {
