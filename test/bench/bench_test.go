@@ -115,6 +115,9 @@ func TestBench(t *testing.T) {
 				topos[m].round(samples[m], secs)
 			}
 			topos[m].webRound(samples[m], r, webSecs)
+			if app := topos[m].app; app != nil && app.Exited() {
+				t.Fatalf("%s exited during the round; its log %s:\n%s", m, app.LogPath(), tail(app.Log(), 40))
+			}
 			t.Logf("round %d/%d, %s: %v", r+1, rounds, m, time.Since(t0).Round(100*time.Millisecond))
 		}
 	}
@@ -241,10 +244,6 @@ func (tp *topo) round(s Samples, secs int) {
 		perr = fmt.Errorf("%v (%v)", perr, err)
 	}
 	record(PingAvg, ms(avg), perr)
-
-	if tp.app != nil && tp.app.Exited() {
-		t.Fatalf("the appliance exited during the round; its log %s:\n%s", tp.app.LogPath(), tail(tp.app.Log(), 40))
-	}
 }
 
 // udpRound measures the 64-byte UDP figures once on tp and appends them to s: datagrams

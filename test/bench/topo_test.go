@@ -38,8 +38,8 @@ const (
 	Kernel    Mode = "kernel"
 	Appliance Mode = "ghostrouter"
 	// BareTAP is test/cmd/tapfwd, the least a router over TAPs must do (a read, a header
-	// rewrite, a write per frame): what a TAP allows on this machine, the ceiling of any
-	// appliance built on TAPs (GHOSTROUTER_BENCH_BARE=1 adds it to the web workloads).
+	// rewrite, a write per frame): the baseline any appliance built on TAPs starts from on
+	// this machine. It runs the UDP and web workloads (GHOSTROUTER_BENCH_BARE=0: not at all).
 	BareTAP Mode = "bare-tap"
 )
 
