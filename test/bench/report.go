@@ -199,10 +199,7 @@ func num(v float64) string {
 // ratio ghostrouter/kernel, which way is better, and the target with its verdict.
 func WriteTable(w io.Writer, figs []Figure, kernel, appliance Samples) error {
 	// Numbers read best right-aligned; labels, left-aligned: pad them all to one width.
-	width := len("figure")
-	for _, f := range figs {
-		width = max(width, len(f.Name))
-	}
+	width := nameWidth(figs)
 	var buf bytes.Buffer
 	tw := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', tabwriter.AlignRight)
 	tw2 := len("<= 1.5 NOT met")
@@ -223,6 +220,15 @@ func WriteTable(w io.Writer, figs []Figure, kernel, appliance Samples) error {
 		fmt.Fprintf(tw, "%-*s\t%s\t%s\t%s\t%s\t%s\t%-*s\t\n", width, f.Name, f.Unit, num(k), num(g), num(r), f.Better, tw2, tgt)
 	}
 	return flushAligned(w, tw, &buf)
+}
+
+// nameWidth is the width of the figure column: the longest name, or the header's.
+func nameWidth(figs []Figure) int {
+	width := len("figure")
+	for _, f := range figs {
+		width = max(width, len(f.Name))
+	}
+	return width
 }
 
 // flushAligned flushes tw, a right-aligning tabwriter over buf, to w. Right alignment pads
@@ -462,10 +468,7 @@ func clip(b []byte) string {
 // the kernel, the bare TAP loop and ghostrouter, and the ratios bare/kernel and
 // ghostrouter/bare: how far a TAP alone is from the kernel, and what ghostrouter makes of it.
 func WriteBaseline(w io.Writer, figs []Figure, kernel, bare, appliance Samples) error {
-	width := len("figure")
-	for _, f := range figs {
-		width = max(width, len(f.Name))
-	}
+	width := nameWidth(figs)
 	var buf bytes.Buffer
 	tw := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "%-*s\tunit\tkernel\tbare TAP\tghostrouter\tratio b/k\tratio g/b\t\n", width, "figure")

@@ -1,7 +1,7 @@
 // Command tapfwd is the benchmark's bare TAP forwarder: the least a router over TAP devices
 // must do, and nothing else, to measure what a TAP allows on a machine (test/bench, the
-// "bare TAP" column). It opens one TAP per link (no virtio-net header, no offload), puts it
-// in a bridge, answers ARP for its own address on each link, and forwards IPv4 between the
+// "bare TAP" column). It opens one TAP per link with router/tap's Open (no virtio-net header,
+// no offload), in a bridge; its per-frame loop is its own, not the appliance's. It answers ARP for its own address on each link, and forwards IPv4 between the
 // links: one goroutine per link reads a frame, rewrites the Ethernet header and the TTL,
 // and writes it to the other link. A frame for the ghost goes to the MAC of the server
 // jhash(client address) picks (dispatch/core's hash contract, as the kernel reference's
@@ -23,16 +23,16 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"os/signal"
 	"strings"
 	"sync/atomic"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/ghostrouter/ghostrouter/dispatch/core"
+	"github.com/ghostrouter/ghostrouter/router/hdr"
+	"github.com/ghostrouter/ghostrouter/router/tap"
 )
 
 type link struct {
@@ -122,27 +122,19 @@ func parse(links, servers []string, ghost string, seed uint32) (*fwd, error) {
 	return f, nil
 }
 
-// open creates the TAP, puts it in its bridge and sets it up.
+// open creates the TAP (router/tap: in its bridge, up) and keeps its queue's descriptor
+// for the writes of the other link's loop.
 func (l *link) open() error {
-	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	d, err := tap.Open(tap.DeviceConfig{Name: l.name, Bridge: l.bridge, NoOffload: true})
 	if err != nil {
-		return fmt.Errorf("open /dev/net/tun: %w", err)
+		return err
 	}
-	var req [unix.IFNAMSIZ + 64]byte
-	copy(req[:], l.name)
-	binary.NativeEndian.PutUint16(req[unix.IFNAMSIZ:], unix.IFF_TAP|unix.IFF_NO_PI)
-	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.TUNSETIFF, uintptr(unsafe.Pointer(&req[0]))); e != 0 {
-		unix.Close(fd)
-		return fmt.Errorf("TUNSETIFF %s: %w", l.name, e)
+	l.file = d.Files()[0]
+	rc, err := l.file.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("%s: %w", l.name, err)
 	}
-	l.fd = fd
-	l.file = os.NewFile(uintptr(fd), l.name)
-	for _, args := range [][]string{{"link", "set", l.name, "master", l.bridge}, {"link", "set", l.name, "up"}} {
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
-	return nil
+	return rc.Control(func(fd uintptr) { l.fd = int(fd) })
 }
 
 // run forwards what in receives, to out or back to in (ARP replies).
@@ -158,32 +150,22 @@ func (f *fwd) run(in, out *link) {
 	}
 }
 
-const (
-	ethLen  = 14
-	ipv4Min = 20
-)
-
 func (f *fwd) frame(in, out *link, b []byte) {
-	if len(b) < ethLen {
-		f.dropped.Add(1)
-		return
-	}
-	switch binary.BigEndian.Uint16(b[12:]) {
-	case unix.ETH_P_ARP:
+	if len(b) >= hdr.EthLen && hdr.EtherType(b) == hdr.EtherARP {
 		f.arp(in, b)
 		return
-	case unix.ETH_P_IP:
-	default:
+	}
+	if !hdr.IsIPv4(b) {
 		f.dropped.Add(1)
 		return
 	}
-	ip := b[ethLen:]
-	if len(ip) < ipv4Min || ip[0] != 0x45 || ip[8] <= 1 || binary.BigEndian.Uint16(ip[2:]) > uint16(len(ip)) {
+	ip := hdr.IP4(b[hdr.EthLen:])
+	if ip[0] != 0x45 || ip.TTL() <= 1 || ip.TotalLen() > len(ip) {
 		f.dropped.Add(1)
 		return
 	}
-	src, dst := [4]byte(ip[12:16]), [4]byte(ip[16:20])
-	in.learn(src, [6]byte(b[6:12]))
+	src, dst := ip.Src(), ip.Dst()
+	in.learn(src, hdr.SrcMAC(b))
 	var mac [6]byte
 	switch {
 	case dst == f.ghost:
@@ -207,11 +189,7 @@ func (f *fwd) frame(in, out *link, b []byte) {
 	}
 	copy(b[0:6], mac[:])
 	copy(b[6:12], out.mac[:])
-	// TTL - 1, and the checksum by RFC 1624's increment (the TTL is the high byte of its word).
-	ip[8]--
-	sum := uint32(binary.BigEndian.Uint16(ip[10:])) + 0x0100
-	sum = (sum & 0xffff) + sum>>16
-	binary.BigEndian.PutUint16(ip[10:], uint16(sum))
+	hdr.DecTTL(ip)
 	if _, err := unix.Write(out.fd, b); err != nil {
 		f.dropped.Add(1)
 	}
@@ -234,8 +212,8 @@ func (l *link) learn(a [4]byte, mac [6]byte) {
 
 // arp learns the sender of every ARP frame and answers requests for the link's address.
 func (f *fwd) arp(l *link, b []byte) {
-	a := b[ethLen:]
-	if len(a) < 28 || binary.BigEndian.Uint16(a[0:]) != 1 || binary.BigEndian.Uint16(a[2:]) != unix.ETH_P_IP || a[4] != 6 || a[5] != 4 {
+	a := b[hdr.EthLen:]
+	if len(a) < hdr.ARPLen || binary.BigEndian.Uint16(a[0:]) != 1 || binary.BigEndian.Uint16(a[2:]) != hdr.EtherIPv4 || a[4] != 6 || a[5] != 4 {
 		f.dropped.Add(1)
 		return
 	}
@@ -243,11 +221,11 @@ func (f *fwd) arp(l *link, b []byte) {
 	if binary.BigEndian.Uint16(a[6:]) != 1 || [4]byte(a[24:28]) != l.addr.Addr().As4() {
 		return
 	}
-	var r [ethLen + 28]byte
+	var r [hdr.EthLen + hdr.ARPLen]byte
 	copy(r[0:6], a[8:14])
 	copy(r[6:12], l.mac[:])
-	binary.BigEndian.PutUint16(r[12:], unix.ETH_P_ARP)
-	ra := r[ethLen:]
+	binary.BigEndian.PutUint16(r[12:], hdr.EtherARP)
+	ra := r[hdr.EthLen:]
 	copy(ra[0:6], a[0:6])
 	binary.BigEndian.PutUint16(ra[6:], 2)
 	copy(ra[8:14], l.mac[:])

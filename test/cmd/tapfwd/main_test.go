@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -25,7 +27,7 @@ func rig(t *testing.T) (*fwd, [2]*os.File) {
 	t.Helper()
 	var srv []string
 	for i, m := range serverMAC {
-		srv = append(srv, "10.0.0."+string(rune('2'+i))+"="+netipMAC(m))
+		srv = append(srv, fmt.Sprintf("10.0.0.%d=%s", 2+i, net.HardwareAddr(m)))
 	}
 	f, err := parse([]string{"up0=198.51.100.1/24@br-up", "lan0=10.0.0.1/24@br-lan"}, srv, ghost.String(), 0x5eed)
 	if err != nil {
@@ -37,18 +39,6 @@ func rig(t *testing.T) (*fwd, [2]*os.File) {
 		l.fd, wire[i] = int(local.Fd()), peer
 	}
 	return f, wire
-}
-
-func netipMAC(m []byte) string {
-	const hex = "0123456789abcdef"
-	var b []byte
-	for i, x := range m {
-		if i > 0 {
-			b = append(b, ':')
-		}
-		b = append(b, hex[x>>4], hex[x&15])
-	}
-	return string(b)
 }
 
 // next is the frame waiting on w, nil if none.
